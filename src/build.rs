@@ -1,0 +1,1115 @@
+//! Runs a parsed Dockerfile: each stage starts from scratch or an earlier
+//! stage, metadata instructions edit the config, and COPY, ADD and WORKDIR
+//! turn changes of the stage's root filesystem model into layers.
+
+use crate::archive::{self, ArchiveError};
+use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
+use crate::dockerfile::{
+    self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
+    ParseError,
+};
+use crate::image::{BuiltImage, HealthConfig, History, Image, ImageConfig, ImageError};
+use crate::layer::{self, FileSource, LayerError, LayerOptions};
+use crate::platform::{Platform, PlatformError};
+use crate::rootfs::{basename, clean, FsError, Node, NodeKind, RootFs};
+use crate::store::{BlobStore, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+const HISTORY_COMMENT: &str = "dockless.dockerfile.v0";
+
+/// Everything a build needs besides the Dockerfile's own content.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context_dir: PathBuf,
+    /// Defaults to `<context>/Dockerfile`; a relative path is taken from the
+    /// current directory, as `docker build -f` does.
+    pub dockerfile: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<Platform>,
+    /// Seconds since the epoch for every timestamp in the image.
+    pub source_date_epoch: u64,
+    pub gzip_level: u32,
+    pub cache_dir: PathBuf,
+}
+
+impl BuildOptions {
+    pub fn new(context_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> BuildOptions {
+        BuildOptions {
+            context_dir: context_dir.into(),
+            dockerfile: None,
+            build_args: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            target: None,
+            platform: None,
+            source_date_epoch: 0,
+            gzip_level: layer::DEFAULT_GZIP_LEVEL,
+            cache_dir: cache_dir.into(),
+        }
+    }
+
+    pub fn dockerfile_path(&self) -> PathBuf {
+        self.dockerfile
+            .clone()
+            .unwrap_or_else(|| self.context_dir.join("Dockerfile"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read Dockerfile {path}: {source}")]
+    ReadDockerfile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A problem with one instruction, named by file and line.
+    #[error("{file}:{line}: {message}")]
+    Instruction {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("--target {0:?}: no stage of that name in the Dockerfile")]
+    UnknownTarget(String),
+    #[error("{file}: no FROM instruction, so there is nothing to build")]
+    NoStages { file: String },
+    #[error("build context: {0}")]
+    Context(ContextError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("staging folder in {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The finished image and the store that holds its blobs.
+#[derive(Debug)]
+pub struct Built {
+    pub image: BuiltImage,
+    pub store: BlobStore,
+    /// Build args given but never declared by an ARG, as docker warns about.
+    pub unused_build_args: Vec<String>,
+}
+
+/// Builds the target stage (the last one unless `opts.target` names another).
+pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
+    let path = opts.dockerfile_path();
+    let text = std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
+        path: path.clone(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    let df = dockerfile::parse(&text, &file)?;
+    let mut builder = Builder::new(opts, df, file)?;
+    builder.run()
+}
+
+/// What an earlier stage leaves for later ones.
+#[derive(Clone)]
+struct StageResult {
+    image: Image,
+    fs: RootFs,
+}
+
+struct StageState {
+    image: Image,
+    fs: RootFs,
+    /// Values of the ARGs declared in this stage so far.
+    args: BTreeMap<String, String>,
+    /// Whether CMD was set in this stage (an ENTRYPOINT only resets an inherited one).
+    cmd_set_here: bool,
+}
+
+impl StageState {
+    /// ENV wins over ARG, as in Docker.
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.image
+            .config
+            .config
+            .env_value(name)
+            .map(String::from)
+            .or_else(|| self.args.get(name).cloned())
+    }
+
+    fn workdir(&self) -> String {
+        clean("", &self.image.config.config.working_dir)
+    }
+}
+
+struct Builder<'a> {
+    opts: &'a BuildOptions,
+    df: Dockerfile,
+    file: String,
+    store: BlobStore,
+    context: Option<BuildContext>,
+    staging: Option<tempfile::TempDir>,
+    created: String,
+    platform: Platform,
+    /// Global ARGs (before the first FROM) and the automatic platform ARGs.
+    global_args: BTreeMap<String, String>,
+    used_args: BTreeSet<String>,
+    results: Vec<Option<StageResult>>,
+    staged_files: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(opts: &'a BuildOptions, df: Dockerfile, file: String) -> Result<Self, BuildError> {
+        let store = BlobStore::open(&opts.cache_dir)?;
+        let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+        let results = vec![None; df.stages.len()];
+        let mut builder = Builder {
+            opts,
+            df,
+            file,
+            store,
+            context: None,
+            staging: None,
+            created: crate::image::rfc3339(opts.source_date_epoch),
+            platform,
+            global_args: BTreeMap::new(),
+            used_args: BTreeSet::new(),
+            results,
+            staged_files: 0,
+        };
+        builder.resolve_global_args()?;
+        Ok(builder)
+    }
+
+    fn fail(&self, line: usize, message: impl Into<String>) -> BuildError {
+        BuildError::Instruction {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn automatic_args(&self) -> BTreeMap<String, String> {
+        let p = &self.platform;
+        let host = Platform::host();
+        BTreeMap::from([
+            ("TARGETPLATFORM".into(), p.to_string()),
+            ("TARGETOS".into(), p.os.clone()),
+            ("TARGETARCH".into(), p.architecture.clone()),
+            (
+                "TARGETVARIANT".into(),
+                p.variant.clone().unwrap_or_default(),
+            ),
+            ("BUILDPLATFORM".into(), host.to_string()),
+            ("BUILDOS".into(), host.os.clone()),
+            ("BUILDARCH".into(), host.architecture.clone()),
+            (
+                "BUILDVARIANT".into(),
+                host.variant.clone().unwrap_or_default(),
+            ),
+        ])
+    }
+
+    fn resolve_global_args(&mut self) -> Result<(), BuildError> {
+        let mut values = self.automatic_args();
+        for decl in self.df.global_args.clone() {
+            if let Some(v) = self.arg_value(&decl, &|n| values.get(n).cloned())? {
+                values.insert(decl.name.clone(), v);
+            }
+        }
+        self.global_args = values;
+        Ok(())
+    }
+
+    /// A declared ARG's value: the build arg, else its expanded default.
+    fn arg_value(
+        &mut self,
+        decl: &ArgDecl,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, BuildError> {
+        if let Some(v) = self.opts.build_args.get(&decl.name) {
+            self.used_args.insert(decl.name.clone());
+            return Ok(Some(v.clone()));
+        }
+        match &decl.default {
+            Some(raw) => self.expand(decl.line, raw, lookup).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn expand(
+        &self,
+        line: usize,
+        raw: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, BuildError> {
+        dockerfile::expand_word(raw, self.df.escape, lookup)
+            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+    }
+
+    fn expand_words(
+        &self,
+        line: usize,
+        raw: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, BuildError> {
+        dockerfile::expand_words(raw, self.df.escape, lookup)
+            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+    }
+
+    fn global_lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |name| self.global_args.get(name).cloned()
+    }
+
+    /// An earlier stage named by alias or index, as FROM and COPY --from accept.
+    fn stage_ref(&self, name: &str, before: usize) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.df.stages[..before]
+            .iter()
+            .position(|s| s.from.alias.as_deref() == Some(lower.as_str()))
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    }
+
+    fn target_index(&self) -> Result<usize, BuildError> {
+        match &self.opts.target {
+            None => self
+                .df
+                .stages
+                .len()
+                .checked_sub(1)
+                .ok_or(BuildError::NoStages {
+                    file: self.file.clone(),
+                }),
+            Some(t) => self
+                .stage_ref(t, self.df.stages.len())
+                .ok_or_else(|| BuildError::UnknownTarget(t.clone())),
+        }
+    }
+
+    /// The base a stage's FROM names: scratch or an earlier stage.
+    fn stage_base(&self, index: usize) -> Result<Option<usize>, BuildError> {
+        let from = &self.df.stages[index].from;
+        let image = self.expand(from.line, &from.image, &self.global_lookup())?;
+        if image.eq_ignore_ascii_case("scratch") {
+            return Ok(None);
+        }
+        self.stage_ref(&image, index).map(Some).ok_or_else(|| {
+            self.fail(
+                from.line,
+                format!(
+                    "FROM {image}: base images from a registry are not supported yet; \
+                     use `scratch` or an earlier build stage"
+                ),
+            )
+        })
+    }
+
+    fn copy_from_stage(
+        &self,
+        index: usize,
+        ins: &Instruction,
+        from: &str,
+    ) -> Result<usize, BuildError> {
+        let name = self.expand(ins.line, from, &self.global_lookup())?;
+        self.stage_ref(&name, index).ok_or_else(|| {
+            self.fail(
+                ins.line,
+                format!(
+                    "COPY --from={name}: no earlier build stage of that name \
+                     (copying from registry images is not supported yet)"
+                ),
+            )
+        })
+    }
+
+    /// Every stage the target needs, found and checked before anything is
+    /// written, so an unsupported step fails the build at once.
+    fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+        let mut needed = BTreeSet::new();
+        let mut pending = vec![target];
+        while let Some(index) = pending.pop() {
+            if !needed.insert(index) {
+                continue;
+            }
+            if let Some(base) = self.stage_base(index)? {
+                pending.push(base);
+            }
+            for ins in &self.df.stages[index].instructions {
+                self.check_supported(ins)?;
+                if let InstructionKind::Copy(args) = &ins.kind {
+                    if let Some(from) = &args.from {
+                        pending.push(self.copy_from_stage(index, ins, from)?);
+                    }
+                }
+            }
+        }
+        Ok(needed)
+    }
+
+    fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
+        match &ins.kind {
+            InstructionKind::Run(_) => Err(self.fail(
+                ins.line,
+                "RUN is not supported: dockless builds images without a container runtime, \
+                 so it cannot execute commands (do that work before the build, or in a stage \
+                 built by another tool)",
+            )),
+            InstructionKind::Add(args) => {
+                if let Some(url) = args.sources.iter().find(|s| is_remote(s)) {
+                    return Err(self.fail(
+                        ins.line,
+                        format!(
+                            "ADD {url}: adding from a URL or git repository is not supported yet"
+                        ),
+                    ));
+                }
+                if args.from.is_some() {
+                    return Err(self.fail(ins.line, "ADD does not accept --from; use COPY --from"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn run(&mut self) -> Result<Built, BuildError> {
+        let target = self.target_index()?;
+        let needed = self.plan(target)?;
+        for index in needed {
+            let result = self.run_stage(index)?;
+            self.results[index] = Some(result);
+        }
+        let mut result = self.results[target]
+            .take()
+            .ok_or_else(|| BuildError::NoStages {
+                file: self.file.clone(),
+            })?;
+        for (k, v) in &self.opts.labels {
+            result
+                .image
+                .config
+                .config
+                .labels
+                .insert(k.clone(), v.clone());
+        }
+        let image = result.image.finish(&self.store)?;
+        let unused_build_args = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !self.used_args.contains(*k) && !self.global_args.contains_key(*k))
+            .cloned()
+            .collect();
+        Ok(Built {
+            image,
+            store: self.store.clone(),
+            unused_build_args,
+        })
+    }
+
+    fn run_stage(&mut self, index: usize) -> Result<StageResult, BuildError> {
+        let stage = self.df.stages[index].clone();
+        let mut platform = self.platform.clone();
+        if let Some(raw) = &stage.from.platform {
+            let text = self.expand(stage.from.line, raw, &self.global_lookup())?;
+            platform =
+                Platform::parse(&text).map_err(|e| self.fail(stage.from.line, e.to_string()))?;
+        }
+        let base = match self.stage_base(index)? {
+            Some(i) => self.results[i].clone().ok_or_else(|| {
+                self.fail(stage.from.line, "internal: base stage was not built first")
+            })?,
+            None => StageResult {
+                image: Image::new(ImageConfig::scratch(&platform, &self.created)),
+                fs: RootFs::default(),
+            },
+        };
+        if !base.image.config.config.on_build.is_empty() {
+            return Err(self.fail(
+                stage.from.line,
+                "the base stage has ONBUILD triggers, and running them is not supported yet",
+            ));
+        }
+        let mut state = StageState {
+            image: base.image,
+            fs: base.fs,
+            args: BTreeMap::new(),
+            cmd_set_here: false,
+        };
+        for ins in &stage.instructions {
+            self.run_instruction(index, &mut state, ins)?;
+        }
+        Ok(StageResult {
+            image: state.image,
+            fs: state.fs,
+        })
+    }
+
+    fn history(&self, ins: &Instruction) -> History {
+        History {
+            created: Some(self.created.clone()),
+            created_by: Some(ins.original.clone()),
+            author: None,
+            comment: Some(HISTORY_COMMENT.into()),
+            empty_layer: false,
+        }
+    }
+
+    /// Records the instruction, with a layer when it changed the filesystem.
+    fn commit(&mut self, state: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
+        let history = self.history(ins);
+        if state.fs.has_changes() {
+            let entries = state.fs.take_changes();
+            let opts = LayerOptions {
+                mtime: self.opts.source_date_epoch,
+                gzip_level: self.opts.gzip_level,
+            };
+            let info = layer::write_layer(&entries, &self.store, opts)?;
+            tracing::info!(line = ins.line, digest = %info.digest, size = info.size, "layer written");
+            state.image.add_layer(info, history);
+        } else {
+            state.image.add_history(history);
+        }
+        Ok(())
+    }
+
+    fn run_instruction(
+        &mut self,
+        stage: usize,
+        state: &mut StageState,
+        ins: &Instruction,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        match &ins.kind {
+            InstructionKind::Arg(decls) => {
+                for decl in decls {
+                    let value = match self.opts.build_args.get(&decl.name) {
+                        Some(_) => self.arg_value(decl, &|n| state.lookup(n))?,
+                        // A bare ARG re-imports a global (or automatic) ARG's value.
+                        None if decl.default.is_none() => self.global_args.get(&decl.name).cloned(),
+                        None => self.arg_value(decl, &|n| state.lookup(n))?,
+                    };
+                    state
+                        .args
+                        .insert(decl.name.clone(), value.unwrap_or_default());
+                }
+                // Docker keeps ARG out of the image history.
+                return Ok(());
+            }
+            InstructionKind::Env(pairs) => {
+                for (key, raw) in pairs {
+                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
+                    state.image.config.config.set_env(key, &value);
+                }
+            }
+            InstructionKind::Label(pairs) => {
+                for (raw_key, raw) in pairs {
+                    let key = self.expand(line, raw_key, &|n| state.lookup(n))?;
+                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
+                    state.image.config.config.labels.insert(key, value);
+                }
+            }
+            InstructionKind::Workdir(raw) => {
+                let dir = self.expand(line, raw, &|n| state.lookup(n))?;
+                let path = clean(&state.workdir(), &dir);
+                state.image.config.config.working_dir = format!("/{path}");
+                state
+                    .fs
+                    .mkdir_all(&path, 0o755, 0, 0)
+                    .map_err(|e| self.fail(line, format!("WORKDIR {dir}: {e}")))?;
+            }
+            InstructionKind::Expose(words) => {
+                for raw in words {
+                    for word in self.expand_words(line, raw, &|n| state.lookup(n))? {
+                        for port in parse_ports(&word).map_err(|e| self.fail(line, e))? {
+                            state
+                                .image
+                                .config
+                                .config
+                                .exposed_ports
+                                .insert(port, Default::default());
+                        }
+                    }
+                }
+            }
+            InstructionKind::User(raw) => {
+                let user = self.expand(line, raw, &|n| state.lookup(n))?;
+                if user.is_empty() {
+                    return Err(self.fail(line, "USER requires a user name or id"));
+                }
+                state.image.config.config.user = user;
+            }
+            InstructionKind::Volume(raws) => {
+                for raw in raws {
+                    for v in self.expand_words(line, raw, &|n| state.lookup(n))? {
+                        if v.trim().is_empty() {
+                            return Err(
+                                self.fail(line, "VOLUME specified can not be an empty string")
+                            );
+                        }
+                        state
+                            .image
+                            .config
+                            .config
+                            .volumes
+                            .insert(v, Default::default());
+                    }
+                }
+            }
+            InstructionKind::Entrypoint(cmd) => {
+                let argv = self.command_argv(state, cmd);
+                state.image.config.config.entrypoint = Some(argv);
+                if !state.cmd_set_here {
+                    state.image.config.config.cmd = None;
+                }
+            }
+            InstructionKind::Cmd(cmd) => {
+                state.image.config.config.cmd = Some(self.command_argv(state, cmd));
+                state.cmd_set_here = true;
+            }
+            InstructionKind::Shell(shell) => state.image.config.config.shell = shell.clone(),
+            InstructionKind::StopSignal(raw) => {
+                let signal = self.expand(line, raw, &|n| state.lookup(n))?;
+                if !valid_signal(&signal) {
+                    return Err(
+                        self.fail(line, format!("STOPSIGNAL {signal:?} is not a valid signal"))
+                    );
+                }
+                state.image.config.config.stop_signal = Some(signal);
+            }
+            InstructionKind::Healthcheck(h) => {
+                state.image.config.config.healthcheck = Some(health_config(h));
+            }
+            InstructionKind::Onbuild(trigger) => {
+                state.image.config.config.on_build.push(trigger.clone());
+            }
+            InstructionKind::Maintainer(name) => state.image.config.author = Some(name.clone()),
+            InstructionKind::Copy(args) => self.copy(stage, state, ins, args, false)?,
+            InstructionKind::Add(args) => self.copy(stage, state, ins, args, true)?,
+            InstructionKind::Run(_) => {
+                return Err(self.fail(line, "RUN is not supported without a container runtime"))
+            }
+        }
+        self.commit(state, ins)
+    }
+
+    fn command_argv(&self, state: &StageState, cmd: &Command) -> Vec<String> {
+        match cmd {
+            Command::Exec(argv) => argv.clone(),
+            Command::Shell(text) => {
+                let mut argv = state.image.config.config.shell.clone();
+                if argv.is_empty() {
+                    argv = vec!["/bin/sh".into(), "-c".into()];
+                }
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+
+    fn context(&mut self) -> Result<&BuildContext, BuildError> {
+        if self.context.is_none() {
+            let dockerfile = self.opts.dockerfile_path();
+            let ctx = BuildContext::open(&self.opts.context_dir, Some(&dockerfile))
+                .map_err(BuildError::Context)?;
+            self.context = Some(ctx);
+        }
+        self.context
+            .as_ref()
+            .ok_or_else(|| BuildError::Context(ContextError::NotFound { src: ".".into() }))
+    }
+
+    /// A fresh file in the build's staging folder (heredocs, archive members).
+    fn staging_dir(&mut self) -> Result<PathBuf, BuildError> {
+        if self.staging.is_none() {
+            let tmp = self.opts.cache_dir.join("tmp");
+            let io_err = |source| BuildError::Staging {
+                path: tmp.clone(),
+                source,
+            };
+            std::fs::create_dir_all(&tmp).map_err(io_err)?;
+            self.staging = Some(
+                tempfile::Builder::new()
+                    .prefix("build-")
+                    .tempdir_in(&tmp)
+                    .map_err(io_err)?,
+            );
+        }
+        let dir = self
+            .staging
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        self.staged_files += 1;
+        let sub = dir.join(format!("s{}", self.staged_files));
+        std::fs::create_dir_all(&sub).map_err(|source| BuildError::Staging {
+            path: sub.clone(),
+            source,
+        })?;
+        Ok(sub)
+    }
+
+    fn copy(
+        &mut self,
+        stage: usize,
+        state: &mut StageState,
+        ins: &Instruction,
+        args: &CopyArgs,
+        is_add: bool,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let dest_raw = self.expand(line, &args.dest, &|n| state.lookup(n))?;
+        let dest_is_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+        let dest = clean(&state.workdir(), &dest_raw);
+        let owner = match &args.chown {
+            Some(raw) => {
+                let spec = self.expand(line, raw, &|n| state.lookup(n))?;
+                Some(
+                    resolve_owner(&spec, &state.fs)
+                        .map_err(|e| self.fail(line, format!("{verb} --chown={spec}: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let chmod = match &args.chmod {
+            Some(raw) => {
+                let text = self.expand(line, raw, &|n| state.lookup(n))?;
+                Some(parse_chmod(&text).ok_or_else(|| {
+                    self.fail(
+                        line,
+                        format!("{verb} --chmod={text}: expected an octal mode such as 755"),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let apply = |node: Node| apply_owner(node, owner, chmod);
+
+        let mut sources: Vec<Source> = Vec::new();
+        for raw in &args.sources {
+            if let Some(doc) = args.heredocs.iter().find(|h| &h.name == raw) {
+                let content = if doc.expand {
+                    self.expand_heredoc(line, &doc.content, &|n| state.lookup(n))?
+                } else {
+                    doc.content.clone()
+                };
+                sources.push(self.heredoc_source(&doc.name, &content)?);
+                continue;
+            }
+            let src = self.expand(line, raw, &|n| state.lookup(n))?;
+            match &args.from {
+                Some(from) => {
+                    let from_index = self.copy_from_stage(stage, ins, from)?;
+                    sources.extend(self.stage_sources(from_index, &src).map_err(|e| {
+                        self.fail(line, format!("{verb} --from={from} {src}: {e}"))
+                    })?);
+                }
+                None => {
+                    let entries = self
+                        .context()?
+                        .resolve_source(&src)
+                        .map_err(|e| self.fail(line, e.to_string()))?;
+                    for entry in entries {
+                        sources.push(
+                            self.context_source(is_add, entry)
+                                .map_err(|e| self.fail(line, e))?,
+                        );
+                    }
+                }
+            }
+        }
+
+        if (args.sources.len() > 1 || sources.len() > 1) && !dest_is_dir {
+            return Err(self.fail(
+                line,
+                format!("When using {verb} with more than one source file, the destination must be a directory and end with a /"),
+            ));
+        }
+        let (puid, pgid) = owner.unwrap_or((0, 0));
+        let file = self.file.clone();
+        let fs_err = |e: FsError| BuildError::Instruction {
+            file: file.clone(),
+            line,
+            message: format!("{verb} to {dest_raw}: {e}"),
+        };
+        let several = sources.len() > 1;
+        for source in sources {
+            match source {
+                Source::Archive { path, kind } => {
+                    let dir = state
+                        .fs
+                        .mkdir_all(&dest, 0o755, puid, pgid)
+                        .map_err(fs_err)?;
+                    let staging = self.staging_dir()?;
+                    archive::extract(&path, kind, &mut state.fs, &dir, owner, chmod, &staging)
+                        .map_err(|e: ArchiveError| self.fail(line, e.to_string()))?;
+                }
+                Source::Tree {
+                    name,
+                    root,
+                    children,
+                } if root.is_dir() => {
+                    let dir = match state
+                        .fs
+                        .get(&state.fs.resolve(&dest, true).map_err(fs_err)?)
+                    {
+                        Some(_) => state
+                            .fs
+                            .mkdir_all(&dest, 0o755, puid, pgid)
+                            .map_err(fs_err)?,
+                        None => {
+                            let parent = parent_of(&dest);
+                            let parent = state
+                                .fs
+                                .mkdir_all(parent, 0o755, puid, pgid)
+                                .map_err(fs_err)?;
+                            let path = clean(&parent, basename(&dest));
+                            state.fs.insert(&path, apply(root)).map_err(fs_err)?;
+                            path
+                        }
+                    };
+                    let _ = name;
+                    for (rel, node) in children {
+                        state
+                            .fs
+                            .insert(&clean(&dir, &rel), apply(node))
+                            .map_err(fs_err)?;
+                    }
+                }
+                Source::Tree { name, root, .. } => {
+                    let into_dir = dest_is_dir
+                        || several
+                        || state
+                            .fs
+                            .is_dir(&state.fs.resolve(&dest, true).map_err(fs_err)?);
+                    let target = if into_dir {
+                        clean(&dest, &name)
+                    } else {
+                        dest.clone()
+                    };
+                    let parent = state
+                        .fs
+                        .mkdir_all(parent_of(&target), 0o755, puid, pgid)
+                        .map_err(fs_err)?;
+                    let path = clean(&parent, basename(&target));
+                    if path.is_empty() {
+                        return Err(self.fail(
+                            line,
+                            format!("{verb}: cannot copy a file onto the image root"),
+                        ));
+                    }
+                    state.fs.insert(&path, apply(root)).map_err(fs_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expand_heredoc(
+        &self,
+        line: usize,
+        content: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, BuildError> {
+        // Expand line by line so quotes in the text stay as written.
+        let mut out = String::new();
+        for piece in content.split_inclusive('\n') {
+            let (body, nl) = piece
+                .strip_suffix('\n')
+                .map(|b| (b, "\n"))
+                .unwrap_or((piece, ""));
+            let quoted = body.replace('"', "\\\"").replace('\'', "\\'");
+            out.push_str(&self.expand(line, &quoted, lookup)?);
+            out.push_str(nl);
+        }
+        Ok(out)
+    }
+
+    fn heredoc_source(&mut self, name: &str, content: &str) -> Result<Source, BuildError> {
+        let dir = self.staging_dir()?;
+        let path = dir.join("heredoc");
+        std::fs::write(&path, content).map_err(|source| BuildError::Staging {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Source::Tree {
+            name: name.to_string(),
+            root: Node {
+                kind: NodeKind::File {
+                    source: FileSource::Path(path),
+                    size: content.len() as u64,
+                    link_key: None,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+            children: Vec::new(),
+        })
+    }
+
+    /// A context path as a source: an archive for ADD, else a file or a tree.
+    fn context_source(&mut self, is_add: bool, entry: ContextEntry) -> Result<Source, String> {
+        if is_add && entry.kind == EntryKind::File {
+            if let Some(kind) = archive::detect(&entry.path).map_err(|e| e.to_string())? {
+                return Ok(Source::Archive {
+                    path: entry.path,
+                    kind,
+                });
+            }
+        }
+        let name = basename(&entry.rel).to_string();
+        let root = context_node(&entry);
+        let children = if entry.kind == EntryKind::Dir {
+            let ctx = self.context().map_err(|e| e.to_string())?;
+            let prefix_len = if entry.rel.is_empty() {
+                0
+            } else {
+                entry.rel.len() + 1
+            };
+            ctx.walk(&entry)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|child| {
+                    (
+                        child.rel.get(prefix_len..).unwrap_or_default().to_string(),
+                        context_node(child),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Source::Tree {
+            name,
+            root,
+            children,
+        })
+    }
+
+    /// Paths of an earlier stage, with wildcards, following symlinks inside that stage.
+    fn stage_sources(&self, index: usize, src: &str) -> Result<Vec<Source>, String> {
+        let result = self.results[index]
+            .as_ref()
+            .ok_or("that stage was not built")?;
+        let fs = &result.fs;
+        let wanted = clean("", src);
+        let paths: Vec<String> = if has_wildcard(&wanted) {
+            let glob = globset::GlobBuilder::new(&wanted)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("invalid wildcard: {e}"))?
+                .compile_matcher();
+            fs.paths()
+                .filter(|p| glob.is_match(p.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            vec![wanted]
+        };
+        let mut sources = Vec::new();
+        for path in paths {
+            let resolved = fs.resolve(&path, true).map_err(|e| e.to_string())?;
+            let root = if resolved.is_empty() {
+                Node::dir(0o755, 0, 0)
+            } else {
+                fs.get(&resolved)
+                    .cloned()
+                    .ok_or_else(|| format!("/{path}: no such file or directory"))?
+            };
+            let children = if root.is_dir() {
+                fs.children(&resolved)
+            } else {
+                Vec::new()
+            };
+            sources.push(Source::Tree {
+                name: basename(&path).to_string(),
+                root,
+                children,
+            });
+        }
+        if sources.is_empty() {
+            return Err("no matching files".into());
+        }
+        Ok(sources)
+    }
+}
+
+/// One matched COPY/ADD source.
+enum Source {
+    /// A file or directory with everything below it (paths relative to it).
+    Tree {
+        name: String,
+        root: Node,
+        children: Vec<(String, Node)>,
+    },
+    /// A local archive that ADD extracts.
+    Archive {
+        path: PathBuf,
+        kind: archive::ArchiveKind,
+    },
+}
+
+fn context_node(entry: &ContextEntry) -> Node {
+    let kind = match &entry.kind {
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::Symlink(target) => NodeKind::Symlink(target.to_string_lossy().into_owned()),
+        EntryKind::File => NodeKind::File {
+            source: FileSource::Path(entry.path.clone()),
+            size: entry.size,
+            link_key: (entry.nlink > 1).then_some((entry.dev, entry.ino)),
+        },
+    };
+    // The context never carries owners: files land as root unless --chown says otherwise.
+    Node {
+        kind,
+        mode: entry.mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn apply_owner(mut node: Node, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Node {
+    if let Some((uid, gid)) = owner {
+        node.uid = uid;
+        node.gid = gid;
+    }
+    if let Some(mode) = chmod {
+        if !matches!(node.kind, NodeKind::Symlink(_)) {
+            node.mode = mode;
+        }
+    }
+    node
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+fn has_wildcard(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+fn is_remote(src: &str) -> bool {
+    let lower = src.to_ascii_lowercase();
+    ["http://", "https://", "git@", "git://", "ssh://"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+}
+
+fn parse_chmod(text: &str) -> Option<u32> {
+    if text.is_empty() || text.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// `user[:group]` by number, or by name from the stage's /etc/passwd and /etc/group.
+fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err("empty user".into());
+    }
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup_id(fs, "etc/passwd", user, 2)
+            .map(|(uid, gid)| (uid, gid.unwrap_or(uid)))
+            .ok_or_else(|| {
+                format!("unknown user {user:?} (no such entry in /etc/passwd of this stage)")
+            })?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup_id(fs, "etc/group", g, 2)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    format!("unknown group {g:?} (no such entry in /etc/group of this stage)")
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
+fn lookup_id(fs: &RootFs, file: &str, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
+    let resolved = fs.resolve(file, true).ok()?;
+    let NodeKind::File {
+        source: FileSource::Path(path),
+        ..
+    } = &fs.get(&resolved)?.kind
+    else {
+        return None;
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() != Some(&name) {
+            return None;
+        }
+        let id = fields.get(id_field)?.parse().ok()?;
+        let next = fields.get(id_field + 1).and_then(|f| f.parse().ok());
+        Some((id, next))
+    })
+}
+
+/// `80`, `80/tcp`, `53/udp`, `8000-8002` → `80/tcp`, ...
+fn parse_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "EXPOSE {word}: invalid protocol {proto:?} (tcp, udp or sctp)"
+        ));
+    }
+    let port = |s: &str| -> Result<u32, String> {
+        s.parse::<u32>()
+            .ok()
+            .filter(|p| *p <= 65535)
+            .ok_or_else(|| format!("EXPOSE {word}: invalid port {s:?}"))
+    };
+    let (start, end) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if end < start {
+        return Err(format!("EXPOSE {word}: invalid port range"));
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn valid_signal(signal: &str) -> bool {
+    if let Ok(n) = signal.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let name = signal.strip_prefix("SIG").unwrap_or(signal);
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-')
+}
+
+fn health_config(h: &Healthcheck) -> HealthConfig {
+    let nanos = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64).unwrap_or(0);
+    HealthConfig {
+        test: h.test.clone(),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        start_period: nanos(h.start_period),
+        start_interval: nanos(h.start_interval),
+        retries: h.retries.map(u64::from).unwrap_or(0),
+    }
+}

@@ -1,0 +1,35 @@
+//! Where dockless keeps its working blobs between runs.
+
+use std::path::PathBuf;
+
+/// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
+pub fn default_dir() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("DOCKLESS_CACHE_DIR") {
+        return dir;
+    }
+    if let Some(xdg) = var("XDG_CACHE_HOME") {
+        return xdg.join("dockless");
+    }
+    match var("HOME") {
+        Some(home) => home.join(".cache").join("dockless"),
+        None => std::env::temp_dir().join("dockless-cache"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid SOURCE_DATE_EPOCH {0:?}: expected whole seconds since 1970-01-01")]
+pub struct EpochError(pub String);
+
+/// Build timestamps: `$SOURCE_DATE_EPOCH`, or 0 so builds are reproducible by default.
+pub fn source_date_epoch() -> Result<u64, EpochError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if v.trim().is_empty() => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| EpochError(v)),
+        Err(_) => Ok(0),
+    }
+}

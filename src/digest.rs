@@ -1,0 +1,104 @@
+//! sha256 digests in the `sha256:<hex>` form used throughout OCI.
+
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// Formats a finished hasher as `sha256:<hex>`.
+fn format(hasher: Sha256) -> String {
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The digest of a byte slice.
+pub fn sha256(bytes: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    format(hasher)
+}
+
+/// The digest and length of everything a reader yields, streamed.
+pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut writer = HashingWriter::new(io::sink());
+    io::copy(&mut reader, &mut writer)?;
+    let (_, digest, len) = writer.finish();
+    Ok((digest, len))
+}
+
+/// The digest and length of a file, streamed.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    sha256_reader(std::fs::File::open(path)?)
+}
+
+/// The hex part of a `sha256:<hex>` digest, if it is well formed.
+pub fn hex_part(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then_some(hex)
+}
+
+/// A writer that hashes and counts the bytes passing through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// Returns the inner writer, the digest and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, format(self.hasher), self.written)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_digest_is_the_well_known_one() {
+        assert_eq!(
+            sha256(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn hashing_writer_matches_one_shot_digest() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        let (inner, digest, len) = w.finish();
+        assert_eq!(inner, b"hello world");
+        assert_eq!(len, 11);
+        assert_eq!(digest, sha256(b"hello world"));
+    }
+
+    #[test]
+    fn hex_part_rejects_malformed_digests() {
+        assert!(hex_part("sha256:abc").is_none());
+        assert!(hex_part("md5:00").is_none());
+        let good = sha256(b"x");
+        assert_eq!(hex_part(&good).map(str::len), Some(64));
+    }
+}

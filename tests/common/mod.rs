@@ -1,0 +1,112 @@
+//! Helpers shared by the integration tests: running dockless, preparing
+//! contexts, and reading images back with independent tools.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn testdata(name: &str) -> PathBuf {
+    repo_root().join("testdata").join(name)
+}
+
+/// The dockless binary, run with a private cache folder.
+pub fn dockless(cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockless"));
+    cmd.env("DOCKLESS_CACHE_DIR", cache).env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// Runs a command and panics with its stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Requires a tool the test suite installs (see .ci/run); a missing tool is a failure, not a skip.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed; .ci/run installs it (apt-get install)"))
+}
+
+/// Copies a folder recursively, keeping symlinks and modes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// A copy of testdata/hello with the static busybox from Debian's busybox-static.
+pub fn hello_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("hello");
+    copy_tree(&testdata("hello"), &ctx);
+    let busybox = require_tool("busybox");
+    std::fs::copy(&busybox, ctx.join("bin/busybox")).expect("copy busybox");
+    ctx
+}
+
+/// `name:tag@sha256:...` → the digest.
+pub fn digest_of(reference: &str) -> String {
+    reference
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_else(|| panic!("no digest in {reference:?}"))
+}
+
+/// Unpacks `layout:tag` with umoci into `bundle` and returns the rootfs path.
+pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    require_tool("umoci");
+    run_ok(
+        Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(bundle),
+    );
+    bundle.join("rootfs")
+}
+
+/// One line per path below `root`: path, type, mode, owner, link target and a content hash.
+pub fn describe_tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines = Vec::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.expect("walk");
+        let md = entry.path().symlink_metadata().expect("lstat");
+        let rel = entry.path().strip_prefix(root).unwrap().display().to_string();
+        let ft = md.file_type();
+        let detail = if ft.is_symlink() {
+            format!("l -> {}", std::fs::read_link(entry.path()).unwrap().display())
+        } else if ft.is_dir() {
+            "d".to_string()
+        } else {
+            let bytes = std::fs::read(entry.path()).expect("read");
+            format!("f {}", dockless::digest::sha256(&bytes))
+        };
+        lines.push(format!(
+            "{rel} {detail} mode={:o} owner={}:{} nlink={}",
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid(),
+            if ft.is_file() { md.nlink() } else { 0 }
+        ));
+    }
+    lines
+}
