@@ -6,13 +6,17 @@ use dockless::build::{self, BuildError, BuildOptions};
 use dockless::layout::Output;
 use dockless::naming::{self, NameTag};
 use dockless::platform::Platform;
+use dockless::registry::{PushOptions, Reference};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod progress;
+
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
+const EXIT_REGISTRY: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -29,15 +33,74 @@ struct Cli {
 enum Commands {
     /// Build an image into an OCI layout (./oci-layout by default) or an archive.
     Build(BuildArgs),
+    /// Build an image and push it to a registry; prints REGISTRY/REPO:TAG@DIGEST.
+    Push(PushArgs),
+    /// Check credentials against a registry and store them as `docker login` does.
+    Login(LoginArgs),
 }
 
 #[derive(Args)]
 struct BuildArgs {
-    /// The build context folder.
-    context: PathBuf,
     /// Image name and tag (NAME[:TAG]); defaults to the context folder's name.
     #[arg(short = 't', long = "tag")]
     tag: Option<String>,
+    /// oci:DIR, oci-archive:FILE.tar or docker-archive:FILE.tar (default oci:./oci-layout).
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// TAG, REPO:TAG or REGISTRY/REPO:TAG; the repository defaults to the context folder's name.
+    #[arg(short = 't', long = "tag")]
+    tag: Option<String>,
+    /// Registry host[:port] for names without one.
+    #[arg(long, env = "DOCKLESS_REGISTRY")]
+    registry: Option<String>,
+    /// Extra CA certificate (PEM) to trust; repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
+    /// Use plain HTTP instead of TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 3)]
+    concurrency: usize,
+    /// No progress output.
+    #[arg(long, short = 'q', conflicts_with = "json")]
+    quiet: bool,
+    /// Progress as JSON lines on stderr, for CI.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Registry host[:port].
+    registry: String,
+    #[arg(short = 'u', long)]
+    username: String,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Password on the command line (visible to other users; prefer --password-stdin).
+    #[arg(short = 'p', long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// What `build` and `push` share.
+#[derive(Args)]
+struct BuildFlags {
+    /// The build context folder.
+    context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
@@ -47,9 +110,6 @@ struct BuildArgs {
     /// Add a label to the image (KEY=VALUE).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// oci:DIR, oci-archive:FILE.tar or docker-archive:FILE.tar (default oci:./oci-layout).
-    #[arg(short = 'o', long = "output")]
-    output: Option<String>,
     /// Target platform os/arch[/variant] (default: this machine's).
     #[arg(long)]
     platform: Option<String>,
@@ -88,6 +148,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
+        Commands::Push(args) => run_push(args),
+        Commands::Login(args) => run_login(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,7 +198,7 @@ fn key_values(
     Ok(map)
 }
 
-fn build_options(args: &BuildArgs) -> Result<BuildOptions, Failure> {
+fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     let mut opts = BuildOptions::new(&args.context, dockless::cache::default_dir());
     opts.dockerfile = args.file.clone();
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
@@ -153,16 +215,8 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions, Failure> {
     Ok(opts)
 }
 
-fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = match &args.tag {
-        Some(t) => NameTag::parse(t).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.context)).map_err(usage)?,
-    };
-    let output = match &args.output {
-        Some(o) => Output::parse(o).map_err(usage)?,
-        None => Output::default_layout(),
-    };
-    let opts = build_options(&args)?;
+fn run_image_build(flags: &BuildFlags) -> Result<build::Built, Failure> {
+    let opts = build_options(flags)?;
     let built = build::build(&opts).map_err(|e: BuildError| Failure {
         code: EXIT_BUILD,
         error: e.into(),
@@ -170,6 +224,19 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
+    Ok(built)
+}
+
+fn run_build(args: BuildArgs) -> Result<(), Failure> {
+    let name = match &args.tag {
+        Some(t) => NameTag::parse(t).map_err(usage)?,
+        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
+    };
+    let output = match &args.output {
+        Some(o) => Output::parse(o).map_err(usage)?,
+        None => Output::default_layout(),
+    };
+    let built = run_image_build(&args.flags)?;
     output
         .write(&built.store, &built.image, &name.to_string())
         .with_context(|| {
@@ -179,5 +246,108 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
             )
         })?;
     println!("{name}@{}", built.image.manifest_digest);
+    Ok(())
+}
+
+/// Where `push` sends the image: `--tag v1` is a tag for the context's name;
+/// `repo:tag` and `team/repo:tag` go to `--registry`; a name with a host is taken whole.
+fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
+    let default_repo = naming::default_name(&args.flags.context);
+    let (name, tag) = match args.tag.as_deref() {
+        None => (default_repo, "latest".to_string()),
+        Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
+        Some(t) => {
+            let n = NameTag::parse(t).map_err(usage)?;
+            (n.name, n.tag)
+        }
+    };
+    let has_host = name
+        .split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
+    let full = match (&args.registry, has_host) {
+        (_, true) => format!("{name}:{tag}"),
+        (Some(registry), false) => format!("{}/{name}:{tag}", registry.trim_end_matches('/')),
+        (None, false) => {
+            return Err(usage(anyhow::anyhow!(
+                "no registry for {name}:{tag}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
+            )))
+        }
+    };
+    Reference::parse(&full).map_err(usage)
+}
+
+fn run_push(args: PushArgs) -> Result<(), Failure> {
+    let target = push_target(&args)?;
+    let built = run_image_build(&args.flags)?;
+    let progress = progress::Progress::new(if args.quiet {
+        progress::Mode::Quiet
+    } else if args.json {
+        progress::Mode::Json
+    } else {
+        progress::Mode::Bars
+    });
+    let opts = PushOptions {
+        insecure: args.insecure,
+        ca_certs: args.ca_certs.clone(),
+        concurrency: args.concurrency.max(1),
+        events: progress.sink(),
+        ..PushOptions::default()
+    };
+    let cache_dir = dockless::cache::default_dir();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime
+        .block_on(dockless::publish::publish(
+            &built.store,
+            &built.image,
+            &target,
+            &opts,
+            &cache_dir,
+        ))
+        .map_err(|e| Failure {
+            code: EXIT_REGISTRY,
+            error: e.into(),
+        })?;
+    progress.finish();
+    println!(
+        "{}/{}:{}@{}",
+        target.registry, target.repository, target.tag, outcome.manifest_digest
+    );
+    Ok(())
+}
+
+fn run_login(args: LoginArgs) -> Result<(), Failure> {
+    let password = match (&args.password, args.password_stdin) {
+        (Some(p), _) => {
+            eprintln!("warning: --password is visible to other users; prefer --password-stdin");
+            p.clone()
+        }
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, false) => {
+            return Err(usage(anyhow::anyhow!(
+                "give the password with --password-stdin"
+            )))
+        }
+    };
+    let opts = dockless::auth::LoginOptions {
+        insecure: args.insecure,
+        ca_certs: args.ca_certs.clone(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(dockless::auth::login(
+            &args.registry,
+            &args.username,
+            &password,
+            &opts,
+        ))
+        .map_err(|e| Failure {
+            code: EXIT_REGISTRY,
+            error: e.into(),
+        })?;
+    eprintln!("Login Succeeded");
     Ok(())
 }

@@ -1,0 +1,138 @@
+//! Glue between a built image and the registry sink: which files hold its
+//! blobs, and which repositories of a registry already hold them, so a push
+//! to another repository mounts instead of uploading (docker keeps the same
+//! record in its distribution metadata).
+
+use crate::image::{BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
+use crate::registry::{
+    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError,
+};
+use crate::store::{BlobStore, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// digest → repositories known to hold it, for one registry.
+type MountRecord = BTreeMap<String, BTreeSet<String>>;
+
+fn record_path(cache_dir: &Path, registry: &str) -> PathBuf {
+    let safe: String = registry
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache_dir.join("mounts").join(format!("{safe}.json"))
+}
+
+/// A damaged or missing record only costs uploads, so it reads as empty.
+fn read_record(path: &Path) -> MountRecord {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_record(path: &Path, record: &MountRecord) {
+    let write = || -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&mut tmp, record)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot update {}: {e}", path.display());
+    }
+}
+
+fn local_blob(
+    store: &BlobStore,
+    digest: &str,
+    size: u64,
+    media_type: &str,
+    mounts: &MountRecord,
+    repo: &str,
+) -> Result<LocalBlob, StoreError> {
+    let mount_from = mounts
+        .get(digest)
+        .map(|repos| {
+            repos
+                .iter()
+                .filter(|r| r.as_str() != repo)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(LocalBlob {
+        digest: digest.to_string(),
+        size,
+        media_type: media_type.to_string(),
+        path: store.existing(digest)?,
+        mount_from,
+    })
+}
+
+/// The registry's view of a built image: manifest bytes and blob files.
+pub fn push_image(
+    store: &BlobStore,
+    image: &BuiltImage,
+    mounts: &MountRecord,
+    repo: &str,
+) -> Result<PushImage, StoreError> {
+    let config = local_blob(
+        store,
+        &image.config_digest,
+        image.config_size,
+        MEDIA_TYPE_CONFIG,
+        mounts,
+        repo,
+    )?;
+    let layers = image
+        .layers
+        .iter()
+        .map(|l| local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo))
+        .collect::<Result<_, _>>()?;
+    Ok(PushImage {
+        manifest: image.manifest.clone(),
+        manifest_media_type: MEDIA_TYPE_MANIFEST.to_string(),
+        config,
+        layers,
+    })
+}
+
+/// Pushes the image and remembers that the target repository now holds its blobs.
+pub async fn publish(
+    store: &BlobStore,
+    image: &BuiltImage,
+    target: &Reference,
+    opts: &PushOptions,
+    cache_dir: &Path,
+) -> Result<PushOutcome, PublishError> {
+    let record_file = record_path(cache_dir, &target.registry);
+    let record = read_record(&record_file);
+    let push = push_image(store, image, &record, &target.repository)?;
+    let outcome = registry::push(&push, target, opts).await?;
+    let mut record = read_record(&record_file);
+    for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))
+    {
+        record
+            .entry(digest.clone())
+            .or_default()
+            .insert(target.repository.clone());
+    }
+    write_record(&record_file, &record);
+    Ok(outcome)
+}

@@ -1,0 +1,1254 @@
+//! OCI distribution (registry v2) push client.
+//!
+//! Why not `oci-client` (0.18): its blob pushes take an in-memory buffer or a
+//! one-shot stream, so there is no monolithic-then-chunked fallback from a
+//! file; `mount_blob` asks for a token scoped to the target only (never `pull`
+//! on the source repository) and treats the spec's 202 "mount refused, here is
+//! an upload session" as an error; it cannot refuse Basic credentials over
+//! plain HTTP; and TLS failures cannot be reported with the host and reason.
+//! So this module speaks the protocol directly over reqwest + rustls.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use reqwest::header::{CONTENT_LENGTH, LOCATION};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::auth::{self, AuthState, Scope};
+
+/// Errors from pushing or logging in. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("cannot resolve registry host {host}: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("cannot connect to registry {host}: {reason}")]
+    Connect { host: String, reason: String },
+    #[error("timed out talking to registry {host}")]
+    Timeout { host: String },
+    #[error("TLS error with {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("HTTP error talking to {host}: {reason}")]
+    Http { host: String, reason: String },
+    #[error("registry {host} refused {operation} (HTTP {status}): {message}")]
+    Registry {
+        host: String,
+        operation: String,
+        status: u16,
+        message: String,
+    },
+    #[error("authentication to {registry} failed: {message}")]
+    Unauthorized { registry: String, message: String },
+    #[error("access denied by {registry} for {operation}: {message}")]
+    Denied {
+        registry: String,
+        operation: String,
+        message: String,
+    },
+    #[error("credentials for {registry}: {reason}")]
+    Credentials { registry: String, reason: String },
+    #[error(
+        "refusing to send credentials for {registry} over plain HTTP to non-loopback host {host}"
+    )]
+    InsecureCredentials { registry: String, host: String },
+    #[error("registry {host} protocol error: {reason}")]
+    Protocol { host: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob file {path} does not match its descriptor: expected {expected}, found {actual}")]
+    BlobMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// A blob stored in a local file.
+#[derive(Debug, Clone)]
+pub struct LocalBlob {
+    /// `sha256:<hex>`
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// File holding exactly the blob bytes.
+    pub path: PathBuf,
+    /// Repositories on the *target* registry that may already hold this blob;
+    /// tried in order for a cross-repository mount before uploading.
+    pub mount_from: Vec<String>,
+}
+
+/// Everything needed to push one image manifest.
+#[derive(Debug, Clone)]
+pub struct PushImage {
+    /// Exact bytes to PUT (their sha256 is the manifest digest).
+    pub manifest: Vec<u8>,
+    pub manifest_media_type: String,
+    pub config: LocalBlob,
+    pub layers: Vec<LocalBlob>,
+}
+
+/// `registry/repository:tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// e.g. `127.0.0.1:5000`, `docker.io`
+    pub registry: String,
+    /// e.g. `team/hello`, `library/alpine`
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Reference {
+    /// Parse `[host[:port]/]repo[:tag]`. Names without a registry host go to
+    /// docker.io, single-component names there get `library/`. A missing tag
+    /// means `latest`. Digest references are refused (a push needs a tag).
+    pub fn parse(s: &str) -> Result<Reference> {
+        let bad = |reason: &str| RegistryError::InvalidReference {
+            reference: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if s.contains('@') {
+            return Err(bad("digest references cannot be pushed; use a tag"));
+        }
+        if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("empty or contains whitespace"));
+        }
+        let (first, rest) = match s.split_once('/') {
+            Some((f, r)) => (f, Some(r)),
+            None => (s, None),
+        };
+        // Same rule as docker: a first component with '.', ':' or "localhost" is a host.
+        let (registry, remainder) = match rest {
+            Some(r) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                (first.to_string(), r)
+            }
+            _ => ("docker.io".to_string(), s),
+        };
+        if registry.is_empty() {
+            return Err(bad("empty registry host"));
+        }
+        let last_slash = remainder.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (repo, tag) = match remainder[last_slash..].rfind(':') {
+            Some(i) => (
+                &remainder[..last_slash + i],
+                &remainder[last_slash + i + 1..],
+            ),
+            None => (remainder, "latest"),
+        };
+        if !valid_tag(tag) {
+            return Err(bad("tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"));
+        }
+        if !valid_repository(repo) {
+            return Err(bad(
+                "repository must be lowercase path components of [a-z0-9] joined by '.', '_', '__' or '-'",
+            ));
+        }
+        let repository = if registry == "docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo.to_string()
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag: tag.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
+    }
+}
+
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn valid_repository(r: &str) -> bool {
+    !r.is_empty() && r.len() <= 255 && r.split('/').all(valid_path_component)
+}
+
+fn valid_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
+        return false;
+    }
+    // Separators: one '.', one or two '_', or any number of '-'.
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(&b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(&b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Progress and outcome notifications during a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushEvent {
+    /// Work on a blob begins.
+    BlobStarted { digest: String, size: u64 },
+    /// Bytes of the blob sent so far in the current attempt (restarts at 0 on retry).
+    BlobProgress {
+        digest: String,
+        sent: u64,
+        total: u64,
+    },
+    /// Already present in the target repository: nothing sent.
+    BlobSkipped { digest: String },
+    /// Mounted from another repository of the same registry.
+    BlobMounted { digest: String, from: String },
+    /// Uploaded.
+    BlobUploaded { digest: String },
+    /// Manifest accepted and tagged.
+    ManifestPushed { digest: String, tag: String },
+}
+
+type Callback = dyn Fn(&PushEvent) + Send + Sync;
+
+/// Receives [`PushEvent`]s; cheap to clone. `EventSink::default()` discards them.
+#[derive(Clone, Default)]
+pub struct EventSink(Option<Arc<Callback>>);
+
+impl EventSink {
+    pub fn new(f: impl Fn(&PushEvent) + Send + Sync + 'static) -> Self {
+        EventSink(Some(Arc::new(f)))
+    }
+    fn emit(&self, e: PushEvent) {
+        if let Some(f) = &self.0 {
+            f(&e);
+        }
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventSink(callback)"
+        } else {
+            "EventSink(none)"
+        })
+    }
+}
+
+/// Default PATCH chunk: several registries cap a chunk at 4 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    /// Extra PEM CA files trusted in addition to the OS store.
+    pub ca_certs: Vec<PathBuf>,
+    /// Blobs uploaded at once (0 is treated as 1).
+    pub concurrency: usize,
+    pub events: EventSink,
+    /// PATCH chunk size when monolithic upload is refused (0 = default).
+    pub chunk_size: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            insecure: false,
+            ca_certs: Vec::new(),
+            concurrency: 3,
+            events: EventSink::default(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// sha256 of the manifest bytes, computed locally.
+    pub manifest_digest: String,
+    pub uploaded: Vec<String>,
+    pub mounted: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+/// HTTP plumbing for one registry host.
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    secure: bool,
+    /// Host as the user wrote it (used in messages and credential lookup).
+    host: String,
+    /// `scheme://api-host/`
+    base: Url,
+}
+
+impl Transport {
+    pub(crate) fn new(registry: &str, insecure: bool, ca_certs: &[PathBuf]) -> Result<Self> {
+        // docker.io is an alias; the API lives elsewhere.
+        let api_host = if registry == "docker.io" || registry == "index.docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let scheme = if insecure { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{api_host}/")).map_err(|_| {
+            RegistryError::InvalidReference {
+                reference: registry.to_string(),
+                reason: "not a valid registry host".into(),
+            }
+        })?;
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")));
+        // Always hand reqwest our own rustls config: with `rustls-no-provider`
+        // it would otherwise panic looking for a process-wide crypto provider
+        // (even for plain HTTP, since an absolute Location may be https).
+        b = b.tls_backend_preconfigured(tls_config(ca_certs)?);
+        let http = b
+            .build()
+            .map_err(|e| RegistryError::TlsConfig(format!("building HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            secure: !insecure,
+            host: registry.to_string(),
+            base,
+        })
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Result<Url> {
+        self.base.join(path).map_err(|_| RegistryError::Protocol {
+            host: self.host.clone(),
+            reason: format!("cannot build URL for {path}"),
+        })
+    }
+
+    /// Classify a transport error, naming `host` (not the URL: it may carry
+    /// upload state in its query).
+    pub(crate) fn map_send_error(&self, e: reqwest::Error, host: &str) -> RegistryError {
+        let host = host.to_string();
+        if let Some(reason) = tls_reason(&e) {
+            return RegistryError::Tls { host, reason };
+        }
+        if e.is_timeout() {
+            return RegistryError::Timeout { host };
+        }
+        let chain = error_chain(&e);
+        if e.is_connect() {
+            let lower = chain.to_ascii_lowercase();
+            if lower.contains("dns")
+                || lower.contains("lookup")
+                || lower.contains("resolve")
+                || lower.contains("name or service not known")
+            {
+                return RegistryError::Dns {
+                    host,
+                    reason: chain,
+                };
+            }
+            return RegistryError::Connect {
+                host,
+                reason: chain,
+            };
+        }
+        RegistryError::Http {
+            host,
+            reason: chain,
+        }
+    }
+}
+
+/// Source chain as text, skipping reqwest's own URL-bearing top line.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.contains(&t) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Find a rustls error anywhere in the chain. `io::Error` hides its inner
+/// error from `source()`, so look through `get_ref` explicitly.
+fn tls_reason(e: &reqwest::Error) -> Option<String> {
+    fn find<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+        depth: usize,
+    ) -> Option<&'a rustls::Error> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|i| find(i, depth + 1)) {
+                return Some(r);
+            }
+        }
+        e.source().and_then(|s| find(s, depth + 1))
+    }
+    if let Some(r) = find(e, 0) {
+        return Some(describe_rustls(r));
+    }
+    // Last resort if the error types are hidden: recognise rustls's wording.
+    let chain = error_chain(e);
+    chain.contains("invalid peer certificate").then_some(chain)
+}
+
+fn describe_rustls(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "server certificate is signed by an unknown authority \
+                 (not in the OS trust store nor any --ca-cert)"
+                .into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "server certificate is not valid for this host name".into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "server certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "server certificate is not valid yet".into()
+            }
+            C::Revoked => "server certificate is revoked".into(),
+            C::BadSignature => "server certificate signature does not verify against the \
+                 trusted CA of the same name (wrong --ca-cert?)"
+                .into(),
+            other => format!("invalid server certificate: {other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn tls_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    if !native.errors.is_empty() {
+        debug!(
+            errors = native.errors.len(),
+            "some OS certificates could not be loaded"
+        );
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    debug!(added, ignored, "OS trust store loaded");
+    for path in ca_certs {
+        let shown = path.display();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| RegistryError::TlsConfig(format!("cannot read CA file {shown}: {e}")))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| {
+                RegistryError::TlsConfig(format!("CA file {shown} is not valid PEM: {e}"))
+            })?;
+        if certs.is_empty() {
+            return Err(RegistryError::TlsConfig(format!(
+                "CA file {shown} contains no certificate"
+            )));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| {
+                RegistryError::TlsConfig(format!(
+                    "CA file {shown} holds an unusable certificate: {e}"
+                ))
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::TlsConfig(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Read at most `limit` bytes of a body (error bodies and tokens are small;
+/// a hostile server must not make us buffer gigabytes).
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    detail: Option<serde_json::Value>,
+}
+
+/// Decode the distribution error JSON into one line.
+pub(crate) fn decode_error_body(body: &[u8]) -> Option<String> {
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    if parsed.errors.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = parsed
+        .errors
+        .iter()
+        .map(|e| {
+            let mut s = match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => format!("{}: {}", e.code, e.message),
+                (false, true) => e.code.clone(),
+                _ => e.message.clone(),
+            };
+            if let Some(d) = &e.detail {
+                let d = match d {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                if !d.is_empty() {
+                    s.push_str(&format!(" ({})", truncate(&d, 300)));
+                }
+            }
+            s
+        })
+        .collect();
+    Some(parts.join("; "))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Turn a failed response into an error with the registry's own message.
+pub(crate) async fn error_from_response(
+    host: &str,
+    operation: &str,
+    resp: reqwest::Response,
+) -> RegistryError {
+    let status = resp.status();
+    let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+    let message = decode_error_body(&body).unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body);
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('<') {
+            status
+                .canonical_reason()
+                .unwrap_or("no details")
+                .to_string()
+        } else {
+            truncate(text, 300)
+        }
+    });
+    match status {
+        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
+            registry: host.to_string(),
+            message: format!("{operation}: {message}"),
+        },
+        StatusCode::FORBIDDEN => RegistryError::Denied {
+            registry: host.to_string(),
+            operation: operation.to_string(),
+            message,
+        },
+        _ => RegistryError::Registry {
+            host: host.to_string(),
+            operation: operation.to_string(),
+            status: status.as_u16(),
+            message,
+        },
+    }
+}
+
+/// A request body that can be rebuilt for a retry.
+enum ReqBody<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        /// Reported in progress events.
+        digest: &'a str,
+        /// Absolute blob size, for progress totals.
+        total: u64,
+    },
+}
+
+struct Session {
+    t: Transport,
+    auth: AuthState,
+    events: EventSink,
+    chunk_size: u64,
+}
+
+impl Session {
+    /// Send with authorization for `scopes`; on 401 re-authenticate once and retry.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: ReqBody<'_>,
+        scopes: &[Scope],
+    ) -> Result<reqwest::Response> {
+        let mut retried = false;
+        loop {
+            let mut rb = self.t.http.request(method.clone(), url.clone());
+            for (k, v) in headers {
+                rb = rb.header(*k, v.as_str());
+            }
+            if let Some(h) = self.auth.header_for(&self.t, scopes).await? {
+                rb = rb.header(reqwest::header::AUTHORIZATION, h);
+            }
+            rb = match &body {
+                ReqBody::Empty => rb.header(CONTENT_LENGTH, "0"),
+                ReqBody::Bytes(b) => rb.body(b.to_vec()),
+                ReqBody::File {
+                    path,
+                    offset,
+                    len,
+                    digest,
+                    total,
+                } => {
+                    let body =
+                        file_body(path, *offset, *len, digest, *total, self.events.clone()).await?;
+                    rb.header(CONTENT_LENGTH, len.to_string()).body(body)
+                }
+            };
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !retried
+                && self.auth.on_unauthorized(&resp, scopes)
+            {
+                debug!(%method, "401, re-authenticating with scopes {scopes:?}");
+                retried = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Error for a failed response, with an auth hint on 401.
+    async fn fail(&self, operation: &str, resp: reqwest::Response) -> RegistryError {
+        match error_from_response(&self.t.host, operation, resp).await {
+            RegistryError::Unauthorized { registry, message } => {
+                let hint = if self.auth.has_credential() {
+                    "the stored credentials were rejected or lack push access; \
+                     run `dockless login`"
+                } else {
+                    "no credentials for this registry in the docker config; \
+                     run `dockless login`"
+                };
+                RegistryError::Unauthorized {
+                    message: format!("{message} ({hint} {registry})"),
+                    registry,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let url = self.t.url("/v2/")?;
+        let resp = self
+            .t
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::UNAUTHORIZED {
+            self.auth.learn(&resp);
+            return Ok(());
+        }
+        Err(self.fail("API version check (GET /v2/)", resp).await)
+    }
+
+    fn blob_url(&self, repo: &str, digest: &str) -> Result<Url> {
+        self.t.url(&format!("/v2/{repo}/blobs/{digest}"))
+    }
+
+    /// HEAD the blob in `repo`. Some(size) if present.
+    async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.blob_url(repo, digest)?;
+        let resp = self
+            .send(
+                Method::HEAD,
+                &url,
+                &[],
+                ReqBody::Empty,
+                &[Scope::push(repo)],
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.fail(&format!("HEAD blob {digest}"), resp).await),
+        }
+    }
+
+    /// Location of a 202/201 response, resolved against the request URL
+    /// (relative or absolute; query parameters kept).
+    fn location(&self, req_url: &Url, resp: &reqwest::Response) -> Result<Url> {
+        let raw = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                host: self.t.host.clone(),
+                reason: format!("HTTP {} without a Location header", resp.status()),
+            })?;
+        resolve_location(req_url, raw).ok_or_else(|| RegistryError::Protocol {
+            host: self.t.host.clone(),
+            reason: "unparseable Location header".into(),
+        })
+    }
+
+    /// Try mounting from `from`. Ok(Ok(())) mounted; Ok(Err(Some(url))) refused
+    /// but an upload session was opened; Ok(Err(None)) refused.
+    async fn try_mount(
+        &self,
+        repo: &str,
+        digest: &str,
+        from: &str,
+    ) -> Result<std::result::Result<(), Option<Url>>> {
+        let mut url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let scopes = [Scope::push(repo), Scope::pull(from)];
+        let resp = self
+            .send(Method::POST, &url, &[], ReqBody::Empty, &scopes)
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Ok(())),
+            StatusCode::ACCEPTED => Ok(Err(Some(self.location(&url, &resp)?))),
+            s => {
+                // 401/403/404...: the source is not usable; upload instead.
+                debug!(%digest, %from, status = %s, "mount refused");
+                Ok(Err(None))
+            }
+        }
+    }
+
+    async fn start_upload(&self, repo: &str) -> Result<Url> {
+        let url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        let resp = self
+            .send(
+                Method::POST,
+                &url,
+                &[],
+                ReqBody::Empty,
+                &[Scope::push(repo)],
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.fail("start blob upload", resp).await);
+        }
+        self.location(&url, &resp)
+    }
+
+    /// Whole blob in one PUT. Ok(false) when the registry refuses that style.
+    async fn put_monolithic(&self, repo: &str, session: &Url, blob: &LocalBlob) -> Result<bool> {
+        let mut url = session.clone();
+        url.query_pairs_mut().append_pair("digest", &blob.digest);
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("content-type", "application/octet-stream".into())],
+                ReqBody::File {
+                    path: &blob.path,
+                    offset: 0,
+                    len: blob.size,
+                    digest: &blob.digest,
+                    total: blob.size,
+                },
+                &[Scope::push(repo)],
+            )
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            // Some proxies reset the connection on an oversized body.
+            Err(RegistryError::Http { .. }) | Err(RegistryError::Connect { .. }) => {
+                warn!(digest = %blob.digest, "monolithic upload failed in transit; trying chunked");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(self.fail("blob upload", resp).await)
+            }
+            s => {
+                let err = self.fail("monolithic blob upload", resp).await;
+                info!(digest = %blob.digest, status = %s, "monolithic upload refused ({err}); trying chunked");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn put_chunked(&self, repo: &str, mut session: Url, blob: &LocalBlob) -> Result<()> {
+        let scopes = [Scope::push(repo)];
+        let mut chunk = self.chunk_size.max(1);
+        let mut offset = 0u64;
+        while offset < blob.size {
+            let len = chunk.min(blob.size - offset);
+            let resp = self
+                .send(
+                    Method::PATCH,
+                    &session,
+                    &[
+                        ("content-type", "application/octet-stream".into()),
+                        ("content-range", format!("{}-{}", offset, offset + len - 1)),
+                    ],
+                    ReqBody::File {
+                        path: &blob.path,
+                        offset,
+                        len,
+                        digest: &blob.digest,
+                        total: blob.size,
+                    },
+                    &scopes,
+                )
+                .await?;
+            match resp.status() {
+                StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                    // The registry may ask for bigger chunks than we send.
+                    if let Some(min) = resp
+                        .headers()
+                        .get("oci-chunk-min-length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        chunk = chunk.max(min);
+                    }
+                    session = self.location(&session, &resp)?;
+                    offset += len;
+                }
+                StatusCode::PAYLOAD_TOO_LARGE if len > 64 * 1024 => {
+                    // Retry the same range in smaller pieces; the session is still valid.
+                    chunk = (len / 2).max(64 * 1024);
+                    debug!(chunk, "chunk too large; shrinking");
+                }
+                _ => return Err(self.fail("chunked blob upload", resp).await),
+            }
+        }
+        let mut url = session;
+        url.query_pairs_mut().append_pair("digest", &blob.digest);
+        let resp = self
+            .send(Method::PUT, &url, &[], ReqBody::Empty, &scopes)
+            .await?;
+        if !matches!(
+            resp.status(),
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK
+        ) {
+            return Err(self.fail("finish blob upload", resp).await);
+        }
+        Ok(())
+    }
+
+    async fn push_blob(&self, repo: &str, blob: &LocalBlob) -> Result<BlobResult> {
+        self.events.emit(PushEvent::BlobStarted {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        });
+        if self.blob_exists(repo, &blob.digest).await? {
+            debug!(digest = %blob.digest, "blob already present");
+            self.events.emit(PushEvent::BlobSkipped {
+                digest: blob.digest.clone(),
+            });
+            return Ok(BlobResult::Skipped);
+        }
+        // Verify the file before sending anything of it.
+        verify_file(blob).await?;
+        let mut session = None;
+        for from in blob.mount_from.iter().filter(|f| f.as_str() != repo) {
+            match self.try_mount(repo, &blob.digest, from).await? {
+                Ok(()) => {
+                    self.events.emit(PushEvent::BlobMounted {
+                        digest: blob.digest.clone(),
+                        from: from.clone(),
+                    });
+                    return Ok(BlobResult::Mounted);
+                }
+                Err(Some(s)) => {
+                    // Refused, but a session was opened for us: use it.
+                    session = Some(s);
+                    break;
+                }
+                Err(None) => {}
+            }
+        }
+        let session = match session {
+            Some(s) => s,
+            None => self.start_upload(repo).await?,
+        };
+        if !self.put_monolithic(repo, &session, blob).await? {
+            // The refused session may be poisoned; start afresh.
+            let fresh = self.start_upload(repo).await?;
+            self.put_chunked(repo, fresh, blob).await?;
+        }
+        self.events.emit(PushEvent::BlobUploaded {
+            digest: blob.digest.clone(),
+        });
+        Ok(BlobResult::Uploaded)
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let url = self.t.url(&format!("/v2/{repo}/manifests/{tag}"))?;
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("content-type", media_type.to_string())],
+                ReqBody::Bytes(bytes),
+                &[Scope::push(repo)],
+            )
+            .await?;
+        if !matches!(resp.status(), StatusCode::CREATED | StatusCode::OK) {
+            return Err(self.fail("manifest upload", resp).await);
+        }
+        Ok(())
+    }
+}
+
+enum BlobResult {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+pub(crate) fn resolve_location(req_url: &Url, raw: &str) -> Option<Url> {
+    // Url::join keeps an absolute URL as-is and resolves a relative one
+    // against the request; both keep their own query string.
+    req_url.join(raw.trim()).ok()
+}
+
+/// A streamed body of `len` bytes from `path` at `offset`.
+async fn file_body(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    digest: &str,
+    total: u64,
+    events: EventSink,
+) -> Result<reqwest::Body> {
+    let io_err = |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = tokio::fs::File::open(path).await.map_err(io_err)?;
+    f.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io_err)?;
+    let digest = digest.to_string();
+    let mut sent = offset;
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024).inspect_ok(
+        move |chunk| {
+            sent += chunk.len() as u64;
+            events.emit(PushEvent::BlobProgress {
+                digest: digest.clone(),
+                sent,
+                total,
+            });
+        },
+    );
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// sha256 and size of a file, streamed.
+pub async fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), n_total))
+}
+
+async fn verify_file(blob: &LocalBlob) -> Result<()> {
+    let (digest, size) = file_digest(&blob.path)
+        .await
+        .map_err(|source| RegistryError::Io {
+            path: blob.path.clone(),
+            source,
+        })?;
+    if digest != blob.digest || size != blob.size {
+        return Err(RegistryError::BlobMismatch {
+            path: blob.path.clone(),
+            expected: format!("{} ({} bytes)", blob.digest, blob.size),
+            actual: format!("{digest} ({size} bytes)"),
+        });
+    }
+    Ok(())
+}
+
+fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Push `image` to `target`: blobs first (HEAD, mount, upload; in parallel),
+/// then the manifest, so a failure never leaves a tag behind.
+pub async fn push(
+    image: &PushImage,
+    target: &Reference,
+    opts: &PushOptions,
+) -> Result<PushOutcome> {
+    let credential = auth::load_credential(&target.registry).await?;
+    let session = Session {
+        t: Transport::new(&target.registry, opts.insecure, &opts.ca_certs)?,
+        auth: AuthState::new(credential),
+        events: opts.events.clone(),
+        chunk_size: if opts.chunk_size == 0 {
+            DEFAULT_CHUNK_SIZE
+        } else {
+            opts.chunk_size
+        },
+    };
+    debug!(target = %target, authenticated = session.auth.has_credential(), "pushing");
+    session.ping().await?;
+
+    // Config and layers may share digests (and layers may repeat): push each once.
+    let mut seen = HashSet::new();
+    let mut blobs = Vec::new();
+    for b in std::iter::once(&image.config).chain(image.layers.iter()) {
+        if !valid_digest(&b.digest) {
+            return Err(RegistryError::BlobMismatch {
+                path: b.path.clone(),
+                expected: "a digest of the form sha256:<64 hex>".into(),
+                actual: b.digest.clone(),
+            });
+        }
+        if seen.insert(b.digest.clone()) {
+            blobs.push(b);
+        }
+    }
+
+    let repo = target.repository.as_str();
+    let session_ref = &session;
+    // Futures are built eagerly into a Vec: a lazily mapping closure over
+    // `&LocalBlob` makes the whole push future !Send (higher-ranked lifetimes).
+    let tasks: Vec<_> = blobs
+        .into_iter()
+        .map(|b| {
+            let d = b.digest.clone();
+            let fut = session_ref.push_blob(repo, b);
+            async move { fut.await.map(|r| (d, r)) }
+        })
+        .collect();
+    let results: Vec<(String, BlobResult)> = futures_util::stream::iter(tasks)
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+
+    let mut outcome = PushOutcome::default();
+    for (d, r) in results {
+        match r {
+            BlobResult::Skipped => outcome.skipped.push(d),
+            BlobResult::Mounted => outcome.mounted.push(d),
+            BlobResult::Uploaded => outcome.uploaded.push(d),
+        }
+    }
+
+    // Our own digest of the exact bytes; the registry's header is not trusted.
+    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.manifest)));
+    session
+        .put_manifest(
+            repo,
+            &target.tag,
+            &image.manifest_media_type,
+            &image.manifest,
+        )
+        .await?;
+    session.events.emit(PushEvent::ManifestPushed {
+        digest: manifest_digest.clone(),
+        tag: target.tag.clone(),
+    });
+    info!(target = %target, digest = %manifest_digest, "pushed");
+    outcome.manifest_digest = manifest_digest;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_future_is_send() {
+        fn is_send<T: Send>(_: T) {}
+        let img = PushImage {
+            manifest: vec![],
+            manifest_media_type: String::new(),
+            config: LocalBlob {
+                digest: String::new(),
+                size: 0,
+                media_type: String::new(),
+                path: PathBuf::new(),
+                mount_from: vec![],
+            },
+            layers: vec![],
+        };
+        let r = Reference {
+            registry: String::new(),
+            repository: String::new(),
+            tag: String::new(),
+        };
+        let o = PushOptions::default();
+        is_send(async move { push(&img, &r, &o).await });
+    }
+
+    #[test]
+    fn reference_parsing() {
+        let r = Reference::parse("127.0.0.1:5000/team/hello:v1").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("127.0.0.1:5000", "team/hello", "v1")
+        );
+        let r = Reference::parse("localhost/x").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_str()),
+            ("localhost", "latest")
+        );
+        let r = Reference::parse("alpine").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/alpine")
+        );
+        let r = Reference::parse("me/app:1.0").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("docker.io", "me/app", "1.0")
+        );
+        let r = Reference::parse("reg.io:443/a/b").unwrap();
+        assert_eq!((r.repository.as_str(), r.tag.as_str()), ("a/b", "latest"));
+        for bad in [
+            "",
+            "UPPER/x",
+            "reg.io/a//b",
+            "a:",
+            "x@sha256:00",
+            "reg.io/-a",
+            "a b",
+            "reg.io/a:t/b",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn location_resolution_keeps_query() {
+        let base = Url::parse("https://r:5000/v2/a/blobs/uploads/").unwrap();
+        let rel = resolve_location(&base, "/v2/a/blobs/uploads/u1?_state=xyz").unwrap();
+        assert_eq!(
+            rel.as_str(),
+            "https://r:5000/v2/a/blobs/uploads/u1?_state=xyz"
+        );
+        let abs = resolve_location(&base, "https://cdn.example/up/u1?sig=1&x=2").unwrap();
+        assert_eq!(abs.as_str(), "https://cdn.example/up/u1?sig=1&x=2");
+        let mut with_digest = abs.clone();
+        with_digest
+            .query_pairs_mut()
+            .append_pair("digest", "sha256:ab");
+        assert_eq!(
+            with_digest.as_str(),
+            "https://cdn.example/up/u1?sig=1&x=2&digest=sha256%3Aab"
+        );
+    }
+
+    #[test]
+    fn error_body_decoding() {
+        let b = br#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{"x":1}}]}"#;
+        assert_eq!(
+            decode_error_body(b).unwrap(),
+            r#"MANIFEST_INVALID: manifest invalid ({"x":1})"#
+        );
+        assert_eq!(decode_error_body(b"<html>"), None);
+        assert_eq!(decode_error_body(br#"{"errors":[]}"#), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! `dockless push` and `dockless login` end to end against real
+//! `docker-registry` processes on loopback, checked with skopeo.
+
+mod common;
+mod regsupport;
+
+use common::*;
+use regsupport::{Certs, Registry, RegistryCfg};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+fn count(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["event"] == kind).count()
+}
+
+fn push(cache: &Path, ctx: &Path, args: &[&str]) -> Command {
+    let mut cmd = dockless(cache);
+    cmd.arg("push").arg(ctx).args(args);
+    cmd
+}
+
+#[test]
+fn insecure_push_prints_reference_skips_present_blobs_and_mounts_across_repos() {
+    let reg = Registry::start(RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let addr = reg.addr();
+
+    let first = run_ok(&mut push(
+        &cache,
+        &ctx,
+        &["--tag", "v1", "--registry", &addr, "--insecure", "--json"],
+    ));
+    let line = String::from_utf8(first.stdout.clone()).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line:?}");
+    let (reference, digest) = line.trim().split_once('@').unwrap();
+    assert_eq!(reference, format!("{addr}/hello:v1"));
+    reg.verify("hello:v1", digest, None);
+    let ev = events(&first);
+    assert_eq!(count(&ev, "blob_uploaded"), 4, "config + 3 layers: {ev:?}");
+
+    // Nothing changed: only the manifest goes out again.
+    let second = run_ok(&mut push(
+        &cache,
+        &ctx,
+        &["-t", "v1", "--registry", &addr, "--insecure", "--json"],
+    ));
+    let ev = events(&second);
+    assert_eq!(
+        count(&ev, "blob_uploaded") + count(&ev, "blob_mounted"),
+        0,
+        "{ev:?}"
+    );
+    assert_eq!(count(&ev, "blob_skipped"), 4);
+    assert_eq!(stdout(&second), line.trim());
+
+    // Another repository of the same registry mounts every blob.
+    let other = format!("{addr}/team/other:v2");
+    let third = run_ok(&mut push(
+        &cache,
+        &ctx,
+        &["-t", &other, "--insecure", "--json"],
+    ));
+    let ev = events(&third);
+    assert_eq!(count(&ev, "blob_mounted"), 4, "{ev:?}");
+    assert_eq!(count(&ev, "blob_uploaded"), 0);
+    reg.verify("team/other:v2", &digest_of(&stdout(&third)), None);
+}
+
+#[test]
+fn registry_from_environment_and_missing_registry_is_a_usage_error() {
+    let reg = Registry::start(RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = run_ok(
+        push(
+            &cache,
+            &testdata("hello"),
+            &["-t", "svc:1.0", "--insecure", "-q"],
+        )
+        .env("DOCKLESS_REGISTRY", reg.addr()),
+    );
+    assert!(stdout(&out).starts_with(&format!("{}/svc:1.0@sha256:", reg.addr())));
+    assert!(
+        out.stderr.is_empty(),
+        "--quiet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = push(&cache, &testdata("hello"), &["-t", "v1"])
+        .env_remove("DOCKLESS_REGISTRY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no registry"));
+}
+
+#[test]
+fn tls_is_verified_by_default_and_ca_cert_makes_it_work() {
+    let certs = Certs::generate();
+    let reg = Registry::start(RegistryCfg {
+        certs: Some(&certs),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let target = format!("{}/hello:tls", reg.addr());
+
+    let refused = push(&cache, &testdata("hello"), &["-t", &target])
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&reg.addr()) || err.contains("127.0.0.1"),
+        "error names the host: {err}"
+    );
+    assert!(reg.tag_absent("hello:tls", None));
+
+    let ok = run_ok(&mut push(
+        &cache,
+        &testdata("hello"),
+        &["-t", &target, "--ca-cert", certs.ca().to_str().unwrap()],
+    ));
+    reg.verify("hello:tls", &digest_of(&stdout(&ok)), None);
+
+    // A plain-HTTP registry is never used without --insecure.
+    let plain = Registry::start(RegistryCfg::default());
+    let out = push(
+        &cache,
+        &testdata("hello"),
+        &["-t", &format!("{}/hello:x", plain.addr())],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(plain.tag_absent("hello:x", None));
+}
+
+#[test]
+fn login_then_push_with_htpasswd_and_wrong_password_leaves_no_tag() {
+    let certs = Certs::generate();
+    let reg = Registry::start(RegistryCfg {
+        certs: Some(&certs),
+        htpasswd: Some(("alice", "s3cret-pass")),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let docker_config = tmp.path().join("docker");
+    let ca = certs.ca();
+
+    let login = |password: &str| {
+        let mut child = dockless(&cache)
+            .env("DOCKER_CONFIG", &docker_config)
+            .args([
+                "login",
+                &reg.addr(),
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--ca-cert",
+            ])
+            .arg(&ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = login("wrong-pass");
+    assert_eq!(bad.status.code(), Some(4));
+    assert!(
+        !docker_config.join("config.json").exists(),
+        "a failed login writes nothing"
+    );
+
+    let good = login("s3cret-pass");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(docker_config.join("config.json")).unwrap()).unwrap();
+    assert!(config["auths"][reg.addr()]["auth"].is_string());
+
+    let target = format!("{}/team/hello:auth", reg.addr());
+    let out = run_ok(
+        push(
+            &cache,
+            &testdata("hello"),
+            &["-t", &target, "--ca-cert", ca.to_str().unwrap(), "--json"],
+        )
+        .env("DOCKER_CONFIG", &docker_config),
+    );
+    reg.verify(
+        "team/hello:auth",
+        &digest_of(&stdout(&out)),
+        Some("alice:s3cret-pass"),
+    );
+    let all_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(!all_output.contains("s3cret-pass"));
+
+    // Credentials for a wrong password: clear error, no tag.
+    let wrong = tmp.path().join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    let auth = regsupport::basic_b64("alice", "not-it");
+    std::fs::write(
+        wrong.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let out = push(
+        &cache,
+        &testdata("hello"),
+        &[
+            "-t",
+            &format!("{}/team/hello:bad", reg.addr()),
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .env("DOCKER_CONFIG", &wrong)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("not-it") && !err.contains(&auth),
+        "credential leaked: {err}"
+    );
+    assert!(reg.tag_absent("team/hello:bad", Some("alice:s3cret-pass")));
+}
