@@ -110,18 +110,19 @@ fn is_tar_header(block: &[u8]) -> bool {
     stored == Some(sum)
 }
 
-/// Ownership override from `--chown`.
+/// Owner from `--chown` for the folders an archive implies without listing them.
 pub type Owner = Option<(u32, u32)>;
 
 /// Extracts `archive` into `fs` below `dest`, writing file bodies to fresh
-/// files in `staging`.
+/// files in `staging`. Entries keep the owners and modes the tar gives them;
+/// folders the archive needs but does not list are made 0755 and owned by
+/// `implied_owner` (root when None), as buildah extracts with `ADD --chown`.
 pub fn extract(
     archive: &Path,
     kind: ArchiveKind,
     fs: &mut RootFs,
     dest: &str,
-    owner: Owner,
-    chmod: Option<u32>,
+    implied_owner: Owner,
     staging: &Path,
 ) -> Result<(), ArchiveError> {
     let io_err = |source| ArchiveError::Io {
@@ -141,23 +142,23 @@ pub fn extract(
             archive: archive.to_path_buf(),
             entry: name.clone(),
         })?;
-        if rel.is_empty() {
-            continue;
-        }
         let header = entry.header().clone();
-        let mode = chmod.unwrap_or(header.mode().map_err(io_err)? & 0o7777);
-        let (uid, gid) = match owner {
-            Some(o) => o,
-            None => (
-                header.uid().map_err(io_err)? as u32,
-                header.gid().map_err(io_err)? as u32,
-            ),
-        };
+        let mode = header.mode().map_err(io_err)? & 0o7777;
+        let uid = u32::try_from(header.uid().map_err(io_err)?).unwrap_or(u32::MAX);
+        let gid = u32::try_from(header.gid().map_err(io_err)?).unwrap_or(u32::MAX);
         let fs_err = |source| ArchiveError::Fs {
             archive: archive.to_path_buf(),
             entry: name.clone(),
             source,
         };
+        if rel.is_empty() {
+            // The archive's own root entry sets the destination folder's mode and
+            // owner, as buildah applies it; the image root itself has no node to change.
+            if header.entry_type() == tar::EntryType::Directory && !dest.is_empty() {
+                fs.insert(dest, Node::dir(mode, uid, gid)).map_err(fs_err)?;
+            }
+            continue;
+        }
         let target_path = clean(dest, &rel);
         let parent = target_path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         // Parents resolve through symlinks already extracted, but only within the model.
@@ -165,8 +166,8 @@ pub fn extract(
             .mkdir_all(
                 parent,
                 0o755,
-                owner.map_or(0, |o| o.0),
-                owner.map_or(0, |o| o.1),
+                implied_owner.map_or(0, |o| o.0),
+                implied_owner.map_or(0, |o| o.1),
             )
             .map_err(fs_err)?;
         let path = clean(&parent, crate::rootfs::basename(&target_path));
@@ -190,9 +191,15 @@ pub fn extract(
                     target: target.clone(),
                 };
                 let inside = relative_inside(&target).ok_or_else(bad)?;
-                let linked = fs.get(&clean(dest, &inside)).cloned().ok_or_else(bad)?;
-                if !matches!(linked.kind, NodeKind::File { .. }) {
+                let linked_path = clean(dest, &inside);
+                let mut linked = fs.get(&linked_path).cloned().ok_or_else(bad)?;
+                let NodeKind::File { link_key, .. } = &mut linked.kind else {
                     return Err(bad());
+                };
+                // Both names share one key, so the layer writes a hard link as the tar had.
+                if link_key.is_none() {
+                    *link_key = Some(synthetic_link_key());
+                    fs.insert(&linked_path, linked.clone()).map_err(fs_err)?;
                 }
                 fs.insert(&path, linked).map_err(fs_err)?;
                 continue;
@@ -223,6 +230,14 @@ pub fn extract(
         .map_err(fs_err)?;
     }
     Ok(())
+}
+
+/// A (device, inode) pair no real file has, to tie together the names of
+/// one extracted file: device u64::MAX with a counter as the inode.
+fn synthetic_link_key() -> (u64, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (u64::MAX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The entry name as a path below the destination, or None when it climbs out.
@@ -290,15 +305,7 @@ mod tests {
         assert_eq!(detect(&path).unwrap(), Some(ArchiveKind::Tar));
         let mut fs = RootFs::default();
         fs.mkdir_all("dest", 0o755, 0, 0).unwrap();
-        extract(
-            &path,
-            ArchiveKind::Tar,
-            &mut fs,
-            "dest",
-            None,
-            None,
-            dir.path(),
-        )?;
+        extract(&path, ArchiveKind::Tar, &mut fs, "dest", None, dir.path())?;
         Ok(fs)
     }
 
@@ -318,6 +325,30 @@ mod tests {
             NodeKind::Symlink("f".into())
         );
         assert_eq!(fs.get("dest/d/h").unwrap().kind, f.kind);
+    }
+
+    #[test]
+    fn hard_links_stay_hard_links_in_the_layer() {
+        let t = tar_with(&[
+            ("f", tar::EntryType::Regular, "hi"),
+            ("h", tar::EntryType::Link, "f"),
+        ]);
+        let mut fs = extract_bytes(&t).unwrap();
+        let entries = fs.take_changes();
+        let h = entries.iter().find(|e| e.path == "dest/h").unwrap();
+        assert_eq!(h.data, crate::layer::EntryData::HardLink("dest/f".into()));
+    }
+
+    #[test]
+    fn root_entry_sets_the_destination_folder() {
+        let t = tar_with(&[
+            ("./", tar::EntryType::Directory, ""),
+            ("f", tar::EntryType::Regular, "hi"),
+        ]);
+        let fs = extract_bytes(&t).unwrap();
+        let d = fs.get("dest").unwrap();
+        assert!(d.is_dir());
+        assert_eq!((d.uid, d.gid, d.mode), (7, 8, 0o640));
     }
 
     #[test]

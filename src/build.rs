@@ -519,21 +519,27 @@ impl<'a> Builder<'a> {
                 let dir = self.expand(line, raw, &|n| state.lookup(n))?;
                 let path = clean(&state.workdir(), &dir);
                 state.image.config.config.working_dir = format!("/{path}");
+                // New directories belong to the USER, as buildah and BuildKit make them;
+                // a user or group the stage cannot resolve falls back to root, as in buildah.
+                let user = &state.image.config.config.user;
+                let (uid, gid) = if user.is_empty() {
+                    (0, 0)
+                } else {
+                    resolve_owner(user, &state.fs).unwrap_or((0, 0))
+                };
                 state
                     .fs
-                    .mkdir_all(&path, 0o755, 0, 0)
+                    .mkdir_all(&path, 0o755, uid, gid)
                     .map_err(|e| self.fail(line, format!("WORKDIR {dir}: {e}")))?;
             }
             InstructionKind::Expose(words) => {
                 for raw in words {
                     for word in self.expand_words(line, raw, &|n| state.lookup(n))? {
+                        // Docker's form: ranges expanded, protocol lower-cased
+                        // (buildah 1.28 keeps the word as written).
                         for port in parse_ports(&word).map_err(|e| self.fail(line, e))? {
-                            state
-                                .image
-                                .config
-                                .config
-                                .exposed_ports
-                                .insert(port, Default::default());
+                            let ports = &mut state.image.config.config.exposed_ports;
+                            ports.insert(port, Default::default());
                         }
                     }
                 }
@@ -563,14 +569,15 @@ impl<'a> Builder<'a> {
                 }
             }
             InstructionKind::Entrypoint(cmd) => {
-                let argv = self.command_argv(state, cmd);
+                let argv = command_argv(&state.image.config.config.shell, cmd);
                 state.image.config.config.entrypoint = Some(argv);
                 if !state.cmd_set_here {
                     state.image.config.config.cmd = None;
                 }
             }
             InstructionKind::Cmd(cmd) => {
-                state.image.config.config.cmd = Some(self.command_argv(state, cmd));
+                state.image.config.config.cmd =
+                    Some(command_argv(&state.image.config.config.shell, cmd));
                 state.cmd_set_here = true;
             }
             InstructionKind::Shell(shell) => state.image.config.config.shell = shell.clone(),
@@ -597,20 +604,6 @@ impl<'a> Builder<'a> {
             }
         }
         self.commit(state, ins)
-    }
-
-    fn command_argv(&self, state: &StageState, cmd: &Command) -> Vec<String> {
-        match cmd {
-            Command::Exec(argv) => argv.clone(),
-            Command::Shell(text) => {
-                let mut argv = state.image.config.config.shell.clone();
-                if argv.is_empty() {
-                    argv = vec!["/bin/sh".into(), "-c".into()];
-                }
-                argv.push(text.clone());
-                argv
-            }
-        }
     }
 
     fn context(&mut self) -> Result<&BuildContext, BuildError> {
@@ -743,39 +736,25 @@ impl<'a> Builder<'a> {
         for source in sources {
             match source {
                 Source::Archive { path, kind } => {
+                    // As in buildah, --chown only owns the folders this creates (the
+                    // tar's entries keep their owners) and --chmod is ignored.
                     let dir = state
                         .fs
                         .mkdir_all(&dest, 0o755, puid, pgid)
                         .map_err(fs_err)?;
                     let staging = self.staging_dir()?;
-                    archive::extract(&path, kind, &mut state.fs, &dir, owner, chmod, &staging)
+                    archive::extract(&path, kind, &mut state.fs, &dir, owner, &staging)
                         .map_err(|e: ArchiveError| self.fail(line, e.to_string()))?;
                 }
-                Source::Tree {
-                    name,
-                    root,
-                    children,
-                } if root.is_dir() => {
-                    let dir = match state
+                Source::Tree { root, children, .. } if root.is_dir() => {
+                    // Only the contents are copied: a missing destination is made like
+                    // any other new folder (0755, --chown owner or root) and an existing
+                    // one keeps its metadata; the source folder's own mode and owner are
+                    // not carried over, as in buildah.
+                    let dir = state
                         .fs
-                        .get(&state.fs.resolve(&dest, true).map_err(fs_err)?)
-                    {
-                        Some(_) => state
-                            .fs
-                            .mkdir_all(&dest, 0o755, puid, pgid)
-                            .map_err(fs_err)?,
-                        None => {
-                            let parent = parent_of(&dest);
-                            let parent = state
-                                .fs
-                                .mkdir_all(parent, 0o755, puid, pgid)
-                                .map_err(fs_err)?;
-                            let path = clean(&parent, basename(&dest));
-                            state.fs.insert(&path, apply(root)).map_err(fs_err)?;
-                            path
-                        }
-                    };
-                    let _ = name;
+                        .mkdir_all(&dest, 0o755, puid, pgid)
+                        .map_err(fs_err)?;
                     for (rel, node) in children {
                         state
                             .fs
@@ -955,6 +934,23 @@ enum Source {
         path: PathBuf,
         kind: archive::ArchiveKind,
     },
+}
+
+/// Shell forms run under the stage's SHELL, as Docker documents (buildah 1.28
+/// ignores SHELL here; the comparison test records that difference).
+fn command_argv(shell: &[String], cmd: &Command) -> Vec<String> {
+    match cmd {
+        Command::Exec(argv) => argv.clone(),
+        Command::Shell(text) => {
+            let mut argv = if shell.is_empty() {
+                vec!["/bin/sh".to_string(), "-c".to_string()]
+            } else {
+                shell.to_vec()
+            };
+            argv.push(text.clone());
+            argv
+        }
+    }
 }
 
 fn context_node(entry: &ContextEntry) -> Node {

@@ -16,7 +16,8 @@ pub fn testdata(name: &str) -> PathBuf {
 /// The dockless binary, run with a private cache folder.
 pub fn dockless(cache: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockless"));
-    cmd.env("DOCKLESS_CACHE_DIR", cache).env_remove("SOURCE_DATE_EPOCH");
+    cmd.env("DOCKLESS_CACHE_DIR", cache)
+        .env_remove("SOURCE_DATE_EPOCH");
     cmd
 }
 
@@ -90,10 +91,18 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.expect("walk");
         let md = entry.path().symlink_metadata().expect("lstat");
-        let rel = entry.path().strip_prefix(root).unwrap().display().to_string();
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .display()
+            .to_string();
         let ft = md.file_type();
         let detail = if ft.is_symlink() {
-            format!("l -> {}", std::fs::read_link(entry.path()).unwrap().display())
+            format!(
+                "l -> {}",
+                std::fs::read_link(entry.path()).unwrap().display()
+            )
         } else if ft.is_dir() {
             "d".to_string()
         } else {

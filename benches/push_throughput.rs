@@ -1,0 +1,155 @@
+//! Push throughput of one large layer: dockless's registry client against
+//! `skopeo copy` of the same OCI image, each into a fresh real `docker-registry`
+//! on loopback. Prints MB/s and the ratio.
+//!
+//! Run: `cargo bench --bench push_throughput` (needs docker-registry and skopeo).
+
+use dockless::image::{Image, ImageConfig};
+use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::platform::Platform;
+use dockless::publish::push_image;
+use dockless::registry::{push, PushOptions, Reference};
+use dockless::store::BlobStore;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LAYER_MB: usize = 128;
+const RUNS: usize = 3;
+
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_registry(dir: &std::path::Path) -> (Registry, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (apt-get install docker-registry)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Registry(child), addr)
+}
+
+/// Poorly compressible bytes, so the layer stays near LAYER_MB.
+fn write_payload(path: &std::path::Path) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..LAYER_MB {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let work = tempfile::tempdir().unwrap();
+    let payload = work.path().join("payload.bin");
+    write_payload(&payload);
+    let store = BlobStore::open(work.path().join("store")).unwrap();
+    let entry = LayerEntry {
+        path: "data/payload.bin".into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        data: EntryData::File {
+            source: FileSource::Path(payload.clone()),
+            size: (LAYER_MB << 20) as u64,
+        },
+    };
+    let layer = write_layer(
+        &[entry],
+        &store,
+        LayerOptions {
+            mtime: 0,
+            gzip_level: 1,
+        },
+    )
+    .unwrap();
+    let mb = layer.size as f64 / 1e6;
+    let mut image = Image::new(ImageConfig::scratch(
+        &Platform::host(),
+        "1970-01-01T00:00:00Z",
+    ));
+    image.add_layer(layer, Default::default());
+    let built = image.finish(&store).unwrap();
+    let layout = work.path().join("layout");
+    dockless::layout::write_oci_layout(&layout, &store, &built, "bench").unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let opts = PushOptions {
+        insecure: true,
+        ..PushOptions::default()
+    };
+    let pushed = push_image(&store, &built, &Default::default(), "").unwrap();
+
+    let mut ours = Vec::new();
+    let mut skopeo = Vec::new();
+    // A fresh registry for every push, so neither tool can mount or skip a
+    // blob it pushed before (skopeo remembers blob locations across runs).
+    for run in 0..RUNS {
+        let dir = work.path().join(format!("reg-dockless-{run}"));
+        std::fs::create_dir(&dir).unwrap();
+        let (_registry, addr) = start_registry(&dir);
+        let target = Reference::parse(&format!("{addr}/dockless:v1")).unwrap();
+        let start = Instant::now();
+        runtime.block_on(push(&pushed, &target, &opts)).unwrap();
+        ours.push(start.elapsed().as_secs_f64());
+
+        let dir = work.path().join(format!("reg-skopeo-{run}"));
+        std::fs::create_dir(&dir).unwrap();
+        let (_registry, addr) = start_registry(&dir);
+        let start = Instant::now();
+        let status = Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:bench", layout.display()))
+            .arg(format!("docker://{addr}/skopeo:v1"))
+            .status()
+            .expect("skopeo (apt-get install skopeo)");
+        assert!(status.success());
+        skopeo.push(start.elapsed().as_secs_f64());
+    }
+    let (o, s) = (median(ours), median(skopeo));
+    println!("push of a {mb:.1} MB layer to a fresh repository, median of {RUNS}:");
+    println!("  dockless {o:.3} s ({:.0} MB/s)", mb / o);
+    println!("  skopeo   {s:.3} s ({:.0} MB/s)", mb / s);
+    println!("  ratio skopeo/dockless = {:.2}", s / o);
+}

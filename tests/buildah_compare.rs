@@ -1,0 +1,342 @@
+//! Builds the Dockerfiles in testdata/compare with dockless and with buildah
+//! and checks that the unpacked root filesystems and the container configs
+//! agree. buildah, umoci and skopeo must be installed: a missing tool fails.
+
+mod common;
+
+use common::{describe_tree, require_tool, run_ok, testdata, umoci_unpack};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Config fields compared between the two builders.
+const CONFIG_FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "StopSignal",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];
+
+/// A copy of testdata/compare plus what git cannot hold: a hard-link pair,
+/// an empty directory, a directory with a non-default mode and the archives ADD extracts.
+fn prepare_context(tmp: &Path) -> PathBuf {
+    let ctx = tmp.join("ctx");
+    common::copy_tree(&testdata("compare"), &ctx);
+    let links = ctx.join("links");
+    std::fs::write(links.join("hard-a"), "linked twice\n").unwrap();
+    std::fs::hard_link(links.join("hard-a"), links.join("hard-b")).unwrap();
+    std::fs::create_dir(ctx.join("tree/empty")).unwrap();
+    set_mode(&ctx.join("tree/sub"), 0o750);
+    set_mode(&ctx.join("files/two.txt"), 0o600);
+    let tar = archive_bytes();
+    std::fs::write(ctx.join("archive.tar"), &tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    std::fs::write(ctx.join("archive.tar.gz"), gz.finish().unwrap()).unwrap();
+    ctx
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small tar with fixed content: a root entry, owned and odd-mode entries,
+/// a symlink, a hard link and a file whose parents have no entries of their own.
+fn archive_bytes() -> Vec<u8> {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let entries: &[(&str, tar::EntryType, u32, u64, u64, &str)] = &[
+        ("./", Directory, 0o700, 3, 4, ""),
+        ("./dir/", Directory, 0o750, 10, 20, ""),
+        (
+            "./dir/file.txt",
+            Regular,
+            0o640,
+            10,
+            20,
+            "inside the archive\n",
+        ),
+        ("./dir/exec", Regular, 0o4755, 0, 0, "#!/bin/sh\n"),
+        ("./dir/link", Symlink, 0o777, 10, 20, "file.txt"),
+        ("./dir/hard", Link, 0o640, 10, 20, "./dir/file.txt"),
+        (
+            "./implicit/parent/file",
+            Regular,
+            0o600,
+            30,
+            40,
+            "no parent entries\n",
+        ),
+    ];
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, mode, uid, gid, body) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_uid(*uid);
+        h.set_gid(*gid);
+        h.set_mtime(1_600_000_000);
+        match kind {
+            Symlink | Link => {
+                h.set_size(0);
+                builder.append_link(&mut h, name, body).unwrap();
+            }
+            _ => {
+                h.set_size(body.len() as u64);
+                builder.append_data(&mut h, name, body.as_bytes()).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+struct Built {
+    tree: Vec<String>,
+    config: Map<String, Value>,
+}
+
+fn build_args(args: &[(&str, &str)]) -> Vec<String> {
+    args.iter()
+        .flat_map(|(k, v)| ["--build-arg".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+fn build_dockless(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)]) -> Built {
+    let layout = tmp.join("dlayout");
+    run_ok(
+        common::dockless(&tmp.join("cache"))
+            .arg("build")
+            .arg(ctx)
+            .arg("-f")
+            .arg(dockerfile)
+            .args(build_args(args))
+            .args(["-t", "compare:test", "-o"])
+            .arg(format!("oci:{}", layout.display())),
+    );
+    let rootfs = umoci_unpack(&layout, "compare:test", &tmp.join("dbundle"));
+    let index = read_json(&layout.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = read_json(&blob_path(&layout, &manifest_digest));
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let config = read_json(&blob_path(&layout, &config_digest));
+    Built {
+        tree: describe_tree(&rootfs),
+        config: container_config(&config),
+    }
+}
+
+fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)]) -> Built {
+    require_tool("buildah");
+    let store = |cmd: &mut Command| {
+        cmd.arg("--root")
+            .arg(tmp.join("st"))
+            .arg("--runroot")
+            .arg(tmp.join("run"))
+            .args(["--storage-driver", "vfs"]);
+    };
+    let mut bud = Command::new("buildah");
+    store(&mut bud);
+    bud.args([
+        "bud",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "-t",
+        "compare",
+        "-f",
+    ])
+    .arg(dockerfile)
+    .args(build_args(args))
+    .arg(ctx);
+    run_ok(&mut bud);
+    let layout = tmp.join("blayout");
+    let mut push = Command::new("buildah");
+    store(&mut push);
+    push.args(["push", "compare"])
+        .arg(format!("oci:{}:compare", layout.display()));
+    run_ok(&mut push);
+    let rootfs = umoci_unpack(&layout, "compare", &tmp.join("bbundle"));
+    // Pushing to an OCI layout drops Healthcheck, OnBuild and Shell from the
+    // config, so read buildah's own Docker-format config instead.
+    let mut inspect = Command::new("buildah");
+    store(&mut inspect);
+    inspect.args(["inspect", "--type", "image", "compare"]);
+    let out = run_ok(&mut inspect);
+    let info: Value = serde_json::from_slice(&out.stdout).expect("buildah inspect JSON");
+    let config: Value =
+        serde_json::from_str(info["Config"].as_str().expect("inspect has Config")).unwrap();
+    Built {
+        tree: describe_tree(&rootfs),
+        config: container_config(&config),
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    layout.join("blobs").join(alg).join(hex)
+}
+
+/// The compared fields of an image config. An empty list or map counts as
+/// absent: buildah's Docker-format config writes `"Cmd": []` and
+/// `"Volumes": {}` where the OCI form (and dockless) leave the field out.
+fn container_config(image: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    let inner = image["config"].as_object().cloned().unwrap_or_default();
+    for field in CONFIG_FIELDS {
+        let mut value = inner.get(*field).cloned().unwrap_or(Value::Null);
+        if *field == "Labels" {
+            if let Some(labels) = value.as_object_mut() {
+                labels.remove("io.buildah.version");
+            }
+        }
+        // dockless writes BuildKit's WorkingDir "/" for scratch, buildah leaves
+        // it unset; a runtime starts in "/" either way.
+        if *field == "WorkingDir" && value == "/" {
+            value = Value::Null;
+        }
+        let empty = match &value {
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::String(s) => s.is_empty(),
+            _ => false,
+        };
+        out.insert(field.to_string(), if empty { Value::Null } else { value });
+    }
+    for field in ["architecture", "os"] {
+        out.insert(field.to_string(), image[field].clone());
+    }
+    out
+}
+
+/// Builds `dockerfile` (in testdata/compare) both ways and fails with a
+/// readable diff when the results differ.
+fn compare(name: &str, dockerfile: &str, args: &[(&str, &str)]) {
+    compare_except(name, dockerfile, args, &[]);
+}
+
+/// Like `compare`, but where Docker's documented behaviour differs from
+/// buildah's, `docker_values` gives the value dockless must produce instead.
+fn compare_except(
+    name: &str,
+    dockerfile: &str,
+    args: &[(&str, &str)],
+    docker_values: &[(&str, Value)],
+) {
+    require_tool("umoci");
+    require_tool("buildah");
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("compare-{name}-"))
+        .tempdir()
+        .unwrap();
+    let ctx = prepare_context(tmp.path());
+    let file = ctx.join(dockerfile);
+    let dl = build_dockless(&tmp.path().join("d"), &ctx, &file, args);
+    let bh = build_buildah(&tmp.path().join("b"), &ctx, &file, args);
+
+    let mut problems = Vec::new();
+    let dl_lines: BTreeSet<&String> = dl.tree.iter().collect();
+    let bh_lines: BTreeSet<&String> = bh.tree.iter().collect();
+    let mut tree_diff = Vec::new();
+    for line in bh_lines.difference(&dl_lines) {
+        tree_diff.push(format!("  buildah only:  {line}"));
+    }
+    for line in dl_lines.difference(&bh_lines) {
+        tree_diff.push(format!("  dockless only: {line}"));
+    }
+    if !tree_diff.is_empty() {
+        tree_diff.sort_by(|a, b| a[16..].cmp(&b[16..]));
+        problems.push(format!(
+            "root filesystems differ:\n{}",
+            tree_diff.join("\n")
+        ));
+    }
+    for (key, buildah_value) in &bh.config {
+        let expected = docker_values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .unwrap_or(buildah_value);
+        let got = dl.config.get(key).unwrap_or(&Value::Null);
+        if got != expected {
+            problems.push(format!(
+                "config {key} differs:\n  buildah:  {expected}\n  dockless: {got}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{dockerfile}: dockless and buildah disagree\n{}\n\nfull buildah tree:\n{}",
+        problems.join("\n"),
+        bh.tree.join("\n")
+    );
+}
+
+#[test]
+fn config_instructions_match_buildah() {
+    // Docker expands EXPOSE ranges and lower-cases the protocol; buildah 1.28
+    // keeps "8000-8002/tcp" and "443/TCP" as written.
+    let ports = serde_json::json!({
+        "80/tcp": {}, "53/udp": {}, "8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "443/tcp": {}
+    });
+    compare_except(
+        "config",
+        "config.Dockerfile",
+        &[("VERSION", "2.5"), ("FLAVOR", "fancy")],
+        &[("ExposedPorts", ports)],
+    );
+}
+
+#[test]
+fn shell_forms_match_buildah() {
+    compare("shell", "shell.Dockerfile", &[]);
+}
+
+#[test]
+fn custom_shell_matches_buildah() {
+    // SHELL applies to shell-form CMD in Docker; buildah 1.28 ignores it there.
+    let cmd = serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c", "run --this | tee /log"]);
+    compare_except(
+        "custom-shell",
+        "custom-shell.Dockerfile",
+        &[],
+        &[("Cmd", cmd)],
+    );
+}
+
+#[test]
+fn inherited_stage_config_matches_buildah() {
+    compare("inherit", "inherit.Dockerfile", &[]);
+}
+
+#[test]
+fn copy_matches_buildah() {
+    compare("copy", "copy.Dockerfile", &[]);
+}
+
+#[test]
+fn add_matches_buildah() {
+    compare("add", "add.Dockerfile", &[]);
+}
+
+#[test]
+fn copy_from_stage_matches_buildah() {
+    compare("stages", "stages.Dockerfile", &[]);
+}
