@@ -119,7 +119,8 @@ fn main() {
         insecure: true,
         ..PushOptions::default()
     };
-    let pushed = push_image(&store, &built, &Default::default(), "").unwrap();
+    let nowhere = Reference::parse("127.0.0.1:1/unused:v1").unwrap();
+    let pushed = push_image(&store, &built, &Default::default(), &nowhere).unwrap();
 
     let mut ours = Vec::new();
     let mut skopeo = Vec::new();

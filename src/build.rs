@@ -8,11 +8,15 @@ use crate::dockerfile::{
     self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
     ParseError,
 };
-use crate::image::{BuiltImage, HealthConfig, History, Image, ImageConfig, ImageError};
+use crate::image::{BaseInfo, BuiltImage, HealthConfig, History, Image, ImageConfig, ImageError};
 use crate::layer::{self, FileSource, LayerError, LayerOptions};
+use crate::overlay;
 use crate::platform::{Platform, PlatformError};
+use crate::pull::{self, RegistryOptions};
+use crate::reference::ImageRef;
 use crate::rootfs::{basename, clean, FsError, Node, NodeKind, RootFs};
 use crate::store::{BlobStore, StoreError};
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -33,6 +37,8 @@ pub struct BuildOptions {
     pub source_date_epoch: u64,
     pub gzip_level: u32,
     pub cache_dir: PathBuf,
+    /// How to reach registries for base images and `COPY --from=<image>`.
+    pub registry: RegistryOptions,
 }
 
 impl BuildOptions {
@@ -47,6 +53,7 @@ impl BuildOptions {
             source_date_epoch: 0,
             gzip_level: layer::DEFAULT_GZIP_LEVEL,
             cache_dir: cache_dir.into(),
+            registry: RegistryOptions::default(),
         }
     }
 
@@ -116,6 +123,14 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     builder.run()
 }
 
+/// What a FROM or a COPY --from names.
+#[derive(Debug, Clone)]
+enum BaseRef {
+    Scratch,
+    Stage(usize),
+    Image(ImageRef),
+}
+
 /// What an earlier stage leaves for later ones.
 #[derive(Clone)]
 struct StageResult {
@@ -161,6 +176,8 @@ struct Builder<'a> {
     global_args: BTreeMap<String, String>,
     used_args: BTreeSet<String>,
     results: Vec<Option<StageResult>>,
+    /// Registry images already loaded, by reference and platform.
+    images: HashMap<String, StageResult>,
     staged_files: usize,
 }
 
@@ -181,6 +198,7 @@ impl<'a> Builder<'a> {
             global_args: BTreeMap::new(),
             used_args: BTreeSet::new(),
             results,
+            images: HashMap::new(),
             staged_files: 0,
         };
         builder.resolve_global_args()?;
@@ -292,40 +310,94 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The base a stage's FROM names: scratch or an earlier stage.
-    fn stage_base(&self, index: usize) -> Result<Option<usize>, BuildError> {
-        let from = &self.df.stages[index].from;
-        let image = self.expand(from.line, &from.image, &self.global_lookup())?;
-        if image.eq_ignore_ascii_case("scratch") {
-            return Ok(None);
+    /// Names an earlier stage, `scratch` (FROM only) or a registry image.
+    fn base_ref(
+        &self,
+        line: usize,
+        name: &str,
+        before: usize,
+        what: &str,
+    ) -> Result<BaseRef, BuildError> {
+        if let Some(i) = self.stage_ref(name, before) {
+            return Ok(BaseRef::Stage(i));
         }
-        self.stage_ref(&image, index).map(Some).ok_or_else(|| {
+        ImageRef::parse(name).map(BaseRef::Image).map_err(|e| {
             self.fail(
-                from.line,
-                format!(
-                    "FROM {image}: base images from a registry are not supported yet; \
-                     use `scratch` or an earlier build stage"
-                ),
+                line,
+                format!("{what} {name}: not an earlier build stage, and {e}"),
             )
         })
     }
 
-    fn copy_from_stage(
+    /// The base a stage's FROM names.
+    fn stage_base(&self, index: usize) -> Result<BaseRef, BuildError> {
+        let from = &self.df.stages[index].from;
+        let image = self.expand(from.line, &from.image, &self.global_lookup())?;
+        if image.eq_ignore_ascii_case("scratch") {
+            return Ok(BaseRef::Scratch);
+        }
+        self.base_ref(from.line, &image, index, "FROM")
+    }
+
+    fn copy_from_ref(
         &self,
         index: usize,
         ins: &Instruction,
         from: &str,
-    ) -> Result<usize, BuildError> {
+    ) -> Result<BaseRef, BuildError> {
         let name = self.expand(ins.line, from, &self.global_lookup())?;
-        self.stage_ref(&name, index).ok_or_else(|| {
-            self.fail(
-                ins.line,
-                format!(
-                    "COPY --from={name}: no earlier build stage of that name \
-                     (copying from registry images is not supported yet)"
-                ),
-            )
-        })
+        self.base_ref(ins.line, &name, index, "COPY --from")
+    }
+
+    /// A registry image as a stage result: pulled, verified and laid out as a
+    /// filesystem model; loaded once per build and platform.
+    /// `what` names the instruction as written, e.g. `FROM python:3.12`.
+    fn load_image(
+        &mut self,
+        line: usize,
+        what: &str,
+        image: &ImageRef,
+        platform: &Platform,
+    ) -> Result<StageResult, BuildError> {
+        let key = format!("{image}|{platform}");
+        if let Some(found) = self.images.get(&key) {
+            return Ok(found.clone());
+        }
+        let fail = |e: &dyn std::fmt::Display| self.fail(line, format!("{what}: {e}"));
+        let base = block_on(pull::pull(
+            image,
+            platform,
+            &self.store,
+            &self.opts.registry,
+        ))
+        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(&e))?;
+        let mut fs = RootFs::default();
+        let mut layers = base.layers.clone();
+        for layer in &mut layers {
+            let blob = self.store.existing(&layer.digest)?;
+            layer.uncompressed_size =
+                overlay::apply_layer(&mut fs, &blob, &layer.diff_id).map_err(|e| fail(&e))?;
+        }
+        let mut config = base.config.clone();
+        config.created = Some(self.created.clone());
+        let result = StageResult {
+            image: Image {
+                config,
+                layers,
+                base: Some(BaseInfo {
+                    registry: image.registry.clone(),
+                    repository: image.repository.clone(),
+                    name: image.to_string(),
+                    digest: base.resolved_digest.clone(),
+                    layer_count: base.layers.len(),
+                }),
+            },
+            fs,
+        };
+        tracing::info!(image = %image, digest = %base.manifest_digest, "base image loaded");
+        self.images.insert(key, result.clone());
+        Ok(result)
     }
 
     /// Every stage the target needs, found and checked before anything is
@@ -337,14 +409,16 @@ impl<'a> Builder<'a> {
             if !needed.insert(index) {
                 continue;
             }
-            if let Some(base) = self.stage_base(index)? {
+            if let BaseRef::Stage(base) = self.stage_base(index)? {
                 pending.push(base);
             }
             for ins in &self.df.stages[index].instructions {
                 self.check_supported(ins)?;
                 if let InstructionKind::Copy(args) = &ins.kind {
                     if let Some(from) = &args.from {
-                        pending.push(self.copy_from_stage(index, ins, from)?);
+                        if let BaseRef::Stage(i) = self.copy_from_ref(index, ins, from)? {
+                            pending.push(i);
+                        }
                     }
                 }
             }
@@ -422,18 +496,24 @@ impl<'a> Builder<'a> {
                 Platform::parse(&text).map_err(|e| self.fail(stage.from.line, e.to_string()))?;
         }
         let base = match self.stage_base(index)? {
-            Some(i) => self.results[i].clone().ok_or_else(|| {
+            BaseRef::Stage(i) => self.results[i].clone().ok_or_else(|| {
                 self.fail(stage.from.line, "internal: base stage was not built first")
             })?,
-            None => StageResult {
+            BaseRef::Scratch => StageResult {
                 image: Image::new(ImageConfig::scratch(&platform, &self.created)),
                 fs: RootFs::default(),
             },
+            BaseRef::Image(image) => {
+                let what = format!("FROM {}", stage.from.image);
+                self.load_image(stage.from.line, &what, &image, &platform)?
+            }
         };
-        if !base.image.config.config.on_build.is_empty() {
+        if let Some(trigger) = base.image.config.config.on_build.first() {
             return Err(self.fail(
                 stage.from.line,
-                "the base stage has ONBUILD triggers, and running them is not supported yet",
+                format!(
+                    "the base image has ONBUILD triggers (first: {trigger:?}); running them is not supported yet"
+                ),
             ));
         }
         let mut state = StageState {
@@ -465,7 +545,20 @@ impl<'a> Builder<'a> {
     fn commit(&mut self, state: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
         let history = self.history(ins);
         if state.fs.has_changes() {
-            let entries = state.fs.take_changes();
+            let mut entries = state.fs.take_changes();
+            if entries.iter().any(|e| {
+                matches!(
+                    &e.data,
+                    layer::EntryData::File {
+                        source: FileSource::Layer { .. },
+                        ..
+                    }
+                )
+            }) {
+                let staging = self.staging_dir()?;
+                overlay::materialize(&mut entries, &staging)
+                    .map_err(|e| self.fail(ins.line, e.to_string()))?;
+            }
             let opts = LayerOptions {
                 mtime: self.opts.source_date_epoch,
                 gzip_level: self.opts.gzip_level,
@@ -699,10 +792,24 @@ impl<'a> Builder<'a> {
             let src = self.expand(line, raw, &|n| state.lookup(n))?;
             match &args.from {
                 Some(from) => {
-                    let from_index = self.copy_from_stage(stage, ins, from)?;
-                    sources.extend(self.stage_sources(from_index, &src).map_err(|e| {
-                        self.fail(line, format!("{verb} --from={from} {src}: {e}"))
-                    })?);
+                    let fs = match self.copy_from_ref(stage, ins, from)? {
+                        BaseRef::Stage(i) => self.results[i].as_ref().map(|r| r.fs.clone()),
+                        BaseRef::Image(image) => {
+                            let platform = state.image.platform();
+                            let what = format!("{verb} --from={from}");
+                            Some(self.load_image(line, &what, &image, &platform)?.fs)
+                        }
+                        BaseRef::Scratch => None,
+                    };
+                    let fs = fs.ok_or_else(|| {
+                        self.fail(
+                            line,
+                            format!("{verb} --from={from}: that stage was not built"),
+                        )
+                    })?;
+                    let found = stage_sources(&fs, &src)
+                        .map_err(|e| self.fail(line, format!("{verb} --from={from} {src}: {e}")))?;
+                    sources.extend(found);
                 }
                 None => {
                     let entries = self
@@ -872,53 +979,69 @@ impl<'a> Builder<'a> {
             children,
         })
     }
+}
 
-    /// Paths of an earlier stage, with wildcards, following symlinks inside that stage.
-    fn stage_sources(&self, index: usize, src: &str) -> Result<Vec<Source>, String> {
-        let result = self.results[index]
-            .as_ref()
-            .ok_or("that stage was not built")?;
-        let fs = &result.fs;
-        let wanted = clean("", src);
-        let paths: Vec<String> = if has_wildcard(&wanted) {
-            let glob = globset::GlobBuilder::new(&wanted)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| format!("invalid wildcard: {e}"))?
-                .compile_matcher();
-            fs.paths()
-                .filter(|p| glob.is_match(p.as_str()))
-                .cloned()
-                .collect()
+/// Paths of an earlier stage or image, with wildcards, following symlinks inside it.
+fn stage_sources(fs: &RootFs, src: &str) -> Result<Vec<Source>, String> {
+    let wanted = clean("", src);
+    let paths: Vec<String> = if has_wildcard(&wanted) {
+        let glob = globset::GlobBuilder::new(&wanted)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("invalid wildcard: {e}"))?
+            .compile_matcher();
+        fs.paths()
+            .filter(|p| glob.is_match(p.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        vec![wanted]
+    };
+    let mut sources = Vec::new();
+    for path in paths {
+        let resolved = fs.resolve(&path, true).map_err(|e| e.to_string())?;
+        let root = if resolved.is_empty() {
+            Node::dir(0o755, 0, 0)
         } else {
-            vec![wanted]
+            fs.get(&resolved)
+                .cloned()
+                .ok_or_else(|| format!("/{path}: no such file or directory"))?
         };
-        let mut sources = Vec::new();
-        for path in paths {
-            let resolved = fs.resolve(&path, true).map_err(|e| e.to_string())?;
-            let root = if resolved.is_empty() {
-                Node::dir(0o755, 0, 0)
-            } else {
-                fs.get(&resolved)
-                    .cloned()
-                    .ok_or_else(|| format!("/{path}: no such file or directory"))?
-            };
-            let children = if root.is_dir() {
-                fs.children(&resolved)
-            } else {
-                Vec::new()
-            };
-            sources.push(Source::Tree {
-                name: basename(&path).to_string(),
-                root,
-                children,
-            });
-        }
-        if sources.is_empty() {
-            return Err("no matching files".into());
-        }
-        Ok(sources)
+        let children = if root.is_dir() {
+            fs.children(&resolved)
+        } else {
+            Vec::new()
+        };
+        sources.push(Source::Tree {
+            name: basename(&path).to_string(),
+            root,
+            children,
+        });
     }
+    if sources.is_empty() {
+        return Err("no matching files".into());
+    }
+    Ok(sources)
+}
+
+/// Runs a registry future to completion from synchronous build code, on a
+/// thread of its own so it works whether or not the caller is inside a runtime.
+fn block_on<F>(future: F) -> std::io::Result<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(future))
+            })
+            .join()
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// One matched COPY/ADD source.
@@ -1041,15 +1164,14 @@ fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(fs: &RootFs, file: &str, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
     let resolved = fs.resolve(file, true).ok()?;
-    let NodeKind::File {
-        source: FileSource::Path(path),
-        ..
-    } = &fs.get(&resolved)?.kind
-    else {
+    let NodeKind::File { source, .. } = &fs.get(&resolved)?.kind else {
         return None;
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|line| {
+    let bytes = match source {
+        FileSource::Path(path) => std::fs::read(path).ok()?,
+        FileSource::Layer { blob, path } => overlay::read_member(blob, path, 1 << 20).ok()??,
+    };
+    String::from_utf8_lossy(&bytes).lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
         if fields.first() != Some(&name) {
             return None;

@@ -36,6 +36,38 @@ pub fn hex_part(digest: &str) -> Option<&str> {
     ok.then_some(hex)
 }
 
+/// A reader that hashes and counts the bytes read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// Reads what is left, then returns the digest and the byte count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((format(self.hasher), self.read))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// A writer that hashes and counts the bytes passing through it.
 pub struct HashingWriter<W> {
     inner: W,
@@ -50,6 +82,11 @@ impl<W: Write> HashingWriter<W> {
             hasher: Sha256::new(),
             written: 0,
         }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Returns the inner writer, the digest and the byte count.

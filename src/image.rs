@@ -48,6 +48,15 @@ pub struct HealthConfig {
     pub retries: u64,
 }
 
+/// Docker writes `null` for empty fields; read it as the empty value.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -58,29 +67,61 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub user: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub exposed_ports: BTreeMap<String, Empty>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub volumes: BTreeMap<String, Empty>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub on_build: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub shell: Vec<String>,
 }
 
@@ -137,10 +178,14 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub config: ContainerConfig,
     pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
 }
 
@@ -167,11 +212,28 @@ impl ImageConfig {
     }
 }
 
+/// The registry image a build started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseInfo {
+    pub registry: String,
+    pub repository: String,
+    /// Normalised reference, e.g. `docker.io/library/python:3.12`.
+    pub name: String,
+    /// What the reference resolved to (an index or a manifest).
+    pub digest: String,
+    /// How many of the image's first layers came from the base.
+    pub layer_count: usize,
+}
+
+pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
 /// An image being assembled: its config and its layers, in order.
 #[derive(Debug, Clone)]
 pub struct Image {
     pub config: ImageConfig,
     pub layers: Vec<LayerInfo>,
+    pub base: Option<BaseInfo>,
 }
 
 /// An image whose config and manifest are in the blob store.
@@ -183,6 +245,7 @@ pub struct BuiltImage {
     pub config_size: u64,
     pub layers: Vec<LayerInfo>,
     pub platform: Platform,
+    pub base: Option<BaseInfo>,
 }
 
 impl BuiltImage {
@@ -200,6 +263,7 @@ impl Image {
         Image {
             config,
             layers: Vec::new(),
+            base: None,
         }
     }
 
@@ -252,6 +316,7 @@ impl Image {
             config_size: config.len() as u64,
             layers: self.layers.clone(),
             platform: self.platform(),
+            base: self.base.clone(),
         })
     }
 }
@@ -344,6 +409,13 @@ mod tests {
         assert_eq!(json["config"]["Env"][0], DEFAULT_PATH_ENV);
         assert_eq!(json["rootfs"]["type"], "layers");
         assert_eq!(json["architecture"], "amd64");
+    }
+
+    #[test]
+    fn docker_nulls_read_as_empty() {
+        let json = r#"{"architecture":"amd64","os":"linux","config":{"Cmd":null,"Env":null,"Labels":null,"ExposedPorts":null,"Volumes":null,"OnBuild":null},"rootfs":{"type":"layers","diff_ids":[]},"history":null}"#;
+        let cfg: ImageConfig = serde_json::from_str(json).unwrap();
+        assert!(cfg.config.cmd.is_none() && cfg.config.env.is_empty() && cfg.history.is_empty());
     }
 
     #[test]

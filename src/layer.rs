@@ -24,6 +24,8 @@ pub enum LayerError {
     Changed { path: PathBuf, expected: u64 },
     #[error("writing layer entry {path}: {source}")]
     Write { path: String, source: io::Error },
+    #[error("{path} from base layer {blob} was not extracted before writing the layer")]
+    NotMaterialized { path: String, blob: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -33,6 +35,8 @@ pub enum LayerError {
 pub enum FileSource {
     /// A file on the local disk (build context, extracted archive, heredoc).
     Path(PathBuf),
+    /// A member of a base image's layer blob, extracted on demand (see `overlay::materialize`).
+    Layer { blob: PathBuf, path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +177,15 @@ fn append_entry<W: Write>(
         EntryData::File { source, size } => {
             header.set_entry_type(EntryType::Regular);
             header.set_size(*size);
-            let FileSource::Path(path) = source;
+            let path = match source {
+                FileSource::Path(path) => path,
+                FileSource::Layer { blob, path } => {
+                    return Err(LayerError::NotMaterialized {
+                        path: path.clone(),
+                        blob: blob.clone(),
+                    })
+                }
+            };
             let file = std::fs::File::open(path).map_err(|source| LayerError::Read {
                 path: path.clone(),
                 source,

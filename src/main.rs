@@ -37,6 +37,8 @@ enum Commands {
     Push(PushArgs),
     /// Check credentials against a registry and store them as `docker login` does.
     Login(LoginArgs),
+    /// Run the GitHub webhook build service (see README, "dockless serve").
+    Serve(ServeArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +98,13 @@ struct LoginArgs {
     insecure: bool,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// The service's TOML config.
+    #[arg(long, value_name = "FILE", default_value = "dockless.toml")]
+    config: PathBuf,
+}
+
 /// What `build` and `push` share.
 #[derive(Args)]
 struct BuildFlags {
@@ -150,6 +159,7 @@ fn main() -> ExitCode {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
         Commands::Login(args) => run_login(args),
+        Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

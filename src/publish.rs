@@ -86,12 +86,14 @@ fn local_blob(
 }
 
 /// The registry's view of a built image: manifest bytes and blob files.
+/// Base layers on the target registry are mounted from the base's repository.
 pub fn push_image(
     store: &BlobStore,
     image: &BuiltImage,
     mounts: &MountRecord,
-    repo: &str,
+    target: &Reference,
 ) -> Result<PushImage, StoreError> {
+    let repo = target.repository.as_str();
     let config = local_blob(
         store,
         &image.config_digest,
@@ -100,11 +102,18 @@ pub fn push_image(
         mounts,
         repo,
     )?;
-    let layers = image
-        .layers
-        .iter()
-        .map(|l| local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo))
-        .collect::<Result<_, _>>()?;
+    let base_repo = image
+        .base
+        .as_ref()
+        .filter(|b| b.registry == target.registry && b.repository != repo);
+    let mut layers = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        let mut blob = local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo)?;
+        if let Some(base) = base_repo.filter(|b| i < b.layer_count) {
+            blob.mount_from.insert(0, base.repository.clone());
+        }
+        layers.push(blob);
+    }
     Ok(PushImage {
         manifest: image.manifest.clone(),
         manifest_media_type: MEDIA_TYPE_MANIFEST.to_string(),
@@ -123,7 +132,7 @@ pub async fn publish(
 ) -> Result<PushOutcome, PublishError> {
     let record_file = record_path(cache_dir, &target.registry);
     let record = read_record(&record_file);
-    let push = push_image(store, image, &record, &target.repository)?;
+    let push = push_image(store, image, &record, target)?;
     let outcome = registry::push(&push, target, opts).await?;
     let mut record = read_record(&record_file);
     for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))

@@ -77,6 +77,18 @@ pub enum RegistryError {
     TlsConfig(String),
 }
 
+impl RegistryError {
+    /// Faults of the path rather than of the request: worth another try.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Connect { .. }
+                | RegistryError::Timeout { .. }
+                | RegistryError::Http { .. }
+        )
+    }
+}
+
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// A blob stored in a local file.
@@ -278,6 +290,17 @@ pub struct PushOptions {
     pub events: EventSink,
     /// PATCH chunk size when monolithic upload is refused (0 = default).
     pub chunk_size: u64,
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for bytes of a response; a stalled
+    /// registry fails the request after this.
+    pub read_timeout: Duration,
+    /// Tries per idempotent step, the first included (0 is treated as 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles per retry up to
+    /// `max_retry_delay`, then jittered between half and all of it.
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
 }
 
 impl Default for PushOptions {
@@ -288,8 +311,73 @@ impl Default for PushOptions {
             concurrency: 3,
             events: EventSink::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+            max_attempts: 5,
+            retry_delay: Duration::from_millis(500),
+            max_retry_delay: Duration::from_secs(10),
         }
     }
+}
+
+/// Longest `Retry-After` honoured; a registry asking for more gets it capped.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How idempotent steps are retried.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryPolicy {
+    attempts: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl RetryPolicy {
+    fn new(opts: &PushOptions) -> Self {
+        RetryPolicy {
+            attempts: opts.max_attempts.max(1),
+            base: opts.retry_delay,
+            cap: opts.max_retry_delay.max(opts.retry_delay),
+        }
+    }
+
+    /// Wait before try `attempt + 1`. A server's `Retry-After` wins (capped);
+    /// otherwise capped exponential backoff with jitter, so parallel blob
+    /// uploads that failed together do not come back together.
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(MAX_RETRY_AFTER);
+        }
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let d = exp.min(self.cap);
+        d / 2 + (d / 2).mul_f64(jitter())
+    }
+}
+
+/// A number in [0, 1) that differs per call (RandomState is seeded per
+/// instance, so no RNG dependency is needed).
+fn jitter() -> f64 {
+    use std::hash::BuildHasher as _;
+    let x = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Statuses that say "not now" rather than "no".
+fn retryable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form falls back to backoff).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,6 +401,23 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub(crate) fn new(registry: &str, insecure: bool, ca_certs: &[PathBuf]) -> Result<Self> {
+        let d = PushOptions::default();
+        Self::with_timeouts(
+            registry,
+            insecure,
+            ca_certs,
+            d.connect_timeout,
+            d.read_timeout,
+        )
+    }
+
+    pub(crate) fn with_timeouts(
+        registry: &str,
+        insecure: bool,
+        ca_certs: &[PathBuf],
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self> {
         // docker.io is an alias; the API lives elsewhere.
         let api_host = if registry == "docker.io" || registry == "index.docker.io" {
             "registry-1.docker.io"
@@ -327,8 +432,8 @@ impl Transport {
             }
         })?;
         let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
             .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")));
         // Always hand reqwest our own rustls config: with `rustls-no-provider`
         // it would otherwise panic looking for a process-wide crypto provider
@@ -626,7 +731,8 @@ pub(crate) async fn error_from_response(
 }
 
 /// A request body that can be rebuilt for a retry.
-enum ReqBody<'a> {
+#[derive(Clone, Copy)]
+pub(crate) enum ReqBody<'a> {
     Empty,
     Bytes(&'a [u8]),
     File {
@@ -640,16 +746,116 @@ enum ReqBody<'a> {
     },
 }
 
-struct Session {
+pub(crate) struct Session {
     t: Transport,
     auth: AuthState,
     events: EventSink,
     chunk_size: u64,
+    retry: RetryPolicy,
 }
 
 impl Session {
+    /// A session for one registry, with the user's credentials for it.
+    pub(crate) async fn open(registry: &str, opts: &PushOptions) -> Result<Session> {
+        let credential = auth::load_credential(registry).await?;
+        Ok(Session {
+            t: Transport::with_timeouts(
+                registry,
+                opts.insecure,
+                &opts.ca_certs,
+                opts.connect_timeout,
+                opts.read_timeout,
+            )?,
+            auth: AuthState::new(credential),
+            events: opts.events.clone(),
+            chunk_size: if opts.chunk_size == 0 {
+                DEFAULT_CHUNK_SIZE
+            } else {
+                opts.chunk_size
+            },
+            retry: RetryPolicy::new(opts),
+        })
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.t.host
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Result<Url> {
+        self.t.url(path)
+    }
+
     /// Send with authorization for `scopes`; on 401 re-authenticate once and retry.
-    async fn send(
+    /// GET, HEAD, PUT and DELETE are also retried on connection errors,
+    /// timeouts and 408/429/5xx (see [`Session::send_retrying`]); other methods
+    /// go out once. Blob-upload PUTs must use [`Session::send_once`].
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: ReqBody<'_>,
+        scopes: &[Scope],
+    ) -> Result<reqwest::Response> {
+        if matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        ) {
+            self.send_retrying(method, url, headers, body, scopes).await
+        } else {
+            self.send_once(method, url, headers, body, scopes).await
+        }
+    }
+
+    /// [`Session::send_once`] again on transient faults, with backoff. Only
+    /// for requests whose repetition cannot change the outcome.
+    pub(crate) async fn send_retrying(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: ReqBody<'_>,
+        scopes: &[Scope],
+    ) -> Result<reqwest::Response> {
+        let what = format!("{method} {}", url.path());
+        self.retrying(&what, || {
+            self.send_once(method.clone(), url, headers, body, scopes)
+        })
+        .await
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the attempts run out;
+    /// the last result is returned as it is.
+    async fn retrying<F, Fut>(&self, what: &str, mut op: F) -> Result<reqwest::Response>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let res = op().await;
+            let hint = match &res {
+                Ok(r) if retryable_status(r.status()) => retry_after(r),
+                Err(e) if e.is_transient() => None,
+                _ => return res,
+            };
+            if attempt >= self.retry.attempts {
+                return res;
+            }
+            let wait = self.retry.delay(attempt, hint);
+            match &res {
+                Ok(r) => {
+                    warn!(host = %self.t.host, %what, status = %r.status(), attempt, ?wait, "retrying")
+                }
+                Err(e) => warn!(host = %self.t.host, %what, error = %e, attempt, ?wait, "retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One request (plus one re-authentication on 401), never repeated on faults.
+    pub(crate) async fn send_once(
         &self,
         method: Method,
         url: &Url,
@@ -698,7 +904,7 @@ impl Session {
     }
 
     /// Error for a failed response, with an auth hint on 401.
-    async fn fail(&self, operation: &str, resp: reqwest::Response) -> RegistryError {
+    pub(crate) async fn fail(&self, operation: &str, resp: reqwest::Response) -> RegistryError {
         match error_from_response(&self.t.host, operation, resp).await {
             RegistryError::Unauthorized { registry, message } => {
                 let hint = if self.auth.has_credential() {
@@ -717,15 +923,18 @@ impl Session {
         }
     }
 
-    async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         let url = self.t.url("/v2/")?;
         let resp = self
-            .t
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
+            .retrying("GET /v2/", || async {
+                self.t
+                    .http
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.t.map_send_error(e, &self.t.host))
+            })
+            .await?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::UNAUTHORIZED {
             self.auth.learn(&resp);
@@ -787,8 +996,9 @@ impl Session {
             .append_pair("mount", digest)
             .append_pair("from", from);
         let scopes = [Scope::push(repo), Scope::pull(from)];
+        // Repeating a mount is harmless: it either mounts or opens a session.
         let resp = self
-            .send(Method::POST, &url, &[], ReqBody::Empty, &scopes)
+            .send_retrying(Method::POST, &url, &[], ReqBody::Empty, &scopes)
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Ok(())),
@@ -803,8 +1013,9 @@ impl Session {
 
     async fn start_upload(&self, repo: &str) -> Result<Url> {
         let url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        // A repeated POST at worst leaves an unused session behind.
         let resp = self
-            .send(
+            .send_retrying(
                 Method::POST,
                 &url,
                 &[],
@@ -818,12 +1029,12 @@ impl Session {
         self.location(&url, &resp)
     }
 
-    /// Whole blob in one PUT. Ok(false) when the registry refuses that style.
-    async fn put_monolithic(&self, repo: &str, session: &Url, blob: &LocalBlob) -> Result<bool> {
+    /// Whole blob in one PUT into `session`.
+    async fn put_monolithic(&self, repo: &str, session: &Url, blob: &LocalBlob) -> Result<Try> {
         let mut url = session.clone();
         url.query_pairs_mut().append_pair("digest", &blob.digest);
         let resp = self
-            .send(
+            .send_once(
                 Method::PUT,
                 &url,
                 &[("content-type", "application/octet-stream".into())],
@@ -839,34 +1050,53 @@ impl Session {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            // Some proxies reset the connection on an oversized body.
-            Err(RegistryError::Http { .. }) | Err(RegistryError::Connect { .. }) => {
-                warn!(digest = %blob.digest, "monolithic upload failed in transit; trying chunked");
-                return Ok(false);
+            Err(e) if e.is_transient() => {
+                warn!(digest = %blob.digest, "monolithic upload failed in transit: {e}");
+                return Ok(Try::Again {
+                    error: e,
+                    retry_after: None,
+                });
             }
             Err(e) => return Err(e),
         };
         match resp.status() {
-            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(Try::Done),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(self.fail("blob upload", resp).await)
             }
+            s if retryable_status(s) => self.again("monolithic blob upload", resp).await,
             s => {
                 let err = self.fail("monolithic blob upload", resp).await;
                 info!(digest = %blob.digest, status = %s, "monolithic upload refused ({err}); trying chunked");
-                Ok(false)
+                Ok(Try::UseChunks)
             }
         }
     }
 
-    async fn put_chunked(&self, repo: &str, mut session: Url, blob: &LocalBlob) -> Result<()> {
+    /// A 429/5xx answer as a [`Try::Again`], keeping the registry's message.
+    async fn again(&self, operation: &str, resp: reqwest::Response) -> Result<Try> {
+        let retry_after = retry_after(&resp);
+        Ok(Try::Again {
+            error: self.fail(operation, resp).await,
+            retry_after,
+        })
+    }
+
+    /// PATCH the blob in chunks into `session`, then close it with a PUT.
+    /// `chunk` is shared across tries so a size the registry refused stays refused.
+    async fn put_chunked(
+        &self,
+        repo: &str,
+        mut session: Url,
+        blob: &LocalBlob,
+        chunk: &mut u64,
+    ) -> Result<Try> {
         let scopes = [Scope::push(repo)];
-        let mut chunk = self.chunk_size.max(1);
         let mut offset = 0u64;
         while offset < blob.size {
-            let len = chunk.min(blob.size - offset);
+            let len = (*chunk).max(1).min(blob.size - offset);
             let resp = self
-                .send(
+                .send_once(
                     Method::PATCH,
                     &session,
                     &[
@@ -882,7 +1112,19 @@ impl Session {
                     },
                     &scopes,
                 )
-                .await?;
+                .await;
+            // Whether a failed PATCH was applied is unknowable: the session is
+            // abandoned, never written to again.
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) if e.is_transient() => {
+                    return Ok(Try::Again {
+                        error: e,
+                        retry_after: None,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             match resp.status() {
                 StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
                     // The registry may ask for bigger chunks than we send.
@@ -892,31 +1134,85 @@ impl Session {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                     {
-                        chunk = chunk.max(min);
+                        *chunk = (*chunk).max(min);
                     }
                     session = self.location(&session, &resp)?;
                     offset += len;
                 }
                 StatusCode::PAYLOAD_TOO_LARGE if len > 64 * 1024 => {
                     // Retry the same range in smaller pieces; the session is still valid.
-                    chunk = (len / 2).max(64 * 1024);
-                    debug!(chunk, "chunk too large; shrinking");
+                    *chunk = (len / 2).max(64 * 1024);
+                    debug!(chunk = *chunk, "chunk too large; shrinking");
                 }
+                s if retryable_status(s) => return self.again("chunked blob upload", resp).await,
                 _ => return Err(self.fail("chunked blob upload", resp).await),
             }
         }
         let mut url = session;
         url.query_pairs_mut().append_pair("digest", &blob.digest);
-        let resp = self
-            .send(Method::PUT, &url, &[], ReqBody::Empty, &scopes)
-            .await?;
-        if !matches!(
-            resp.status(),
-            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK
-        ) {
-            return Err(self.fail("finish blob upload", resp).await);
+        let resp = match self
+            .send_once(Method::PUT, &url, &[], ReqBody::Empty, &scopes)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => {
+                return Ok(Try::Again {
+                    error: e,
+                    retry_after: None,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(Try::Done),
+            s if retryable_status(s) => self.again("finish blob upload", resp).await,
+            _ => Err(self.fail("finish blob upload", resp).await),
         }
-        Ok(())
+    }
+
+    /// Upload a blob the registry lacks. Every try gets a fresh upload
+    /// session, and after a failed try the blob is HEADed first: the
+    /// registry may have stored it even though its answer was lost.
+    async fn upload(&self, repo: &str, first: Option<Url>, blob: &LocalBlob) -> Result<()> {
+        let mut session = first;
+        let mut chunked = false;
+        let mut chunk = self.chunk_size.max(1);
+        let mut monolithic_transit_failures = 0;
+        let mut attempt = 1;
+        loop {
+            let url = match session.take() {
+                Some(s) => s,
+                None => self.start_upload(repo).await?,
+            };
+            let step = if chunked {
+                self.put_chunked(repo, url, blob, &mut chunk).await?
+            } else {
+                self.put_monolithic(repo, &url, blob).await?
+            };
+            match step {
+                Try::Done => return Ok(()),
+                // The refused session may be poisoned; the next loop starts afresh.
+                Try::UseChunks => chunked = true,
+                Try::Again { error, retry_after } => {
+                    if attempt >= self.retry.attempts {
+                        return Err(error);
+                    }
+                    if self.blob_exists(repo, &blob.digest).await? {
+                        info!(digest = %blob.digest, "blob arrived although its upload failed ({error})");
+                        return Ok(());
+                    }
+                    // Some proxies cut oversized bodies: after two cuts, go chunked.
+                    if !chunked && error.is_transient() {
+                        monolithic_transit_failures += 1;
+                        chunked = monolithic_transit_failures >= 2;
+                    }
+                    let wait = self.retry.delay(attempt, retry_after);
+                    warn!(digest = %blob.digest, attempt, ?wait, "blob upload failed ({error}); retrying in a new session");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     async fn push_blob(&self, repo: &str, blob: &LocalBlob) -> Result<BlobResult> {
@@ -951,22 +1247,14 @@ impl Session {
                 Err(None) => {}
             }
         }
-        let session = match session {
-            Some(s) => s,
-            None => self.start_upload(repo).await?,
-        };
-        if !self.put_monolithic(repo, &session, blob).await? {
-            // The refused session may be poisoned; start afresh.
-            let fresh = self.start_upload(repo).await?;
-            self.put_chunked(repo, fresh, blob).await?;
-        }
+        self.upload(repo, session, blob).await?;
         self.events.emit(PushEvent::BlobUploaded {
             digest: blob.digest.clone(),
         });
         Ok(BlobResult::Uploaded)
     }
 
-    async fn put_manifest(
+    pub(crate) async fn put_manifest(
         &self,
         repo: &str,
         tag: &str,
@@ -983,7 +1271,11 @@ impl Session {
                 &[Scope::push(repo)],
             )
             .await?;
-        if !matches!(resp.status(), StatusCode::CREATED | StatusCode::OK) {
+        // 201 is the spec; some registries answer 200 or 202 for the same success.
+        if !matches!(
+            resp.status(),
+            StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED
+        ) {
             return Err(self.fail("manifest upload", resp).await);
         }
         Ok(())
@@ -994,6 +1286,18 @@ enum BlobResult {
     Skipped,
     Mounted,
     Uploaded,
+}
+
+/// How one upload try ended, short of a hard error.
+enum Try {
+    Done,
+    /// The registry refuses monolithic uploads.
+    UseChunks,
+    /// Failed in transit or with 429/5xx; the blob may or may not have landed.
+    Again {
+        error: RegistryError,
+        retry_after: Option<Duration>,
+    },
 }
 
 pub(crate) fn resolve_location(req_url: &Url, raw: &str) -> Option<Url> {
@@ -1080,17 +1384,7 @@ pub async fn push(
     target: &Reference,
     opts: &PushOptions,
 ) -> Result<PushOutcome> {
-    let credential = auth::load_credential(&target.registry).await?;
-    let session = Session {
-        t: Transport::new(&target.registry, opts.insecure, &opts.ca_certs)?,
-        auth: AuthState::new(credential),
-        events: opts.events.clone(),
-        chunk_size: if opts.chunk_size == 0 {
-            DEFAULT_CHUNK_SIZE
-        } else {
-            opts.chunk_size
-        },
-    };
+    let session = Session::open(&target.registry, opts).await?;
     debug!(target = %target, authenticated = session.auth.has_credential(), "pushing");
     session.ping().await?;
 

@@ -178,7 +178,25 @@ impl RootFs {
         Ok(())
     }
 
-    fn remove_tree(&mut self, path: &str) {
+    /// Sets a node as a base layer does: whatever was there (a whole tree too)
+    /// is replaced, missing parents appear as plain directories, and nothing
+    /// counts as a change of the next layer.
+    pub fn put_base(&mut self, path: &str, node: Node) {
+        let mut parent_path = parent(path);
+        while !parent_path.is_empty() && !self.is_dir(parent_path) {
+            self.remove_tree(parent_path);
+            self.nodes
+                .insert(parent_path.to_string(), Node::dir(0o755, 0, 0));
+            parent_path = parent(parent_path);
+        }
+        if !(node.is_dir() && self.is_dir(path)) {
+            self.remove_tree(path);
+        }
+        self.nodes.insert(path.to_string(), node);
+    }
+
+    /// Removes a path and everything below it (a whiteout), untracked.
+    pub fn remove_tree(&mut self, path: &str) {
         let prefix = format!("{path}/");
         self.nodes
             .retain(|p, _| p != path && !p.starts_with(&prefix));
@@ -201,6 +219,22 @@ impl RootFs {
     /// All paths, for wildcard matching against an earlier stage.
     pub fn paths(&self) -> impl Iterator<Item = &String> {
         self.nodes.keys()
+    }
+
+    /// Removes what is below `dir` but keeps `dir` (an opaque whiteout), untracked.
+    pub fn clear_dir(&mut self, dir: &str) {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .retain(|p, _| !p.starts_with(&prefix) || p == dir);
+    }
+
+    /// Drops the pending changes (after loading a base image).
+    pub fn forget_changes(&mut self) {
+        self.changed.clear();
     }
 
     pub fn has_changes(&self) -> bool {

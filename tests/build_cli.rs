@@ -385,9 +385,14 @@ fn malformed_dockerfiles_name_file_line_and_problem() {
             "FROM scratch\nADD https://example.com/x /\n",
             "Dockerfile:2: ADD https://example.com/x",
         ),
+        // An unreachable registry base fails clearly, naming the host.
         (
-            "FROM python:3.12\n",
-            "Dockerfile:1: FROM python:3.12: base images from a registry are not supported yet",
+            "FROM 127.0.0.1:1/base:1\n",
+            "Dockerfile:1: FROM 127.0.0.1:1/base:1: cannot connect to registry 127.0.0.1:1",
+        ),
+        (
+            "FROM Python:3.12\n",
+            "Dockerfile:1: FROM Python:3.12: not an earlier build stage, and invalid image reference",
         ),
         ("FROM scratch\nSTOPSIGNAL sig-nope\n", "Dockerfile:2:"),
         ("FROM scratch\nENV A=${B\n", "Dockerfile:2:"),

@@ -175,6 +175,33 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Process id, so another thread can `kill -9` it mid-request.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Start the registry again on the same port and storage (after a kill).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry on PATH");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

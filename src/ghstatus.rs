@@ -1,0 +1,123 @@
+//! Commit statuses on GitHub (`pending`, `success`, `failure`) for the
+//! commit a build runs. Best effort: a failed post is logged, never fatal,
+//! and the token never reaches a log line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("GitHub API client: {0}")]
+    Client(String),
+    #[error("GitHub API: {0}")]
+    Http(String),
+}
+
+/// The token, kept out of Debug output.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Success,
+    Failure,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Success => "success",
+            State::Failure => "failure",
+        }
+    }
+}
+
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// The `context` GitHub shows next to the status.
+pub const CONTEXT: &str = "dockless";
+
+#[derive(Debug, Clone)]
+pub struct StatusClient {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+}
+
+fn tls() -> Result<rustls::ClientConfig, StatusError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StatusError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+impl StatusClient {
+    pub fn new(base: &str, token: String) -> Result<StatusClient, StatusError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(20))
+            .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls()?)
+            .build()
+            .map_err(|e| StatusError::Client(e.to_string()))?;
+        Ok(StatusClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: Token(token),
+        })
+    }
+
+    /// `POST {base}/repos/{owner/repo}/statuses/{sha}`.
+    pub async fn post(
+        &self,
+        repository: &str,
+        sha: &str,
+        state: State,
+        description: &str,
+        target_url: Option<&str>,
+    ) -> Result<(), StatusError> {
+        let url = format!("{}/repos/{repository}/statuses/{sha}", self.base);
+        // GitHub caps descriptions at 140 characters.
+        let description: String = description.chars().take(140).collect();
+        let mut body = serde_json::json!({
+            "state": state.as_str(),
+            "context": CONTEXT,
+            "description": description,
+        });
+        if let Some(t) = target_url {
+            body["target_url"] = t.into();
+        }
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token.0)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| StatusError::Http(e.without_url().to_string()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(StatusError::Http(format!(
+                "{} for {repository}@{sha}",
+                resp.status()
+            )))
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! `image.json`: which images a repository wants built. Three shapes are
+//! accepted: one object, a list of objects, or `{"images": [...]}`. Each
+//! entry is checked on its own, so one bad entry fails that image alone.
+
+use crate::registry::Reference;
+use serde_json::Value;
+use std::path::{Component, Path, PathBuf};
+
+pub const FILE_NAME: &str = "image.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read image.json: {0}")]
+    Read(std::io::Error),
+    #[error("image.json is not valid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("image.json must be an object, a list of objects, or {{\"images\": [...]}}")]
+    Shape,
+}
+
+/// One entry as written, before any checks (so errors can name it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawEntry {
+    pub service_name: String,
+    pub version: String,
+    pub kind: String,
+    pub context: Option<String>,
+    pub dockerfile: Option<String>,
+}
+
+/// An entry that passed every check: what to build and where to push it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageJob {
+    pub service_name: String,
+    pub version: String,
+    pub kind: String,
+    pub context_dir: PathBuf,
+    pub dockerfile: PathBuf,
+    pub target: Reference,
+}
+
+/// Reads `image.json` at the repository root into entries.
+pub fn read(repo: &Path) -> Result<Vec<RawEntry>, SpecError> {
+    let text = std::fs::read(repo.join(FILE_NAME)).map_err(SpecError::Read)?;
+    parse(&text)
+}
+
+/// The three shapes, into a flat list of entries.
+pub fn parse(text: &[u8]) -> Result<Vec<RawEntry>, SpecError> {
+    let v: Value = serde_json::from_slice(text).map_err(SpecError::Json)?;
+    let items: Vec<&Value> = match &v {
+        Value::Array(list) => list.iter().collect(),
+        Value::Object(map) => match map.get("images") {
+            Some(Value::Array(list)) if !map.contains_key("service_name") => list.iter().collect(),
+            Some(_) if !map.contains_key("service_name") => return Err(SpecError::Shape),
+            _ => vec![&v],
+        },
+        _ => return Err(SpecError::Shape),
+    };
+    Ok(items.into_iter().map(raw_entry).collect())
+}
+
+/// Strings stay as written; numbers (`"version": 2`) become their text.
+fn text_field(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn opt_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn raw_entry(v: &Value) -> RawEntry {
+    RawEntry {
+        service_name: text_field(v, "service_name"),
+        version: text_field(v, "version"),
+        kind: text_field(v, "type"),
+        context: opt_field(v, "context"),
+        dockerfile: opt_field(v, "dockerfile"),
+    }
+}
+
+/// A relative path that stays inside the repository, lexically and after
+/// following symlinks. Returns the absolute path.
+pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if rel.is_empty() || rel.contains('\0') {
+        return Err(format!("{what} {rel:?} is empty or invalid"));
+    }
+    let mut depth: i64 = 0;
+    for c in p.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!("{what} {rel:?} leaves the repository"));
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{what} {rel:?} must be relative to the repository root"
+                ))
+            }
+        }
+    }
+    let joined = repo.join(p);
+    // Symlinks inside the checkout may point anywhere: resolve and check again.
+    if let (Ok(root), Ok(real)) = (repo.canonicalize(), joined.canonicalize()) {
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "{what} {rel:?} leaves the repository through a symlink"
+            ));
+        }
+        return Ok(real);
+    }
+    Ok(joined)
+}
+
+/// Checks an entry against the registry it will be pushed to and the checkout.
+pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob, String> {
+    if entry.service_name.is_empty() {
+        return Err("missing \"service_name\"".into());
+    }
+    if entry.version.is_empty() {
+        return Err("missing \"version\"".into());
+    }
+    match entry.kind.to_ascii_lowercase().as_str() {
+        "docker" | "oci" => {}
+        "" => return Err("missing \"type\" (Docker or OCI)".into()),
+        _ => {
+            return Err(format!(
+                "type {:?} is not built by dockless: only Docker and OCI images are",
+                entry.kind
+            ))
+        }
+    }
+    let full = format!("{registry}/{}:{}", entry.service_name, entry.version);
+    let target = Reference::parse(&full).map_err(|e| e.to_string())?;
+    if target.repository != entry.service_name || target.tag != entry.version {
+        return Err(format!(
+            "service_name {:?} and version {:?} do not form the reference {full:?}",
+            entry.service_name, entry.version
+        ));
+    }
+    let context_dir = match &entry.context {
+        Some(c) => inside_repo(repo, c, "context")?,
+        None => {
+            let own = inside_repo(repo, &entry.service_name, "context")?;
+            if own.join("Dockerfile").is_file() {
+                own
+            } else {
+                inside_repo(repo, ".", "context")?
+            }
+        }
+    };
+    if !context_dir.is_dir() {
+        return Err(format!(
+            "context {:?} is not a folder in the repository",
+            entry.context.as_deref().unwrap_or(".")
+        ));
+    }
+    // `dockerfile` is relative to the context, as in docker compose.
+    let dockerfile = match &entry.dockerfile {
+        Some(d) => {
+            let rel_ctx = context_dir
+                .strip_prefix(repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf()))
+                .or_else(|_| context_dir.strip_prefix(repo))
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            inside_repo(repo, &rel_ctx.join(d).to_string_lossy(), "dockerfile")?
+        }
+        None => context_dir.join("Dockerfile"),
+    };
+    if !dockerfile.is_file() {
+        return Err(format!(
+            "no Dockerfile at {}",
+            dockerfile
+                .strip_prefix(repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf()))
+                .unwrap_or(&dockerfile)
+                .display()
+        ));
+    }
+    Ok(ImageJob {
+        service_name: entry.service_name.clone(),
+        version: entry.version.clone(),
+        kind: entry.kind.clone(),
+        context_dir,
+        dockerfile,
+        target,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_shapes() {
+        let one =
+            parse(br#"{"service_name": "api", "version": "1.0.0", "type": "Docker"}"#).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].service_name, "api");
+        assert_eq!(one[0].kind, "Docker");
+        let list = parse(
+            br#"[{"service_name": "a", "version": "1", "type": "OCI"},
+                 {"service_name": "b", "version": 2, "type": "AMI", "context": "x", "dockerfile": "D"}]"#,
+        )
+        .unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].version, "2");
+        assert_eq!(list[1].context.as_deref(), Some("x"));
+        assert_eq!(list[1].dockerfile.as_deref(), Some("D"));
+        let wrapped =
+            parse(br#"{"images": [{"service_name": "a", "version": "1", "type": "docker"}]}"#)
+                .unwrap();
+        assert_eq!(wrapped.len(), 1);
+        assert!(matches!(parse(b"42"), Err(SpecError::Shape)));
+        assert!(matches!(parse(br#"{"images": 3}"#), Err(SpecError::Shape)));
+        assert!(matches!(parse(b"{"), Err(SpecError::Json(_))));
+        // Entries of the wrong type become empty entries that fail alone.
+        let odd = parse(br#"[3, {"service_name": "a"}]"#).unwrap();
+        assert_eq!(odd[0], RawEntry::default());
+    }
+
+    fn entry(name: &str, version: &str, kind: &str) -> RawEntry {
+        RawEntry {
+            service_name: name.into(),
+            version: version.into(),
+            kind: kind.into(),
+            ..RawEntry::default()
+        }
+    }
+
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("api")).unwrap();
+        std::fs::write(d.path().join("api/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir_all(d.path().join("deploy")).unwrap();
+        std::fs::write(d.path().join("deploy/web.Dockerfile"), "FROM scratch\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn types_and_default_contexts() {
+        let d = repo();
+        let root = d.path().canonicalize().unwrap();
+        let api = resolve(&entry("api", "1.0.0", "docker"), d.path(), "127.0.0.1:5000").unwrap();
+        assert_eq!(api.context_dir, root.join("api"));
+        assert_eq!(api.target.to_string(), "127.0.0.1:5000/api:1.0.0");
+        let web = resolve(&entry("web", "2", "OCI"), d.path(), "127.0.0.1:5000").unwrap();
+        assert_eq!(web.context_dir, root);
+        assert_eq!(web.dockerfile, root.join("Dockerfile"));
+        let err = resolve(&entry("vm", "1", "AMI"), d.path(), "r:5000").unwrap_err();
+        assert!(err.contains("\"AMI\" is not built by dockless"), "{err}");
+        assert!(resolve(&entry("vm", "1", ""), d.path(), "r:5000").is_err());
+        let mut custom = entry("web", "3", "Docker");
+        custom.context = Some("deploy".into());
+        custom.dockerfile = Some("web.Dockerfile".into());
+        let web = resolve(&custom, d.path(), "r:5000").unwrap();
+        assert_eq!(web.dockerfile, root.join("deploy/web.Dockerfile"));
+        custom.dockerfile = Some("missing".into());
+        assert!(resolve(&custom, d.path(), "r:5000")
+            .unwrap_err()
+            .contains("no Dockerfile"));
+    }
+
+    #[test]
+    fn names_and_versions_are_registry_references() {
+        let d = repo();
+        for (name, version) in [
+            ("API", "1"),
+            ("api", "1 0"),
+            ("api", ".hidden"),
+            ("api:latest", "1"),
+            ("", "1"),
+            ("api", ""),
+            ("../api", "1"),
+            ("api@sha256", "1"),
+            ("api", "v1/2"),
+        ] {
+            assert!(
+                resolve(&entry(name, version, "Docker"), d.path(), "127.0.0.1:5000").is_err(),
+                "{name}:{version}"
+            );
+        }
+        assert!(resolve(
+            &entry("team/api", "1.2.3-rc_1", "Docker"),
+            d.path(),
+            "r:5000"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn context_paths_stay_inside() {
+        let d = repo();
+        for bad in ["..", "../x", "/etc", "api/../../x", "a/b/../../.."] {
+            assert!(inside_repo(d.path(), bad, "context").is_err(), "{bad}");
+        }
+        for good in [".", "api", "api/../deploy", "./deploy"] {
+            assert!(inside_repo(d.path(), good, "context").is_ok(), "{good}");
+        }
+        let mut e = entry("web", "1", "Docker");
+        e.context = Some("../outside".into());
+        assert!(resolve(&e, d.path(), "r:5000")
+            .unwrap_err()
+            .contains("leaves the repository"));
+        e.context = Some("api".into());
+        e.dockerfile = Some("../../Dockerfile".into());
+        assert!(resolve(&e, d.path(), "r:5000")
+            .unwrap_err()
+            .contains("leaves the repository"));
+        // A symlink pointing out of the checkout is caught after resolution.
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("escape")).unwrap();
+        let err = inside_repo(d.path(), "escape", "context").unwrap_err();
+        assert!(err.contains("symlink"), "{err}");
+    }
+}

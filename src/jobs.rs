@@ -1,0 +1,406 @@
+//! The durable job store: one SQLite row per accepted delivery, so builds
+//! survive restarts. A delivery id maps to exactly one build; a build moves
+//! queued → running → succeeded | failed, and a build found `running` at
+//! startup (the process died under it) goes back to `queued`.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("job store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, JobError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Result<Status> {
+        Ok(match s {
+            "queued" => Status::Queued,
+            "running" => Status::Running,
+            "succeeded" => Status::Succeeded,
+            "failed" => Status::Failed,
+            other => return Err(JobError::Corrupt(format!("status {other:?}"))),
+        })
+    }
+}
+
+/// What one image of a build came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ImageResult {
+    pub service_name: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: Status,
+    /// `REGISTRY/NAME:VERSION@sha256:...` once pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Status::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A build as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub delivery: String,
+    pub repository: String,
+    pub clone_url: String,
+    pub pr_number: u64,
+    pub commit: String,
+    pub head_sha: String,
+    pub status: Status,
+    /// Milliseconds since the epoch.
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub images: Vec<ImageResult>,
+}
+
+/// A build to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub delivery: &'a str,
+    pub repository: &'a str,
+    pub clone_url: &'a str,
+    pub pr_number: u64,
+    pub commit: &'a str,
+    pub head_sha: &'a str,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Counts for /metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Seconds each finished build took (started → finished), newest first, capped.
+    pub durations: Vec<f64>,
+}
+
+/// The store; one connection shared behind a mutex (every statement is short).
+pub struct JobStore {
+    conn: Mutex<Connection>,
+}
+
+const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images";
+
+impl JobStore {
+    pub fn open(path: &Path) -> Result<JobStore> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                delivery TEXT NOT NULL UNIQUE,
+                repository TEXT NOT NULL,
+                clone_url TEXT NOT NULL,
+                pr_number INTEGER NOT NULL,
+                commit_sha TEXT NOT NULL,
+                head_sha TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                started_ms INTEGER,
+                finished_ms INTEGER,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                error TEXT,
+                images TEXT NOT NULL DEFAULT '[]'
+            );
+            CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);",
+        )?;
+        Ok(JobStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds interrupted by a crash go back to the queue; returns how many.
+    pub fn requeue_interrupted(&self) -> Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE jobs SET status = 'queued', started_ms = NULL WHERE status = 'running'",
+            [],
+        )?)
+    }
+
+    /// Enqueues a delivery, or returns the build it already made: (id, created now).
+    pub fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)
+             ON CONFLICT(delivery) DO NOTHING",
+            params![
+                job.delivery,
+                job.repository,
+                job.clone_url,
+                job.pr_number as i64,
+                job.commit,
+                job.head_sha,
+                now_ms()
+            ],
+        )?;
+        let id: i64 = conn.query_row(
+            "SELECT id FROM jobs WHERE delivery = ?1",
+            [job.delivery],
+            |r| r.get(0),
+        )?;
+        Ok((id, inserted == 1))
+    }
+
+    /// Takes the oldest queued build and marks it running.
+    pub fn claim(&self) -> Result<Option<Job>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!(
+                    "UPDATE jobs SET status = 'running', started_ms = ?1, attempts = attempts + 1
+                     WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1)
+                     RETURNING {COLUMNS}"
+                ),
+                [now_ms()],
+                |r| Ok(row_to_raw(r)),
+            )
+            .optional()?;
+        row.transpose()?.map(raw_to_job).transpose()
+    }
+
+    /// Records the images' progress while a build runs.
+    pub fn set_images(&self, id: i64, images: &[ImageResult]) -> Result<()> {
+        let text = serde_json::to_string(images).map_err(|e| JobError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "UPDATE jobs SET images = ?2 WHERE id = ?1",
+            params![id, text],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish(&self, id: i64, status: Status, error: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1",
+            params![id, status.as_str(), error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Job>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                |r| Ok(row_to_raw(r)),
+            )
+            .optional()?;
+        row.transpose()?.map(raw_to_job).transpose()
+    }
+
+    /// The newest builds first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Job>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], |r| Ok(row_to_raw(r)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(raw_to_job(row??)?);
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let conn = self.conn();
+        let mut stats = Stats::default();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            match Status::parse(&status)? {
+                Status::Queued => stats.queued = n,
+                Status::Running => stats.running = n,
+                Status::Succeeded => stats.succeeded = n,
+                Status::Failed => stats.failed = n,
+            }
+        }
+        let mut stmt = conn.prepare(
+            "SELECT finished_ms - started_ms FROM jobs
+             WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL
+             ORDER BY id DESC LIMIT 10000",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+        for row in rows {
+            stats.durations.push(row?.max(0) as f64 / 1000.0);
+        }
+        Ok(stats)
+    }
+}
+
+type RawRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    String,
+);
+
+fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
+fn raw_to_job(r: RawRow) -> Result<Job> {
+    let images = serde_json::from_str(&r.13).map_err(|e| JobError::Corrupt(e.to_string()))?;
+    Ok(Job {
+        id: r.0,
+        delivery: r.1,
+        repository: r.2,
+        clone_url: r.3,
+        pr_number: r.4.max(0) as u64,
+        commit: r.5,
+        head_sha: r.6,
+        status: Status::parse(&r.7)?,
+        created_ms: r.8,
+        started_ms: r.9,
+        finished_ms: r.10,
+        attempts: r.11,
+        error: r.12,
+        images,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_job(delivery: &str) -> NewJob<'_> {
+        NewJob {
+            delivery,
+            repository: "acme/app",
+            clone_url: "file:///x",
+            pr_number: 3,
+            commit: "a21683865c088b5fe1906cf6552d15a285a4986d",
+            head_sha: "b21683865c088b5fe1906cf6552d15a285a4986d",
+        }
+    }
+
+    #[test]
+    fn lifecycle_redelivery_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let store = JobStore::open(&path).unwrap();
+        let (a, new) = store.enqueue(&new_job("d-1")).unwrap();
+        assert!(new);
+        assert_eq!(store.enqueue(&new_job("d-1")).unwrap(), (a, false));
+        let (b, _) = store.enqueue(&new_job("d-2")).unwrap();
+        assert_ne!(a, b);
+
+        let first = store.claim().unwrap().unwrap();
+        assert_eq!(
+            (first.id, first.status, first.attempts),
+            (a, Status::Running, 1)
+        );
+        let img = ImageResult {
+            service_name: "api".into(),
+            version: "1".into(),
+            kind: "Docker".into(),
+            status: Status::Succeeded,
+            reference: Some("r/api:1@sha256:00".into()),
+            error: None,
+        };
+        store.set_images(a, std::slice::from_ref(&img)).unwrap();
+        drop(store);
+
+        // "kill -9": a reopened store puts the running build back in the queue.
+        let store = JobStore::open(&path).unwrap();
+        assert_eq!(store.requeue_interrupted().unwrap(), 1);
+        let again = store.claim().unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (a, 2));
+        assert_eq!(again.images, vec![img]);
+        store.finish(a, Status::Succeeded, None).unwrap();
+        let second = store.claim().unwrap().unwrap();
+        assert_eq!(second.id, b);
+        store.finish(b, Status::Failed, Some("boom")).unwrap();
+        assert!(store.claim().unwrap().is_none());
+
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.succeeded, stats.failed, stats.queued), (1, 1, 0));
+        assert_eq!(stats.durations.len(), 2);
+        let recent = store.recent(10).unwrap();
+        assert_eq!(recent.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a]);
+        assert_eq!(
+            store.get(b).unwrap().unwrap().error.as_deref(),
+            Some("boom")
+        );
+        assert!(store.get(999).unwrap().is_none());
+    }
+}

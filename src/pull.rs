@@ -1,0 +1,432 @@
+//! The registry as an image source: resolve a reference (through an index
+//! or manifest list to one platform), fetch its config, and download its
+//! layers into the blob store, verifying every digest on the way.
+
+use crate::auth::Scope;
+use crate::digest::{self, HashingWriter};
+use crate::image::{ImageConfig, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::layer::LayerInfo;
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use crate::registry::{PushOptions, RegistryError, ReqBody, Session};
+use crate::store::{BlobStore, StoreError};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Manifests and configs are small; anything bigger is not one.
+const MAX_DOCUMENT: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{image}: {reason}")]
+    Invalid { image: String, reason: String },
+    #[error("{image}: not found in the registry ({reason})")]
+    NotFound { image: String, reason: String },
+    #[error("{image}: no image for platform {platform} (the index offers {offered})")]
+    NoPlatform {
+        image: String,
+        platform: String,
+        offered: String,
+    },
+    #[error("{image}: {what} {expected} arrived with digest {actual}; refusing it")]
+    DigestMismatch {
+        image: String,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("downloading {digest}: {source}")]
+    Io {
+        digest: String,
+        source: std::io::Error,
+    },
+}
+
+/// How to reach registries: hosts served over plain HTTP and extra CAs.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub insecure_registries: Vec<String>,
+    pub ca_certs: Vec<PathBuf>,
+}
+
+impl RegistryOptions {
+    pub fn push_options(&self, registry: &str) -> PushOptions {
+        PushOptions {
+            insecure: self.insecure_registries.iter().any(|r| r == registry),
+            ca_certs: self.ca_certs.clone(),
+            ..PushOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<DescPlatform>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DescPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// Both manifests and indexes: which fields are present tells them apart.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+/// A base image resolved to one platform, its layers in the blob store.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub reference: ImageRef,
+    /// What the reference resolved to (an index or a manifest).
+    pub resolved_digest: String,
+    pub manifest_digest: String,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerInfo>,
+}
+
+fn is_index(media_type: &str, doc: &Document) -> bool {
+    media_type == MEDIA_TYPE_INDEX || media_type == DOCKER_LIST || doc.manifests.is_some()
+}
+
+fn accept_header() -> String {
+    [
+        MEDIA_TYPE_MANIFEST,
+        MEDIA_TYPE_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_LIST,
+    ]
+    .join(", ")
+}
+
+/// Picks the platform's entry: exact os/arch, and the variant when asked for.
+fn select<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
+    let matches = |d: &&Descriptor| {
+        d.platform.as_ref().is_some_and(|p| {
+            p.os == want.os
+                && p.architecture == want.architecture
+                && (want.variant.is_none() || p.variant == want.variant)
+        })
+    };
+    entries.iter().find(matches)
+}
+
+fn offered(entries: &[Descriptor]) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        })
+        .collect();
+    if list.is_empty() {
+        "no platforms".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+struct Puller<'a> {
+    session: Session,
+    image: &'a ImageRef,
+    store: &'a BlobStore,
+}
+
+impl Puller<'_> {
+    fn name(&self) -> String {
+        self.image.to_string()
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        accept: Option<String>,
+    ) -> Result<reqwest::Response, PullError> {
+        let url = self.session.url(path)?;
+        let headers: Vec<(&str, String)> = accept.map(|a| vec![("accept", a)]).unwrap_or_default();
+        let scopes = [Scope::pull(&self.image.repository)];
+        Ok(self
+            .session
+            .send(Method::GET, &url, &headers, ReqBody::Empty, &scopes)
+            .await?)
+    }
+
+    /// A manifest or index by tag or digest: (bytes, digest, media type). Cached by digest.
+    async fn document(&self, reference: &str) -> Result<(Vec<u8>, String, String), PullError> {
+        if let Some(cached) = self.cached_document(reference)? {
+            return Ok(cached);
+        }
+        let path = format!("/v2/{}/manifests/{reference}", self.image.repository);
+        let resp = self.get(&path, Some(accept_header())).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            let reason = self.session.fail("manifest", resp).await.to_string();
+            return Err(PullError::NotFound {
+                image: self.name(),
+                reason,
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.session.fail("manifest", resp).await.into());
+        }
+        let content_type = header(&resp, "content-type");
+        let bytes = self.read_small(resp, "manifest").await?;
+        let actual = digest::sha256(&bytes);
+        if reference.starts_with("sha256:") && actual != reference {
+            return Err(PullError::DigestMismatch {
+                image: self.name(),
+                what: "manifest",
+                expected: reference.to_string(),
+                actual,
+            });
+        }
+        self.store.put_bytes(&bytes)?;
+        let media_type = media_type_of(&bytes, content_type);
+        Ok((bytes, actual, media_type))
+    }
+
+    fn cached_document(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(Vec<u8>, String, String)>, PullError> {
+        if !reference.starts_with("sha256:") || !self.store.contains(reference) {
+            return Ok(None);
+        }
+        let path = self.store.existing(reference)?;
+        let bytes = std::fs::read(&path).map_err(|source| PullError::Io {
+            digest: reference.into(),
+            source,
+        })?;
+        let media_type = media_type_of(&bytes, String::new());
+        Ok(Some((bytes, reference.to_string(), media_type)))
+    }
+
+    async fn read_small(&self, resp: reqwest::Response, what: &str) -> Result<Vec<u8>, PullError> {
+        let mut resp = resp;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Protocol {
+            host: self.session.host().to_string(),
+            reason: format!("reading the {what}: {e}"),
+        })? {
+            out.extend_from_slice(&chunk);
+            if out.len() > MAX_DOCUMENT {
+                return Err(PullError::Invalid {
+                    image: self.name(),
+                    reason: format!("the {what} is larger than 4 MiB"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Downloads a blob into the store (unless it is there), verifying its digest and size.
+    async fn blob(&self, digest: &str, size: u64) -> Result<PathBuf, PullError> {
+        if let Ok(path) = self.store.existing(digest) {
+            return Ok(path);
+        }
+        let path = format!("/v2/{}/blobs/{digest}", self.image.repository);
+        let mut resp = self.get(&path, None).await?;
+        if !resp.status().is_success() {
+            return Err(self.session.fail("blob download", resp).await.into());
+        }
+        let temp = self.store.temp_file()?;
+        let io_err = |source| PullError::Io {
+            digest: digest.to_string(),
+            source,
+        };
+        let file = temp.as_file().try_clone().map_err(io_err)?;
+        let mut writer = HashingWriter::new(std::io::BufWriter::new(file));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Protocol {
+            host: self.session.host().to_string(),
+            reason: format!("downloading {digest}: {e}"),
+        })? {
+            writer.write_all(&chunk).map_err(io_err)?;
+            if writer.written() > size {
+                break;
+            }
+        }
+        let (mut buffered, actual, len) = writer.finish();
+        buffered.flush().map_err(io_err)?;
+        drop(buffered);
+        if actual != digest || len != size {
+            return Err(PullError::DigestMismatch {
+                image: self.name(),
+                what: "blob",
+                expected: format!("{digest} ({size} bytes)"),
+                actual: format!("{actual} ({len} bytes)"),
+            });
+        }
+        Ok(self.store.commit(temp, digest)?)
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The document's own mediaType wins over a registry's Content-Type.
+fn media_type_of(bytes: &[u8], content_type: String) -> String {
+    serde_json::from_slice::<Document>(bytes)
+        .ok()
+        .and_then(|d| d.media_type)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(content_type)
+}
+
+/// Resolves `image` for `platform` and downloads what a build needs.
+pub async fn pull(
+    image: &ImageRef,
+    platform: &Platform,
+    store: &BlobStore,
+    opts: &RegistryOptions,
+) -> Result<BaseImage, PullError> {
+    let session = Session::open(&image.registry, &opts.push_options(&image.registry)).await?;
+    let puller = Puller {
+        session,
+        image,
+        store,
+    };
+    let (bytes, resolved_digest, media_type) = puller.document(image.reference()).await?;
+    let doc = parse_document(&puller, &bytes)?;
+    let (doc, manifest_digest) = if is_index(&media_type, &doc) {
+        let entries = doc.manifests.unwrap_or_default();
+        let entry = select(&entries, platform).ok_or_else(|| PullError::NoPlatform {
+            image: puller.name(),
+            platform: platform.to_string(),
+            offered: offered(&entries),
+        })?;
+        let (bytes, digest, _) = puller.document(&entry.digest).await?;
+        (parse_document(&puller, &bytes)?, digest)
+    } else {
+        (doc, resolved_digest.clone())
+    };
+    let invalid = |reason: &str| PullError::Invalid {
+        image: puller.name(),
+        reason: reason.to_string(),
+    };
+    let config_desc = doc
+        .config
+        .ok_or_else(|| invalid("the manifest has no config"))?;
+    let layer_descs = doc.layers.unwrap_or_default();
+    let config_path = puller.blob(&config_desc.digest, config_desc.size).await?;
+    let config_bytes = std::fs::read(&config_path).map_err(|source| PullError::Io {
+        digest: config_desc.digest.clone(),
+        source,
+    })?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| invalid(&format!("its config is not valid JSON: {e}")))?;
+    if config.rootfs.diff_ids.len() != layer_descs.len() {
+        return Err(invalid(
+            "the config's diff_ids do not match the manifest's layers",
+        ));
+    }
+    let mut layers = Vec::new();
+    for (desc, diff_id) in layer_descs.iter().zip(&config.rootfs.diff_ids) {
+        puller.blob(&desc.digest, desc.size).await?;
+        layers.push(LayerInfo {
+            digest: desc.digest.clone(),
+            diff_id: diff_id.clone(),
+            size: desc.size,
+            uncompressed_size: 0,
+            media_type: desc.media_type.clone(),
+        });
+    }
+    Ok(BaseImage {
+        reference: image.clone(),
+        resolved_digest,
+        manifest_digest,
+        config,
+        layers,
+    })
+}
+
+fn parse_document(puller: &Puller<'_>, bytes: &[u8]) -> Result<Document, PullError> {
+    serde_json::from_slice(bytes).map_err(|e| PullError::Invalid {
+        image: puller.name(),
+        reason: format!("the registry returned a manifest that is not valid JSON: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(arch: &str, variant: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: MEDIA_TYPE_MANIFEST.into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 1,
+            platform: Some(DescPlatform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: variant.map(String::from),
+            }),
+        }
+    }
+
+    #[test]
+    fn selects_platform_by_arch_and_variant() {
+        let entries = vec![
+            entry("amd64", None),
+            entry("arm", Some("v6")),
+            entry("arm", Some("v7")),
+        ];
+        let want = Platform::parse("linux/arm/v7").unwrap();
+        assert_eq!(
+            select(&entries, &want)
+                .unwrap()
+                .platform
+                .as_ref()
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v7")
+        );
+        assert!(select(&entries, &Platform::parse("linux/arm64").unwrap()).is_none());
+        assert_eq!(offered(&entries), "linux/amd64, linux/arm/v6, linux/arm/v7");
+    }
+
+    #[test]
+    fn documents_tell_index_from_manifest() {
+        let index: Document = serde_json::from_str(r#"{"manifests":[]}"#).unwrap();
+        assert!(is_index("", &index));
+        let manifest: Document =
+            serde_json::from_str(r#"{"config":{"digest":"sha256:x","size":1},"layers":[]}"#)
+                .unwrap();
+        assert!(!is_index(DOCKER_MANIFEST, &manifest));
+        assert!(is_index(DOCKER_LIST, &manifest));
+    }
+}

@@ -1,0 +1,247 @@
+//! The build workers of `dockless serve`: each takes the oldest queued build
+//! from the job store, fetches the merge commit, reads `image.json`, builds
+//! every image with the library and pushes it, and records the outcome.
+//!
+//! Store calls wait for the disk, so they run under `block_in_place`.
+//!
+//! `DOCKLESS_TEST_BUILD_DELAY_MS` (tests only) sleeps that long before each
+//! image, so tests can stop the server in the middle of a build.
+
+use crate::build::{self, BuildOptions};
+use crate::ghstatus::State;
+use crate::imagespec;
+use crate::jobs::{ImageResult, Job, Status};
+use crate::registry::PushOptions;
+use crate::serve::App;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Takes builds until the server stops.
+pub async fn run_worker(app: Arc<App>, n: usize) {
+    loop {
+        if app.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        // Register for a wake-up before looking, so a build queued in between is not missed.
+        let woken = app.wake.notified();
+        match tokio::task::block_in_place(|| app.store.claim()) {
+            Ok(Some(job)) => {
+                tracing::info!(
+                    worker = n,
+                    build_id = job.id,
+                    attempt = job.attempts,
+                    "build started"
+                );
+                run_job(&app, job).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!("job store: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Appends to `state_dir/logs/<id>.log`; the build's own record, beside the store.
+struct BuildLog(Option<std::fs::File>);
+
+impl BuildLog {
+    fn open(state_dir: &Path, id: i64) -> BuildLog {
+        let dir = state_dir.join("logs");
+        let file = std::fs::create_dir_all(&dir).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{id}.log")))
+        });
+        BuildLog(file.ok())
+    }
+    fn line(&mut self, text: &str) {
+        if let Some(f) = &mut self.0 {
+            let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            let _ = writeln!(f, "{t} {text}");
+        }
+    }
+}
+
+async fn post_status(app: &App, job: &Job, state: State, description: &str) {
+    if let Some(client) = &app.statuses {
+        if let Err(e) = client
+            .post(&job.repository, &job.commit, state, description, None)
+            .await
+        {
+            tracing::warn!(build_id = job.id, "commit status not posted: {e}");
+        }
+    }
+}
+
+async fn run_job(app: &App, job: Job) {
+    let mut log = BuildLog::open(&app.cfg.state_dir, job.id);
+    log.line(&format!(
+        "attempt {} of build {} for {}@{} (PR #{})",
+        job.attempts, job.id, job.repository, job.commit, job.pr_number
+    ));
+    post_status(app, &job, State::Pending, "dockless is building the images").await;
+    let work = app
+        .cfg
+        .state_dir
+        .join("work")
+        .join(format!("{}-{}", job.id, job.attempts));
+    let (status, error) = match execute(app, &job, &work, &mut log).await {
+        Ok(images) => {
+            let failed = images
+                .iter()
+                .filter(|i| i.status != Status::Succeeded)
+                .count();
+            if failed == 0 {
+                (Status::Succeeded, None)
+            } else {
+                (
+                    Status::Failed,
+                    Some(format!("{failed} of {} images failed", images.len())),
+                )
+            }
+        }
+        Err(e) => (Status::Failed, Some(e)),
+    };
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_file(work.with_extension("index"));
+    log.line(&format!(
+        "build {}: {}",
+        status.as_str(),
+        error.as_deref().unwrap_or("every image pushed")
+    ));
+    if let Err(e) =
+        tokio::task::block_in_place(|| app.store.finish(job.id, status, error.as_deref()))
+    {
+        tracing::error!(build_id = job.id, "cannot record the outcome: {e}");
+    }
+    tracing::info!(
+        build_id = job.id,
+        status = status.as_str(),
+        "build finished"
+    );
+    let (state, text) = match status {
+        Status::Succeeded => (State::Success, "all images built and pushed".to_string()),
+        _ => (State::Failure, error.unwrap_or_default()),
+    };
+    post_status(app, &job, state, &text).await;
+}
+
+fn fetch_lock(app: &App, repository: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = app.fetch_locks.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(repository.to_string()).or_default().clone()
+}
+
+fn test_delay() -> Option<Duration> {
+    std::env::var("DOCKLESS_TEST_BUILD_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
+/// Fetch, read image.json, and build each image; a whole-build error is Err.
+async fn execute(
+    app: &App,
+    job: &Job,
+    work: &Path,
+    log: &mut BuildLog,
+) -> Result<Vec<ImageResult>, String> {
+    let _ = std::fs::remove_dir_all(work);
+    let checkout = work.join("src");
+    {
+        let lock = fetch_lock(app, &job.repository);
+        let _held = lock.lock().await;
+        let cache = crate::gitfetch::cache_path(&app.cfg.state_dir.join("git"), &job.repository);
+        let (url, commit, dest) = (job.clone_url.clone(), job.commit.clone(), checkout.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::gitfetch::checkout(&url, &commit, &cache, &dest)
+        })
+        .await
+        .map_err(|e| format!("fetching {}: {e}", job.commit))?
+        .map_err(|e| format!("fetching {}: {e}", job.commit))?;
+    }
+    log.line(&format!("fetched {}", job.commit));
+    let entries = imagespec::read(&checkout).map_err(|e| e.to_string())?;
+    if entries.is_empty() {
+        return Err("image.json lists no images".into());
+    }
+    let mut results: Vec<ImageResult> = entries
+        .iter()
+        .map(|e| ImageResult {
+            service_name: e.service_name.clone(),
+            version: e.version.clone(),
+            kind: e.kind.clone(),
+            status: Status::Queued,
+            reference: None,
+            error: None,
+        })
+        .collect();
+    let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+    for (i, entry) in entries.iter().enumerate() {
+        results[i].status = Status::Running;
+        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+        let outcome = build_one(app, entry, &checkout).await;
+        match outcome {
+            Ok(reference) => {
+                log.line(&format!("pushed {reference}"));
+                results[i].status = Status::Succeeded;
+                results[i].reference = Some(reference);
+            }
+            Err(e) => {
+                log.line(&format!(
+                    "image {} ({}): {e}",
+                    i + 1,
+                    if entry.service_name.is_empty() {
+                        "unnamed"
+                    } else {
+                        &entry.service_name
+                    }
+                ));
+                results[i].status = Status::Failed;
+                results[i].error = Some(e);
+            }
+        }
+        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+    }
+    Ok(results)
+}
+
+/// Builds and pushes one entry; returns `REGISTRY/NAME:VERSION@DIGEST`.
+async fn build_one(
+    app: &App,
+    entry: &imagespec::RawEntry,
+    checkout: &Path,
+) -> Result<String, String> {
+    let image = imagespec::resolve(entry, checkout, &app.cfg.registry)?;
+    if let Some(d) = test_delay() {
+        tokio::time::sleep(d).await;
+    }
+    let cache_dir: PathBuf = app.cfg.state_dir.join("cache");
+    let mut opts = BuildOptions::new(&image.context_dir, &cache_dir);
+    opts.dockerfile = Some(image.dockerfile.clone());
+    opts.source_date_epoch = crate::cache::source_date_epoch().map_err(|e| e.to_string())?;
+    let built = tokio::task::spawn_blocking(move || build::build(&opts))
+        .await
+        .map_err(|e| format!("build: {e}"))?
+        .map_err(|e| format!("build: {e}"))?;
+    let push = PushOptions {
+        insecure: app.cfg.insecure_registry,
+        ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
+        ..PushOptions::default()
+    };
+    let outcome =
+        crate::publish::publish(&built.store, &built.image, &image.target, &push, &cache_dir)
+            .await
+            .map_err(|e| format!("push to {}: {e}", image.target))?;
+    Ok(format!("{}@{}", image.target, outcome.manifest_digest))
+}

@@ -1,0 +1,468 @@
+//! Network faults while pushing: a fault-injecting proxy (tests/faults_support)
+//! in front of a real `docker-registry`. Idempotent steps are retried with
+//! backoff, PATCHes are never replayed into the same session, a lost answer to
+//! a blob PUT is checked with HEAD before re-sending, and a registry killed
+//! mid-push fails the push quickly with no tag, then completes after a restart.
+mod common;
+mod faults_support;
+mod regsupport;
+
+use std::time::{Duration, Instant};
+
+use dockless::registry::{push, PushOptions, Reference};
+use faults_support::{session_id, Action, FaultProxy, Rule, Seen};
+use regsupport::*;
+
+/// Short timeouts and delays so faults resolve in test time.
+fn fast_opts() -> PushOptions {
+    PushOptions {
+        insecure: true,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        max_attempts: 5,
+        retry_delay: Duration::from_millis(50),
+        max_retry_delay: Duration::from_millis(300),
+        ..PushOptions::default()
+    }
+}
+
+/// Appends a push result to $DOCKLESS_FAULTS_TALLY (README figures).
+pub fn note_push(ok: bool) {
+    if let Ok(path) = std::env::var("DOCKLESS_FAULTS_TALLY") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "push={}", if ok { "completed" } else { "failed" });
+        }
+    }
+}
+
+async fn setup() -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Registry,
+) {
+    init_tracing();
+    let g = env_lock().await;
+    let cfg = docker_config(serde_json::json!({}));
+    (g, cfg, Registry::start(RegistryCfg::default()))
+}
+
+fn for_digest<'a>(seen: &'a [Seen], method: &str, digest: &str) -> Vec<&'a Seen> {
+    seen.iter()
+        .filter(|s| s.req.method == method && s.req.target.contains(digest))
+        .collect()
+}
+
+fn upload_bodies<'a>(seen: &'a [Seen], method: &str) -> Vec<&'a Seen> {
+    seen.iter()
+        .filter(|s| s.req.method == method && s.req.is_upload_body())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_get_manifest_put_retried_after_5xx_and_resets() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    proxy.add(Rule::new(
+        |r| r.method == "GET" && r.path() == "/v2/",
+        Action::Status(503),
+    ));
+    proxy.add(
+        Rule::new(
+            |r| r.method == "HEAD" && r.path().contains("/blobs/"),
+            Action::Status(500),
+        )
+        .times(2),
+    );
+    proxy.add(Rule::new(
+        |r| r.method == "HEAD" && r.path().contains("/blobs/"),
+        Action::Status(502),
+    ));
+    proxy.add(Rule::new(
+        |r| r.method == "HEAD" && r.path().contains("/blobs/"),
+        Action::ResetAfter(0),
+    ));
+    // The manifest PUT: cut mid-body once, then lose the answer once.
+    proxy.add(Rule::new(
+        |r| r.method == "PUT" && r.path().contains("/manifests/"),
+        Action::ResetAfter(10),
+    ));
+    proxy.add(Rule::new(
+        |r| r.method == "PUT" && r.path().contains("/manifests/"),
+        Action::DropAnswer,
+    ));
+
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "retry5xx", 0);
+    let target = Reference::parse(&format!("{}/faults/retry:1", proxy.addr)).unwrap();
+    let out = push(&img, &target, &fast_opts()).await;
+    note_push(out.is_ok());
+    let out = out.expect("push survives 5xx and resets");
+    reg.verify("faults/retry:1", &out.manifest_digest, None);
+    assert_eq!(sorted(out.uploaded), all_digests(&img));
+    let f = proxy.faults();
+    assert_eq!(f["http-500"], 2, "{f:?}");
+    assert_eq!(f["http-502"], 1);
+    assert_eq!(f["http-503"], 1);
+    assert_eq!(f["reset"], 2);
+    assert_eq!(f["reset-before-answer"], 1);
+    let seen = proxy.seen();
+    let manifest_puts = seen
+        .iter()
+        .filter(|s| s.req.method == "PUT" && s.req.path().contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_puts, 3, "two faults then success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_waits_for_retry_after() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    // Backoff alone would wait at most 300 ms; Retry-After asks for 2 s.
+    proxy.add(Rule::new(
+        |r| r.method == "POST" && r.path().ends_with("/blobs/uploads/"),
+        Action::TooMany(2),
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "toomany", 0);
+    let target = Reference::parse(&format!("{}/faults/slow:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let out = push(
+        &img,
+        &target,
+        &PushOptions {
+            concurrency: 1,
+            ..fast_opts()
+        },
+    )
+    .await;
+    note_push(out.is_ok());
+    let out = out.expect("push after 429");
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    reg.verify("faults/slow:1", &out.manifest_digest, None);
+    assert_eq!(proxy.faults()["http-429"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "cutput", 1024 * 1024);
+    let layer = img.layers[0].digest.clone();
+    let l2 = layer.clone();
+    proxy.add(Rule::new(
+        move |r| {
+            r.method == "PUT" && r.is_upload_body() && r.target.contains(&l2.replace(':', "%3A"))
+        },
+        Action::ResetAfter(256 * 1024),
+    ));
+    let target = Reference::parse(&format!("{}/faults/cut:1", proxy.addr)).unwrap();
+    let out = push(&img, &target, &fast_opts()).await;
+    note_push(out.is_ok());
+    let out = out.expect("push after a cut upload");
+    reg.verify("faults/cut:1", &out.manifest_digest, None);
+
+    let seen = proxy.seen();
+    let enc = layer.replace(':', "%3A");
+    let puts: Vec<&Seen> = upload_bodies(&seen, "PUT")
+        .into_iter()
+        .filter(|s| s.req.target.contains(&enc))
+        .collect();
+    assert_eq!(puts.len(), 2, "cut once, then sent whole: {puts:#?}");
+    assert_ne!(
+        session_id(puts[0].req.path()),
+        session_id(puts[1].req.path()),
+        "new session"
+    );
+    // The blob was HEADed between the two tries (the first could have landed).
+    let heads = for_digest(&seen, "HEAD", &layer);
+    assert!(
+        heads.len() >= 2,
+        "initial HEAD plus one after the cut: {heads:#?}"
+    );
+    assert_eq!(proxy.faults()["reset"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_patch_is_never_replayed_into_the_same_session() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    // Refuse monolithic uploads so the client goes chunked.
+    proxy.add(
+        Rule::new(
+            |r| r.method == "PUT" && r.is_upload_body(),
+            Action::Status(405),
+        )
+        .always(),
+    );
+    // Cut the second PATCH mid-body, and answer the fourth with 503.
+    proxy.add(Rule::new(|r| r.method == "PATCH", Action::ResetAfter(100 * 1024)).skip(1));
+    proxy.add(Rule::new(|r| r.method == "PATCH", Action::Status(503)).skip(2));
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "patchy", 2 * 1024 * 1024);
+    let target = Reference::parse(&format!("{}/faults/patch:1", proxy.addr)).unwrap();
+    let opts = PushOptions {
+        chunk_size: 512 * 1024,
+        concurrency: 1,
+        ..fast_opts()
+    };
+    let out = push(&img, &target, &opts).await;
+    note_push(out.is_ok());
+    let out = out.expect("chunked push with faults");
+    reg.verify("faults/patch:1", &out.manifest_digest, None);
+
+    let seen = proxy.seen();
+    let patches = upload_bodies(&seen, "PATCH");
+    let mut by_session: std::collections::BTreeMap<&str, Vec<&Seen>> = Default::default();
+    for p in &patches {
+        by_session
+            .entry(session_id(p.req.path()).unwrap())
+            .or_default()
+            .push(p);
+    }
+    for (id, ps) in &by_session {
+        let starts: Vec<u64> = ps
+            .iter()
+            .map(|p| {
+                let range = p.req.header("content-range").unwrap();
+                range.split('-').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert!(
+            starts.windows(2).all(|w| w[0] < w[1]),
+            "range replayed in {id}: {starts:?}"
+        );
+        // Nothing follows a failed PATCH in its session.
+        if let Some(i) = ps.iter().position(|p| p.fault.is_some()) {
+            assert_eq!(i, ps.len() - 1, "session {id} used after a failure");
+        }
+        let failed_here = ps.iter().any(|p| p.fault.is_some());
+        if failed_here {
+            let later_put = seen
+                .iter()
+                .any(|s| s.req.method == "PUT" && session_id(s.req.path()) == Some(*id));
+            assert!(!later_put, "session {id} closed after a failed PATCH");
+        }
+    }
+    let faulted = patches.iter().filter(|p| p.fault.is_some()).count();
+    assert_eq!(faulted, 2, "{patches:#?}");
+    assert!(
+        by_session.len() >= 3,
+        "a new session per failure: {}",
+        by_session.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_put_timeout_heads_the_blob_before_resending() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "stalled", 512 * 1024);
+    let enc = img.layers[0].digest.replace(':', "%3A");
+    let e2 = enc.clone();
+    // The registry stores the blob, but its answer stalls past the read timeout.
+    proxy.add(Rule::new(
+        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&e2),
+        Action::StallAnswer(Duration::from_secs(6)),
+    ));
+    let target = Reference::parse(&format!("{}/faults/stall:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let out = push(&img, &target, &fast_opts()).await;
+    note_push(out.is_ok());
+    let out = out.expect("push after a stalled answer");
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "did not wait for the stall to end"
+    );
+    reg.verify("faults/stall:1", &out.manifest_digest, None);
+    let seen = proxy.seen();
+    let puts: Vec<_> = upload_bodies(&seen, "PUT")
+        .into_iter()
+        .filter(|s| s.req.target.contains(&enc))
+        .collect();
+    assert_eq!(
+        puts.len(),
+        1,
+        "HEAD found the blob, nothing re-sent: {puts:#?}"
+    );
+    assert!(for_digest(&seen, "HEAD", &img.layers[0].digest).len() >= 2);
+    assert_eq!(proxy.faults()["stall"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    proxy.add(
+        Rule::new(
+            |r| r.method == "PUT" && r.is_upload_body(),
+            Action::Status(405),
+        )
+        .always(),
+    );
+    // The closing PUT (no body, ?digest=) reaches the registry; its answer is reset.
+    proxy.add(Rule::new(
+        |r| r.method == "PUT" && r.path().contains("/blobs/uploads/") && r.content_length == 0,
+        Action::DropAnswer,
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "lostput", 1024 * 1024);
+    let target = Reference::parse(&format!("{}/faults/lost:1", proxy.addr)).unwrap();
+    let opts = PushOptions {
+        chunk_size: 512 * 1024,
+        concurrency: 1,
+        ..fast_opts()
+    };
+    let out = push(&img, &target, &opts).await;
+    note_push(out.is_ok());
+    let out = out.expect("push after a lost final answer");
+    reg.verify("faults/lost:1", &out.manifest_digest, None);
+    let seen = proxy.seen();
+    // The first blob's data went out once: HEAD said it landed.
+    let first_closing = seen
+        .iter()
+        .position(|s| s.fault == Some("reset-before-answer"))
+        .expect("fault applied");
+    let lost_digest = seen[first_closing]
+        .req
+        .query()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("digest="))
+        .unwrap()
+        .replace("%3A", ":");
+    let patches_for_lost: usize = seen[first_closing + 1..]
+        .iter()
+        .filter(|s| s.req.method == "PATCH")
+        .filter(|s| {
+            // Later PATCHes belong to other blobs only.
+            let before: Vec<_> = seen[..first_closing]
+                .iter()
+                .filter_map(|x| session_id(x.req.path()))
+                .collect();
+            before.contains(&session_id(s.req.path()).unwrap_or(""))
+        })
+        .count();
+    assert_eq!(patches_for_lost, 0);
+    let heads_after = seen[first_closing + 1..]
+        .iter()
+        .filter(|s| s.req.method == "HEAD" && s.req.target.contains(&lost_digest))
+        .count();
+    assert!(heads_after >= 1, "HEAD after the lost answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_fail_with_the_registry_message_and_no_tag() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    proxy.add(
+        Rule::new(
+            |r| r.method == "PUT" && r.path().contains("/manifests/"),
+            Action::Status(503),
+        )
+        .always(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "giveup", 0);
+    let target = Reference::parse(&format!("{}/faults/giveup:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let err = push(&img, &target, &fast_opts()).await.unwrap_err();
+    note_push(false);
+    let msg = err.to_string();
+    assert!(msg.contains("503") && msg.contains(&proxy.addr), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(proxy.faults()["http-503"], 5, "max_attempts tries");
+    assert!(reg.tag_absent("faults/giveup:1", None));
+}
+
+/// The CLI against a registry that is killed mid-push: bounded failure with
+/// a clear message and no tag; after a restart on the same storage the same
+/// command completes and sends only what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
+    let (_g, _cfg, mut reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let pid = reg.pid();
+    // Kill the registry when the third blob upload starts (two are stored).
+    proxy.add(
+        Rule::new(
+            |r| r.method == "PUT" && r.is_upload_body(),
+            Action::Before(Box::new(move || {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                std::thread::sleep(Duration::from_millis(200));
+            })),
+        )
+        .skip(2),
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = common::hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let target = format!("{}/faults/hello:v1", proxy.addr);
+    let run = {
+        let (ctx, cache, target) = (ctx.clone(), cache.clone(), target.clone());
+        move || {
+            common::dockless(&cache)
+                .args(["push"])
+                .arg(&ctx)
+                .args(["-t", &target, "--insecure", "--json", "--concurrency", "1"])
+                .env("DOCKLESS_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    };
+    let t0 = Instant::now();
+    let first = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    let took = t0.elapsed();
+    note_push(first.status.success());
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(4), "{err}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(err.contains(&proxy.addr), "names the registry: {err}");
+    assert!(first.stdout.is_empty());
+    let uploaded_first: Vec<String> = events(&first.stderr, "blob_uploaded");
+    assert_eq!(uploaded_first.len(), 2, "{err}");
+
+    reg.restart();
+    assert!(
+        reg.tag_absent("faults/hello:v1", None),
+        "no tag after the failed push"
+    );
+    proxy.clear_rules();
+    proxy.clear_seen();
+    let second = tokio::task::spawn_blocking(run).await.unwrap();
+    note_push(second.status.success());
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let skipped = events(&second.stderr, "blob_skipped");
+    let uploaded = events(&second.stderr, "blob_uploaded");
+    assert_eq!(
+        sorted(skipped),
+        sorted(uploaded_first.clone()),
+        "what was stored is skipped"
+    );
+    assert_eq!(uploaded.len(), 2, "config + 3 layers, 2 already there");
+    assert!(uploaded.iter().all(|d| !uploaded_first.contains(d)));
+    let line = String::from_utf8_lossy(&second.stdout).trim().to_string();
+    reg.verify("faults/hello:v1", &common::digest_of(&line), None);
+    eprintln!("killed-registry push failed after {took:?}");
+}
+
+fn events(stderr: &[u8], kind: &str) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == kind)
+        .filter_map(|e| e["digest"].as_str().map(str::to_string))
+        .collect()
+}

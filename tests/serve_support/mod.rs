@@ -1,0 +1,366 @@
+//! Helpers for the `dockless serve` tests: the real binary with a temp
+//! config, a tiny HTTP/1.1 client, signed GitHub-shaped deliveries built
+//! from testdata/webhooks, and a real git repository with a merge commit.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "test-webhook-secret";
+pub const REPO: &str = "acme/shop";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GitHub fixture from testdata/webhooks.
+pub fn fixture(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/webhooks")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// The merged-PR fixture pointed at a commit.
+pub fn merged_pr(merge_sha: &str, head_sha: &str) -> Value {
+    let mut v = fixture("pull_request.closed.merged.json");
+    v["pull_request"]["merge_commit_sha"] = merge_sha.into();
+    v["pull_request"]["head"]["sha"] = head_sha.into();
+    v
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (401) before reading a large body and close.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Reply { status, body }
+}
+
+pub fn get(addr: &str, path: &str) -> Reply {
+    http(addr, "GET", path, &[], b"")
+}
+
+/// A delivery as GitHub sends it: JSON body, event, delivery id, signature.
+pub fn deliver(addr: &str, event: &str, delivery: &str, payload: &Value) -> Reply {
+    let body = serde_json::to_vec(payload).unwrap();
+    deliver_raw(
+        addr,
+        event,
+        delivery,
+        "application/json",
+        &body,
+        Some(SECRET),
+    )
+}
+
+pub fn deliver_raw(
+    addr: &str,
+    event: &str,
+    delivery: &str,
+    content_type: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> Reply {
+    let sig = secret.map(|s| dockless::webhook::sign(s.as_bytes(), body));
+    let mut headers = vec![
+        ("Content-Type", content_type),
+        ("X-GitHub-Event", event),
+        ("X-GitHub-Delivery", delivery),
+        ("User-Agent", "GitHub-Hookshot/0000000"),
+        ("X-GitHub-Hook-ID", "31337"),
+    ];
+    if let Some(sig) = &sig {
+        headers.push(("X-Hub-Signature-256", sig.as_str()));
+    }
+    http(addr, "POST", "/hooks/github", &headers, body)
+}
+
+/// A running `dockless serve`; killed on drop.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct ServerCfg<'a> {
+    pub registry: String,
+    pub clone_url: String,
+    pub max_builds: usize,
+    pub delay_ms: Option<u64>,
+    pub extra: &'a str,
+}
+
+impl Server {
+    /// Writes the config into `dir` and starts the server.
+    pub fn start(dir: &Path, cfg: &ServerCfg<'_>) -> Server {
+        let port = free_port();
+        let state = dir.join("state");
+        let config = dir.join("dockless.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nregistry = \"{}\"\ninsecure_registry = true\nstate_dir = \"{}\"\nbranch = \"develop\"\nmax_concurrent_builds = {}\n{}\n[[repos]]\nfull_name = \"{REPO}\"\nclone_url = \"{}\"\n",
+                cfg.registry,
+                state.display(),
+                cfg.max_builds,
+                cfg.extra,
+                cfg.clone_url
+            ),
+        )
+        .unwrap();
+        let mut s = Server {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            config,
+            state,
+            log: dir.join("serve.log"),
+        };
+        s.spawn(cfg.delay_ms);
+        s
+    }
+
+    /// (Re)starts the process with the same config.
+    pub fn spawn(&mut self, delay_ms: Option<u64>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockless"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("DOCKLESS_WEBHOOK_SECRET", SECRET)
+            .env("DOCKLESS_LOG", "info")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        match delay_ms {
+            Some(ms) => cmd.env("DOCKLESS_TEST_BUILD_DELAY_MS", ms.to_string()),
+            None => cmd.env_remove("DOCKLESS_TEST_BUILD_DELAY_MS"),
+        };
+        self.child = Some(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(&self.addr).is_ok() && get(&self.addr, "/healthz").status == 200 {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("dockless serve exited with {st}:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn sigterm(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let st = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("server did not exit after SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls GET /builds/<id> until `done` says so.
+    pub fn wait_build(&self, id: i64, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = get(&self.addr, &format!("/builds/{id}"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v = r.json();
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "build {id} still {v}\nserver log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_finished(&self, id: i64, timeout: Duration) -> Value {
+        self.wait_build(id, timeout, |v| {
+            matches!(v["status"].as_str(), Some("succeeded") | Some("failed"))
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Dana")
+        .env("GIT_AUTHOR_EMAIL", "dana@example.com")
+        .env("GIT_COMMITTER_NAME", "Lee")
+        .env("GIT_COMMITTER_EMAIL", "lee@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository whose `develop` has the api service, and a feature branch
+/// adding `worker`, an AMI entry and `extra` bytes of data, merged with a
+/// merge commit. The PR's head alone has no merge: only the merge commit
+/// has both services at their final versions.
+pub struct GitRepo {
+    pub dir: PathBuf,
+    pub merge_sha: String,
+    pub head_sha: String,
+}
+
+impl GitRepo {
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    pub fn create(parent: &Path) -> GitRepo {
+        let dir = parent.join("shop");
+        std::fs::create_dir_all(dir.join("api")).unwrap();
+        git(&dir, &["init", "-q", "-b", "develop"]);
+        std::fs::write(
+            dir.join("api/Dockerfile"),
+            "FROM scratch\nCOPY message.txt /srv/message.txt\nCMD [\"/srv/app\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("api/message.txt"), "api v1\n").unwrap();
+        std::fs::write(
+            dir.join("image.json"),
+            r#"{"service_name": "api", "version": "1.3.0", "type": "Docker"}"#,
+        )
+        .unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-qm", "api service"]);
+        git(&dir, &["checkout", "-qb", "feature/worker"]);
+        std::fs::create_dir_all(dir.join("worker")).unwrap();
+        std::fs::write(
+            dir.join("worker/Dockerfile"),
+            "FROM scratch\nCOPY . /opt/worker/\nENTRYPOINT [\"/opt/worker/run\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("worker/run"), "#!/bin/sh\necho work\n").unwrap();
+        std::fs::write(
+            dir.join("image.json"),
+            r#"{"images": [
+  {"service_name": "api", "version": "1.4.0", "type": "docker"},
+  {"service_name": "worker", "version": "0.1.0", "type": "OCI"},
+  {"service_name": "vm-base", "version": "2024.11", "type": "AMI"}
+]}"#,
+        )
+        .unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-qm", "worker service"]);
+        let head_sha = git(&dir, &["rev-parse", "HEAD"]);
+        git(&dir, &["checkout", "-q", "develop"]);
+        // A change on develop after the branch point: only the merge has it.
+        std::fs::write(dir.join("api/message.txt"), "api v2\n").unwrap();
+        git(&dir, &["commit", "-qam", "api message"]);
+        git(
+            &dir,
+            &[
+                "merge",
+                "-q",
+                "--no-ff",
+                "-m",
+                "Merge pull request #12",
+                "feature/worker",
+            ],
+        );
+        let merge_sha = git(&dir, &["rev-parse", "HEAD"]);
+        GitRepo {
+            dir,
+            merge_sha,
+            head_sha,
+        }
+    }
+}
