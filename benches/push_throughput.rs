@@ -112,7 +112,8 @@ fn main() {
     image.add_layer(layer, Default::default());
     let built = image.finish(&store).unwrap();
     let layout = work.path().join("layout");
-    dockless::layout::write_oci_layout(&layout, &store, &built, "bench").unwrap();
+    let artifact = dockless::image::Artifact::Image(Box::new(built.clone()));
+    dockless::layout::write_oci_layout(&layout, &store, &artifact, "bench").unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let opts = PushOptions {

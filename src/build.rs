@@ -8,7 +8,10 @@ use crate::dockerfile::{
     self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
     ParseError,
 };
-use crate::image::{BaseInfo, BuiltImage, HealthConfig, History, Image, ImageConfig, ImageError};
+use crate::image::{
+    build_index, Artifact, BaseInfo, BuiltImage, HealthConfig, History, Image, ImageConfig,
+    ImageError,
+};
 use crate::layer::{self, FileSource, LayerError, LayerOptions};
 use crate::overlay;
 use crate::platform::{Platform, PlatformError};
@@ -121,6 +124,54 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let df = dockerfile::parse(&text, &file)?;
     let mut builder = Builder::new(opts, df, file)?;
     builder.run()
+}
+
+/// A build for every platform given: one image, or an index when there are several.
+pub struct BuiltSet {
+    pub artifact: Artifact,
+    pub store: BlobStore,
+    pub unused_build_args: Vec<String>,
+}
+
+/// Builds once per platform (the host's when none is given). The service's own
+/// layers come out identical for every platform, so they are stored once.
+pub fn build_platforms(
+    opts: &BuildOptions,
+    platforms: &[Platform],
+) -> Result<BuiltSet, BuildError> {
+    if platforms.len() <= 1 {
+        let mut one = opts.clone();
+        if let Some(p) = platforms.first() {
+            one.platform = Some(p.clone());
+        }
+        let built = build(&one)?;
+        return Ok(BuiltSet {
+            artifact: Artifact::Image(Box::new(built.image)),
+            store: built.store,
+            unused_build_args: built.unused_build_args,
+        });
+    }
+    let mut images = Vec::new();
+    let mut unused = BTreeSet::new();
+    let mut store = None;
+    for platform in platforms {
+        let mut one = opts.clone();
+        one.platform = Some(platform.clone());
+        let built = build(&one)?;
+        images.push(built.image);
+        unused.extend(built.unused_build_args);
+        store = Some(built.store);
+    }
+    let store = match store {
+        Some(s) => s,
+        None => BlobStore::open(&opts.cache_dir)?,
+    };
+    let index = build_index(images, &store)?;
+    Ok(BuiltSet {
+        artifact: Artifact::Index(index),
+        store,
+        unused_build_args: unused.into_iter().collect(),
+    })
 }
 
 /// What a FROM or a COPY --from names.

@@ -297,7 +297,7 @@ impl Image {
             .iter()
             .map(|l| descriptor(&l.media_type, l.size, &l.digest))
             .collect::<Result<Vec<_>, _>>()?;
-        let manifest = ImageManifestBuilder::default()
+        let mut manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(descriptor(
@@ -307,6 +307,12 @@ impl Image {
             )?)
             .layers(layers)
             .build()?;
+        if let Some(base) = &self.base {
+            manifest.set_annotations(Some(std::collections::HashMap::from([
+                (ANNOTATION_BASE_NAME.to_string(), base.name.clone()),
+                (ANNOTATION_BASE_DIGEST.to_string(), base.digest.clone()),
+            ])));
+        }
         let manifest = canonical_json(&manifest)?;
         let manifest_digest = store.put_bytes(&manifest)?;
         Ok(BuiltImage {
@@ -319,6 +325,98 @@ impl Image {
             base: self.base.clone(),
         })
     }
+}
+
+/// One image per platform under an OCI image index.
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    pub manifest: Vec<u8>,
+    pub digest: String,
+    pub images: Vec<BuiltImage>,
+}
+
+/// What a build produced: one image, or an index of per-platform images.
+#[derive(Debug, Clone)]
+pub enum Artifact {
+    Image(Box<BuiltImage>),
+    Index(BuiltIndex),
+}
+
+impl Artifact {
+    pub fn digest(&self) -> &str {
+        match self {
+            Artifact::Image(i) => &i.manifest_digest,
+            Artifact::Index(i) => &i.digest,
+        }
+    }
+
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Artifact::Image(_) => MEDIA_TYPE_MANIFEST,
+            Artifact::Index(_) => MEDIA_TYPE_INDEX,
+        }
+    }
+
+    /// The manifest or index bytes.
+    pub fn manifest(&self) -> &[u8] {
+        match self {
+            Artifact::Image(i) => &i.manifest,
+            Artifact::Index(i) => &i.manifest,
+        }
+    }
+
+    /// Every blob, each once, the top manifest or index last.
+    pub fn blob_digests(&self) -> Vec<String> {
+        match self {
+            Artifact::Image(i) => i.blob_digests(),
+            Artifact::Index(index) => {
+                let mut all: Vec<String> = Vec::new();
+                for image in &index.images {
+                    for d in image.blob_digests() {
+                        if !all.contains(&d) {
+                            all.push(d);
+                        }
+                    }
+                }
+                all.push(index.digest.clone());
+                all
+            }
+        }
+    }
+}
+
+/// Writes an OCI index over per-platform images into the store.
+pub fn build_index(images: Vec<BuiltImage>, store: &BlobStore) -> Result<BuiltIndex, ImageError> {
+    let mut manifests = Vec::new();
+    for image in &images {
+        let mut d = descriptor(
+            MEDIA_TYPE_MANIFEST,
+            image.manifest.len() as u64,
+            &image.manifest_digest,
+        )?;
+        let mut platform = oci_spec::image::PlatformBuilder::default()
+            .os(oci_spec::image::Os::from(image.platform.os.as_str()))
+            .architecture(oci_spec::image::Arch::from(
+                image.platform.architecture.as_str(),
+            ));
+        if let Some(v) = &image.platform.variant {
+            platform = platform.variant(v.clone());
+        }
+        d.set_platform(Some(platform.build()?));
+        manifests.push(d);
+    }
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()?;
+    let manifest = canonical_json(&index)?;
+    let digest = store.put_bytes(&manifest)?;
+    Ok(BuiltIndex {
+        manifest,
+        digest,
+        images,
+    })
 }
 
 pub fn descriptor(media_type: &str, size: u64, digest: &str) -> Result<Descriptor, ImageError> {

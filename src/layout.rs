@@ -1,7 +1,7 @@
 //! Sinks that write a built image to disk: an OCI image layout folder, the
 //! same layout as a tar (oci-archive), or a `docker load` tarball.
 
-use crate::image::{canonical_json, descriptor, BuiltImage, ImageError, MEDIA_TYPE_MANIFEST};
+use crate::image::{canonical_json, descriptor, Artifact, BuiltImage, ImageError};
 use crate::store::{BlobStore, StoreError};
 use flate2::read::GzDecoder;
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
@@ -21,6 +21,8 @@ pub enum LayoutError {
     BadIndex { path: PathBuf, reason: String },
     #[error("invalid --output {0:?}: expected oci:DIR, oci-archive:FILE or docker-archive:FILE")]
     BadOutput(String),
+    #[error("docker-archive holds one image; build a single --platform for it, or use oci:DIR")]
+    IndexInDockerArchive,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -63,17 +65,22 @@ impl Output {
         }
     }
 
-    /// Writes the image, named `name` (e.g. `hello:v1`), from the blob store.
+    /// Writes the image (or index), named `name` (e.g. `hello:v1`), from the blob store.
     pub fn write(
         &self,
         store: &BlobStore,
-        image: &BuiltImage,
+        artifact: &Artifact,
         name: &str,
     ) -> Result<(), LayoutError> {
-        match self {
-            Output::Oci(dir) => write_oci_layout(dir, store, image, name),
-            Output::OciArchive(file) => write_oci_archive(file, store, image, name),
-            Output::DockerArchive(file) => write_docker_archive(file, store, image, name),
+        match (self, artifact) {
+            (Output::Oci(dir), _) => write_oci_layout(dir, store, artifact, name),
+            (Output::OciArchive(file), _) => write_oci_archive(file, store, artifact, name),
+            (Output::DockerArchive(file), Artifact::Image(image)) => {
+                write_docker_archive(file, store, image, name)
+            }
+            (Output::DockerArchive(_), Artifact::Index(_)) => {
+                Err(LayoutError::IndexInDockerArchive)
+            }
         }
     }
 }
@@ -83,7 +90,7 @@ impl Output {
 pub fn write_oci_layout(
     dir: &Path,
     store: &BlobStore,
-    image: &BuiltImage,
+    image: &Artifact,
     name: &str,
 ) -> Result<(), LayoutError> {
     let layout = BlobStore::open(dir)?;
@@ -115,13 +122,13 @@ fn ref_name(d: &oci_spec::image::Descriptor) -> Option<String> {
 }
 
 fn manifest_descriptor(
-    image: &BuiltImage,
+    image: &Artifact,
     name: &str,
 ) -> Result<oci_spec::image::Descriptor, LayoutError> {
     let mut d = descriptor(
-        MEDIA_TYPE_MANIFEST,
-        image.manifest.len() as u64,
-        &image.manifest_digest,
+        image.media_type(),
+        image.manifest().len() as u64,
+        image.digest(),
     )?;
     d.set_annotations(Some(HashMap::from([(
         REF_NAME.to_string(),
@@ -233,7 +240,7 @@ fn write_archive(
 pub fn write_oci_archive(
     dest: &Path,
     store: &BlobStore,
-    image: &BuiltImage,
+    image: &Artifact,
     name: &str,
 ) -> Result<(), LayoutError> {
     let mut index = empty_index()?;

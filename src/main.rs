@@ -61,10 +61,7 @@ struct PushArgs {
     /// Registry host[:port] for names without one.
     #[arg(long, env = "DOCKLESS_REGISTRY")]
     registry: Option<String>,
-    /// Extra CA certificate (PEM) to trust; repeatable.
-    #[arg(long = "ca-cert", value_name = "FILE")]
-    ca_certs: Vec<PathBuf>,
-    /// Use plain HTTP instead of TLS.
+    /// Use plain HTTP instead of TLS for the target registry (and bases on it).
     #[arg(long)]
     insecure: bool,
     /// Blobs uploaded at once.
@@ -119,9 +116,16 @@ struct BuildFlags {
     /// Add a label to the image (KEY=VALUE).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Target platform os/arch[/variant] (default: this machine's).
+    /// Target platforms, os/arch[/variant], comma-separated (default: this machine's).
+    /// Several give one image per platform under an OCI index.
     #[arg(long)]
     platform: Option<String>,
+    /// Registry host[:port] to reach over plain HTTP for base images; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Extra CA certificate (PEM) to trust; repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_certs: Vec<PathBuf>,
     /// Build this stage instead of the last one.
     #[arg(long)]
     target: Option<String>,
@@ -214,20 +218,25 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
     opts.labels = key_values(&args.labels, "--label", false)?;
     opts.target = args.target.clone();
-    opts.platform = args
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(usage)?;
+    opts.registry.insecure_registries = args.insecure_registries.clone();
+    opts.registry.ca_certs = args.ca_certs.clone();
     opts.source_date_epoch = dockless::cache::source_date_epoch().map_err(usage)?;
     opts.gzip_level = args.gzip_level;
     Ok(opts)
 }
 
-fn run_image_build(flags: &BuildFlags) -> Result<build::Built, Failure> {
-    let opts = build_options(flags)?;
-    let built = build::build(&opts).map_err(|e: BuildError| Failure {
+fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
+    let Some(text) = &flags.platform else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(|p| Platform::parse(p).map_err(usage))
+        .collect()
+}
+
+fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::BuiltSet, Failure> {
+    let platforms = platforms(flags)?;
+    let built = build::build_platforms(&opts, &platforms).map_err(|e: BuildError| Failure {
         code: EXIT_BUILD,
         error: e.into(),
     })?;
@@ -246,16 +255,16 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let built = run_image_build(&args.flags)?;
+    let built = run_image_build(&args.flags, build_options(&args.flags)?)?;
     output
-        .write(&built.store, &built.image, &name.to_string())
+        .write(&built.store, &built.artifact, &name.to_string())
         .with_context(|| {
             format!(
                 "writing the image to {}",
                 args.output.as_deref().unwrap_or("oci:oci-layout")
             )
         })?;
-    println!("{name}@{}", built.image.manifest_digest);
+    println!("{name}@{}", built.artifact.digest());
     Ok(())
 }
 
@@ -288,7 +297,14 @@ fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
     let target = push_target(&args)?;
-    let built = run_image_build(&args.flags)?;
+    let mut build_opts = build_options(&args.flags)?;
+    if args.insecure {
+        build_opts
+            .registry
+            .insecure_registries
+            .push(target.registry.clone());
+    }
+    let built = run_image_build(&args.flags, build_opts)?;
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
     } else if args.json {
@@ -298,17 +314,17 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     });
     let opts = PushOptions {
         insecure: args.insecure,
-        ca_certs: args.ca_certs.clone(),
+        ca_certs: args.flags.ca_certs.clone(),
         concurrency: args.concurrency.max(1),
         events: progress.sink(),
         ..PushOptions::default()
     };
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime
-        .block_on(dockless::publish::publish(
+    let digest = runtime
+        .block_on(dockless::publish::publish_artifact(
             &built.store,
-            &built.image,
+            &built.artifact,
             &target,
             &opts,
             &cache_dir,
@@ -320,7 +336,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     progress.finish();
     println!(
         "{}/{}:{}@{}",
-        target.registry, target.repository, target.tag, outcome.manifest_digest
+        target.registry, target.repository, target.tag, digest
     );
     Ok(())
 }

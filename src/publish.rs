@@ -3,9 +3,11 @@
 //! to another repository mounts instead of uploading (docker keeps the same
 //! record in its distribution metadata).
 
-use crate::image::{BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
+use crate::image::{
+    Artifact, BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
 use crate::registry::{
-    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError,
+    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, Session,
 };
 use crate::store::{BlobStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,4 +146,40 @@ pub async fn publish(
     }
     write_record(&record_file, &record);
     Ok(outcome)
+}
+
+/// Pushes an image, or every per-platform image of an index (by digest) and
+/// then the index under the tag, so the tag appears only once all is there.
+pub async fn publish_artifact(
+    store: &BlobStore,
+    artifact: &Artifact,
+    target: &Reference,
+    opts: &PushOptions,
+    cache_dir: &Path,
+) -> Result<String, PublishError> {
+    let index = match artifact {
+        Artifact::Image(image) => {
+            return Ok(publish(store, image, target, opts, cache_dir)
+                .await?
+                .manifest_digest)
+        }
+        Artifact::Index(index) => index,
+    };
+    for image in &index.images {
+        let by_digest = Reference {
+            tag: image.manifest_digest.clone(),
+            ..target.clone()
+        };
+        publish(store, image, &by_digest, opts, cache_dir).await?;
+    }
+    let session = Session::open(&target.registry, opts).await?;
+    session
+        .put_manifest(
+            &target.repository,
+            &target.tag,
+            MEDIA_TYPE_INDEX,
+            &index.manifest,
+        )
+        .await?;
+    Ok(index.digest.clone())
 }

@@ -4,27 +4,11 @@
 
 mod common;
 
-use common::{describe_tree, require_tool, run_ok, testdata, umoci_unpack};
+use common::{compared_config, describe_tree, require_tool, run_ok, testdata, umoci_unpack};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Config fields compared between the two builders.
-const CONFIG_FIELDS: &[&str] = &[
-    "Env",
-    "Cmd",
-    "Entrypoint",
-    "WorkingDir",
-    "User",
-    "ExposedPorts",
-    "Volumes",
-    "Labels",
-    "StopSignal",
-    "Healthcheck",
-    "OnBuild",
-    "Shell",
-];
 
 /// A copy of testdata/compare plus what git cannot hold: a hard-link pair,
 /// an empty directory, a directory with a non-default mode and the archives ADD extracts.
@@ -133,7 +117,7 @@ fn build_dockless(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str
     let config = read_json(&blob_path(&layout, &config_digest));
     Built {
         tree: describe_tree(&rootfs),
-        config: container_config(&config),
+        config: compared_config(&config),
     }
 }
 
@@ -180,7 +164,7 @@ fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)
         serde_json::from_str(info["Config"].as_str().expect("inspect has Config")).unwrap();
     Built {
         tree: describe_tree(&rootfs),
-        config: container_config(&config),
+        config: compared_config(&config),
     }
 }
 
@@ -192,38 +176,6 @@ fn read_json(path: &Path) -> Value {
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
     let (alg, hex) = digest.split_once(':').unwrap();
     layout.join("blobs").join(alg).join(hex)
-}
-
-/// The compared fields of an image config. An empty list or map counts as
-/// absent: buildah's Docker-format config writes `"Cmd": []` and
-/// `"Volumes": {}` where the OCI form (and dockless) leave the field out.
-fn container_config(image: &Value) -> Map<String, Value> {
-    let mut out = Map::new();
-    let inner = image["config"].as_object().cloned().unwrap_or_default();
-    for field in CONFIG_FIELDS {
-        let mut value = inner.get(*field).cloned().unwrap_or(Value::Null);
-        if *field == "Labels" {
-            if let Some(labels) = value.as_object_mut() {
-                labels.remove("io.buildah.version");
-            }
-        }
-        // dockless writes BuildKit's WorkingDir "/" for scratch, buildah leaves
-        // it unset; a runtime starts in "/" either way.
-        if *field == "WorkingDir" && value == "/" {
-            value = Value::Null;
-        }
-        let empty = match &value {
-            Value::Array(a) => a.is_empty(),
-            Value::Object(o) => o.is_empty(),
-            Value::String(s) => s.is_empty(),
-            _ => false,
-        };
-        out.insert(field.to_string(), if empty { Value::Null } else { value });
-    }
-    for field in ["architecture", "os"] {
-        out.insert(field.to_string(), image[field].clone());
-    }
-    out
 }
 
 /// Builds `dockerfile` (in testdata/compare) both ways and fails with a

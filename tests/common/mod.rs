@@ -119,3 +119,61 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
     }
     lines
 }
+
+/// Container config fields compared between dockless and buildah.
+pub const CONFIG_FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "StopSignal",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];
+
+/// The compared fields of an image config. An empty list or map counts as
+/// absent: buildah's Docker-format config writes `"Cmd": []` and
+/// `"Volumes": {}` where the OCI form (and dockless) leave the field out.
+pub fn compared_config(image: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let inner = image["config"].as_object().cloned().unwrap_or_default();
+    for field in CONFIG_FIELDS {
+        let mut value = inner
+            .get(*field)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        if *field == "Labels" {
+            if let Some(labels) = value.as_object_mut() {
+                labels.remove("io.buildah.version");
+            }
+        }
+        // dockless writes BuildKit's WorkingDir "/" for scratch, buildah leaves
+        // it unset; a runtime starts in "/" either way.
+        if *field == "WorkingDir" && value == "/" {
+            value = serde_json::Value::Null;
+        }
+        let empty = match &value {
+            serde_json::Value::Array(a) => a.is_empty(),
+            serde_json::Value::Object(o) => o.is_empty(),
+            serde_json::Value::String(s) => s.is_empty(),
+            _ => false,
+        };
+        out.insert(
+            field.to_string(),
+            if empty {
+                serde_json::Value::Null
+            } else {
+                value
+            },
+        );
+    }
+    for field in ["architecture", "os"] {
+        out.insert(field.to_string(), image[field].clone());
+    }
+    out
+}
