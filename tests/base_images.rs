@@ -331,15 +331,7 @@ fn buildah_config(b: &Bases, dockerfile: &str) -> serde_json::Map<String, Value>
     require_tool("buildah");
     let dir = b.work.join(format!("buildah-{}", rand_suffix()));
     let ctx = app_context(&dir, dockerfile);
-    let store = |cmd: &mut Command| {
-        cmd.arg("--root")
-            .arg(dir.join("st"))
-            .arg("--runroot")
-            .arg(dir.join("run"))
-            .args(["--storage-driver", "vfs"]);
-    };
-    let mut bud = Command::new("buildah");
-    store(&mut bud);
+    let mut bud = buildah(&dir);
     bud.args([
         "bud",
         "--isolation",
@@ -352,8 +344,7 @@ fn buildah_config(b: &Bases, dockerfile: &str) -> serde_json::Map<String, Value>
     ])
     .arg(&ctx);
     run_ok(&mut bud);
-    let mut inspect = Command::new("buildah");
-    store(&mut inspect);
+    let mut inspect = buildah(&dir);
     inspect.args(["inspect", "--type", "image", "app"]);
     let info: Value = serde_json::from_slice(&run_ok(&mut inspect).stdout).unwrap();
     let config: Value = serde_json::from_str(info["Config"].as_str().unwrap()).unwrap();
@@ -539,24 +530,13 @@ fn copy_from_an_image_applies_its_whiteouts() {
     let addr = b.reg.addr();
     // A base whose upper layer deletes /etc/motd, made with buildah.
     let dir = b.work.join("wh");
-    let buildah = |args: &[&str]| -> String {
-        let out = run_ok(
-            Command::new("buildah")
-                .arg("--root")
-                .arg(dir.join("st"))
-                .arg("--runroot")
-                .arg(dir.join("run"))
-                .args(["--storage-driver", "vfs"])
-                .args(args),
-        );
-        stdout(&out)
-    };
-    let ctr = buildah(&[
+    let run = |args: &[&str]| stdout(&run_ok(buildah(&dir).args(args)));
+    let ctr = run(&[
         "from",
         "--tls-verify=false",
         &format!("docker://{addr}/base/busybox:1"),
     ]);
-    buildah(&[
+    run(&[
         "run",
         "--user",
         "root",
@@ -568,8 +548,8 @@ fn copy_from_an_image_applies_its_whiteouts() {
         "rm",
         "/etc/motd",
     ]);
-    buildah(&["commit", "--format", "oci", &ctr, "whiteout"]);
-    buildah(&[
+    run(&["commit", "--format", "oci", &ctr, "whiteout"]);
+    run(&[
         "push",
         "--tls-verify=false",
         "whiteout",

@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{compared_config, describe_tree, require_tool, run_ok, testdata, umoci_unpack};
+use common::{
+    buildah, compared_config, describe_tree, require_tool, run_ok, testdata, umoci_unpack,
+};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A copy of testdata/compare plus what git cannot hold: a hard-link pair,
 /// an empty directory, a directory with a non-default mode and the archives ADD extracts.
@@ -123,15 +124,7 @@ fn build_dockless(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str
 
 fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)]) -> Built {
     require_tool("buildah");
-    let store = |cmd: &mut Command| {
-        cmd.arg("--root")
-            .arg(tmp.join("st"))
-            .arg("--runroot")
-            .arg(tmp.join("run"))
-            .args(["--storage-driver", "vfs"]);
-    };
-    let mut bud = Command::new("buildah");
-    store(&mut bud);
+    let mut bud = buildah(tmp);
     bud.args([
         "bud",
         "--isolation",
@@ -147,16 +140,14 @@ fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)
     .arg(ctx);
     run_ok(&mut bud);
     let layout = tmp.join("blayout");
-    let mut push = Command::new("buildah");
-    store(&mut push);
+    let mut push = buildah(tmp);
     push.args(["push", "compare"])
         .arg(format!("oci:{}:compare", layout.display()));
     run_ok(&mut push);
     let rootfs = umoci_unpack(&layout, "compare", &tmp.join("bbundle"));
     // Pushing to an OCI layout drops Healthcheck, OnBuild and Shell from the
     // config, so read buildah's own Docker-format config instead.
-    let mut inspect = Command::new("buildah");
-    store(&mut inspect);
+    let mut inspect = buildah(tmp);
     inspect.args(["inspect", "--type", "image", "compare"]);
     let out = run_ok(&mut inspect);
     let info: Value = serde_json::from_slice(&out.stdout).expect("buildah inspect JSON");

@@ -49,6 +49,18 @@ pub fn require_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not installed; .ci/run installs it (apt-get install)"))
 }
 
+/// buildah with a store of its own under `dir`, so tests can run in parallel.
+pub fn buildah(dir: &Path) -> Command {
+    require_tool("buildah");
+    let mut cmd = Command::new("buildah");
+    cmd.arg("--root")
+        .arg(dir.join("st"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"]);
+    cmd
+}
+
 /// Copies a folder recursively, keeping symlinks and modes.
 pub fn copy_tree(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
