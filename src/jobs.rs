@@ -2,6 +2,11 @@
 //! survive restarts. A delivery id maps to exactly one build; a build moves
 //! queued → running → succeeded | failed, and a build found `running` at
 //! startup (the process died under it) goes back to `queued`.
+//!
+//! Deliveries for a commit that already has a live build (queued, running
+//! or succeeded) of the same repository join that build instead of making a
+//! new one: the `aliases` table remembers which build each such delivery
+//! got, so its redeliveries keep getting the same answer.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -15,6 +20,17 @@ pub enum JobError {
     Sql(#[from] rusqlite::Error),
     #[error("job store: corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl JobError {
+    /// SQLite could not write because the disk (or its quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            JobError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, JobError>;
@@ -149,7 +165,12 @@ impl JobStore {
                 error TEXT,
                 images TEXT NOT NULL DEFAULT '[]'
             );
-            CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);",
+            CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
+            CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(repository, commit_sha);
+            CREATE TABLE IF NOT EXISTS aliases (
+                delivery TEXT PRIMARY KEY,
+                job_id INTEGER NOT NULL REFERENCES jobs(id)
+            );",
         )?;
         Ok(JobStore {
             conn: Mutex::new(conn),
@@ -169,13 +190,46 @@ impl JobStore {
         )?)
     }
 
-    /// Enqueues a delivery, or returns the build it already made: (id, created now).
+    /// Enqueues a delivery, or returns the build it already has: (id, created now).
+    /// A new delivery for a commit whose build is queued, running or
+    /// succeeded gets that build; after a failed build it makes a new one.
     pub fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
-        let conn = self.conn();
-        let inserted = conn.execute(
+        let mut conn = self.conn();
+        // IMMEDIATE: the look-up and the insert are one write transaction, so
+        // two deliveries of one commit cannot both miss each other.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE delivery = ?1
+                 UNION ALL SELECT job_id FROM aliases WHERE delivery = ?1
+                 LIMIT 1",
+                [job.delivery],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = known {
+            return Ok((id, false));
+        }
+        let live: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE repository = ?1 AND commit_sha = ?2
+                 AND status IN ('queued', 'running', 'succeeded')
+                 ORDER BY id DESC LIMIT 1",
+                params![job.repository, job.commit],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = live {
+            tx.execute(
+                "INSERT INTO aliases (delivery, job_id) VALUES (?1, ?2)",
+                params![job.delivery, id],
+            )?;
+            tx.commit()?;
+            return Ok((id, false));
+        }
+        tx.execute(
             "INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)
-             ON CONFLICT(delivery) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
             params![
                 job.delivery,
                 job.repository,
@@ -186,12 +240,27 @@ impl JobStore {
                 now_ms()
             ],
         )?;
-        let id: i64 = conn.query_row(
-            "SELECT id FROM jobs WHERE delivery = ?1",
-            [job.delivery],
-            |r| r.get(0),
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((id, true))
+    }
+
+    /// Puts a running build back in the queue, with the reason it could not
+    /// run now (a full disk); it keeps its attempts count.
+    pub fn requeue(&self, id: i64, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'queued', started_ms = NULL, error = ?2
+             WHERE id = ?1 AND status = 'running'",
+            params![id, reason],
         )?;
-        Ok((id, inserted == 1))
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the database is sound.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     /// Takes the oldest queued build and marks it running.
@@ -361,7 +430,10 @@ mod tests {
         let (a, new) = store.enqueue(&new_job("d-1")).unwrap();
         assert!(new);
         assert_eq!(store.enqueue(&new_job("d-1")).unwrap(), (a, false));
-        let (b, _) = store.enqueue(&new_job("d-2")).unwrap();
+        // (Another commit: a delivery of the same one would join build `a`.)
+        let mut second = new_job("d-2");
+        second.commit = "d21683865c088b5fe1906cf6552d15a285a4986d";
+        let (b, _) = store.enqueue(&second).unwrap();
         assert_ne!(a, b);
 
         let first = store.claim().unwrap().unwrap();
@@ -402,5 +474,56 @@ mod tests {
             Some("boom")
         );
         assert!(store.get(999).unwrap().is_none());
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn one_build_per_live_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let (a, new) = store.enqueue(&new_job("d-1")).unwrap();
+        assert!(new);
+        // Another delivery of the same commit joins the queued build, and
+        // keeps it on redelivery.
+        assert_eq!(store.enqueue(&new_job("d-2")).unwrap(), (a, false));
+        assert_eq!(store.enqueue(&new_job("d-2")).unwrap(), (a, false));
+        // Another repository or commit is another build.
+        let mut other = new_job("d-3");
+        other.repository = "acme/other";
+        let (b, new) = store.enqueue(&other).unwrap();
+        assert!(new && b != a);
+        let mut commit = new_job("d-4");
+        commit.commit = "c21683865c088b5fe1906cf6552d15a285a4986d";
+        assert!(store.enqueue(&commit).unwrap().1);
+        // Running and succeeded builds still absorb new deliveries.
+        assert_eq!(store.claim().unwrap().unwrap().id, a);
+        assert_eq!(store.enqueue(&new_job("d-5")).unwrap(), (a, false));
+        store.finish(a, Status::Succeeded, None).unwrap();
+        assert_eq!(store.enqueue(&new_job("d-6")).unwrap(), (a, false));
+        assert_eq!(store.recent(10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn failed_commit_builds_again_and_requeue_keeps_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let (a, _) = store.enqueue(&new_job("d-1")).unwrap();
+        store.claim().unwrap().unwrap();
+        store.requeue(a, "no space left").unwrap();
+        let job = store.get(a).unwrap().unwrap();
+        assert_eq!(
+            (job.status, job.attempts, job.error.as_deref()),
+            (Status::Queued, 1, Some("no space left"))
+        );
+        assert_eq!(store.claim().unwrap().unwrap().attempts, 2);
+        store.finish(a, Status::Failed, Some("boom")).unwrap();
+        // requeue only touches running builds.
+        store.requeue(a, "late").unwrap();
+        assert_eq!(store.get(a).unwrap().unwrap().status, Status::Failed);
+        // A new delivery after a failure is a new build; the old delivery
+        // still names the failed one.
+        let (b, new) = store.enqueue(&new_job("d-2")).unwrap();
+        assert!(new && b != a);
+        assert_eq!(store.enqueue(&new_job("d-1")).unwrap(), (a, false));
     }
 }

@@ -17,10 +17,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers
+/// (`DOCKLESS_HEADER_TIMEOUT_SECS` overrides it).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its whole body.
+/// How long a client may take to send its whole body
+/// (`DOCKLESS_BODY_TIMEOUT_SECS` overrides it).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The request line and headers together may not exceed this; past it the
+/// client gets 431 and the connection is closed.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
 /// Default grace period for running builds on SIGTERM
@@ -211,9 +216,11 @@ pub struct App {
     pub fetch_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     responses: [AtomicU64; RESPONSE_CODES.len()],
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
-const RESPONSE_CODES: [u16; 10] = [200, 202, 400, 401, 403, 404, 405, 408, 413, 500];
+const RESPONSE_CODES: [u16; 12] = [200, 202, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
 
 impl App {
     fn count(&self, code: StatusCode) {
@@ -238,6 +245,23 @@ fn json_response(code: StatusCode, v: serde_json::Value) -> Resp {
 
 fn error(code: StatusCode, message: impl std::fmt::Display) -> Resp {
     json_response(code, json!({ "error": message.to_string() }))
+}
+
+/// The media types a delivery may have: GitHub's two encodings (a missing
+/// Content-Type is read as JSON).
+fn supported_content_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || webhook::is_form(Some(ct))
 }
 
 fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -322,7 +346,7 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
         }
     };
     let mut body = req.into_body();
-    let read = tokio::time::timeout(BODY_TIMEOUT, read_body(&mut body, &mut check, form)).await;
+    let read = tokio::time::timeout(app.body_timeout, read_body(&mut body, &mut check, form)).await;
     let body = match read {
         Ok(Ok(b)) => b,
         Ok(Err(code)) => return error(code, "cannot read the request body"),
@@ -332,7 +356,16 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
         tracing::info!(%delivery, "webhook refused: {e}");
         return error(StatusCode::UNAUTHORIZED, e);
     }
-    // 2. JSON, then 3. size.
+    // 2. A signed body in a media type we cannot read (the signature stays
+    // the first check, as the contract orders them; the read above is bounded).
+    if !supported_content_type(content_type.as_deref()) {
+        tracing::info!(%delivery, "webhook refused: unsupported content type");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/x-www-form-urlencoded",
+        );
+    }
+    // 3. JSON, then 4. size.
     let payload = match body {
         Body::Whole(bytes) => match webhook::parse_body(content_type.as_deref(), &bytes) {
             Ok(v) => v,
@@ -348,7 +381,7 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
             };
         }
     };
-    // 4. Repository.
+    // 5. Repository.
     let Some(repo) = webhook::repository(&payload).and_then(|name| app.cfg.repo(name)) else {
         let name = webhook::repository(&payload).unwrap_or("(none)");
         tracing::info!(%delivery, repository = name, "webhook from a repository not listed");
@@ -357,7 +390,7 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
             format!("repository {name} is not listed in [[repos]]"),
         );
     };
-    // 5. What the event asks for.
+    // 6. What the event asks for.
     match webhook::classify(&event, &payload, &app.cfg.branch) {
         Event::Ping => json_response(StatusCode::OK, json!({"message": "pong"})),
         Event::Ignored(reason) => {
@@ -399,9 +432,24 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
                         json!({"build_id": id, "status_url": format!("/builds/{id}")}),
                     )
                 }
+                Err(e) if e.is_disk_full() => {
+                    tracing::error!(%delivery, "cannot queue the build: {e}");
+                    let mut r = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot queue the build: the disk under state_dir is full; nothing was accepted, deliver again once space is freed",
+                    );
+                    r.headers_mut().insert(
+                        hyper::header::RETRY_AFTER,
+                        hyper::header::HeaderValue::from_static("60"),
+                    );
+                    r
+                }
                 Err(e) => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "cannot queue the build")
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot queue the build: the job store failed; nothing was accepted, deliver again later",
+                    )
                 }
             }
         }
@@ -539,6 +587,15 @@ fn metrics(app: &App) -> Resp {
     r
 }
 
+fn env_secs(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+}
+
 fn grace_period() -> Duration {
     std::env::var("DOCKLESS_SHUTDOWN_GRACE_SECS")
         .ok()
@@ -591,6 +648,8 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         statuses,
         fetch_locks: Default::default(),
         responses: Default::default(),
+        header_timeout: env_secs("DOCKLESS_HEADER_TIMEOUT_SECS", HEADER_TIMEOUT),
+        body_timeout: env_secs("DOCKLESS_BODY_TIMEOUT_SECS", BODY_TIMEOUT),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -661,13 +720,15 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
             },
         };
         let app = app.clone();
+        let header_timeout = app.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(io, service);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, "connection: {e}");
@@ -760,5 +821,27 @@ full_name = "owner/other"
             "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nmax_builds = 2\n",
         );
         assert!(Config::load(&typo).is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("application/vnd.github+json"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            assert!(supported_content_type(ok), "{ok:?}");
+        }
+        for bad in [
+            Some("text/plain"),
+            Some("multipart/form-data; boundary=x"),
+            Some(""),
+            Some("application/jsonx"),
+            Some("text/json+xml"),
+        ] {
+            assert!(!supported_content_type(bad), "{bad:?}");
+        }
     }
 }

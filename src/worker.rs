@@ -6,6 +6,10 @@
 //!
 //! `DOCKLESS_TEST_BUILD_DELAY_MS` (tests only) sleeps that long before each
 //! image, so tests can stop the server in the middle of a build.
+//!
+//! A build that fails because the disk under `state_dir` is full is not
+//! failed: it goes back to the queue with the reason in its `error`, and the
+//! workers wait before taking builds again, so it runs once space is freed.
 
 use crate::build::{self, BuildOptions};
 use crate::ghstatus::State;
@@ -18,6 +22,30 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long the workers pause after a build found the disk full.
+const DISK_FULL_PAUSE: Duration = Duration::from_secs(3);
+
+/// Whether an error message comes from a full disk (ENOSPC, EDQUOT, SQLITE_FULL).
+pub fn is_disk_full(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "no space left on device",
+        "os error 28",
+        "disk quota exceeded",
+        "os error 122",
+        "database or disk is full",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// What a finished run asks of the store.
+enum Outcome {
+    Done(Status, Option<String>),
+    /// Back to the queue, with the reason.
+    Requeue(String),
+}
 
 /// Takes builds until the server stops.
 pub async fn run_worker(app: Arc<App>, n: usize) {
@@ -35,7 +63,10 @@ pub async fn run_worker(app: Arc<App>, n: usize) {
                     attempt = job.attempts,
                     "build started"
                 );
-                run_job(&app, job).await;
+                if !run_job(&app, job).await {
+                    // The disk is full: give it time before taking builds again.
+                    tokio::time::sleep(DISK_FULL_PAUSE).await;
+                }
             }
             Ok(None) => {
                 tokio::select! {
@@ -84,7 +115,33 @@ async fn post_status(app: &App, job: &Job, state: State, description: &str) {
     }
 }
 
-async fn run_job(app: &App, job: Job) {
+/// Writes an outcome, trying again while the store cannot write (a full
+/// disk): a build must not stay `running` while nothing runs it. Gives up
+/// only when the server stops; the build is then `running` in the store and
+/// goes back to the queue at the next start.
+async fn record(app: &App, id: i64, outcome: &Outcome) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let res = tokio::task::block_in_place(|| match outcome {
+            Outcome::Done(status, error) => app.store.finish(id, *status, error.as_deref()),
+            Outcome::Requeue(reason) => app.store.requeue(id, reason),
+        });
+        match res {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(build_id = id, "cannot record the outcome: {e}");
+                if app.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs one build; false when it went back to the queue for a full disk.
+async fn run_job(app: &App, job: Job) -> bool {
     let mut log = BuildLog::open(&app.cfg.state_dir, job.id);
     log.line(&format!(
         "attempt {} of build {} for {}@{} (PR #{})",
@@ -96,35 +153,52 @@ async fn run_job(app: &App, job: Job) {
         .state_dir
         .join("work")
         .join(format!("{}-{}", job.id, job.attempts));
-    let (status, error) = match execute(app, &job, &work, &mut log).await {
+    let outcome = match execute(app, &job, &work, &mut log).await {
         Ok(images) => {
-            let failed = images
+            let failed: Vec<&ImageResult> = images
                 .iter()
                 .filter(|i| i.status != Status::Succeeded)
-                .count();
-            if failed == 0 {
-                (Status::Succeeded, None)
+                .collect();
+            let disk_full = failed
+                .iter()
+                .filter_map(|i| i.error.as_deref())
+                .find(|e| is_disk_full(e));
+            if let Some(e) = disk_full {
+                Outcome::Requeue(format!("waiting for disk space under state_dir: {e}"))
+            } else if failed.is_empty() {
+                Outcome::Done(Status::Succeeded, None)
             } else {
-                (
+                Outcome::Done(
                     Status::Failed,
-                    Some(format!("{failed} of {} images failed", images.len())),
+                    Some(format!(
+                        "{} of {} images failed",
+                        failed.len(),
+                        images.len()
+                    )),
                 )
             }
         }
-        Err(e) => (Status::Failed, Some(e)),
+        Err(e) if is_disk_full(&e) => {
+            Outcome::Requeue(format!("waiting for disk space under state_dir: {e}"))
+        }
+        Err(e) => Outcome::Done(Status::Failed, Some(e)),
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
+    record(app, job.id, &outcome).await;
+    let (status, error) = match outcome {
+        Outcome::Requeue(reason) => {
+            log.line(&format!("build queued again: {reason}"));
+            tracing::warn!(build_id = job.id, "build queued again: {reason}");
+            return false;
+        }
+        Outcome::Done(status, error) => (status, error),
+    };
     log.line(&format!(
         "build {}: {}",
         status.as_str(),
         error.as_deref().unwrap_or("every image pushed")
     ));
-    if let Err(e) =
-        tokio::task::block_in_place(|| app.store.finish(job.id, status, error.as_deref()))
-    {
-        tracing::error!(build_id = job.id, "cannot record the outcome: {e}");
-    }
     tracing::info!(
         build_id = job.id,
         status = status.as_str(),
@@ -135,6 +209,7 @@ async fn run_job(app: &App, job: Job) {
         _ => (State::Failure, error.unwrap_or_default()),
     };
     post_status(app, &job, state, &text).await;
+    true
 }
 
 fn fetch_lock(app: &App, repository: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -244,4 +319,24 @@ async fn build_one(
             .await
             .map_err(|e| format!("push to {}: {e}", image.target))?;
     Ok(format!("{}@{}", image.target, outcome.manifest_digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_disk_full;
+
+    #[test]
+    fn disk_full_messages() {
+        for m in [
+            "build: writing layer: No space left on device (os error 28)",
+            "fetching abc: git fetch failed: fatal: write error: No space left on device",
+            "job store: database or disk is full",
+            "Disk quota exceeded (os error 122)",
+        ] {
+            assert!(is_disk_full(m), "{m}");
+        }
+        for m in ["push to r/api:1: HTTP 500", "fetching abc: not found", ""] {
+            assert!(!is_disk_full(m), "{m}");
+        }
+    }
 }

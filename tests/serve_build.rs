@@ -22,6 +22,7 @@ fn merged_pr_builds_and_pushes_every_image() {
             max_builds: 2,
             delay_ms: None,
             extra: "",
+            env: Vec::new(),
         },
     );
     let payload = merged_pr(&repo.merge_sha, &repo.head_sha);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SHA: &str = "3f786850e387550fdab836ed7e6dc881de23001b";
+const SHA2: &str = "4f786850e387550fdab836ed7e6dc881de23001b";
 
 /// A server whose builds fail fast (the clone URL leads nowhere).
 fn server(dir: &std::path::Path, extra: &str) -> Server {
@@ -22,6 +23,7 @@ fn server(dir: &std::path::Path, extra: &str) -> Server {
             max_builds: 1,
             delay_ms: None,
             extra,
+            env: Vec::new(),
         },
     )
 }
@@ -167,8 +169,11 @@ fn status_codes_in_contract_order() {
     assert_eq!(v["status_url"], format!("/builds/{id}"));
     let again = deliver(a, "pull_request", "d-merge-1", &merged).json();
     assert_eq!(again["build_id"].as_i64(), Some(id));
+    // (Another commit: a delivery for the same commit would join build `id`.)
+    let mut merged2 = merged.clone();
+    merged2["pull_request"]["merge_commit_sha"] = SHA2.into();
     let form: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &merged.to_string())
+        .append_pair("payload", &merged2.to_string())
         .finish();
     let r = deliver_raw(
         a,

@@ -24,6 +24,7 @@ fn setup(max_builds: usize, delay_ms: u64) -> (Registry, tempfile::TempDir, GitR
             max_builds,
             delay_ms: Some(delay_ms),
             extra: "",
+            env: Vec::new(),
         },
     );
     (reg, dir, repo, srv)
@@ -105,7 +106,10 @@ fn sigterm_finishes_running_build_and_keeps_the_queue() {
     let first = deliver(&srv.addr, "pull_request", "term-1", &payload).json()["build_id"]
         .as_i64()
         .unwrap();
-    let second = deliver(&srv.addr, "pull_request", "term-2", &payload).json()["build_id"]
+    // Another commit (the PR head, which builds the same images): a second
+    // delivery of the merge commit would join the first build.
+    let other = merged_pr(&repo.head_sha, &repo.head_sha);
+    let second = deliver(&srv.addr, "pull_request", "term-2", &other).json()["build_id"]
         .as_i64()
         .unwrap();
     srv.wait_build(first, Duration::from_secs(60), |b| b["status"] == "running");

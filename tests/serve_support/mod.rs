@@ -50,8 +50,21 @@ impl Reply {
 
 /// One HTTP/1.1 request with `Connection: close`.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `http`, but a refused, reset or unanswered request is an Err (for
+/// tests that kill the server under its clients).
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -60,7 +73,8 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes())
+        .map_err(|e| format!("sending the request: {e}"))?;
     // The server may answer (401) before reading a large body and close.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
@@ -70,12 +84,12 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    Reply { status, body }
+    Ok(Reply { status, body })
 }
 
 pub fn get(addr: &str, path: &str) -> Reply {
@@ -103,6 +117,36 @@ pub fn deliver_raw(
     body: &[u8],
     secret: Option<&str>,
 ) -> Reply {
+    try_deliver_raw(addr, event, delivery, content_type, body, secret)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A signed JSON delivery that may fail to get an answer.
+pub fn try_deliver(
+    addr: &str,
+    event: &str,
+    delivery: &str,
+    payload: &Value,
+) -> Result<Reply, String> {
+    let body = serde_json::to_vec(payload).unwrap();
+    try_deliver_raw(
+        addr,
+        event,
+        delivery,
+        "application/json",
+        &body,
+        Some(SECRET),
+    )
+}
+
+pub fn try_deliver_raw(
+    addr: &str,
+    event: &str,
+    delivery: &str,
+    content_type: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> Result<Reply, String> {
     let sig = secret.map(|s| dockless::webhook::sign(s.as_bytes(), body));
     let mut headers = vec![
         ("Content-Type", content_type),
@@ -114,7 +158,7 @@ pub fn deliver_raw(
     if let Some(sig) = &sig {
         headers.push(("X-Hub-Signature-256", sig.as_str()));
     }
-    http(addr, "POST", "/hooks/github", &headers, body)
+    try_http(addr, "POST", "/hooks/github", &headers, body)
 }
 
 /// A running `dockless serve`; killed on drop.
@@ -124,6 +168,8 @@ pub struct Server {
     pub config: PathBuf,
     pub state: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (set before `spawn`).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct ServerCfg<'a> {
@@ -132,6 +178,8 @@ pub struct ServerCfg<'a> {
     pub max_builds: usize,
     pub delay_ms: Option<u64>,
     pub extra: &'a str,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -158,6 +206,7 @@ impl Server {
             config,
             state,
             log: dir.join("serve.log"),
+            env: cfg.env.clone(),
         };
         s.spawn(cfg.delay_ms);
         s
@@ -184,6 +233,9 @@ impl Server {
             Some(ms) => cmd.env("DOCKLESS_TEST_BUILD_DELAY_MS", ms.to_string()),
             None => cmd.env_remove("DOCKLESS_TEST_BUILD_DELAY_MS"),
         };
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -362,5 +414,26 @@ impl GitRepo {
             merge_sha,
             head_sha,
         }
+    }
+
+    /// Adds `n` commits on `develop`, each building two images whose
+    /// versions name the commit: `api:2.0.K` and `worker:0.2.K` (K from
+    /// `first`). Returns their ids in order.
+    pub fn add_commits(&self, first: usize, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for k in first..first + n {
+            std::fs::write(self.dir.join("api/message.txt"), format!("api build {k}\n")).unwrap();
+            std::fs::write(
+                self.dir.join("image.json"),
+                format!(
+                    r#"[{{"service_name": "api", "version": "2.0.{k}", "type": "Docker"}},
+  {{"service_name": "worker", "version": "0.2.{k}", "type": "OCI"}}]"#
+                ),
+            )
+            .unwrap();
+            git(&self.dir, &["commit", "-qam", &format!("release {k}")]);
+            out.push(git(&self.dir, &["rev-parse", "HEAD"]));
+        }
+        out
     }
 }

@@ -1,0 +1,684 @@
+//! `dockless serve` under faults (issue 7, parts 3 and 4):
+//!
+//! - `kill -9` at seeded random points during a burst of signed merged-PR
+//!   deliveries, then restarts: every acknowledged delivery (202) is built
+//!   exactly once and pushed, and the job store passes `PRAGMA
+//!   integrity_check` after every kill;
+//! - a full disk under `state_dir` (a small tmpfs, as root): deliveries are
+//!   refused with 503 or accepted, and every accepted one is built once
+//!   space is freed;
+//! - concurrent deliveries of one merge commit make one build;
+//! - hostile clients (a 1 MB header, hundreds of headers, a slowloris body,
+//!   unsupported content types) are refused while a ping is still answered.
+//!
+//! `DOCKLESS_FAULTS_SEED=N` picks another kill schedule;
+//! `DOCKLESS_FAULTS_TALLY=FILE` appends the counts each test measured to FILE.
+mod regsupport;
+mod serve_support;
+
+use dockless::jobs::JobStore;
+use regsupport::{Registry, RegistryCfg};
+use serde_json::Value;
+use serve_support::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// xorshift64*: a small seeded generator, so a failing schedule can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A value in lo..hi.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("DOCKLESS_FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0007)
+}
+
+fn tally(line: &str) {
+    eprintln!("tally: {line}");
+    if let Ok(path) = std::env::var("DOCKLESS_FAULTS_TALLY") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The log without ANSI colour codes.
+fn plain_log(srv: &Server) -> String {
+    let text = srv.log_text();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How many log lines carry `message` for build `id`.
+fn log_count(log: &str, message: &str, id: i64) -> usize {
+    let field = format!("build_id={id}");
+    log.lines()
+        .filter(|l| l.contains(message) && l.split_whitespace().any(|w| w == field))
+        .count()
+}
+
+fn integrity_ok(state: &Path) {
+    let store = JobStore::open(&state.join("jobs.sqlite")).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+fn running_in_store(state: &Path) -> usize {
+    let store = JobStore::open(&state.join("jobs.sqlite")).unwrap();
+    store.stats().unwrap().running as usize
+}
+
+/// Waits until every build the server lists is succeeded or failed.
+fn wait_all_finished(srv: &Server, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = get(&srv.addr, "/builds").json()["builds"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if list
+            .iter()
+            .all(|b| matches!(b["status"].as_str(), Some("succeeded") | Some("failed")))
+        {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "builds not finished: {list:?}\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Checks a succeeded build of commit `k` against the registry.
+fn check_pushed(reg: &Registry, build: &Value, k: usize) {
+    assert_eq!(build["status"], "succeeded", "{build}");
+    let images = build["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{build}");
+    for (img, tag) in images
+        .iter()
+        .zip([format!("api:2.0.{k}"), format!("worker:0.2.{k}")])
+    {
+        let reference = img["reference"].as_str().unwrap();
+        let digest = reference.rsplit_once('@').unwrap().1;
+        reg.verify(&tag, digest, None);
+    }
+}
+
+fn start(dir: &Path, reg: &Registry, repo: &GitRepo, max_builds: usize, delay: u64) -> Server {
+    Server::start(
+        dir,
+        &ServerCfg {
+            registry: reg.addr(),
+            clone_url: repo.url(),
+            max_builds,
+            delay_ms: Some(delay),
+            extra: "",
+            env: Vec::new(),
+        },
+    )
+}
+
+#[test]
+fn kill_9_during_a_burst_builds_every_accepted_delivery_once() {
+    const COMMITS: usize = 5;
+    const DELIVERIES: usize = 20;
+    const KILLS: usize = 4;
+    const DELAY_MS: u64 = 250;
+    let seed = seed();
+    eprintln!("DOCKLESS_FAULTS_SEED={seed}");
+    let started = Instant::now();
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let commits = repo.add_commits(1, COMMITS);
+    let mut srv = start(dir.path(), &reg, &repo, 2, DELAY_MS);
+    let addr = srv.addr.clone();
+
+    // The burst: DELIVERIES distinct delivery ids over COMMITS commits, sent
+    // one after another with random gaps. A request the server did not
+    // answer (it was dead) is sent again with the same id, as GitHub's
+    // "Redeliver" does, until it gets an answer.
+    let mut rng = Rng::new(seed);
+    let plan: Vec<(String, usize, u64)> = (0..DELIVERIES)
+        .map(|i| {
+            let k = rng.range(0, COMMITS as u64) as usize;
+            (format!("burst-{seed}-{i}"), k, rng.range(10, 200))
+        })
+        .collect();
+    let payloads: Vec<Value> = commits.iter().map(|c| merged_pr(c, c)).collect();
+    let sending = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (plan, sending) = (plan.clone(), sending.clone());
+        std::thread::spawn(move || {
+            let mut accepted: Vec<(String, usize, i64)> = Vec::new();
+            let mut unanswered = 0usize;
+            let mut other: Vec<(u16, String)> = Vec::new();
+            for (id, k, gap) in plan {
+                std::thread::sleep(Duration::from_millis(gap));
+                for _ in 0..300 {
+                    match try_deliver(&addr, "pull_request", &id, &payloads[k]) {
+                        Ok(r) if r.status == 202 => {
+                            accepted.push((id.clone(), k, r.json()["build_id"].as_i64().unwrap()));
+                            break;
+                        }
+                        Ok(r) => {
+                            other.push((r.status, r.body));
+                            break;
+                        }
+                        Err(_) => {
+                            unanswered += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            }
+            sending.store(false, Ordering::SeqCst);
+            (accepted, unanswered, other)
+        })
+    };
+
+    // The kills, at random points of the burst and of the builds it started.
+    let mut interrupted = 0;
+    for n in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+        srv.kill9();
+        interrupted += running_in_store(&srv.state);
+        integrity_ok(&srv.state);
+        std::thread::sleep(Duration::from_millis(rng.range(0, 400)));
+        srv.spawn(Some(DELAY_MS));
+        eprintln!(
+            "kill {} done; sender still sending: {}",
+            n + 1,
+            sending.load(Ordering::SeqCst)
+        );
+    }
+    let (accepted, unanswered, other) = sender.join().unwrap();
+    assert!(other.is_empty(), "deliveries not accepted: {other:?}");
+    assert_eq!(accepted.len(), DELIVERIES);
+
+    let builds = wait_all_finished(&srv, Duration::from_secs(240));
+    // Once more: nothing is picked up again after everything finished.
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = plain_log(&srv);
+
+    // One build per commit: every delivery of a commit got the same build.
+    let mut by_commit: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
+    for (_, k, id) in &accepted {
+        by_commit.entry(*k).or_default().insert(*id);
+    }
+    for (k, ids) in &by_commit {
+        assert_eq!(ids.len(), 1, "commit {k} got builds {ids:?}");
+    }
+    assert_eq!(builds.len(), by_commit.len(), "{builds:?}");
+    let mut attempts_total = 0;
+    for (k, ids) in &by_commit {
+        let id = *ids.iter().next().unwrap();
+        let b = get(&srv.addr, &format!("/builds/{id}")).json();
+        assert_eq!(b["commit"], commits[*k].as_str());
+        check_pushed(&reg, &b, k + 1);
+        let attempts = b["attempts"].as_i64().unwrap();
+        assert!((1..=1 + KILLS as i64).contains(&attempts), "{b}");
+        attempts_total += attempts;
+        // Finished exactly once: one "build finished" line across every
+        // run of the server, and no start after it.
+        assert!(
+            log_count(&log, "build finished", id) <= 1,
+            "build {id} finished twice\n{log}"
+        );
+        let starts = log_count(&log, "build started", id);
+        assert!(
+            starts as i64 <= attempts,
+            "build {id}: {starts} starts for {attempts} attempts"
+        );
+        assert!(b["finished_at"].is_string(), "{b}");
+    }
+    let after = get(&srv.addr, "/builds").json()["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["attempts"].as_i64().unwrap())
+        .sum::<i64>();
+    assert_eq!(after, attempts_total, "a finished build ran again");
+    srv.kill9();
+    integrity_ok(&srv.state);
+    tally(&format!(
+        "kill9: seed {seed}, {DELIVERIES} deliveries over {} commits, {DELIVERIES} accepted (202), \
+         {unanswered} requests unanswered while the server was down (sent again), {KILLS} kill -9, \
+         {interrupted} running builds interrupted, {} builds, {} succeeded exactly once, \
+         {attempts_total} attempts, integrity_check ok after every kill, {:.0} s",
+        by_commit.len(),
+        builds.len(),
+        builds.iter().filter(|b| b["status"] == "succeeded").count(),
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+#[test]
+fn concurrent_deliveries_of_one_commit_build_once() {
+    const SENDERS: usize = 8;
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let commits = repo.add_commits(1, 1);
+    let srv = start(dir.path(), &reg, &repo, 2, 500);
+    let payload = merged_pr(&commits[0], &commits[0]);
+    let barrier = Arc::new(Barrier::new(SENDERS));
+    let handles: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (addr, payload, barrier) = (srv.addr.clone(), payload.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = deliver(&addr, "pull_request", &format!("same-{i}"), &payload);
+                assert_eq!(r.status, 202, "{}", r.body);
+                r.json()["build_id"].as_i64().unwrap()
+            })
+        })
+        .collect();
+    let ids: BTreeSet<i64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = *ids.iter().next().unwrap();
+    let b = srv.wait_finished(id, Duration::from_secs(120));
+    check_pushed(&reg, &b, 1);
+    assert_eq!(b["attempts"], 1);
+    // Redeliveries of any of them, and a new delivery after the success,
+    // still name that build; nothing else was built.
+    assert_eq!(
+        deliver(&srv.addr, "pull_request", "same-3", &payload).json()["build_id"].as_i64(),
+        Some(id)
+    );
+    assert_eq!(
+        deliver(&srv.addr, "pull_request", "same-late", &payload).json()["build_id"].as_i64(),
+        Some(id)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let list = get(&srv.addr, "/builds").json();
+    assert_eq!(list["builds"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        get(&srv.addr, &format!("/builds/{id}")).json()["attempts"],
+        1
+    );
+    assert_eq!(log_count(&plain_log(&srv), "build finished", id), 1);
+    tally(&format!(
+        "same commit: {SENDERS} concurrent deliveries + 2 later, 1 build, 1 attempt"
+    ));
+}
+
+/// A tmpfs mounted for the test; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes files under `dir` until the filesystem has no room left.
+fn fill(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (n, chunk) in [1usize << 20, 4096, 64].into_iter().enumerate() {
+        let p = dir.join(format!("filler-{n}"));
+        let mut f = std::fs::File::create(&p).unwrap();
+        let buf = vec![0x5a; chunk];
+        // Bounded: the tmpfs is small.
+        for _ in 0..100_000 {
+            if f.write_all(&buf).and_then(|_| f.sync_all()).is_err() {
+                break;
+            }
+        }
+        files.push(p);
+    }
+    files
+}
+
+#[test]
+fn full_disk_under_state_dir_refuses_or_keeps_every_delivery() {
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mnt) = Tmpfs::mount(&dir.path().join("state"), "24m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let repo = GitRepo::create(dir.path());
+    let commits = repo.add_commits(10, 4);
+    // Builds sleep 1.5 s before each image: the disk fills under a running build.
+    let srv = start(dir.path(), &reg, &repo, 1, 1500);
+    let state = srv.state.clone();
+    let mut accepted: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    let early = deliver(
+        &srv.addr,
+        "pull_request",
+        "early",
+        &merged_pr(&commits[0], &commits[0]),
+    );
+    assert_eq!(early.status, 202, "{}", early.body);
+    let early_id = early.json()["build_id"].as_i64().unwrap();
+    accepted.insert("early".into(), (0, early_id));
+    srv.wait_build(early_id, Duration::from_secs(60), |b| {
+        b["images"][0]["status"] == "running"
+    });
+    let fillers = fill(&state);
+
+    // Full: two deliveries for each other commit.
+    let mut refused: Vec<(String, usize)> = Vec::new();
+    for (k, c) in commits.iter().enumerate().skip(1) {
+        for j in 0..2 {
+            let id = format!("full-{k}-{j}");
+            let r = deliver(&srv.addr, "pull_request", &id, &merged_pr(c, c));
+            match r.status {
+                202 => {
+                    accepted.insert(id, (k, r.json()["build_id"].as_i64().unwrap()));
+                }
+                503 => {
+                    let msg = r.json()["error"].as_str().unwrap().to_string();
+                    assert!(msg.contains("disk") && msg.contains("full"), "{msg}");
+                    refused.push((id, k));
+                }
+                other => panic!("delivery {id}: {other} {}", r.body),
+            }
+        }
+    }
+    // While the disk is full nothing accepted fails or vanishes: each is
+    // queued (with the reason) or running. Reads still work.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut waiting_for_space = 0;
+    for (id, (_, build)) in &accepted {
+        let r = get(&srv.addr, &format!("/builds/{build}"));
+        assert_eq!(r.status, 200, "{id}: {}", r.body);
+        let b = r.json();
+        assert!(
+            matches!(b["status"].as_str(), Some("queued") | Some("running")),
+            "{id}: {b}\n{}",
+            srv.log_text()
+        );
+        if b["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("waiting for disk space"))
+        {
+            waiting_for_space += 1;
+        }
+    }
+    assert!(
+        !refused.is_empty() || waiting_for_space > 0,
+        "the full disk was never noticed:\n{}",
+        srv.log_text()
+    );
+    eprintln!("{waiting_for_space} builds show they wait for disk space");
+    assert_eq!(get(&srv.addr, "/healthz").status, 200);
+
+    // Space is freed: refused deliveries are sent again (GitHub's
+    // "Redeliver"), and every accepted build completes.
+    for f in &fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    for (id, k) in &refused {
+        let r = deliver(
+            &srv.addr,
+            "pull_request",
+            id,
+            &merged_pr(&commits[*k], &commits[*k]),
+        );
+        assert_eq!(r.status, 202, "{id}: {}", r.body);
+        accepted.insert(id.clone(), (*k, r.json()["build_id"].as_i64().unwrap()));
+    }
+    let builds = wait_all_finished(&srv, Duration::from_secs(180));
+    let mut by_commit: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
+    for (k, id) in accepted.values() {
+        by_commit.entry(*k).or_default().insert(*id);
+    }
+    for (k, ids) in &by_commit {
+        assert_eq!(ids.len(), 1, "commit {k}: {ids:?}");
+        let b = get(
+            &srv.addr,
+            &format!("/builds/{}", ids.iter().next().unwrap()),
+        )
+        .json();
+        assert!(b["error"].is_null(), "{b}");
+        check_pushed(&reg, &b, 10 + k);
+    }
+    assert_eq!(builds.len(), commits.len());
+    integrity_ok(&state);
+    let log = plain_log(&srv);
+    // The build the disk filled under went back to the queue, not to failed.
+    let requeued = log.matches("build queued again").count();
+    assert!(requeued >= 1, "{log}");
+    assert!(get(&srv.addr, &format!("/builds/{early_id}")).json()["attempts"].as_i64() >= Some(2));
+    tally(&format!(
+        "full disk: 1 build running when a 24 MB tmpfs state_dir filled up, then 6 deliveries: \
+         {} refused with 503, {} accepted (202); {requeued} builds queued again for ENOSPC; \
+         {} builds, all succeeded once space was freed",
+        refused.len(),
+        6 - refused.len(),
+        builds.len()
+    ));
+}
+
+/// A server whose builds fail fast; the body timeout is 3 s.
+fn hostile_server(dir: &Path) -> Server {
+    Server::start(
+        dir,
+        &ServerCfg {
+            registry: "127.0.0.1:9".into(),
+            clone_url: format!("file://{}/missing-repo", dir.display()),
+            max_builds: 1,
+            delay_ms: None,
+            extra: "",
+            env: vec![("DOCKLESS_BODY_TIMEOUT_SECS".into(), "3".into())],
+        },
+    )
+}
+
+/// Writes `head` then `body` from one thread while another reads the
+/// answer, so an answer sent before the server closes is never lost to a
+/// reset. Returns the status (0 when the connection closed without one)
+/// and how long it took.
+fn hostile(
+    addr: &str,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    byte_gap: Option<Duration>,
+) -> (u16, Duration) {
+    let t = Instant::now();
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            if w.write_all(&head).is_err() {
+                return;
+            }
+            match byte_gap {
+                None => {
+                    let _ = w.write_all(&body);
+                }
+                Some(gap) => {
+                    for b in body {
+                        if done.load(Ordering::SeqCst) || w.write_all(&[b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(gap);
+                    }
+                }
+            }
+        })
+    };
+    let mut raw = Vec::new();
+    let mut r = &s;
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let took = t.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, took)
+}
+
+/// A hostile client's thread: (status, time to the answer).
+type HostileClient = std::thread::JoinHandle<(u16, Duration)>;
+
+fn post_head(addr: &str, extra: &str, content_length: usize) -> Vec<u8> {
+    format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: ping\r\nX-GitHub-Delivery: hostile\r\n\
+         X-Hub-Signature-256: sha256={}\r\n{extra}Content-Length: {content_length}\r\n\r\n",
+        "0".repeat(64)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn hostile_clients_are_refused_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = hostile_server(dir.path());
+    let addr = srv.addr.clone();
+    let clients: Vec<(&str, u16, HostileClient)> = vec![
+        ("1 MB header", 431, {
+            let a = addr.clone();
+            std::thread::spawn(move || {
+                let pad = format!("X-Pad: {}\r\n", "a".repeat(1 << 20));
+                hostile(&a, post_head(&a, &pad, 2), b"{}".to_vec(), None)
+            })
+        }),
+        ("500 headers", 431, {
+            let a = addr.clone();
+            std::thread::spawn(move || {
+                let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+                hostile(&a, post_head(&a, &many, 2), b"{}".to_vec(), None)
+            })
+        }),
+        ("slowloris body", 408, {
+            let a = addr.clone();
+            std::thread::spawn(move || {
+                // 1000 bytes promised, one sent every 250 ms: 4 bytes a second.
+                hostile(
+                    &a,
+                    post_head(&a, "", 1000),
+                    vec![b' '; 1000],
+                    Some(Duration::from_millis(250)),
+                )
+            })
+        }),
+    ];
+    // While they are connected, a signed ping is answered at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let t = Instant::now();
+        let r = deliver(&addr, "ping", &format!("ping-{i}"), &fixture("ping.json"));
+        let took = t.elapsed();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(took < Duration::from_secs(2), "ping took {took:?}");
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (what, want, h) in clients {
+        let (status, took) = h.join().unwrap();
+        assert_eq!(status, want, "{what} (after {took:?})");
+        if want == 408 {
+            assert!(
+                took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+                "{what}: {took:?}"
+            );
+        }
+    }
+    // Unsupported media types, signed correctly: 415 once the signature is checked.
+    let body = serde_json::to_vec(&fixture("ping.json")).unwrap();
+    for ct in [
+        "text/plain",
+        "multipart/form-data; boundary=xyz",
+        "application/xml",
+    ] {
+        let r = deliver_raw(&addr, "ping", "ct", ct, &body, Some(SECRET));
+        assert_eq!(r.status, 415, "{ct}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("Content-Type"));
+    }
+    // Unsigned or wrongly signed stays 401 whatever the type: the signature comes first.
+    let r = deliver_raw(&addr, "ping", "ct", "text/plain", &body, None);
+    assert_eq!(r.status, 401);
+    let r = deliver_raw(&addr, "ping", "ct", "text/plain", &body, Some("not-the-secret"));
+    assert_eq!(r.status, 401);
+    assert_eq!(get(&addr, "/healthz").status, 200);
+    let m = get(&addr, "/metrics").body;
+    assert!(
+        m.contains("dockless_http_responses_total{code=\"415\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("dockless_http_responses_total{code=\"408\"} 1"),
+        "{m}"
+    );
+    tally(&format!(
+        "hostile: 1 MB header → 431, 500 headers → 431, slowloris → 408 after the 3 s body timeout, \
+         3 content types → 415; 3 pings answered meanwhile, slowest {} ms",
+        slowest.as_millis()
+    ));
+}
