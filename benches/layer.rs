@@ -1,8 +1,12 @@
 //! Layer creation throughput: a generated source tree to tar+gzip with both
-//! digests, plus the digest and gzip stages alone.
+//! digests (by thread count and compressor), the tar, digest and gzip stages
+//! alone, and the layer cache's lookup of an unchanged tree.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::cache::layers::LayerCache;
+use dockless::layer::{
+    write_layer, EntryData, FileSource, LayerCompression, LayerEntry, LayerOptions,
+};
 use dockless::store::BlobStore;
 use std::io::Write;
 
@@ -63,8 +67,8 @@ fn layer_throughput(c: &mut Criterion) {
                         &entries,
                         &store,
                         LayerOptions {
-                            mtime: 0,
                             gzip_level: level,
+                            ..Default::default()
                         },
                     )
                     .unwrap()
@@ -72,6 +76,68 @@ fn layer_throughput(c: &mut Criterion) {
             },
         );
     }
+    for threads in [1usize, 2] {
+        group.bench_with_input(
+            BenchmarkId::new("gzip6_threads", threads),
+            &threads,
+            |b, &threads| {
+                b.iter(|| {
+                    let opts = LayerOptions {
+                        threads,
+                        ..Default::default()
+                    };
+                    write_layer(&entries, &store, opts).unwrap()
+                })
+            },
+        );
+    }
+    group.bench_function("zstd3", |b| {
+        b.iter(|| {
+            let opts = LayerOptions {
+                compression: LayerCompression::Zstd,
+                ..Default::default()
+            };
+            write_layer(&entries, &store, opts).unwrap()
+        })
+    });
+    group.bench_function("tar_only", |b| {
+        b.iter(|| {
+            let mut tar = tar::Builder::new(std::io::sink());
+            for e in &entries {
+                if let EntryData::File {
+                    source: FileSource::Path(p),
+                    ..
+                } = &e.data
+                {
+                    tar.append_path_with_name(p, &e.path).unwrap();
+                }
+            }
+            tar.finish().unwrap();
+        })
+    });
+    group.finish();
+}
+
+/// The no-change path: stat every file, look the key up, find the blob.
+fn cache_lookup(c: &mut Criterion) {
+    let src = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(cache_dir.path()).unwrap();
+    let files = 2048;
+    let entries = source_tree(src.path(), files, 4096);
+    let opts = LayerOptions::default();
+    let cache = LayerCache::open(cache_dir.path());
+    let key = cache.key(&entries, &opts).unwrap();
+    let info = write_layer(&entries, &store, opts).unwrap();
+    cache.insert(&key, &info);
+    let mut group = c.benchmark_group("cache");
+    group.sample_size(20);
+    group.bench_function("key_and_lookup_2048_files", |b| {
+        b.iter(|| {
+            let key = cache.key(&entries, &opts).unwrap();
+            assert!(cache.lookup(&key, &store).is_some());
+        })
+    });
     group.finish();
 }
 
@@ -92,5 +158,5 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layer_throughput, stages);
+criterion_group!(benches, layer_throughput, stages, cache_lookup);
 criterion_main!(benches);

@@ -101,6 +101,7 @@ fn main() {
         LayerOptions {
             mtime: 0,
             gzip_level: 1,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -4,7 +4,7 @@
 
 use crate::layer::FileSource;
 use crate::rootfs::{clean, FsError, Node, NodeKind, RootFs};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ pub fn detect(path: &Path) -> Result<Option<ArchiveKind>, ArchiveError> {
     if head.starts_with(&[0x1f, 0x8b]) {
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let mut inner = [0u8; 512];
-        let m = read_up_to(&mut GzDecoder::new(file), &mut inner).unwrap_or(0);
+        let m = read_up_to(&mut MultiGzDecoder::new(file), &mut inner).unwrap_or(0);
         return Ok(is_tar_header(&inner[..m]).then_some(ArchiveKind::TarGz));
     }
     if head.starts_with(b"BZh") {
@@ -132,7 +132,8 @@ pub fn extract(
     let file = BufReader::new(File::open(archive).map_err(io_err)?);
     let reader: Box<dyn Read> = match kind {
         ArchiveKind::Tar => Box::new(file),
-        ArchiveKind::TarGz => Box::new(GzDecoder::new(file)),
+        // pigz and parallel gzip write several members; read them all.
+        ArchiveKind::TarGz => Box::new(MultiGzDecoder::new(file)),
     };
     let mut tar = tar::Archive::new(reader);
     for (n, entry) in tar.entries().map_err(io_err)?.enumerate() {
@@ -380,6 +381,29 @@ mod tests {
             "{:?}",
             fs.paths().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_to_the_end() {
+        let t = tar_with(&[
+            ("first", tar::EntryType::Regular, "1"),
+            ("second", tar::EntryType::Regular, "2"),
+        ]);
+        // Two gzip members, as pigz writes them.
+        let (a, b) = t.split_at(512);
+        let mut gz = Vec::new();
+        for part in [a, b] {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut enc, part).unwrap();
+            gz.extend(enc.finish().unwrap());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar.gz");
+        std::fs::write(&path, gz).unwrap();
+        assert_eq!(detect(&path).unwrap(), Some(ArchiveKind::TarGz));
+        let mut fs = RootFs::default();
+        extract(&path, ArchiveKind::TarGz, &mut fs, "", None, dir.path()).unwrap();
+        assert!(fs.get("first").is_some() && fs.get("second").is_some());
     }
 
     #[test]

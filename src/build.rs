@@ -3,6 +3,7 @@
 //! turn changes of the stage's root filesystem model into layers.
 
 use crate::archive::{self, ArchiveError};
+use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
 use crate::dockerfile::{
     self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
@@ -12,7 +13,7 @@ use crate::image::{
     build_index, Artifact, BaseInfo, BuiltImage, HealthConfig, History, Image, ImageConfig,
     ImageError,
 };
-use crate::layer::{self, FileSource, LayerError, LayerOptions};
+use crate::layer::{self, FileSource, LayerCompression, LayerError, LayerOptions};
 use crate::overlay;
 use crate::platform::{Platform, PlatformError};
 use crate::pull::{self, RegistryOptions};
@@ -24,6 +25,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 const HISTORY_COMMENT: &str = "dockless.dockerfile.v0";
+
+/// Folders that `--split-layers` puts in a layer of their own: a path with
+/// one of these as a component is a dependency.
+pub const DEPENDENCY_DIRS: &[&str] = &["site-packages", "node_modules", "vendor", ".venv"];
+
+fn is_dependency_path(path: &str) -> bool {
+    path.split('/').any(|c| DEPENDENCY_DIRS.contains(&c))
+}
 
 /// Everything a build needs besides the Dockerfile's own content.
 #[derive(Debug, Clone)]
@@ -39,6 +48,13 @@ pub struct BuildOptions {
     /// Seconds since the epoch for every timestamp in the image.
     pub source_date_epoch: u64,
     pub gzip_level: u32,
+    /// gzip (default) or zstd layers.
+    pub compression: LayerCompression,
+    /// Put dependency folders (see [`DEPENDENCY_DIRS`]) copied by a COPY or ADD
+    /// in a layer of their own, before the rest of what it copies.
+    pub split_layers: bool,
+    /// Reuse layers and compressed segments from the cache folder (see `cache::layers`).
+    pub layer_cache: bool,
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`.
     pub registry: RegistryOptions,
@@ -55,6 +71,9 @@ impl BuildOptions {
             platform: None,
             source_date_epoch: 0,
             gzip_level: layer::DEFAULT_GZIP_LEVEL,
+            compression: LayerCompression::Gzip,
+            split_layers: false,
+            layer_cache: true,
             cache_dir: cache_dir.into(),
             registry: RegistryOptions::default(),
         }
@@ -111,6 +130,8 @@ pub struct Built {
     pub store: BlobStore,
     /// Build args given but never declared by an ARG, as docker warns about.
     pub unused_build_args: Vec<String>,
+    /// What the layer cache served and what was written.
+    pub cache: CacheStats,
 }
 
 /// Builds the target stage (the last one unless `opts.target` names another).
@@ -131,6 +152,8 @@ pub struct BuiltSet {
     pub artifact: Artifact,
     pub store: BlobStore,
     pub unused_build_args: Vec<String>,
+    /// Summed over platforms.
+    pub cache: CacheStats,
 }
 
 /// Builds once per platform (the host's when none is given). The service's own
@@ -149,17 +172,23 @@ pub fn build_platforms(
             artifact: Artifact::Image(Box::new(built.image)),
             store: built.store,
             unused_build_args: built.unused_build_args,
+            cache: built.cache,
         });
     }
     let mut images = Vec::new();
     let mut unused = BTreeSet::new();
     let mut store = None;
+    let mut cache = CacheStats::default();
     for platform in platforms {
         let mut one = opts.clone();
         one.platform = Some(platform.clone());
         let built = build(&one)?;
         images.push(built.image);
         unused.extend(built.unused_build_args);
+        cache.layers_from_cache += built.cache.layers_from_cache;
+        cache.layers_written += built.cache.layers_written;
+        cache.files_hashed += built.cache.files_hashed;
+        cache.segments_reused += built.cache.segments_reused;
         store = Some(built.store);
     }
     let store = match store {
@@ -171,6 +200,7 @@ pub fn build_platforms(
         artifact: Artifact::Index(index),
         store,
         unused_build_args: unused.into_iter().collect(),
+        cache,
     })
 }
 
@@ -230,6 +260,8 @@ struct Builder<'a> {
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
     staged_files: usize,
+    layer_cache: Option<LayerCache>,
+    cache_stats: CacheStats,
 }
 
 impl<'a> Builder<'a> {
@@ -251,6 +283,8 @@ impl<'a> Builder<'a> {
             results,
             images: HashMap::new(),
             staged_files: 0,
+            layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
+            cache_stats: CacheStats::default(),
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -531,10 +565,15 @@ impl<'a> Builder<'a> {
             .filter(|k| !self.used_args.contains(*k) && !self.global_args.contains_key(*k))
             .cloned()
             .collect();
+        if let Some(cache) = &self.layer_cache {
+            cache.save();
+            self.cache_stats.files_hashed = cache.files_hashed();
+        }
         Ok(Built {
             image,
             store: self.store.clone(),
             unused_build_args,
+            cache: self.cache_stats,
         })
     }
 
@@ -595,8 +634,35 @@ impl<'a> Builder<'a> {
     /// Records the instruction, with a layer when it changed the filesystem.
     fn commit(&mut self, state: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
         let history = self.history(ins);
+        self.commit_with(state, ins.line, history)
+    }
+
+    fn commit_with(
+        &mut self,
+        state: &mut StageState,
+        line: usize,
+        history: History,
+    ) -> Result<(), BuildError> {
         if state.fs.has_changes() {
             let mut entries = state.fs.take_changes();
+            let opts = LayerOptions {
+                mtime: self.opts.source_date_epoch,
+                gzip_level: self.opts.gzip_level,
+                compression: self.opts.compression,
+                threads: 0,
+            };
+            let keyed = self
+                .layer_cache
+                .as_ref()
+                .and_then(|c| c.key(&entries, &opts));
+            if let (Some(cache), Some(key)) = (&self.layer_cache, &keyed) {
+                if let Some(info) = cache.lookup(key, &self.store) {
+                    tracing::info!(line, digest = %info.digest, "layer served from cache");
+                    self.cache_stats.layers_from_cache += 1;
+                    state.image.add_layer(info, history);
+                    return Ok(());
+                }
+            }
             if entries.iter().any(|e| {
                 matches!(
                     &e.data,
@@ -608,14 +674,23 @@ impl<'a> Builder<'a> {
             }) {
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
-                    .map_err(|e| self.fail(ins.line, e.to_string()))?;
+                    .map_err(|e| self.fail(line, e.to_string()))?;
             }
-            let opts = LayerOptions {
-                mtime: self.opts.source_date_epoch,
-                gzip_level: self.opts.gzip_level,
+            let info = match &self.layer_cache {
+                Some(cache) => {
+                    let segments = cache.segments(&self.store);
+                    let info =
+                        layer::write_layer_cached(&entries, &self.store, opts, Some(&segments))?;
+                    self.cache_stats.segments_reused += segments.reused();
+                    if let Some(key) = &keyed {
+                        cache.insert(key, &info);
+                    }
+                    info
+                }
+                None => layer::write_layer(&entries, &self.store, opts)?,
             };
-            let info = layer::write_layer(&entries, &self.store, opts)?;
-            tracing::info!(line = ins.line, digest = %info.digest, size = info.size, "layer written");
+            self.cache_stats.layers_written += 1;
+            tracing::info!(line, digest = %info.digest, size = info.size, "layer written");
             state.image.add_layer(info, history);
         } else {
             state.image.add_history(history);
@@ -891,6 +966,52 @@ impl<'a> Builder<'a> {
             message: format!("{verb} to {dest_raw}: {e}"),
         };
         let several = sources.len() > 1;
+        // --split-layers: dependency paths first, as a layer of their own. Only
+        // for plain trees (archives keep their place in the order), and each
+        // destination path is classified on its own, so the union of the two
+        // layers is exactly what one layer would hold.
+        let split = self.opts.split_layers
+            && sources.iter().all(|s| matches!(s, Source::Tree { .. }))
+            && sources.iter().any(|s| match s {
+                Source::Tree { root, children, .. } if root.is_dir() => {
+                    children.iter().any(|(rel, node)| {
+                        !hard_linked(node) && is_dependency_path(&clean(&dest, rel))
+                    })
+                }
+                _ => false,
+            });
+        if split {
+            for source in &sources {
+                let Source::Tree { root, children, .. } = source else {
+                    continue;
+                };
+                if !root.is_dir() {
+                    continue;
+                }
+                let deps: Vec<&(String, Node)> = children
+                    .iter()
+                    .filter(|(rel, node)| {
+                        !hard_linked(node) && is_dependency_path(&clean(&dest, rel))
+                    })
+                    .collect();
+                if deps.is_empty() {
+                    continue;
+                }
+                let dir = state
+                    .fs
+                    .mkdir_all(&dest, 0o755, puid, pgid)
+                    .map_err(fs_err)?;
+                for (rel, node) in deps {
+                    state
+                        .fs
+                        .insert(&clean(&dir, rel), apply(node.clone()))
+                        .map_err(fs_err)?;
+                }
+            }
+            let mut history = self.history(ins);
+            history.created_by = Some(format!("{} # dependencies", ins.original));
+            self.commit_with(state, line, history)?;
+        }
         for source in sources {
             match source {
                 Source::Archive { path, kind } => {
@@ -914,6 +1035,9 @@ impl<'a> Builder<'a> {
                         .mkdir_all(&dest, 0o755, puid, pgid)
                         .map_err(fs_err)?;
                     for (rel, node) in children {
+                        if split && !hard_linked(&node) && is_dependency_path(&clean(&dest, &rel)) {
+                            continue;
+                        }
                         state
                             .fs
                             .insert(&clean(&dir, &rel), apply(node))
@@ -1144,6 +1268,17 @@ fn context_node(entry: &ContextEntry) -> Node {
         uid: 0,
         gid: 0,
     }
+}
+
+/// Hard-linked files stay with the rest of a split COPY, so links are kept.
+fn hard_linked(node: &Node) -> bool {
+    matches!(
+        node.kind,
+        NodeKind::File {
+            link_key: Some(_),
+            ..
+        }
+    )
 }
 
 fn apply_owner(mut node: Node, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Node {

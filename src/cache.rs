@@ -33,3 +33,478 @@ pub fn source_date_epoch() -> Result<u64, EpochError> {
         Err(_) => Ok(0),
     }
 }
+
+/// The layer cache: how an unchanged COPY costs only `stat` calls.
+///
+/// Three records live under the cache folder, beside the blob store:
+///
+/// - `layers/stat-v1.json` maps a file's stat key (device, inode, mtime and
+///   ctime in nanoseconds, size) to the sha256 of its content. A file whose
+///   stat key is unknown is hashed again; files changed in the last
+///   [`RACY_SECONDS`] are never recorded, since a same-size rewrite within
+///   the filesystem's timestamp granularity would keep their stat key.
+/// - `layers/index/<key>.json` maps a layer key to the [`LayerInfo`] written
+///   for it. The key is the sha256 of [`LayerOptions::format_key`] (segmenting
+///   version, compressor fingerprint and level, mtime) and, for every entry
+///   in order, its path, type, mode, owner, link target, size and content
+///   hash. Any change of content, mode, owner, link target, name or set of
+///   files (a `.dockerignore` edit included) gives another key. A hit is used
+///   only while its blob is still in the store.
+/// - `segments/<compressor>/<aa>/<key>` records where a compressed segment
+///   (see `layer`) lies in a stored blob, keyed by the sha256 of its
+///   uncompressed bytes, so a changed layer recompresses only changed segments.
+///
+/// Bounding: [`prune`] keeps the blob store under a size cap by removing the
+/// least recently used blobs first (a blob's mtime is refreshed whenever the
+/// cache serves it), then drops index and segment records whose blob is gone.
+/// `dockless build` and `push` run it after every build with
+/// `--cache-max-size` (default [`DEFAULT_MAX_SIZE`]), and `dockless cache
+/// prune --max-size SIZE` runs it by hand. The stat map keeps at most
+/// [`STAT_ENTRIES_MAX`] entries, the least recently used going first.
+pub mod layers {
+    use crate::digest;
+    use crate::layer::{EntryData, FileSource, LayerEntry, LayerInfo, LayerOptions, SegmentCache};
+    use crate::store::BlobStore;
+    use rayon::prelude::*;
+    use serde::{Deserialize, Serialize};
+    use sha2::{Digest as _, Sha256};
+    use std::collections::{HashMap, HashSet};
+    use std::fs;
+    use std::io;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Files changed this recently are hashed but their stat key is not trusted later.
+    pub const RACY_SECONDS: i64 = 2;
+    /// Size of the stat map beyond which the least recently used entries go.
+    pub const STAT_ENTRIES_MAX: usize = 500_000;
+    /// Default cap of the blob store, in bytes (10 GiB).
+    pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct StatMap {
+        /// stat key → (content sha256 hex, last use in seconds since the epoch)
+        files: HashMap<String, (String, u64)>,
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// Counts of what the cache did during one build.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct CacheStats {
+        pub layers_from_cache: usize,
+        pub layers_written: usize,
+        pub files_hashed: usize,
+        pub segments_reused: usize,
+    }
+
+    pub struct LayerCache {
+        dir: PathBuf,
+        stats: Mutex<StatMap>,
+        dirty: AtomicBool,
+        files_hashed: AtomicUsize,
+    }
+
+    /// What a layer key was computed from, to check nothing moved while the layer was written.
+    pub struct KeyedLayer {
+        pub key: String,
+        stat_keys: Vec<(PathBuf, String)>,
+    }
+
+    fn stat_key(md: &fs::Metadata) -> String {
+        format!(
+            "{}:{}:{}.{}:{}.{}:{}",
+            md.dev(),
+            md.ino(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+            md.size()
+        )
+    }
+
+    fn hash_file(path: &Path) -> io::Result<String> {
+        let (d, _) = digest::sha256_file(path)?;
+        Ok(d.trim_start_matches("sha256:").to_string())
+    }
+
+    impl LayerCache {
+        pub fn open(cache_dir: &Path) -> LayerCache {
+            let dir = cache_dir.join("layers");
+            let stats = fs::read(dir.join("stat-v1.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            LayerCache {
+                dir,
+                stats: Mutex::new(stats),
+                dirty: AtomicBool::new(false),
+                files_hashed: AtomicUsize::new(0),
+            }
+        }
+
+        pub fn files_hashed(&self) -> usize {
+            self.files_hashed.load(Ordering::Relaxed)
+        }
+
+        /// The key of a layer made of these entries with these options, or None
+        /// when a file cannot be read (the layer write then reports it).
+        pub fn key(&self, entries: &[LayerEntry], opts: &LayerOptions) -> Option<KeyedLayer> {
+            let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
+            sorted.sort_by(|a, b| a.path.cmp(&b.path));
+            // Stat every local file, then hash the ones the stat map does not know, in parallel.
+            let mut stat_keys = Vec::new();
+            let mut content: HashMap<&Path, String> = HashMap::new();
+            let mut misses = Vec::new();
+            {
+                let map = self.stats.lock().ok()?;
+                for e in &sorted {
+                    if let EntryData::File {
+                        source: FileSource::Path(path),
+                        ..
+                    } = &e.data
+                    {
+                        let md = fs::metadata(path).ok()?;
+                        let key = stat_key(&md);
+                        match map.files.get(&key) {
+                            Some((hash, _)) => {
+                                content.insert(path.as_path(), hash.clone());
+                            }
+                            None => misses.push((path.as_path(), key.clone(), md)),
+                        }
+                        stat_keys.push((path.clone(), key));
+                    }
+                }
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let hashed: Vec<(&Path, String, String, bool)> = misses
+                .par_iter()
+                .map(|(path, key, md)| {
+                    let racy = md.mtime() >= now - RACY_SECONDS || md.ctime() >= now - RACY_SECONDS;
+                    hash_file(path).map(|h| (*path, key.clone(), h, racy))
+                })
+                .collect::<io::Result<_>>()
+                .ok()?;
+            self.files_hashed.fetch_add(hashed.len(), Ordering::Relaxed);
+            if let Ok(mut map) = self.stats.lock() {
+                let used = now_secs();
+                for (path, key, hash, racy) in hashed {
+                    if !racy {
+                        map.files.insert(key, (hash.clone(), used));
+                        self.dirty.store(true, Ordering::Relaxed);
+                    }
+                    content.insert(path, hash);
+                }
+                for (_, key) in &stat_keys {
+                    if let Some(entry) = map.files.get_mut(key) {
+                        entry.1 = used;
+                    }
+                }
+            }
+            let mut h = Sha256::new();
+            h.update(b"dockless-layer-key\0");
+            h.update(opts.format_key().as_bytes());
+            h.update(b"\0");
+            for e in sorted {
+                let (kind, detail) = match &e.data {
+                    EntryData::Dir => ("d", String::new()),
+                    EntryData::Symlink(t) => ("s", t.clone()),
+                    EntryData::HardLink(t) => ("h", t.clone()),
+                    EntryData::File { source, size } => {
+                        let id = match source {
+                            FileSource::Path(p) => content.get(p.as_path())?.clone(),
+                            // Base layer blobs are content-addressed: the blob and member name it.
+                            FileSource::Layer { blob, path } => {
+                                format!("layer:{}:{}", blob.file_name()?.to_string_lossy(), path)
+                            }
+                        };
+                        ("f", format!("{size}:{id}"))
+                    }
+                };
+                for part in [
+                    e.path.as_str(),
+                    kind,
+                    &format!("{:o}:{}:{}", e.mode, e.uid, e.gid),
+                    &detail,
+                ] {
+                    h.update((part.len() as u64).to_le_bytes());
+                    h.update(part.as_bytes());
+                }
+            }
+            Some(KeyedLayer {
+                key: hex::encode(h.finalize()),
+                stat_keys,
+            })
+        }
+
+        fn index_path(&self, key: &str) -> PathBuf {
+            self.dir.join("index").join(format!("{key}.json"))
+        }
+
+        /// The layer stored for this key, if its blob is still in the store.
+        pub fn lookup(&self, key: &KeyedLayer, store: &BlobStore) -> Option<LayerInfo> {
+            let path = self.index_path(&key.key);
+            let info: LayerInfo = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+            match store.existing(&info.digest) {
+                Ok(blob) => {
+                    touch(&blob);
+                    Some(info)
+                }
+                Err(_) => {
+                    let _ = fs::remove_file(&path);
+                    None
+                }
+            }
+        }
+
+        /// Records a written layer, unless one of its files changed while it was written.
+        pub fn insert(&self, key: &KeyedLayer, info: &LayerInfo) {
+            let unchanged = key.stat_keys.iter().all(|(path, k)| {
+                fs::metadata(path)
+                    .map(|md| &stat_key(&md) == k)
+                    .unwrap_or(false)
+            });
+            if !unchanged {
+                tracing::debug!("a file changed while its layer was written; not cached");
+                return;
+            }
+            let path = self.index_path(&key.key);
+            if let Err(e) = write_atomic(&path, &serde_json::to_vec(info).unwrap_or_default()) {
+                tracing::warn!("cannot record layer in {}: {e}", path.display());
+            }
+        }
+
+        /// Writes the stat map back (bounded to [`STAT_ENTRIES_MAX`] entries).
+        pub fn save(&self) {
+            if !self.dirty.swap(false, Ordering::Relaxed) {
+                // Last-use times changed too, but only matter for eviction; skip the write.
+                return;
+            }
+            let Ok(mut map) = self.stats.lock() else {
+                return;
+            };
+            if map.files.len() > STAT_ENTRIES_MAX {
+                let mut uses: Vec<u64> = map.files.values().map(|v| v.1).collect();
+                uses.sort_unstable();
+                let cut = uses[map.files.len() - STAT_ENTRIES_MAX];
+                map.files.retain(|_, v| v.1 >= cut);
+            }
+            let path = self.dir.join("stat-v1.json");
+            if let Err(e) = write_atomic(&path, &serde_json::to_vec(&*map).unwrap_or_default()) {
+                tracing::warn!("cannot save {}: {e}", path.display());
+            }
+        }
+
+        /// The segment index over this store.
+        pub fn segments<'a>(&'a self, store: &'a BlobStore) -> SegmentIndex<'a> {
+            SegmentIndex {
+                dir: self.dir.parent().unwrap_or(&self.dir).join("segments"),
+                store,
+                reused: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn touch(path: &Path) {
+        if let Ok(f) = fs::File::options().append(true).open(path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Where compressed segments of stored blobs lie (see [`LayerCache`]).
+    pub struct SegmentIndex<'a> {
+        dir: PathBuf,
+        store: &'a BlobStore,
+        reused: AtomicUsize,
+    }
+
+    impl SegmentIndex<'_> {
+        pub fn reused(&self) -> usize {
+            self.reused.load(Ordering::Relaxed)
+        }
+
+        fn path(&self, key: &str) -> Option<PathBuf> {
+            // key = "<compressor>-<sha256 hex>", made by layer.rs; refuse anything else.
+            let (compressor, hex) = key.rsplit_once('-')?;
+            let safe = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+            };
+            if !safe(compressor) || hex.len() != 64 || !safe(hex) {
+                return None;
+            }
+            Some(self.dir.join(compressor).join(&hex[..2]).join(hex))
+        }
+    }
+
+    impl SegmentCache for SegmentIndex<'_> {
+        fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+            let path = self.path(key)?;
+            let text = fs::read_to_string(&path).ok()?;
+            let mut parts = text.split_whitespace();
+            let (digest, offset, len) = (
+                parts.next()?,
+                parts.next()?.parse::<u64>().ok()?,
+                parts.next()?.parse::<u64>().ok()?,
+            );
+            let blob = match self.store.existing(digest) {
+                Ok(b) => b,
+                Err(_) => {
+                    let _ = fs::remove_file(&path);
+                    return None;
+                }
+            };
+            let file = fs::File::open(blob).ok()?;
+            if len > (64 << 20) || file.metadata().ok()?.len() < offset.checked_add(len)? {
+                return None;
+            }
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, offset).ok()?;
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            Some(bytes)
+        }
+
+        fn record(&self, blob_digest: &str, segments: &[(String, u64, u64)]) {
+            for (key, offset, len) in segments {
+                if let Some(path) = self.path(key) {
+                    let line = format!("{blob_digest} {offset} {len}\n");
+                    if let Err(e) = write_atomic(&path, line.as_bytes()) {
+                        tracing::debug!("segment record {}: {e}", path.display());
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What [`prune`] removed and kept.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct PruneReport {
+        pub blobs_removed: usize,
+        pub bytes_removed: u64,
+        pub bytes_kept: u64,
+    }
+
+    /// Removes least recently used blobs until the store holds at most
+    /// `max_bytes`, never one named in `keep`; then drops layer and segment
+    /// records that point at removed blobs.
+    pub fn prune(
+        cache_dir: &Path,
+        max_bytes: u64,
+        keep: &HashSet<String>,
+    ) -> io::Result<PruneReport> {
+        let blob_dir = cache_dir.join("blobs").join("sha256");
+        let mut blobs = Vec::new();
+        let mut total = 0u64;
+        let listing = match fs::read_dir(&blob_dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PruneReport::default()),
+            Err(e) => return Err(e),
+        };
+        for entry in listing {
+            let entry = entry?;
+            let md = entry.metadata()?;
+            if !md.is_file() {
+                continue;
+            }
+            let used = md.modified().unwrap_or(UNIX_EPOCH);
+            total += md.len();
+            blobs.push((
+                used,
+                entry.file_name().to_string_lossy().into_owned(),
+                md.len(),
+            ));
+        }
+        let mut report = PruneReport::default();
+        if total > max_bytes {
+            blobs.sort();
+            for (_, hex, len) in &blobs {
+                if total <= max_bytes {
+                    break;
+                }
+                if keep.contains(&format!("sha256:{hex}")) {
+                    continue;
+                }
+                if fs::remove_file(blob_dir.join(hex)).is_ok() {
+                    total -= len;
+                    report.blobs_removed += 1;
+                    report.bytes_removed += len;
+                }
+            }
+        }
+        report.bytes_kept = total;
+        if report.blobs_removed > 0 {
+            drop_dangling(cache_dir, &blob_dir);
+        }
+        Ok(report)
+    }
+
+    fn drop_dangling(cache_dir: &Path, blob_dir: &Path) {
+        let gone =
+            |digest: &str| digest::hex_part(digest).is_none_or(|hex| !blob_dir.join(hex).is_file());
+        let index = cache_dir.join("layers").join("index");
+        for entry in fs::read_dir(&index).into_iter().flatten().flatten() {
+            let info: Option<LayerInfo> = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if info.is_none_or(|i| gone(&i.digest)) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let segments = cache_dir.join("segments");
+        for entry in walkdir::WalkDir::new(&segments).into_iter().flatten() {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            if gone(text.split_whitespace().next().unwrap_or("")) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// `10G`, `512M`, `100K` or a byte count.
+    pub fn parse_size(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let (num, mult) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let mult = match c.to_ascii_uppercase() {
+                    'K' => 1u64 << 10,
+                    'M' => 1 << 20,
+                    'G' => 1 << 30,
+                    'T' => 1 << 40,
+                    _ => return Err(format!("invalid size {text:?}: use K, M, G or T")),
+                };
+                (&t[..i], mult)
+            }
+            _ => (t, 1),
+        };
+        num.trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 10G, 512M or 1000000"))
+    }
+}

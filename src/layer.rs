@@ -1,18 +1,50 @@
 //! Layers: a sorted list of filesystem entries streamed once through tar,
-//! gzip and two hashers into the blob store.
+//! compression and two hashers into the blob store.
+//!
+//! Compression uses every core and stays deterministic: the tar stream is cut
+//! into segments (at entry boundaries chosen from the entries' paths once a
+//! segment holds [`SEGMENT_MIN`] bytes, at the first one after
+//! [`SEGMENT_TARGET`], or mid-entry at [`SEGMENT_MAX`]), each segment is compressed on its own as
+//! one gzip member (or one zstd frame), and the members are concatenated in
+//! order. A multi-member gzip is plain gzip to docker, containerd and Go's
+//! readers, and the bytes depend only on the entries, the level and
+//! [`FORMAT_VERSION`], never on the thread count. Memory stays bounded: at most
+//! a few segments per thread are in flight, whatever the layer's size.
+//!
+//! With a [`SegmentCache`], each segment is keyed by the sha256 of its
+//! uncompressed bytes, and a segment compressed before (in an earlier layer
+//! blob) is copied instead of compressed again: a one-file change recompresses
+//! about one segment.
 
 use crate::digest::HashingWriter;
 use crate::store::{BlobStore, StoreError};
 use flate2::{Compression, GzBuilder};
+use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
 use tar::{EntryType, Header};
 
 pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// gzip level used unless the caller asks otherwise; part of the digest.
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+/// zstd level of `--compression zstd` layers; part of the digest.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Version of the segmenting rules below: changing them changes digests, so
+/// caches keyed on layer bytes include it.
+pub const FORMAT_VERSION: u32 = 1;
+/// A segment may end after an entry once it holds this many bytes, if the
+/// entry's path hash says so (one entry in four): content-defined boundaries,
+/// so that after a changed file the segments fall back in step.
+pub const SEGMENT_MIN: usize = 512 << 10;
+/// A segment always ends after the entry that takes it to this many bytes.
+pub const SEGMENT_TARGET: usize = 2 << 20;
+/// A segment never grows past this many bytes, even inside one large file.
+pub const SEGMENT_MAX: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -61,11 +93,52 @@ pub struct LayerEntry {
     pub data: EntryData,
 }
 
+/// How layer blobs are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LayerCompression {
+    /// gzip at `LayerOptions::gzip_level` (the OCI default every runtime reads).
+    #[default]
+    Gzip,
+    /// zstd at [`ZSTD_LEVEL`] (`application/vnd.oci.image.layer.v1.tar+zstd`).
+    Zstd,
+}
+
+impl LayerCompression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => MEDIA_TYPE_TAR_GZIP,
+            LayerCompression::Zstd => MEDIA_TYPE_TAR_ZSTD,
+        }
+    }
+
+    /// Names the compressor and level, e.g. `gzip6`, for cache keys.
+    pub fn key(self, gzip_level: u32) -> String {
+        match self {
+            LayerCompression::Gzip => format!("gzip{}", gzip_level.min(9)),
+            LayerCompression::Zstd => format!("zstd{ZSTD_LEVEL}"),
+        }
+    }
+}
+
+impl std::str::FromStr for LayerCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "zstd" => Ok(LayerCompression::Zstd),
+            other => Err(format!("unknown compression {other:?} (gzip or zstd)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct LayerOptions {
     /// mtime of every entry, seconds since the epoch.
     pub mtime: u64,
     pub gzip_level: u32,
+    pub compression: LayerCompression,
+    /// Compression threads; 0 means one per available core. Never changes the bytes.
+    pub threads: usize,
 }
 
 impl Default for LayerOptions {
@@ -73,8 +146,58 @@ impl Default for LayerOptions {
         LayerOptions {
             mtime: 0,
             gzip_level: DEFAULT_GZIP_LEVEL,
+            compression: LayerCompression::Gzip,
+            threads: 0,
         }
     }
+}
+
+impl LayerOptions {
+    /// Everything besides the entries that decides a layer's bytes: the
+    /// segmenting rules, the compressor's own output, the level and the mtime.
+    pub fn format_key(&self) -> String {
+        format!(
+            "v{FORMAT_VERSION}-{}-mtime{}",
+            compressor_key(self.compression, self.gzip_level),
+            self.mtime
+        )
+    }
+}
+
+/// Names a compressor and level together with a fingerprint of its output
+/// (a fixed sample, compressed and hashed), so that cached bytes made by
+/// another version of zlib-rs or zstd are never mixed into a new layer.
+pub fn compressor_key(compression: LayerCompression, gzip_level: u32) -> String {
+    static KEYS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    let name = compression.key(gzip_level);
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(found) = keys.lock().ok().and_then(|k| k.get(&name).cloned()) {
+        return found;
+    }
+    let mut sample = Vec::with_capacity(64 << 10);
+    let mut state: u32 = 0x2545_f491;
+    while sample.len() < 64 << 10 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        sample.extend_from_slice(format!("item {} = {};\n", state % 97, state % 1013).as_bytes());
+    }
+    let compressor = Compressor {
+        compression,
+        gzip_level: gzip_level.min(9),
+        key_prefix: String::new(),
+        cache: None,
+    };
+    let print = match compressor.run(&sample) {
+        Ok((bytes, _)) => hex::encode(&Sha256::digest(&bytes)[..6]),
+        Err(_) => "unknown".into(),
+    };
+    let key = format!("{name}.{print}");
+    if let Ok(mut k) = keys.lock() {
+        k.insert(name, key.clone());
+    }
+    key
 }
 
 /// What a written layer is known by.
@@ -89,11 +212,30 @@ pub struct LayerInfo {
     pub media_type: String,
 }
 
-/// Writes the entries (sorted here, by path) as one tar+gzip blob in a single pass.
+/// Compressed segments from earlier layers, keyed by the compressor and the
+/// sha256 of the segment's uncompressed bytes (see `cache::SegmentIndex`).
+pub trait SegmentCache: Sync {
+    /// The compressed bytes of a segment with this key, if still available.
+    fn lookup(&self, key: &str) -> Option<Vec<u8>>;
+    /// Records where each segment of a committed blob lies: (key, offset, length).
+    fn record(&self, blob_digest: &str, segments: &[(String, u64, u64)]);
+}
+
+/// Writes the entries (sorted here, by path) as one compressed tar blob in a single pass.
 pub fn write_layer(
     entries: &[LayerEntry],
     store: &BlobStore,
     opts: LayerOptions,
+) -> Result<LayerInfo, LayerError> {
+    write_layer_cached(entries, store, opts, None)
+}
+
+/// [`write_layer`], reusing and recording compressed segments in `segments`.
+pub fn write_layer_cached(
+    entries: &[LayerEntry],
+    store: &BlobStore,
+    opts: LayerOptions,
+    segments: Option<&dyn SegmentCache>,
 ) -> Result<LayerInfo, LayerError> {
     let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
@@ -106,34 +248,289 @@ pub fn write_layer(
             path: temp.path().display().to_string(),
             source,
         })?;
-    let compressed = HashingWriter::new(io::BufWriter::new(file));
-    // mtime 0 and an "unknown" OS byte keep the gzip header independent of the host.
-    let gzip = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(compressed, Compression::new(opts.gzip_level.min(9)));
-    let mut tar = tar::Builder::new(HashingWriter::new(gzip));
-
-    for entry in sorted {
-        append_entry(&mut tar, entry, opts.mtime)?;
-    }
     let finish_err = |source| LayerError::Write {
         path: "<end of archive>".into(),
         source,
     };
-    let uncompressed = tar.into_inner().map_err(finish_err)?;
-    let (gzip, diff_id, uncompressed_size) = uncompressed.finish();
-    let compressed = gzip.finish().map_err(finish_err)?;
-    let (mut buffered, digest, size) = compressed.finish();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let compressor = Compressor {
+        compression: opts.compression,
+        gzip_level: opts.gzip_level.min(9),
+        key_prefix: compressor_key(opts.compression, opts.gzip_level),
+        cache: segments,
+    };
+    let out = io::BufWriter::with_capacity(1 << 20, file);
+    let (diff_id, uncompressed_size, written) = std::thread::scope(|scope| {
+        let pipeline = Pipeline::start(scope, &compressor, threads, out);
+        let mut tar = tar::Builder::new(pipeline);
+        let mut result = Ok(());
+        for entry in sorted {
+            result = append_entry(&mut tar, entry, opts.mtime);
+            if result.is_err() {
+                break;
+            }
+            if let Err(source) = tar.get_mut().entry_boundary(&entry.path) {
+                result = Err(LayerError::Write {
+                    path: entry.path.clone(),
+                    source,
+                });
+                break;
+            }
+        }
+        let finished = match result {
+            Ok(()) => tar.into_inner().map_err(finish_err),
+            Err(e) => {
+                // Stop the pipeline's threads before reporting the entry's error.
+                if let Ok(pipeline) = tar.into_inner() {
+                    let _ = pipeline.abort();
+                }
+                return Err(e);
+            }
+        };
+        finished?.finish().map_err(finish_err)
+    })?;
+    let Written {
+        out,
+        digest,
+        size,
+        segments: table,
+    } = written;
+    let mut buffered = out;
     buffered.flush().map_err(finish_err)?;
     drop(buffered);
     store.commit(temp, &digest)?;
+    if let Some(cache) = segments {
+        cache.record(&digest, &table);
+    }
     Ok(LayerInfo {
         digest,
         diff_id,
         size,
         uncompressed_size,
-        media_type: MEDIA_TYPE_TAR_GZIP.into(),
+        media_type: opts.compression.media_type().into(),
+    })
+}
+
+/// How one segment becomes compressed bytes.
+struct Compressor<'a> {
+    compression: LayerCompression,
+    gzip_level: u32,
+    key_prefix: String,
+    cache: Option<&'a dyn SegmentCache>,
+}
+
+impl Compressor<'_> {
+    /// The compressed member and, with a cache, the segment's key.
+    fn run(&self, data: &[u8]) -> io::Result<(Vec<u8>, Option<String>)> {
+        let key = self
+            .cache
+            .map(|_| format!("{}-{}", self.key_prefix, hex::encode(Sha256::digest(data))));
+        if let (Some(cache), Some(key)) = (self.cache, &key) {
+            if let Some(bytes) = cache.lookup(key) {
+                return Ok((bytes, Some(key.clone())));
+            }
+        }
+        let out = match self.compression {
+            LayerCompression::Gzip => {
+                // mtime 0 and an "unknown" OS byte keep each member's header
+                // independent of the host.
+                let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(
+                    Vec::with_capacity(data.len() / 3 + 64),
+                    Compression::new(self.gzip_level),
+                );
+                gz.write_all(data)?;
+                gz.finish()?
+            }
+            LayerCompression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL)?,
+        };
+        Ok((out, key))
+    }
+}
+
+type Out = io::BufWriter<std::fs::File>;
+
+/// The compressed blob as the pipeline wrote it.
+struct Written {
+    out: Out,
+    digest: String,
+    size: u64,
+    /// (segment key, offset, length) of every segment, when a cache asked for keys.
+    segments: Vec<(String, u64, u64)>,
+}
+
+type Done = (u64, io::Result<(Vec<u8>, Option<String>)>);
+
+/// The tar stream's sink: hashes the uncompressed bytes, cuts segments and
+/// hands them to compression threads; a writer thread puts the compressed
+/// members in order into the blob file while hashing them.
+struct Pipeline<'scope> {
+    buf: Vec<u8>,
+    next: u64,
+    diff: Sha256,
+    uncompressed: u64,
+    jobs: Option<SyncSender<(u64, Vec<u8>)>>,
+    /// One token per segment in flight; the writer returns it, which bounds memory.
+    tokens: Receiver<()>,
+    writer: std::thread::ScopedJoinHandle<'scope, io::Result<Written>>,
+    workers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+}
+
+fn pipeline_stopped() -> io::Error {
+    io::Error::other("the layer's writer stopped")
+}
+
+impl<'scope> Pipeline<'scope> {
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        compressor: &'scope Compressor<'env>,
+        threads: usize,
+        out: Out,
+    ) -> Pipeline<'scope> {
+        let threads = threads.max(1);
+        let in_flight = 2 * threads + 2;
+        let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
+        let (done_tx, done_rx) = channel::<Done>();
+        let (token_tx, token_rx) = sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            let _ = token_tx.send(());
+        }
+        let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let job_rx = job_rx.clone();
+                let done_tx = done_tx.clone();
+                scope.spawn(move || loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((index, data)) = job else { return };
+                    if done_tx.send((index, compressor.run(&data))).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        drop(done_tx);
+        let writer = scope.spawn(move || write_in_order(out, done_rx, token_tx));
+        Pipeline {
+            buf: Vec::with_capacity(SEGMENT_MIN),
+            next: 0,
+            diff: Sha256::new(),
+            uncompressed: 0,
+            jobs: Some(job_tx),
+            tokens: token_rx,
+            writer,
+            workers,
+        }
+    }
+
+    fn dispatch(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT_MIN));
+        self.tokens.recv().map_err(|_| pipeline_stopped())?;
+        let jobs = self.jobs.as_ref().ok_or_else(pipeline_stopped)?;
+        jobs.send((self.next, data))
+            .map_err(|_| pipeline_stopped())?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Called after each whole entry: ends the segment once it is big enough.
+    fn entry_boundary(&mut self, path: &str) -> io::Result<()> {
+        let len = self.buf.len();
+        if len >= SEGMENT_TARGET || (len >= SEGMENT_MIN && path_hash(path).is_multiple_of(4)) {
+            self.dispatch()?;
+        }
+        Ok(())
+    }
+
+    fn stop(mut self) -> io::Result<Written> {
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        match self.writer.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn abort(mut self) -> io::Result<Written> {
+        self.buf.clear();
+        self.stop()
+    }
+
+    /// Sends the last segment and waits for the blob: (diff_id, tar size, blob).
+    fn finish(mut self) -> io::Result<(String, u64, Written)> {
+        let dispatched = self.dispatch();
+        let diff = std::mem::take(&mut self.diff);
+        let uncompressed = self.uncompressed;
+        let written = self.stop();
+        let written = written?;
+        dispatched?;
+        let diff_id = format!("sha256:{}", hex::encode(diff.finalize()));
+        Ok((diff_id, uncompressed, written))
+    }
+}
+
+impl Write for Pipeline<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = SEGMENT_MAX - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        self.diff.update(&data[..n]);
+        self.uncompressed += n as u64;
+        if self.buf.len() >= SEGMENT_MAX {
+            self.dispatch()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// FNV-1a of a path: a fixed, platform-independent choice of boundaries.
+fn path_hash(path: &str) -> u64 {
+    path.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Writes members in segment order, hashing them; returns a token per member.
+fn write_in_order(out: Out, done: Receiver<Done>, tokens: SyncSender<()>) -> io::Result<Written> {
+    let mut out = HashingWriter::new(out);
+    let mut pending = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    let mut table = Vec::new();
+    for (index, result) in done {
+        pending.insert(index, result?);
+        while let Some((bytes, key)) = pending.remove(&next) {
+            let offset = out.written();
+            out.write_all(&bytes)?;
+            if let Some(key) = key {
+                table.push((key, offset, bytes.len() as u64));
+            }
+            next += 1;
+            let _ = tokens.send(());
+        }
+    }
+    if !pending.is_empty() {
+        return Err(io::Error::other("a layer segment was lost"));
+    }
+    let (out, digest, size) = out.finish();
+    Ok(Written {
+        out,
+        digest,
+        size,
+        segments: table,
     })
 }
 
@@ -243,7 +640,7 @@ impl<R: Read> Read for ExactReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::read::GzDecoder;
+    use flate2::read::MultiGzDecoder as GzDecoder;
 
     fn file_entry(dir: &std::path::Path, name: &str, body: &[u8]) -> LayerEntry {
         let path = dir.join(name.replace('/', "_"));
@@ -306,6 +703,7 @@ mod tests {
         let opts = LayerOptions {
             mtime: 1234,
             gzip_level: 6,
+            ..Default::default()
         };
         let a = write_layer(&entries, &store, opts).unwrap();
         let mut reversed = entries.clone();
@@ -340,8 +738,8 @@ mod tests {
             &entries,
             &store,
             LayerOptions {
-                mtime: 0,
                 gzip_level: 1,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -349,8 +747,8 @@ mod tests {
             &entries,
             &store,
             LayerOptions {
-                mtime: 0,
                 gzip_level: 9,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -369,5 +767,140 @@ mod tests {
         }
         let err = write_layer(&[entry], &store, LayerOptions::default()).unwrap_err();
         assert!(matches!(err, LayerError::Changed { .. }), "{err}");
+    }
+
+    /// A few MB of text-like files, so the layer has several segments.
+    fn big_tree(dir: &std::path::Path) -> Vec<LayerEntry> {
+        (0..40)
+            .map(|i| {
+                let body: String = (0..2000 + i * 150)
+                    .map(|n| format!("line {n} of file {i}: value = {}\n", n * 7 % 13))
+                    .collect();
+                file_entry(dir, &format!("app/m{i:02}.py"), body.as_bytes())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bytes_do_not_depend_on_the_thread_count() {
+        let src = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let entries = big_tree(src.path());
+        for compression in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            let with = |threads| {
+                let opts = LayerOptions {
+                    threads,
+                    compression,
+                    ..Default::default()
+                };
+                write_layer(&entries, &store, opts).unwrap()
+            };
+            let one = with(1);
+            assert!(one.uncompressed_size > 2 * SEGMENT_MIN as u64);
+            assert_eq!(one, with(2));
+            assert_eq!(one, with(7));
+            assert_eq!(one.media_type, compression.media_type());
+        }
+    }
+
+    #[test]
+    fn a_multi_member_gzip_layer_reads_back_whole() {
+        let src = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let entries = big_tree(src.path());
+        let info = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+        let blob = std::fs::read(store.existing(&info.digest).unwrap()).unwrap();
+        // More than one gzip member, each with the host-independent header.
+        let members = blob
+            .windows(10)
+            .filter(|w| w[..4] == [0x1f, 0x8b, 8, 0] && w[4..8] == [0; 4] && w[9] == 255)
+            .count();
+        assert!(members > 1, "{members} members");
+        let mut tar_bytes = Vec::new();
+        GzDecoder::new(&blob[..])
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        assert_eq!(crate::digest::sha256(&tar_bytes), info.diff_id);
+        assert_eq!(read_back(&store, &info).len(), entries.len());
+    }
+
+    #[test]
+    fn zstd_layers_decode_to_the_same_tar() {
+        let src = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let entries = big_tree(src.path());
+        let gz = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+        let zst = write_layer(
+            &entries,
+            &store,
+            LayerOptions {
+                compression: LayerCompression::Zstd,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(gz.diff_id, zst.diff_id);
+        assert_ne!(gz.digest, zst.digest);
+        let blob = std::fs::read(store.existing(&zst.digest).unwrap()).unwrap();
+        let tar_bytes = zstd::decode_all(&blob[..]).unwrap();
+        assert_eq!(crate::digest::sha256(&tar_bytes), zst.diff_id);
+    }
+
+    type SegmentTable = Vec<(String, u64, u64)>;
+
+    /// A segment cache in memory, standing in for `cache::layers::SegmentIndex`.
+    #[derive(Default)]
+    struct MemSegments {
+        store: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+        blobs: std::sync::Mutex<Vec<(String, SegmentTable)>>,
+        hits: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SegmentCache for MemSegments {
+        fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+            let found = self.store.lock().unwrap().get(key).cloned();
+            if found.is_some() {
+                self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            found
+        }
+        fn record(&self, blob: &str, segments: &[(String, u64, u64)]) {
+            self.blobs
+                .lock()
+                .unwrap()
+                .push((blob.to_string(), segments.to_vec()));
+        }
+    }
+
+    #[test]
+    fn reused_segments_give_the_same_bytes_as_a_cold_write() {
+        let src = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let mut entries = big_tree(src.path());
+        let cache = MemSegments::default();
+        let first =
+            write_layer_cached(&entries, &store, LayerOptions::default(), Some(&cache)).unwrap();
+        // Fill the cache from the recorded table, as the on-disk index does.
+        let blob = std::fs::read(store.existing(&first.digest).unwrap()).unwrap();
+        for (_, table) in cache.blobs.lock().unwrap().iter() {
+            for (key, off, len) in table {
+                let bytes = blob[*off as usize..(*off + *len) as usize].to_vec();
+                cache.store.lock().unwrap().insert(key.clone(), bytes);
+            }
+        }
+        let segments = cache.store.lock().unwrap().len();
+        assert!(segments > 2);
+        // Change one file near the end: only its segment is compressed again.
+        entries[38] = file_entry(src.path(), "app/m38.py", b"changed\n");
+        let warm =
+            write_layer_cached(&entries, &store, LayerOptions::default(), Some(&cache)).unwrap();
+        let cold = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+        assert_eq!(warm, cold);
+        let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(hits >= segments - 2, "{hits} of {segments} reused");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::image::{canonical_json, descriptor, Artifact, BuiltImage, ImageError};
 use crate::store::{BlobStore, StoreError};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -293,10 +293,14 @@ pub fn write_docker_archive(
             let dir = name.trim_end_matches("layer.tar");
             w.dir(dir)?;
             let blob = store.existing(&layer.digest)?;
-            let gz = GzDecoder::new(io::BufReader::new(
-                File::open(&blob).map_err(io_err(&blob))?,
-            ));
-            w.reader(name, layer.uncompressed_size, gz)?;
+            let file = io::BufReader::new(File::open(&blob).map_err(io_err(&blob))?);
+            // docker-archive holds plain tars; dockless's gzip layers have several members.
+            let tar: Box<dyn io::Read> = if layer.media_type.ends_with("+zstd") {
+                Box::new(zstd::Decoder::with_buffer(file).map_err(io_err(&blob))?)
+            } else {
+                Box::new(MultiGzDecoder::new(file))
+            };
+            w.reader(name, layer.uncompressed_size, tar)?;
         }
         w.bytes("manifest.json", &manifest)
     })

@@ -39,6 +39,23 @@ enum Commands {
     Login(LoginArgs),
     /// Run the GitHub webhook build service (see README, "dockless serve").
     Serve(ServeArgs),
+    /// Manage the cache folder (blobs, layer and segment records).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove least recently used blobs until the cache holds at most --max-size.
+    Prune {
+        /// Size cap, e.g. 10G, 512M (0 empties the blob store).
+        #[arg(long, value_parser = parse_size)]
+        max_size: u64,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    dockless::cache::layers::parse_size(text)
 }
 
 #[derive(Args)]
@@ -132,6 +149,19 @@ struct BuildFlags {
     /// gzip level for new layers, 0-9 (part of the digest).
     #[arg(long, default_value_t = dockless::layer::DEFAULT_GZIP_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     gzip_level: u32,
+    /// Layer compression: gzip, or zstd (tar+zstd media type, for runtimes that read it).
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression: String,
+    /// Put dependency folders (site-packages, node_modules, vendor, .venv) of a
+    /// COPY in a layer of their own, before the rest.
+    #[arg(long)]
+    split_layers: bool,
+    /// Do not reuse layers or compressed segments from the cache.
+    #[arg(long)]
+    no_layer_cache: bool,
+    /// After the build, remove least recently used cached blobs beyond this size.
+    #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
+    cache_max_size: u64,
 }
 
 /// An error with the exit code it deserves.
@@ -164,6 +194,7 @@ fn main() -> ExitCode {
         Commands::Push(args) => run_push(args),
         Commands::Login(args) => run_login(args),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
+        Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,7 +253,36 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.registry.ca_certs = args.ca_certs.clone();
     opts.source_date_epoch = dockless::cache::source_date_epoch().map_err(usage)?;
     opts.gzip_level = args.gzip_level;
+    opts.compression = args
+        .compression
+        .parse()
+        .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
+    opts.split_layers = args.split_layers;
+    opts.layer_cache = !args.no_layer_cache;
     Ok(opts)
+}
+
+fn run_prune(max_size: u64) -> Result<(), Failure> {
+    let dir = dockless::cache::default_dir();
+    let report = dockless::cache::layers::prune(&dir, max_size, &Default::default())
+        .with_context(|| format!("pruning {}", dir.display()))?;
+    eprintln!(
+        "removed {} blobs ({} bytes); {} bytes kept in {}",
+        report.blobs_removed,
+        report.bytes_removed,
+        report.bytes_kept,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Keeps the cache under its cap, never removing the blobs just built.
+fn prune_after_build(flags: &BuildFlags, built: &build::BuiltSet) {
+    let keep = built.artifact.blob_digests().into_iter().collect();
+    let dir = dockless::cache::default_dir();
+    if let Err(e) = dockless::cache::layers::prune(&dir, flags.cache_max_size, &keep) {
+        tracing::warn!("cannot prune the cache {}: {e}", dir.display());
+    }
 }
 
 fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
@@ -243,6 +303,15 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
+    let c = built.cache;
+    tracing::info!(
+        layers_from_cache = c.layers_from_cache,
+        layers_written = c.layers_written,
+        files_hashed = c.files_hashed,
+        segments_reused = c.segments_reused,
+        "layer cache"
+    );
+    prune_after_build(flags, &built);
     Ok(built)
 }
 

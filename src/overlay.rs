@@ -5,7 +5,7 @@
 use crate::digest::HashingReader;
 use crate::layer::{EntryData, FileSource, LayerEntry};
 use crate::rootfs::{clean, Node, NodeKind, RootFs};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -18,8 +18,6 @@ const OPAQUE: &str = ".wh..wh..opq";
 pub enum OverlayError {
     #[error("base layer {blob}: {source}")]
     Io { blob: PathBuf, source: io::Error },
-    #[error("base layer {blob}: zstd-compressed layers are not supported yet")]
-    Zstd { blob: PathBuf },
     #[error(
         "base layer {blob}: its content hashes to {actual}, but the image config says {expected}"
     )]
@@ -39,12 +37,11 @@ fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
     let mut file = BufReader::new(File::open(blob).map_err(io_err)?);
     let head = io::BufRead::fill_buf(&mut file).map_err(io_err)?;
     if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(OverlayError::Zstd {
-            blob: blob.to_path_buf(),
-        });
+        return Ok(Box::new(zstd::Decoder::with_buffer(file).map_err(io_err)?));
     }
+    // Several gzip members (pigz, dockless's own parallel layers) read as one stream.
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(GzDecoder::new(file)))
+        Ok(Box::new(MultiGzDecoder::new(file)))
     } else {
         Ok(Box::new(file))
     }

@@ -664,7 +664,14 @@ fn hostile_clients_are_refused_while_others_are_served() {
     // Unsigned or wrongly signed stays 401 whatever the type: the signature comes first.
     let r = deliver_raw(&addr, "ping", "ct", "text/plain", &body, None);
     assert_eq!(r.status, 401);
-    let r = deliver_raw(&addr, "ping", "ct", "text/plain", &body, Some("not-the-secret"));
+    let r = deliver_raw(
+        &addr,
+        "ping",
+        "ct",
+        "text/plain",
+        &body,
+        Some("not-the-secret"),
+    );
     assert_eq!(r.status, 401);
     assert_eq!(get(&addr, "/healthz").status, 200);
     let m = get(&addr, "/metrics").body;

@@ -139,7 +139,7 @@ fn layer_file(reg: &Registry, repo_tag: &str, path: &str) -> String {
             .unwrap()
             .trim_start_matches("sha256:");
         let f = std::fs::File::open(dest.path().join(hex)).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
         for entry in ar.entries().unwrap() {
             let mut e = entry.unwrap();
             if e.path().unwrap().to_string_lossy().trim_start_matches("./") == path {
