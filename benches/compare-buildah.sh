@@ -6,6 +6,9 @@
 #
 #   benches/compare-buildah.sh [RUNS]          # default 3 runs per scenario
 #   TREE_MB=2048 benches/compare-buildah.sh --rss-only   # peak RSS on a big tree
+#   DOCKLESS_BIN=path       # time this dockless binary instead of building one
+#   DOCKLESS_BASELINE=path  # also time another dockless binary (e.g. the previous
+#                           # commit's) in the same run, as "baseline"
 #
 # The tree is copies of the machine's Python standard library (/usr/lib/python3.*)
 # up to TREE_MB (default 256) MB, as `COPY app /app` from scratch; without
@@ -35,9 +38,15 @@ if [[ $RSS_ONLY == 0 ]]; then
   done
 fi
 
-echo "building dockless (release)..." >&2
-(cd "$ROOT" && cargo build --release --quiet --bin dockless)
-DOCKLESS="$ROOT/target/release/dockless"
+if [[ -n "${DOCKLESS_BIN:-}" ]]; then
+  DOCKLESS=$DOCKLESS_BIN
+else
+  echo "building dockless (release)..." >&2
+  (cd "$ROOT" && cargo build --release --quiet --bin dockless)
+  DOCKLESS="$ROOT/target/release/dockless"
+fi
+BASELINE=${DOCKLESS_BASELINE:-}
+TOOLS="buildah dockless${BASELINE:+ baseline}"
 
 # --- the tree -----------------------------------------------------------------
 CTX="$WORK/ctx"
@@ -126,8 +135,11 @@ buildah_cycle() { # run tag
 dockless_cycle() { # run tag
   DOCKLESS_CACHE_DIR="$WORK/dcache" "$DOCKLESS" push "$CTX" -t "$REG/dl$1:$2" --insecure -q
 }
-export -f buildah_cycle dockless_cycle
-export BUILDAH_ROOT CTX REG WORK DOCKLESS
+baseline_cycle() { # run tag
+  DOCKLESS_CACHE_DIR="$WORK/bcache" "$BASELINE" push "$CTX" -t "$REG/bl$1:$2" --insecure -q
+}
+export -f buildah_cycle dockless_cycle baseline_cycle
+export BUILDAH_ROOT CTX REG WORK DOCKLESS BASELINE
 
 layers_size() { # repo tag: compressed size of the layers the registry holds
   python3 - "$REG" "$1" "$2" <<'EOF'
@@ -151,9 +163,12 @@ record() { # tool scenario seconds rss
 ORIG="$WORK/orig-change"
 cp "$CHANGE" "$ORIG"
 for run in $(seq "$RUNS"); do
-  for tool in buildah dockless; do
+  tools=$TOOLS
+  # The tool right after buildah finds a colder page cache: alternate the two dockless.
+  if [[ -n "$BASELINE" ]] && (( run % 2 == 0 )); then tools="buildah baseline dockless"; fi
+  for tool in $tools; do
     cp "$ORIG" "$CHANGE"
-    rm -rf "$BUILDAH_ROOT" "$WORK/dcache"
+    rm -rf "$BUILDAH_ROOT" "$WORK/dcache" "$WORK/bcache"
     read -r s r < <(timed bash -c "${tool}_cycle $run c")
     record "$tool" cold "$s" "$r"
     read -r s r < <(timed bash -c "${tool}_cycle $run n")
@@ -187,3 +202,15 @@ for i, n in enumerate(names):
 print(f"compressed layers: dockless {int(dl_size) / 1e6:.1f} MB, buildah {int(bh_size) / 1e6:.1f} MB, ratio {int(dl_size) / int(bh_size):.3f} (target <= 1.05)")
 print(f"dockless peak RSS: {int(rss) / 1024:.0f} MB (target <= 256)")
 EOF
+if [[ -n "$BASELINE" ]]; then
+  python3 - "${T[buildah.cold]}" "${T[buildah.nochange]}" "${T[buildah.onefile]}" \
+    "${T[baseline.cold]}" "${T[baseline.nochange]}" "${T[baseline.onefile]}" \
+    "${T[dockless.cold]}" "${T[dockless.nochange]}" "${T[dockless.onefile]}" <<'EOF'
+import statistics, sys
+med = [statistics.median(map(float, v.split())) for v in sys.argv[1:10]]
+print(f"{'scenario':<16} {'baseline':>9} {'dockless':>9} {'change':>7} {'baseline ratio':>15}")
+for i, n in enumerate(["cold", "no-change", "one-file change"]):
+    b, old, new = med[i], med[i + 3], med[i + 6]
+    print(f"{n:<16} {old:>8.3f}s {new:>8.3f}s {(new - old) / old * 100:>+6.1f}% {b / old:>14.1f}x")
+EOF
+fi

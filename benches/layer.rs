@@ -1,6 +1,7 @@
 //! Layer creation throughput: a generated source tree to tar+gzip with both
 //! digests (by thread count and compressor), the tar, digest and gzip stages
-//! alone, and the layer cache's lookup of an unchanged tree.
+//! alone, the layer cache's lookup of an unchanged tree, and a cold layer
+//! written through the cache (files hashed first, or while they stream).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dockless::cache::layers::LayerCache;
@@ -141,6 +142,49 @@ fn cache_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// A cold layer with the cache on: hash every file, then write the layer
+/// (two reads per file), against hashing files as the layer streams them.
+fn cold_cache_write(c: &mut Criterion) {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let (files, size) = (256, 64 * 1024);
+    let entries = source_tree(src.path(), files, size);
+    let opts = LayerOptions::default();
+    let mut group = c.benchmark_group("cold_cache");
+    group.throughput(Throughput::Bytes((files * size) as u64));
+    group.sample_size(10);
+    group.bench_function("hash_then_write", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let cache = LayerCache::open(dir.path());
+                let key = cache.key(&entries, &opts).unwrap();
+                let segments = cache.segments(&store);
+                let info =
+                    dockless::layer::write_layer_cached(&entries, &store, opts, Some(&segments))
+                        .unwrap();
+                cache.insert(&key, &info);
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("hash_while_writing", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let cache = LayerCache::open(dir.path());
+                let scan = cache.scan(&entries, &opts).unwrap();
+                cache
+                    .write_layer(Some(&scan), &entries, &store, opts)
+                    .unwrap();
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 fn stages(c: &mut Criterion) {
     let data = sample_bytes(16 * 1024 * 1024, 7);
     let mut group = c.benchmark_group("stages");
@@ -158,5 +202,11 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layer_throughput, stages, cache_lookup);
+criterion_group!(
+    benches,
+    layer_throughput,
+    stages,
+    cache_lookup,
+    cold_cache_write
+);
 criterion_main!(benches);

@@ -460,9 +460,15 @@ impl<'a> Builder<'a> {
         let mut fs = RootFs::default();
         let mut layers = base.layers.clone();
         for layer in &mut layers {
-            let blob = self.store.existing(&layer.digest)?;
-            layer.uncompressed_size =
-                overlay::apply_layer(&mut fs, &blob, &layer.diff_id).map_err(|e| fail(&e))?;
+            layer.uncompressed_size = apply_base_layer(
+                &mut fs,
+                layer,
+                image,
+                &self.store,
+                &self.opts.cache_dir,
+                &self.opts.registry,
+            )
+            .map_err(|e| fail(&e))?;
         }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());
@@ -651,10 +657,12 @@ impl<'a> Builder<'a> {
                 compression: self.opts.compression,
                 threads: 0,
             };
-            let keyed = self
+            // A cold layer's files are hashed while they are written, not before.
+            let scanned = self
                 .layer_cache
                 .as_ref()
-                .and_then(|c| c.key(&entries, &opts));
+                .and_then(|c| c.scan(&entries, &opts));
+            let keyed = scanned.as_ref().and_then(|s| s.key());
             if let (Some(cache), Some(key)) = (&self.layer_cache, &keyed) {
                 if let Some(info) = cache.lookup(key, &self.store) {
                     tracing::info!(line, digest = %info.digest, "layer served from cache");
@@ -678,13 +686,9 @@ impl<'a> Builder<'a> {
             }
             let info = match &self.layer_cache {
                 Some(cache) => {
-                    let segments = cache.segments(&self.store);
-                    let info =
-                        layer::write_layer_cached(&entries, &self.store, opts, Some(&segments))?;
-                    self.cache_stats.segments_reused += segments.reused();
-                    if let Some(key) = &keyed {
-                        cache.insert(key, &info);
-                    }
+                    let (info, reused) =
+                        cache.write_layer(scanned.as_ref(), &entries, &self.store, opts)?;
+                    self.cache_stats.segments_reused += reused;
                     info
                 }
                 None => layer::write_layer(&entries, &self.store, opts)?,
@@ -1347,6 +1351,42 @@ fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// Applies one base layer from its cached header index, or from its blob
+/// (downloaded, verified, then indexed). A layer applied from the index
+/// stays in its registry until its content is needed: the overlay then
+/// fetches it through the registered fetcher. Returns the uncompressed size.
+fn apply_base_layer(
+    fs: &mut RootFs,
+    layer: &layer::LayerInfo,
+    image: &ImageRef,
+    store: &BlobStore,
+    cache_dir: &std::path::Path,
+    registry: &RegistryOptions,
+) -> Result<u64, String> {
+    let blob = store.path(&layer.digest).map_err(|e| e.to_string())?;
+    let fetch: overlay::BlobFetch = {
+        let (image, store, registry) = (image.clone(), store.clone(), registry.clone());
+        let (digest, size) = (layer.digest.clone(), layer.size);
+        std::sync::Arc::new(move || {
+            block_on(pull::fetch_blob(&image, &store, &registry, &digest, size))
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    overlay::register_lazy_blob(blob.clone(), fetch.clone());
+    if let Some(index) = overlay::load_index(cache_dir, &layer.digest, &layer.diff_id) {
+        tracing::debug!(digest = %layer.digest, "base layer applied from its header index");
+        overlay::apply_index(fs, &index, &blob);
+        return Ok(index.uncompressed_size);
+    }
+    fetch()?;
+    let index = overlay::read_index(&blob, &layer.diff_id).map_err(|e| e.to_string())?;
+    overlay::save_index(cache_dir, &layer.digest, &index);
+    overlay::apply_index(fs, &index, &blob);
+    Ok(index.uncompressed_size)
+}
+
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(fs: &RootFs, file: &str, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
     let resolved = fs.resolve(file, true).ok()?;
@@ -1355,7 +1395,14 @@ fn lookup_id(fs: &RootFs, file: &str, name: &str, id_field: usize) -> Option<(u3
     };
     let bytes = match source {
         FileSource::Path(path) => std::fs::read(path).ok()?,
-        FileSource::Layer { blob, path } => overlay::read_member(blob, path, 1 << 20).ok()??,
+        // The layer may still be in its registry: read_member fetches it.
+        FileSource::Layer { blob, path } => match overlay::read_member(blob, path, 1 << 20) {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!("cannot read /{file} of the stage: {e}");
+                return None;
+            }
+        },
     };
     String::from_utf8_lossy(&bytes).lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();

@@ -237,6 +237,34 @@ pub fn write_layer_cached(
     opts: LayerOptions,
     segments: Option<&dyn SegmentCache>,
 ) -> Result<LayerInfo, LayerError> {
+    write_layer_inner(entries, store, opts, segments, None)
+}
+
+/// sha256 (hex, no prefix) of each local file's bytes as they went into a
+/// layer, by source path.
+pub type FileHashes = std::collections::HashMap<PathBuf, String>;
+
+/// [`write_layer_cached`] that also hashes every local file's content on its
+/// way into the tar stream (the same read feeds both), so that a cold build
+/// reads each file once.
+pub fn write_layer_hashed(
+    entries: &[LayerEntry],
+    store: &BlobStore,
+    opts: LayerOptions,
+    segments: Option<&dyn SegmentCache>,
+) -> Result<(LayerInfo, FileHashes), LayerError> {
+    let mut hashes = FileHashes::new();
+    let info = write_layer_inner(entries, store, opts, segments, Some(&mut hashes))?;
+    Ok((info, hashes))
+}
+
+fn write_layer_inner(
+    entries: &[LayerEntry],
+    store: &BlobStore,
+    opts: LayerOptions,
+    segments: Option<&dyn SegmentCache>,
+    mut hashes: Option<&mut FileHashes>,
+) -> Result<LayerInfo, LayerError> {
     let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
 
@@ -268,7 +296,7 @@ pub fn write_layer_cached(
         let mut tar = tar::Builder::new(pipeline);
         let mut result = Ok(());
         for entry in sorted {
-            result = append_entry(&mut tar, entry, opts.mtime);
+            result = append_entry(&mut tar, entry, opts.mtime, hashes.as_deref_mut());
             if result.is_err() {
                 break;
             }
@@ -549,6 +577,7 @@ fn append_entry<W: Write>(
     tar: &mut tar::Builder<W>,
     entry: &LayerEntry,
     mtime: u64,
+    hashes: Option<&mut FileHashes>,
 ) -> Result<(), LayerError> {
     let mut header = base_header(entry, mtime);
     let write_err = |source| LayerError::Write {
@@ -587,7 +616,7 @@ fn append_entry<W: Write>(
                 path: path.clone(),
                 source,
             })?;
-            let mut reader = ExactReader::new(file, *size);
+            let mut reader = ExactReader::new(file, *size, hashes.is_some());
             let result = tar.append_data(&mut header, &entry.path, &mut reader);
             if reader.short() {
                 return Err(LayerError::Changed {
@@ -595,30 +624,45 @@ fn append_entry<W: Write>(
                     expected: *size,
                 });
             }
-            result.map_err(write_err)
+            result.map_err(write_err)?;
+            if let (Some(hashes), Some(hash)) = (hashes, reader.content_hash()) {
+                hashes.insert(path.clone(), hash);
+            }
+            Ok(())
         }
     }
 }
 
 /// Yields exactly `expected` bytes or records that the file got shorter;
 /// the tar header's size is already written, so a mismatch must fail the layer.
+/// Optionally hashes the bytes it yields.
 struct ExactReader<R> {
     inner: io::Take<R>,
     remaining: u64,
     short: bool,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> ExactReader<R> {
-    fn new(inner: R, expected: u64) -> Self {
+    fn new(inner: R, expected: u64, hash: bool) -> Self {
         ExactReader {
             inner: inner.take(expected),
             remaining: expected,
             short: false,
+            hasher: hash.then(Sha256::new),
         }
     }
 
     fn short(&self) -> bool {
         self.short
+    }
+
+    /// The sha256 (hex) of everything read, once all `expected` bytes were.
+    fn content_hash(&mut self) -> Option<String> {
+        if self.remaining != 0 || self.short {
+            return None;
+        }
+        self.hasher.take().map(|h| hex::encode(h.finalize()))
     }
 }
 
@@ -626,6 +670,9 @@ impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.remaining -= n as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         if n == 0 && self.remaining > 0 && !buf.is_empty() {
             self.short = true;
             return Err(io::Error::new(
@@ -725,6 +772,31 @@ mod tests {
         assert_eq!(paths, vec!["app/", "app/b.txt", long.as_str(), "app/link"]);
         assert!(listed.iter().all(|e| e.2 == 1234));
         assert_eq!(listed[0].3, 1000);
+    }
+
+    #[test]
+    fn hashing_files_on_the_way_changes_no_byte() {
+        let src = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let mut entries = big_tree(src.path());
+        entries.push(file_entry(src.path(), "app/empty", b""));
+        let plain = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+        let (hashed, hashes) =
+            write_layer_hashed(&entries, &store, LayerOptions::default(), None).unwrap();
+        assert_eq!(plain, hashed);
+        assert_eq!(hashes.len(), entries.len());
+        for e in &entries {
+            let EntryData::File {
+                source: FileSource::Path(path),
+                ..
+            } = &e.data
+            else {
+                unreachable!()
+            };
+            let (expected, _) = crate::digest::sha256_file(path).unwrap();
+            assert_eq!(format!("sha256:{}", hashes[path]), expected);
+        }
     }
 
     #[test]

@@ -324,7 +324,20 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let built = run_image_build(&args.flags, build_options(&args.flags)?)?;
+    let build_opts = build_options(&args.flags)?;
+    let sources = build_opts.registry.clone();
+    let built = run_image_build(&args.flags, build_opts)?;
+    // Base layers may still be in their registry; a layout holds every blob.
+    tokio::runtime::Runtime::new()?
+        .block_on(dockless::pull::ensure_blobs(
+            &built.store,
+            &built.artifact,
+            &sources,
+        ))
+        .map_err(|e| Failure {
+            code: EXIT_REGISTRY,
+            error: anyhow::Error::from(e).context("downloading the base image's layers"),
+        })?;
     output
         .write(&built.store, &built.artifact, &name.to_string())
         .with_context(|| {
@@ -373,6 +386,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
             .insecure_registries
             .push(target.registry.clone());
     }
+    let sources = build_opts.registry.clone();
     let built = run_image_build(&args.flags, build_opts)?;
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
@@ -391,12 +405,13 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::publish::publish_artifact(
+        .block_on(dockless::publish::publish_artifact_from(
             &built.store,
             &built.artifact,
             &target,
             &opts,
             &cache_dir,
+            &sources,
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,

@@ -6,10 +6,12 @@ use crate::digest::HashingReader;
 use crate::layer::{EntryData, FileSource, LayerEntry};
 use crate::rootfs::{clean, Node, NodeKind, RootFs};
 use flate2::read::MultiGzDecoder;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -18,6 +20,8 @@ const OPAQUE: &str = ".wh..wh..opq";
 pub enum OverlayError {
     #[error("base layer {blob}: {source}")]
     Io { blob: PathBuf, source: io::Error },
+    #[error("base layer {blob}: fetching it from its registry: {reason}")]
+    Fetch { blob: PathBuf, reason: String },
     #[error(
         "base layer {blob}: its content hashes to {actual}, but the image config says {expected}"
     )]
@@ -56,22 +60,92 @@ fn image_path(name: &str) -> Option<String> {
     (!path.is_empty()).then_some(path)
 }
 
-struct Header {
-    path: String,
-    node: Option<Node>,
-    hard_link: Option<String>,
+/// Format version of a [`LayerIndex`] file; a different one is ignored.
+const INDEX_VERSION: u32 = 1;
+
+/// What one tar entry of a base layer means to the filesystem model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    Dir,
+    File,
+    Symlink,
+    /// `link` names the earlier entry (None: the target escapes the image).
+    HardLink,
+    /// Devices and fifos: a rootless build cannot copy them; they stay in the layer.
+    Other,
+    /// `.wh.<name>`: `path` is the hidden path.
+    Whiteout,
+    /// `.wh..wh..opq`: `path` is the folder whose lower content is hidden.
+    Opaque,
 }
 
-/// Applies one layer and returns its uncompressed size, checking its diff_id.
-pub fn apply_layer(fs: &mut RootFs, blob: &Path, diff_id: &str) -> Result<u64, OverlayError> {
+/// One tar header of a base layer, as the overlay needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub path: String,
+    pub kind: IndexKind,
+    #[serde(default)]
+    pub mode: u32,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// A base layer's headers, read once from a verified blob, so a later build
+/// can apply the layer without the blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerIndex {
+    pub version: u32,
+    pub diff_id: String,
+    pub uncompressed_size: u64,
+    pub entries: Vec<IndexEntry>,
+}
+
+/// `<cache>/layer-index/<hex>.json` for the layer's compressed digest.
+pub fn index_path(cache_dir: &Path, digest: &str) -> Option<PathBuf> {
+    let hex = crate::digest::hex_part(digest)?;
+    Some(cache_dir.join("layer-index").join(format!("{hex}.json")))
+}
+
+/// The cached index of a layer, if present, readable and for this diff_id.
+pub fn load_index(cache_dir: &Path, digest: &str, diff_id: &str) -> Option<LayerIndex> {
+    let bytes = std::fs::read(index_path(cache_dir, digest)?).ok()?;
+    let index: LayerIndex = serde_json::from_slice(&bytes).ok()?;
+    (index.version == INDEX_VERSION && index.diff_id == diff_id).then_some(index)
+}
+
+/// Stores the index atomically; a failure only costs a download next time.
+pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
+    let Some(path) = index_path(cache_dir, digest) else {
+        return;
+    };
+    let write = || -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&mut tmp, index)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot write the layer index {}: {e}", path.display());
+    }
+}
+
+/// Reads a layer blob's headers, checking its diff_id.
+pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
     };
     let mut hashed = HashingReader::new(open_layer(blob)?);
-    let mut headers = Vec::new();
-    let mut opaque = Vec::new();
-    let mut whiteouts = Vec::new();
+    let mut entries = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(io_err)? {
@@ -81,15 +155,24 @@ pub fn apply_layer(fs: &mut RootFs, blob: &Path, diff_id: &str) -> Result<u64, O
                 continue;
             };
             let (dir, base) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            let marker = |path: String, kind| IndexEntry {
+                path,
+                kind,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                link: None,
+            };
             if base == OPAQUE {
-                opaque.push(dir.to_string());
+                entries.push(marker(dir.to_string(), IndexKind::Opaque));
                 continue;
             }
             if let Some(hidden) = base.strip_prefix(WHITEOUT) {
-                whiteouts.push(clean(dir, hidden));
+                entries.push(marker(clean(dir, hidden), IndexKind::Whiteout));
                 continue;
             }
-            headers.push(read_header(&entry, path, blob).map_err(io_err)?);
+            entries.push(read_header(&entry, path).map_err(io_err)?);
         }
     }
     let (actual, size) = hashed.finish().map_err(io_err)?;
@@ -100,33 +183,67 @@ pub fn apply_layer(fs: &mut RootFs, blob: &Path, diff_id: &str) -> Result<u64, O
             actual,
         });
     }
-    // Whiteouts hide what lower layers had; this layer's own entries come after.
-    for dir in opaque {
-        fs.clear_dir(&dir);
-    }
-    for path in whiteouts {
-        fs.remove_tree(&path);
-    }
-    for h in headers {
-        match (h.node, h.hard_link) {
-            (Some(node), _) => fs.put_base(&h.path, node),
-            (None, Some(target)) => {
-                if let Some(node) = fs.get(&target).cloned() {
-                    fs.put_base(&h.path, node);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-    fs.forget_changes();
-    Ok(size)
+    Ok(LayerIndex {
+        version: INDEX_VERSION,
+        diff_id: actual,
+        uncompressed_size: size,
+        entries,
+    })
 }
 
-fn read_header<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    path: String,
-    blob: &Path,
-) -> io::Result<Header> {
+/// Applies a layer from its index; file bodies stay in `blob` (which need
+/// not exist yet: see [`register_lazy_blob`]).
+pub fn apply_index(fs: &mut RootFs, index: &LayerIndex, blob: &Path) {
+    // Whiteouts hide what lower layers had; this layer's own entries come after.
+    for e in index.entries.iter().filter(|e| e.kind == IndexKind::Opaque) {
+        fs.clear_dir(&e.path);
+    }
+    for e in index
+        .entries
+        .iter()
+        .filter(|e| e.kind == IndexKind::Whiteout)
+    {
+        fs.remove_tree(&e.path);
+    }
+    for e in &index.entries {
+        let kind = match e.kind {
+            IndexKind::Dir => NodeKind::Dir,
+            IndexKind::Symlink => NodeKind::Symlink(e.link.clone().unwrap_or_default()),
+            IndexKind::File => NodeKind::File {
+                source: FileSource::Layer {
+                    blob: blob.to_path_buf(),
+                    path: e.path.clone(),
+                },
+                size: e.size,
+                link_key: None,
+            },
+            IndexKind::HardLink => {
+                if let Some(node) = e.link.as_deref().and_then(|t| fs.get(t)).cloned() {
+                    fs.put_base(&e.path, node);
+                }
+                continue;
+            }
+            IndexKind::Other | IndexKind::Whiteout | IndexKind::Opaque => continue,
+        };
+        let node = Node {
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+        };
+        fs.put_base(&e.path, node);
+    }
+    fs.forget_changes();
+}
+
+/// Applies one layer and returns its uncompressed size, checking its diff_id.
+pub fn apply_layer(fs: &mut RootFs, blob: &Path, diff_id: &str) -> Result<u64, OverlayError> {
+    let index = read_index(blob, diff_id)?;
+    apply_index(fs, &index, blob);
+    Ok(index.uncompressed_size)
+}
+
+fn read_header<R: Read>(entry: &tar::Entry<'_, R>, path: String) -> io::Result<IndexEntry> {
     let header = entry.header();
     let mode = header.mode()? & 0o7777;
     let uid = header.uid()? as u32;
@@ -137,43 +254,62 @@ fn read_header<R: Read>(
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    let kind = match header.entry_type() {
-        tar::EntryType::Directory => NodeKind::Dir,
-        tar::EntryType::Symlink => NodeKind::Symlink(link()),
-        tar::EntryType::Link => {
-            return Ok(Header {
-                path,
-                node: None,
-                hard_link: image_path(&link()),
-            });
+    let (kind, size, link) = match header.entry_type() {
+        tar::EntryType::Directory => (IndexKind::Dir, 0, None),
+        tar::EntryType::Symlink => (IndexKind::Symlink, 0, Some(link())),
+        tar::EntryType::Link => (IndexKind::HardLink, 0, image_path(&link())),
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            (IndexKind::File, header.size()?, None)
         }
-        tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File {
-            source: FileSource::Layer {
-                blob: blob.to_path_buf(),
-                path: path.clone(),
-            },
-            size: header.size()?,
-            link_key: None,
-        },
-        // Devices and fifos cannot be copied by a rootless build; they stay in the base layer.
-        _ => {
-            return Ok(Header {
-                path,
-                node: None,
-                hard_link: None,
-            })
-        }
+        _ => (IndexKind::Other, 0, None),
     };
-    Ok(Header {
+    Ok(IndexEntry {
         path,
-        node: Some(Node {
-            kind,
-            mode,
-            uid,
-            gid,
-        }),
-        hard_link: None,
+        kind,
+        mode,
+        uid,
+        gid,
+        size,
+        link,
     })
+}
+
+/// Fetches a missing base blob into its store path, verified.
+pub type BlobFetch = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Blob paths applied from an index whose blob may still be in a registry.
+fn lazy_blobs() -> &'static Mutex<HashMap<PathBuf, BlobFetch>> {
+    static LAZY: OnceLock<Mutex<HashMap<PathBuf, BlobFetch>>> = OnceLock::new();
+    LAZY.get_or_init(Default::default)
+}
+
+/// Says how to fetch `blob` should its content be needed. Paths are content
+/// addresses, so any registration for a path is as good as another.
+pub fn register_lazy_blob(blob: PathBuf, fetch: BlobFetch) {
+    if let Ok(mut map) = lazy_blobs().lock() {
+        map.insert(blob, fetch);
+    }
+}
+
+/// Makes sure `blob` is on disk, downloading it when it was applied lazily.
+pub fn ensure_blob(blob: &Path) -> Result<(), OverlayError> {
+    if blob.is_file() {
+        return Ok(());
+    }
+    let fetch = lazy_blobs()
+        .lock()
+        .ok()
+        .and_then(|map| map.get(blob).cloned());
+    match fetch {
+        Some(fetch) => fetch().map_err(|reason| OverlayError::Fetch {
+            blob: blob.to_path_buf(),
+            reason,
+        }),
+        None => Err(OverlayError::Io {
+            blob: blob.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "the layer blob is missing"),
+        }),
+    }
 }
 
 /// Extracts the named members of one layer blob to files in `staging`.
@@ -182,6 +318,7 @@ fn extract_members(blob: &Path, wanted: &BTreeMap<String, PathBuf>) -> Result<()
         blob: blob.to_path_buf(),
         source,
     };
+    ensure_blob(blob)?;
     let mut archive = tar::Archive::new(open_layer(blob)?);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
@@ -253,6 +390,7 @@ pub fn read_member(blob: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8>
         blob: blob.to_path_buf(),
         source,
     };
+    ensure_blob(blob)?;
     let mut archive = tar::Archive::new(open_layer(blob)?);
     for entry in archive.entries().map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -378,6 +516,63 @@ mod tests {
         assert_eq!(
             read_member(&blob, "etc/passwd", 100).unwrap().unwrap(),
             b"xxx"
+        );
+    }
+
+    #[test]
+    fn an_index_applies_like_its_blob_and_fetches_it_on_demand() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(tmp.path().join("s")).unwrap();
+        let src = tmp.path();
+        let l = write_layer(
+            &[
+                entry("etc", EntryData::Dir, src),
+                entry("etc/motd", file(4), src),
+                entry("etc/.wh.old", file(0), src),
+                entry("lib", EntryData::Symlink("usr/lib".into()), src),
+            ],
+            &store,
+            LayerOptions::default(),
+        )
+        .unwrap();
+        let blob = store.existing(&l.digest).unwrap();
+        let mut from_blob = RootFs::default();
+        apply_layer(&mut from_blob, &blob, &l.diff_id).unwrap();
+
+        let cache = tmp.path().join("cache");
+        let index = read_index(&blob, &l.diff_id).unwrap();
+        save_index(&cache, &l.digest, &index);
+        assert!(
+            load_index(&cache, &l.digest, &l.digest).is_none(),
+            "other diff_id"
+        );
+        let loaded = load_index(&cache, &l.digest, &l.diff_id).unwrap();
+        assert_eq!(loaded, index);
+        assert_eq!(loaded.uncompressed_size, l.uncompressed_size);
+
+        // The blob leaves the store; the index still builds the same model.
+        let kept = tmp.path().join("kept");
+        std::fs::rename(&blob, &kept).unwrap();
+        let mut from_index = RootFs::default();
+        apply_index(&mut from_index, &loaded, &blob);
+        let paths = |fs: &RootFs| fs.paths().cloned().collect::<Vec<_>>();
+        assert_eq!(paths(&from_index), paths(&from_blob));
+        assert!(matches!(
+            read_member(&blob, "etc/motd", 10),
+            Err(OverlayError::Io { .. })
+        ));
+        let (from, to) = (kept.clone(), blob.clone());
+        register_lazy_blob(
+            blob.clone(),
+            Arc::new(move || {
+                std::fs::copy(&from, &to)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        assert_eq!(
+            read_member(&blob, "etc/motd", 10).unwrap().unwrap(),
+            b"xxxx"
         );
     }
 

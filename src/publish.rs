@@ -6,8 +6,10 @@
 use crate::image::{
     Artifact, BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
+use crate::pull::RegistryOptions;
 use crate::registry::{
-    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, Session,
+    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, RemoteBlob,
+    Session,
 };
 use crate::store::{BlobStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +70,24 @@ fn local_blob(
     mounts: &MountRecord,
     repo: &str,
 ) -> Result<LocalBlob, StoreError> {
+    Ok(local_blob_at(
+        store.existing(digest)?,
+        digest,
+        size,
+        media_type,
+        mounts,
+        repo,
+    ))
+}
+
+fn local_blob_at(
+    path: PathBuf,
+    digest: &str,
+    size: u64,
+    media_type: &str,
+    mounts: &MountRecord,
+    repo: &str,
+) -> LocalBlob {
     let mount_from = mounts
         .get(digest)
         .map(|repos| {
@@ -78,22 +98,38 @@ fn local_blob(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(LocalBlob {
+    LocalBlob {
         digest: digest.to_string(),
         size,
         media_type: media_type.to_string(),
-        path: store.existing(digest)?,
+        path,
+        source: None,
         mount_from,
-    })
+    }
 }
 
 /// The registry's view of a built image: manifest bytes and blob files.
 /// Base layers on the target registry are mounted from the base's repository.
+/// Every blob must be in the store (see [`push_image_from`] for base layers
+/// left in their registry).
 pub fn push_image(
     store: &BlobStore,
     image: &BuiltImage,
     mounts: &MountRecord,
     target: &Reference,
+) -> Result<PushImage, StoreError> {
+    push_image_from(store, image, mounts, target, None)
+}
+
+/// [`push_image`], but base layers missing from the store are read from the
+/// base's registry (reached with `sources`): mounted when it is the target's
+/// registry, streamed registry to registry otherwise.
+pub fn push_image_from(
+    store: &BlobStore,
+    image: &BuiltImage,
+    mounts: &MountRecord,
+    target: &Reference,
+    sources: Option<&RegistryOptions>,
 ) -> Result<PushImage, StoreError> {
     let repo = target.repository.as_str();
     let config = local_blob(
@@ -110,7 +146,32 @@ pub fn push_image(
         .filter(|b| b.registry == target.registry && b.repository != repo);
     let mut layers = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
-        let mut blob = local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo)?;
+        let remote = image
+            .base
+            .as_ref()
+            .filter(|b| i < b.layer_count && !store.contains(&l.digest))
+            .zip(sources);
+        let mut blob = match remote {
+            Some((base, opts)) => {
+                let mut blob = local_blob_at(
+                    store.path(&l.digest)?,
+                    &l.digest,
+                    l.size,
+                    &l.media_type,
+                    mounts,
+                    repo,
+                );
+                let src = opts.push_options(&base.registry);
+                blob.source = Some(RemoteBlob {
+                    registry: base.registry.clone(),
+                    repository: base.repository.clone(),
+                    insecure: src.insecure,
+                    ca_certs: src.ca_certs,
+                });
+                blob
+            }
+            None => local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo)?,
+        };
         if let Some(base) = base_repo.filter(|b| i < b.layer_count) {
             blob.mount_from.insert(0, base.repository.clone());
         }
@@ -124,6 +185,19 @@ pub fn push_image(
     })
 }
 
+/// How a push reaches a base's registry when the caller did not say: the
+/// target's CA files, and plain HTTP only for the target itself when it is.
+fn default_sources(target: &Reference, opts: &PushOptions) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: if opts.insecure {
+            vec![target.registry.clone()]
+        } else {
+            Vec::new()
+        },
+        ca_certs: opts.ca_certs.clone(),
+    }
+}
+
 /// Pushes the image and remembers that the target repository now holds its blobs.
 pub async fn publish(
     store: &BlobStore,
@@ -132,9 +206,23 @@ pub async fn publish(
     opts: &PushOptions,
     cache_dir: &Path,
 ) -> Result<PushOutcome, PublishError> {
+    let sources = default_sources(target, opts);
+    publish_from(store, image, target, opts, cache_dir, &sources).await
+}
+
+/// [`publish`], reaching base registries with `sources` (the build's
+/// registry options) for base layers that are not in the store.
+pub async fn publish_from(
+    store: &BlobStore,
+    image: &BuiltImage,
+    target: &Reference,
+    opts: &PushOptions,
+    cache_dir: &Path,
+    sources: &RegistryOptions,
+) -> Result<PushOutcome, PublishError> {
     let record_file = record_path(cache_dir, &target.registry);
     let record = read_record(&record_file);
-    let push = push_image(store, image, &record, target)?;
+    let push = push_image_from(store, image, &record, target, Some(sources))?;
     let outcome = registry::push(&push, target, opts).await?;
     let mut record = read_record(&record_file);
     for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))
@@ -157,9 +245,22 @@ pub async fn publish_artifact(
     opts: &PushOptions,
     cache_dir: &Path,
 ) -> Result<String, PublishError> {
+    let sources = default_sources(target, opts);
+    publish_artifact_from(store, artifact, target, opts, cache_dir, &sources).await
+}
+
+/// [`publish_artifact`], reaching base registries with `sources`.
+pub async fn publish_artifact_from(
+    store: &BlobStore,
+    artifact: &Artifact,
+    target: &Reference,
+    opts: &PushOptions,
+    cache_dir: &Path,
+    sources: &RegistryOptions,
+) -> Result<String, PublishError> {
     let index = match artifact {
         Artifact::Image(image) => {
-            return Ok(publish(store, image, target, opts, cache_dir)
+            return Ok(publish_from(store, image, target, opts, cache_dir, sources)
                 .await?
                 .manifest_digest)
         }
@@ -170,7 +271,7 @@ pub async fn publish_artifact(
             tag: image.manifest_digest.clone(),
             ..target.clone()
         };
-        publish(store, image, &by_digest, opts, cache_dir).await?;
+        publish_from(store, image, &by_digest, opts, cache_dir, sources).await?;
     }
     let session = Session::open(&target.registry, opts).await?;
     session

@@ -1,10 +1,11 @@
 //! The registry as an image source: resolve a reference (through an index
 //! or manifest list to one platform), fetch its config, and download its
-//! layers into the blob store, verifying every digest on the way.
+//! layers into the blob store when they are needed, verifying every digest
+//! on the way.
 
 use crate::auth::Scope;
 use crate::digest::{self, HashingWriter};
-use crate::image::{ImageConfig, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{Artifact, BuiltImage, ImageConfig, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::layer::LayerInfo;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
@@ -103,7 +104,8 @@ struct Document {
     manifests: Option<Vec<Descriptor>>,
 }
 
-/// A base image resolved to one platform, its layers in the blob store.
+/// A base image resolved to one platform; its layers stay in the registry
+/// until [`fetch_blob`] downloads them.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     pub reference: ImageRef,
@@ -353,9 +355,16 @@ pub async fn pull(
             "the config's diff_ids do not match the manifest's layers",
         ));
     }
+    // Layers are not downloaded here: a build needs only their headers,
+    // which the layer index cache may already hold (see `fetch_blob`).
     let mut layers = Vec::new();
     for (desc, diff_id) in layer_descs.iter().zip(&config.rootfs.diff_ids) {
-        puller.blob(&desc.digest, desc.size).await?;
+        if crate::digest::hex_part(&desc.digest).is_none() {
+            return Err(invalid(&format!(
+                "layer digest {:?} is not a sha256 digest",
+                desc.digest
+            )));
+        }
         layers.push(LayerInfo {
             digest: desc.digest.clone(),
             diff_id: diff_id.clone(),
@@ -371,6 +380,58 @@ pub async fn pull(
         config,
         layers,
     })
+}
+
+/// Downloads one blob of `image`'s repository into the store (unless it is
+/// there), verifying its digest and size.
+pub async fn fetch_blob(
+    image: &ImageRef,
+    store: &BlobStore,
+    opts: &RegistryOptions,
+    digest: &str,
+    size: u64,
+) -> Result<PathBuf, PullError> {
+    if let Ok(path) = store.existing(digest) {
+        return Ok(path);
+    }
+    let session = Session::open(&image.registry, &opts.push_options(&image.registry)).await?;
+    let puller = Puller {
+        session,
+        image,
+        store,
+    };
+    tracing::info!(image = %image, %digest, size, "downloading base layer");
+    puller.blob(digest, size).await
+}
+
+/// Downloads, once and verified, every base layer of the artifact that the
+/// store lacks, so a sink that writes every blob (an OCI layout, an archive)
+/// finds them all. Builds leave base layers in their registry when the
+/// layer index cache knows their headers.
+pub async fn ensure_blobs(
+    store: &BlobStore,
+    artifact: &Artifact,
+    opts: &RegistryOptions,
+) -> Result<(), PullError> {
+    let images: Vec<&BuiltImage> = match artifact {
+        Artifact::Image(image) => vec![image],
+        Artifact::Index(index) => index.images.iter().collect(),
+    };
+    for image in images {
+        let Some(base) = &image.base else {
+            continue;
+        };
+        let base_ref = ImageRef::parse(&base.name).map_err(|e| PullError::Invalid {
+            image: base.name.clone(),
+            reason: e.to_string(),
+        })?;
+        for layer in image.layers.iter().take(base.layer_count) {
+            if !store.contains(&layer.digest) {
+                fetch_blob(&base_ref, store, opts, &layer.digest, layer.size).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_document(puller: &Puller<'_>, bytes: &[u8]) -> Result<Document, PullError> {

@@ -8,7 +8,7 @@
 //! plain HTTP; and TLS failures cannot be reported with the host and reason.
 //! So this module speaks the protocol directly over reqwest + rustls.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,13 @@ pub enum RegistryError {
     },
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
+    #[error("streaming {digest} from {from}: the source sent {actual}, expected {expected}; refusing it")]
+    SourceMismatch {
+        digest: String,
+        from: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl RegistryError {
@@ -91,15 +98,36 @@ impl RegistryError {
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-/// A blob stored in a local file.
+/// A registry repository holding a blob that is not in the local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBlob {
+    pub registry: String,
+    pub repository: String,
+    /// Plain HTTP for the source registry.
+    pub insecure: bool,
+    /// Extra PEM CA files for the source registry.
+    pub ca_certs: Vec<PathBuf>,
+}
+
+impl RemoteBlob {
+    fn key(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+/// A blob stored in a local file, or streamed from another registry.
 #[derive(Debug, Clone)]
 pub struct LocalBlob {
     /// `sha256:<hex>`
     pub digest: String,
     pub size: u64,
     pub media_type: String,
-    /// File holding exactly the blob bytes.
+    /// File holding exactly the blob bytes (may be missing when `source` is set).
     pub path: PathBuf,
+    /// Where to read the blob when `path` does not exist: it is then streamed
+    /// from that registry to the target (GET piped into the upload's PUT),
+    /// hashed on the way, with no temporary file.
+    pub source: Option<RemoteBlob>,
     /// Repositories on the *target* registry that may already hold this blob;
     /// tried in order for a cross-repository mount before uploading.
     pub mount_from: Vec<String>,
@@ -744,6 +772,27 @@ pub(crate) enum ReqBody<'a> {
         /// Absolute blob size, for progress totals.
         total: u64,
     },
+    /// `len` bytes at `offset` of a blob in another registry, GET anew for
+    /// every request, so a retry re-opens the source.
+    Remote {
+        source: &'a Source,
+        offset: u64,
+        len: u64,
+        digest: &'a str,
+        total: u64,
+        /// Set when the source sent wrong bytes.
+        mismatch: &'a Mismatch,
+    },
+}
+
+/// Why a streamed body was cut: the source sent wrong bytes.
+pub(crate) type Mismatch = Arc<std::sync::Mutex<Option<String>>>;
+
+/// An open session with a registry that holds blobs the target lacks.
+pub(crate) struct Source {
+    session: Session,
+    repository: String,
+    name: String,
 }
 
 pub(crate) struct Session {
@@ -886,6 +935,28 @@ impl Session {
                         file_body(path, *offset, *len, digest, *total, self.events.clone()).await?;
                     rb.header(CONTENT_LENGTH, len.to_string()).body(body)
                 }
+                ReqBody::Remote {
+                    source,
+                    offset,
+                    len,
+                    digest,
+                    total,
+                    mismatch,
+                } => {
+                    let body = remote_body(
+                        source,
+                        RemoteRange {
+                            offset: *offset,
+                            len: *len,
+                            digest,
+                            total: *total,
+                        },
+                        self.events.clone(),
+                        (*mismatch).clone(),
+                    )
+                    .await?;
+                    rb.header(CONTENT_LENGTH, len.to_string()).body(body)
+                }
             };
             let resp = rb
                 .send()
@@ -901,6 +972,42 @@ impl Session {
             }
             return Ok(resp);
         }
+    }
+
+    /// A GET with no body, retried like [`Session::send_retrying`]; kept apart
+    /// from `send_once` because a streamed upload body is itself such a GET.
+    async fn get_retrying(
+        &self,
+        url: &Url,
+        headers: &[(&str, String)],
+        scopes: &[Scope],
+    ) -> Result<reqwest::Response> {
+        let what = format!("GET {}", url.path());
+        self.retrying(&what, || async {
+            let mut retried = false;
+            loop {
+                let mut rb = self.t.http.get(url.clone());
+                for (k, v) in headers {
+                    rb = rb.header(*k, v.as_str());
+                }
+                if let Some(h) = self.auth.header_for(&self.t, scopes).await? {
+                    rb = rb.header(reqwest::header::AUTHORIZATION, h);
+                }
+                let resp = rb
+                    .send()
+                    .await
+                    .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
+                if resp.status() == StatusCode::UNAUTHORIZED
+                    && !retried
+                    && self.auth.on_unauthorized(&resp, scopes)
+                {
+                    retried = true;
+                    continue;
+                }
+                return Ok(resp);
+            }
+        })
+        .await
     }
 
     /// Error for a failed response, with an auth hint on 401.
@@ -1030,7 +1137,8 @@ impl Session {
     }
 
     /// Whole blob in one PUT into `session`.
-    async fn put_monolithic(&self, repo: &str, session: &Url, blob: &LocalBlob) -> Result<Try> {
+    async fn put_monolithic(&self, repo: &str, session: &Url, up: &Upload<'_>) -> Result<Try> {
+        let blob = up.blob;
         let mut url = session.clone();
         url.query_pairs_mut().append_pair("digest", &blob.digest);
         let resp = self
@@ -1038,16 +1146,11 @@ impl Session {
                 Method::PUT,
                 &url,
                 &[("content-type", "application/octet-stream".into())],
-                ReqBody::File {
-                    path: &blob.path,
-                    offset: 0,
-                    len: blob.size,
-                    digest: &blob.digest,
-                    total: blob.size,
-                },
+                up.body(0, blob.size),
                 &[Scope::push(repo)],
             )
             .await;
+        up.check()?;
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_transient() => {
@@ -1088,9 +1191,10 @@ impl Session {
         &self,
         repo: &str,
         mut session: Url,
-        blob: &LocalBlob,
+        up: &Upload<'_>,
         chunk: &mut u64,
     ) -> Result<Try> {
+        let blob = up.blob;
         let scopes = [Scope::push(repo)];
         let mut offset = 0u64;
         while offset < blob.size {
@@ -1103,16 +1207,11 @@ impl Session {
                         ("content-type", "application/octet-stream".into()),
                         ("content-range", format!("{}-{}", offset, offset + len - 1)),
                     ],
-                    ReqBody::File {
-                        path: &blob.path,
-                        offset,
-                        len,
-                        digest: &blob.digest,
-                        total: blob.size,
-                    },
+                    up.body(offset, len),
                     &scopes,
                 )
                 .await;
+            up.check()?;
             // Whether a failed PATCH was applied is unknowable: the session is
             // abandoned, never written to again.
             let resp = match resp {
@@ -1173,7 +1272,8 @@ impl Session {
     /// Upload a blob the registry lacks. Every try gets a fresh upload
     /// session, and after a failed try the blob is HEADed first: the
     /// registry may have stored it even though its answer was lost.
-    async fn upload(&self, repo: &str, first: Option<Url>, blob: &LocalBlob) -> Result<()> {
+    async fn upload(&self, repo: &str, first: Option<Url>, up: &Upload<'_>) -> Result<()> {
+        let blob = up.blob;
         let mut session = first;
         let mut chunked = false;
         let mut chunk = self.chunk_size.max(1);
@@ -1185,9 +1285,9 @@ impl Session {
                 None => self.start_upload(repo).await?,
             };
             let step = if chunked {
-                self.put_chunked(repo, url, blob, &mut chunk).await?
+                self.put_chunked(repo, url, up, &mut chunk).await?
             } else {
-                self.put_monolithic(repo, &url, blob).await?
+                self.put_monolithic(repo, &url, up).await?
             };
             match step {
                 Try::Done => return Ok(()),
@@ -1215,7 +1315,12 @@ impl Session {
         }
     }
 
-    async fn push_blob(&self, repo: &str, blob: &LocalBlob) -> Result<BlobResult> {
+    async fn push_blob(
+        &self,
+        repo: &str,
+        blob: &LocalBlob,
+        sources: &HashMap<String, Source>,
+    ) -> Result<BlobResult> {
         self.events.emit(PushEvent::BlobStarted {
             digest: blob.digest.clone(),
             size: blob.size,
@@ -1227,8 +1332,20 @@ impl Session {
             });
             return Ok(BlobResult::Skipped);
         }
-        // Verify the file before sending anything of it.
-        verify_file(blob).await?;
+        // Verify the file before sending anything of it; a streamed blob is
+        // verified on the way instead.
+        let remote = match &blob.source {
+            Some(src) if !blob.path.is_file() => sources.get(&src.key()),
+            _ => None,
+        };
+        if remote.is_none() {
+            verify_file(blob).await?;
+        }
+        let up = Upload {
+            blob,
+            remote,
+            mismatch: Mismatch::default(),
+        };
         let mut session = None;
         for from in blob.mount_from.iter().filter(|f| f.as_str() != repo) {
             match self.try_mount(repo, &blob.digest, from).await? {
@@ -1247,7 +1364,10 @@ impl Session {
                 Err(None) => {}
             }
         }
-        self.upload(repo, session, blob).await?;
+        if let Some(src) = remote {
+            info!(digest = %blob.digest, from = %src.name, "streaming blob registry to registry");
+        }
+        self.upload(repo, session, &up).await?;
         self.events.emit(PushEvent::BlobUploaded {
             digest: blob.digest.clone(),
         });
@@ -1279,6 +1399,49 @@ impl Session {
             return Err(self.fail("manifest upload", resp).await);
         }
         Ok(())
+    }
+}
+
+/// One blob being uploaded, from its file or streamed from a source registry.
+struct Upload<'a> {
+    blob: &'a LocalBlob,
+    remote: Option<&'a Source>,
+    mismatch: Mismatch,
+}
+
+impl Upload<'_> {
+    fn body(&self, offset: u64, len: u64) -> ReqBody<'_> {
+        match self.remote {
+            Some(source) => ReqBody::Remote {
+                source,
+                offset,
+                len,
+                digest: &self.blob.digest,
+                total: self.blob.size,
+                mismatch: &self.mismatch,
+            },
+            None => ReqBody::File {
+                path: &self.blob.path,
+                offset,
+                len,
+                digest: &self.blob.digest,
+                total: self.blob.size,
+            },
+        }
+    }
+
+    /// A clear error when the source sent wrong bytes (the body was cut).
+    fn check(&self) -> Result<()> {
+        let found = self.mismatch.lock().ok().and_then(|m| m.clone());
+        match (found, self.remote) {
+            (Some(actual), Some(src)) => Err(RegistryError::SourceMismatch {
+                digest: self.blob.digest.clone(),
+                from: src.name.clone(),
+                expected: format!("{} ({} bytes)", self.blob.digest, self.blob.size),
+                actual,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -1336,6 +1499,143 @@ async fn file_body(
         },
     );
     Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// Which bytes of a remote blob a request body carries.
+struct RemoteRange<'a> {
+    offset: u64,
+    len: u64,
+    digest: &'a str,
+    total: u64,
+}
+
+/// A streamed body of bytes GET from the source registry. A whole blob is
+/// hashed on the way: if its bytes do not match the digest (or the size is
+/// wrong), the last chunk is withheld and the stream fails, so the target
+/// never receives a complete body, and `mismatch` says why.
+async fn remote_body(
+    source: &Source,
+    range: RemoteRange<'_>,
+    events: EventSink,
+    mismatch: Mismatch,
+) -> Result<reqwest::Body> {
+    let RemoteRange {
+        offset,
+        len,
+        digest,
+        total,
+    } = range;
+    let session = &source.session;
+    let url = session.blob_url(&source.repository, digest)?;
+    let whole = offset == 0 && len == total;
+    let mut headers = Vec::new();
+    if !whole {
+        let last = (offset + len).saturating_sub(1);
+        headers.push(("range", format!("bytes={offset}-{last}")));
+    }
+    let resp = session
+        .get_retrying(&url, &headers, &[Scope::pull(&source.repository)])
+        .await?;
+    let ok = if whole {
+        resp.status() == StatusCode::OK
+    } else {
+        resp.status() == StatusCode::PARTIAL_CONTENT
+    };
+    if !ok {
+        return Err(session
+            .fail(&format!("blob download {digest} for streaming"), resp)
+            .await);
+    }
+    let record = move |why: String| -> std::io::Error {
+        if let Ok(mut m) = mismatch.lock() {
+            *m = Some(why.clone());
+        }
+        std::io::Error::new(std::io::ErrorKind::InvalidData, why)
+    };
+    let expected = digest.to_string();
+    let progress_digest = digest.to_string();
+    let state = (
+        resp.bytes_stream(),
+        Sha256::new(),
+        0u64,
+        false,
+        record,
+        events,
+    );
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut inner, mut hasher, mut seen, done, record, events)| {
+            let expected = expected.clone();
+            let progress_digest = progress_digest.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let item = match inner.next().await {
+                    Some(Ok(chunk)) => {
+                        seen += chunk.len() as u64;
+                        if seen > len {
+                            Err(record(format!("more than {len} bytes")))
+                        } else {
+                            hasher.update(&chunk);
+                            let finished = seen == len;
+                            let actual = if whole && finished {
+                                let d =
+                                    format!("sha256:{}", hex::encode(hasher.clone().finalize()));
+                                (d != expected).then_some(d)
+                            } else {
+                                None
+                            };
+                            match actual {
+                                Some(d) => Err(record(format!("{d} ({seen} bytes)"))),
+                                None => {
+                                    events.emit(PushEvent::BlobProgress {
+                                        digest: progress_digest,
+                                        sent: offset + seen,
+                                        total,
+                                    });
+                                    Ok(chunk)
+                                }
+                            }
+                        }
+                    }
+                    Some(Err(e)) => Err(std::io::Error::other(e)),
+                    None if seen < len => Err(record(format!("only {seen} of {len} bytes"))),
+                    None => return None,
+                };
+                let done = item.is_err();
+                Some((item, (inner, hasher, seen, done, record, events)))
+            }
+        },
+    );
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// Opens a session with each registry that holds blobs to stream.
+async fn open_sources(image: &PushImage, opts: &PushOptions) -> Result<HashMap<String, Source>> {
+    let mut sources = HashMap::new();
+    for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
+        let Some(src) = &blob.source else { continue };
+        if blob.path.is_file() || sources.contains_key(&src.key()) {
+            continue;
+        }
+        let src_opts = PushOptions {
+            insecure: src.insecure,
+            ca_certs: src.ca_certs.clone(),
+            events: EventSink::default(),
+            ..opts.clone()
+        };
+        let session = Session::open(&src.registry, &src_opts).await?;
+        sources.insert(
+            src.key(),
+            Source {
+                session,
+                repository: src.repository.clone(),
+                name: src.key(),
+            },
+        );
+    }
+    Ok(sources)
 }
 
 /// sha256 and size of a file, streamed.
@@ -1404,6 +1704,8 @@ pub async fn push(
         }
     }
 
+    let sources = open_sources(image, opts).await?;
+    let sources_ref = &sources;
     let repo = target.repository.as_str();
     let session_ref = &session;
     // Futures are built eagerly into a Vec: a lazily mapping closure over
@@ -1412,7 +1714,7 @@ pub async fn push(
         .into_iter()
         .map(|b| {
             let d = b.digest.clone();
-            let fut = session_ref.push_blob(repo, b);
+            let fut = session_ref.push_blob(repo, b, sources_ref);
             async move { fut.await.map(|r| (d, r)) }
         })
         .collect();
@@ -1464,6 +1766,7 @@ mod tests {
                 size: 0,
                 media_type: String::new(),
                 path: PathBuf::new(),
+                source: None,
                 mount_from: vec![],
             },
             layers: vec![],

@@ -305,6 +305,14 @@ async fn build_one(
     let mut opts = BuildOptions::new(&image.context_dir, &cache_dir);
     opts.dockerfile = Some(image.dockerfile.clone());
     opts.source_date_epoch = crate::cache::source_date_epoch().map_err(|e| e.to_string())?;
+    // Bases on the service's own registry are reached as its pushes are.
+    if app.cfg.insecure_registry {
+        opts.registry
+            .insecure_registries
+            .push(app.cfg.registry.clone());
+    }
+    opts.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    let sources = opts.registry.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await
         .map_err(|e| format!("build: {e}"))?
@@ -314,11 +322,32 @@ async fn build_one(
         ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
         ..PushOptions::default()
     };
-    let outcome =
-        crate::publish::publish(&built.store, &built.image, &image.target, &push, &cache_dir)
-            .await
-            .map_err(|e| format!("push to {}: {e}", image.target))?;
+    let outcome = crate::publish::publish_from(
+        &built.store,
+        &built.image,
+        &image.target,
+        &push,
+        &cache_dir,
+        &sources,
+    )
+    .await
+    .map_err(|e| format!("push to {}: {e}", image.target))?;
+    prune_cache(&cache_dir, &built.image);
     Ok(format!("{}@{}", image.target, outcome.manifest_digest))
+}
+
+/// Keeps the service's cache under `$DOCKLESS_CACHE_MAX_SIZE` (default 10G),
+/// as the CLI does after each build, never removing the image just pushed.
+fn prune_cache(cache_dir: &Path, image: &crate::image::BuiltImage) {
+    use crate::cache::layers;
+    let max = std::env::var("DOCKLESS_CACHE_MAX_SIZE")
+        .ok()
+        .and_then(|v| layers::parse_size(&v).ok())
+        .unwrap_or(layers::DEFAULT_MAX_SIZE);
+    let keep = image.blob_digests().into_iter().collect();
+    if let Err(e) = layers::prune(cache_dir, max, &keep) {
+        tracing::warn!("cannot prune the cache {}: {e}", cache_dir.display());
+    }
 }
 
 #[cfg(test)]

@@ -376,3 +376,132 @@ fn zstd_layers_copy_with_skopeo() {
         serde_json::from_slice(&fs::read(back.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["digest"], manifest_digest);
 }
+
+/// The layer entries of every file, folder and symlink under `dir`, as `app/...`.
+fn tree_entries(dir: &Path) -> Vec<dockless::layer::LayerEntry> {
+    use dockless::layer::{EntryData, FileSource, LayerEntry};
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let md = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let data = if md.is_dir() {
+                EntryData::Dir
+            } else if md.file_type().is_symlink() {
+                EntryData::Symlink(fs::read_link(e.path()).unwrap().display().to_string())
+            } else {
+                EntryData::File {
+                    source: FileSource::Path(e.path().to_path_buf()),
+                    size: md.len(),
+                }
+            };
+            LayerEntry {
+                path: format!("app/{rel}"),
+                mode: md.permissions().mode() & 0o7777,
+                uid: 0,
+                gid: 0,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// A cold layer is hashed while it is written (one read per file) instead of
+/// before: the layer, its digests and its cache key must be the same as with
+/// the two-pass path (hash every file, then write) and with no cache at all.
+#[test]
+fn hashing_while_writing_gives_the_same_layer_and_key_as_hashing_first() {
+    use dockless::cache::layers::LayerCache;
+    use dockless::layer::{write_layer, write_layer_cached, LayerOptions};
+    use dockless::store::BlobStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    fs::create_dir_all(app.join("pkg")).unwrap();
+    for i in 0..40 {
+        let body: String = (0..2500)
+            .map(|n| format!("line {n} of {i}: {}\n", n * 17 % 101))
+            .collect();
+        fs::write(app.join(format!("pkg/m{i:02}.py")), body).unwrap();
+    }
+    fs::write(app.join("empty"), "").unwrap();
+    std::os::unix::fs::symlink("pkg/m00.py", app.join("entry.py")).unwrap();
+    // Old enough that their stat keys may be recorded (outside the racy window).
+    std::thread::sleep(std::time::Duration::from_secs(
+        dockless::cache::layers::RACY_SECONDS as u64 + 1,
+    ));
+    let entries = tree_entries(&app);
+    let opts = LayerOptions {
+        mtime: 7,
+        ..Default::default()
+    };
+    let store = BlobStore::open(tmp.path().join("store")).unwrap();
+    let uncached = write_layer(&entries, &store, opts).unwrap();
+
+    // Two passes: hash every file for the key, then write the layer.
+    let two_pass = LayerCache::open(&tmp.path().join("two-pass"));
+    let key = two_pass.key(&entries, &opts).unwrap();
+    assert!(two_pass.lookup(&key, &store).is_none());
+    let segments = two_pass.segments(&store);
+    let written = write_layer_cached(&entries, &store, opts, Some(&segments)).unwrap();
+    two_pass.insert(&key, &written);
+    assert_eq!(written, uncached);
+
+    // One pass: nothing is known, so the files are hashed as they are written.
+    let one_pass = LayerCache::open(&tmp.path().join("one-pass"));
+    let scan = one_pass.scan(&entries, &opts).unwrap();
+    assert_eq!(scan.unknown_files(), 41);
+    assert!(scan.key().is_none());
+    let (streamed, _) = one_pass
+        .write_layer(Some(&scan), &entries, &store, opts)
+        .unwrap();
+    assert_eq!(streamed, uncached);
+    assert_eq!(one_pass.files_hashed(), 41);
+
+    // The stat map now knows every file: a rescan hashes nothing, gives the
+    // two-pass key, and the layer is served from the cache.
+    let again = one_pass.scan(&entries, &opts).unwrap();
+    assert_eq!(again.unknown_files(), 0);
+    let again = again.key().unwrap();
+    assert_eq!(again.key, key.key);
+    assert_eq!(one_pass.lookup(&again, &store), Some(uncached.clone()));
+    assert_eq!(two_pass.lookup(&key, &store), Some(uncached.clone()));
+    assert_eq!(one_pass.files_hashed(), 41);
+
+    // The same tree under new inodes (a fresh checkout): unknown to the stat
+    // map, but a layer of its shape is cached, so it is hashed first and hits.
+    let copy = tmp.path().join("copy");
+    fs::create_dir_all(copy.join("pkg")).unwrap();
+    for e in fs::read_dir(app.join("pkg")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), copy.join("pkg").join(e.file_name())).unwrap();
+    }
+    fs::write(copy.join("empty"), "").unwrap();
+    std::os::unix::fs::symlink("pkg/m00.py", copy.join("entry.py")).unwrap();
+    let copied = tree_entries(&copy);
+    let scan = one_pass.scan(&copied, &opts).unwrap();
+    assert_eq!(scan.unknown_files(), 0);
+    assert_eq!(scan.key().unwrap().key, key.key);
+    assert_eq!(
+        one_pass.lookup(&scan.key().unwrap(), &store),
+        Some(uncached.clone())
+    );
+
+    // A changed file after a one-pass write: another key, then the same layer as uncached.
+    fs::write(app.join("pkg/m20.py"), "changed = True\n").unwrap();
+    let entries = tree_entries(&app);
+    let scan = one_pass.scan(&entries, &opts).unwrap();
+    // One small file of 41 is unknown: hashed up front, since the layer may be cached.
+    assert_eq!(scan.unknown_files(), 0);
+    let changed_key = scan.key().unwrap();
+    assert_ne!(changed_key.key, key.key);
+    assert!(one_pass.lookup(&changed_key, &store).is_none());
+    let (changed, reused) = one_pass
+        .write_layer(Some(&scan), &entries, &store, opts)
+        .unwrap();
+    assert_eq!(changed, write_layer(&entries, &store, opts).unwrap());
+    assert_ne!(changed.digest, uncached.digest);
+    assert!(reused > 0, "no segment reused");
+    assert_eq!(one_pass.lookup(&changed_key, &store), Some(changed));
+}

@@ -466,3 +466,61 @@ fn events(stderr: &[u8], kind: &str) -> Vec<String> {
         .filter_map(|e| e["digest"].as_str().map(str::to_string))
         .collect()
 }
+
+/// A blob streamed from another registry: a 503 on the source GET is
+/// retried, and a PUT cut mid-body is retried in a new session by GETting
+/// the source again (nothing is buffered on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_put_cut_mid_body_reopens_the_source() {
+    let (_g, _cfg, dst) = setup().await;
+    let src = Registry::start(RegistryCfg::default());
+    let src_proxy = FaultProxy::start(&src.addr()).await;
+    let dst_proxy = FaultProxy::start(&dst.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "streamcut", 1024 * 1024);
+    let src_ref = Reference::parse(&format!("{}/src/app:1", src.addr())).unwrap();
+    push(&img, &src_ref, &fast_opts())
+        .await
+        .expect("seed the source");
+
+    let layer = img.layers[0].digest.clone();
+    let mut streamed = img.clone();
+    streamed.layers[0].path = work.path().join("absent");
+    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
+        registry: src_proxy.addr.clone(),
+        repository: "src/app".into(),
+        insecure: true,
+        ca_certs: Vec::new(),
+    });
+    let l2 = layer.clone();
+    src_proxy.add(Rule::new(
+        move |r| r.method == "GET" && r.target.contains(&l2),
+        Action::Status(503),
+    ));
+    let enc = layer.replace(':', "%3A");
+    let e2 = enc.clone();
+    dst_proxy.add(Rule::new(
+        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&e2),
+        Action::ResetAfter(256 * 1024),
+    ));
+    let target = Reference::parse(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
+    let out = push(&streamed, &target, &fast_opts())
+        .await
+        .expect("streamed push after faults");
+    dst.verify("faults/streamed:1", &out.manifest_digest, None);
+    assert!(!work.path().join("absent").exists());
+
+    let puts: Vec<Seen> = upload_bodies(&dst_proxy.seen(), "PUT")
+        .into_iter()
+        .filter(|s| s.req.target.contains(&enc))
+        .cloned()
+        .collect();
+    assert_eq!(puts.len(), 2, "cut once, then sent whole: {puts:#?}");
+    let src_seen = src_proxy.seen();
+    let gets = for_digest(&src_seen, "GET", &layer);
+    assert_eq!(
+        gets.len(),
+        3,
+        "503, the cut stream, the whole one: {gets:#?}"
+    );
+}

@@ -167,3 +167,58 @@ async fn chunked_fallback_when_put_refused_and_chunks_capped() {
         "{seen:?}"
     );
 }
+
+/// A blob that is not on disk, streamed from another registry: the target
+/// refuses the monolithic PUT, so the client sends capped PATCH chunks, each
+/// read from the source with a Range GET, and the target checks the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_blob_falls_back_to_ranged_chunks() {
+    init_tracing();
+    let _g = env_lock().await;
+    let _cfg = docker_config(serde_json::json!({}));
+    let source = Registry::start(RegistryCfg::default());
+    let target_reg = Registry::start(RegistryCfg::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (s2, up) = (seen.clone(), target_reg.addr());
+    let task = tokio::spawn(async move {
+        while let Ok((c, _)) = listener.accept().await {
+            tokio::spawn(handle(c, up.clone(), s2.clone()));
+        }
+    });
+
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "streamed", 9 * 1024 * 1024);
+    let opts = PushOptions {
+        insecure: true,
+        ..PushOptions::default()
+    };
+    let src_ref = Reference::parse(&format!("{}/src/app:1", source.addr())).unwrap();
+    push(&img, &src_ref, &opts)
+        .await
+        .expect("push to the source");
+
+    let mut streamed = img.clone();
+    streamed.layers[0].path = work.path().join("not-in-the-store");
+    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
+        registry: source.addr(),
+        repository: "src/app".into(),
+        insecure: true,
+        ca_certs: Vec::new(),
+    });
+    let target = Reference::parse(&format!("{proxy}/dst/app:1")).unwrap();
+    let out = push(&streamed, &target, &opts)
+        .await
+        .expect("streamed push through proxy");
+    task.abort();
+    assert_eq!(sorted(out.uploaded.clone()), all_digests(&img));
+    target_reg.verify("dst/app:1", &out.manifest_digest, None);
+    assert!(!work.path().join("not-in-the-store").exists());
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.refused_puts >= 1, "{seen:?}");
+    assert!(seen.patch_sizes.iter().all(|&s| s <= CAP), "{seen:?}");
+    let patched: u64 = seen.patch_sizes.iter().sum();
+    assert_eq!(patched, img.layers[0].size + img.config.size, "{seen:?}");
+}

@@ -381,6 +381,7 @@ pub fn build_image(dir: &Path, label: &str, extra: usize) -> PushImage {
             size: config.len() as u64,
             media_type: "application/vnd.oci.image.config.v1+json".into(),
             path: config_path,
+            source: None,
             mount_from: vec![],
         },
         layers: vec![LocalBlob {
@@ -388,6 +389,7 @@ pub fn build_image(dir: &Path, label: &str, extra: usize) -> PushImage {
             size: layer.len() as u64,
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             path: layer_path,
+            source: None,
             mount_from: vec![],
         }],
     }
