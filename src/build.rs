@@ -259,6 +259,8 @@ struct Builder<'a> {
     results: Vec<Option<StageResult>>,
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
+    /// Base layers applied from their header index, fetched when read.
+    lazy_blobs: LazyBlobs,
     staged_files: usize,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
@@ -282,6 +284,7 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             results,
             images: HashMap::new(),
+            lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
@@ -448,7 +451,12 @@ impl<'a> Builder<'a> {
         if let Some(found) = self.images.get(&key) {
             return Ok(found.clone());
         }
-        let fail = |e: &dyn std::fmt::Display| self.fail(line, format!("{what}: {e}"));
+        let file = self.file.clone();
+        let fail = |e: &dyn std::fmt::Display| BuildError::Instruction {
+            file: file.clone(),
+            line,
+            message: format!("{what}: {e}"),
+        };
         let base = block_on(pull::pull(
             image,
             platform,
@@ -460,13 +468,19 @@ impl<'a> Builder<'a> {
         let mut fs = RootFs::default();
         let mut layers = base.layers.clone();
         for layer in &mut layers {
+            let remote = RemoteLayer {
+                image: image.clone(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+                store: self.store.clone(),
+                registry: self.opts.registry.clone(),
+            };
             layer.uncompressed_size = apply_base_layer(
                 &mut fs,
-                layer,
-                image,
-                &self.store,
+                remote,
+                &layer.diff_id,
                 &self.opts.cache_dir,
-                &self.opts.registry,
+                &mut self.lazy_blobs,
             )
             .map_err(|e| fail(&e))?;
         }
@@ -680,6 +694,9 @@ impl<'a> Builder<'a> {
                     }
                 )
             }) {
+                self.lazy_blobs
+                    .ensure_entries(&entries)
+                    .map_err(|e| self.fail(line, e))?;
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
                     .map_err(|e| self.fail(line, e.to_string()))?;
@@ -748,7 +765,7 @@ impl<'a> Builder<'a> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    resolve_owner(user, &state.fs).unwrap_or((0, 0))
+                    resolve_owner(user, &state.fs, &self.lazy_blobs).unwrap_or((0, 0))
                 };
                 state
                     .fs
@@ -888,7 +905,7 @@ impl<'a> Builder<'a> {
             Some(raw) => {
                 let spec = self.expand(line, raw, &|n| state.lookup(n))?;
                 Some(
-                    resolve_owner(&spec, &state.fs)
+                    resolve_owner(&spec, &state.fs, &self.lazy_blobs)
                         .map_err(|e| self.fail(line, format!("{verb} --chown={spec}: {e}")))?,
                 )
             }
@@ -1321,7 +1338,7 @@ fn parse_chmod(text: &str) -> Option<u32> {
 }
 
 /// `user[:group]` by number, or by name from the stage's /etc/passwd and /etc/group.
-fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
+fn resolve_owner(spec: &str, fs: &RootFs, lazy: &LazyBlobs) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -1331,7 +1348,7 @@ fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
     }
     let (uid, primary_gid) = match user.parse::<u32>() {
         Ok(uid) => (uid, uid),
-        Err(_) => lookup_id(fs, "etc/passwd", user, 2)
+        Err(_) => lookup_id(fs, lazy, "etc/passwd", user, 2)
             .map(|(uid, gid)| (uid, gid.unwrap_or(uid)))
             .ok_or_else(|| {
                 format!("unknown user {user:?} (no such entry in /etc/passwd of this stage)")
@@ -1341,7 +1358,7 @@ fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup_id(fs, "etc/group", g, 2)
+            Err(_) => lookup_id(fs, lazy, "etc/group", g, 2)
                 .map(|(gid, _)| gid)
                 .ok_or_else(|| {
                     format!("unknown group {g:?} (no such entry in /etc/group of this stage)")
@@ -1351,52 +1368,115 @@ fn resolve_owner(spec: &str, fs: &RootFs) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// Where to fetch a base layer that was applied from its header index.
+#[derive(Clone)]
+struct RemoteLayer {
+    image: ImageRef,
+    digest: String,
+    size: u64,
+    store: BlobStore,
+    registry: RegistryOptions,
+}
+
+impl RemoteLayer {
+    /// Downloads the blob into its store path, verified.
+    fn fetch(&self) -> Result<(), String> {
+        let (image, store, registry) = (&self.image, &self.store, &self.registry);
+        block_on(pull::fetch_blob(
+            image,
+            store,
+            registry,
+            &self.digest,
+            self.size,
+        ))
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Base layer blobs that may still be in their registry, by store path.
+#[derive(Default)]
+struct LazyBlobs(HashMap<PathBuf, RemoteLayer>);
+
+impl LazyBlobs {
+    /// Makes sure a blob is on disk before something reads it.
+    fn ensure(&self, blob: &std::path::Path) -> Result<(), String> {
+        if blob.is_file() {
+            return Ok(());
+        }
+        match self.0.get(blob) {
+            Some(remote) => remote.fetch(),
+            None => Err(format!("base layer {} is missing", blob.display())),
+        }
+    }
+
+    /// Fetches every base blob the entries take file bodies from.
+    fn ensure_entries(&self, entries: &[layer::LayerEntry]) -> Result<(), String> {
+        for entry in entries {
+            if let layer::EntryData::File {
+                source: FileSource::Layer { blob, .. },
+                ..
+            } = &entry.data
+            {
+                self.ensure(blob)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Applies one base layer from its cached header index, or from its blob
 /// (downloaded, verified, then indexed). A layer applied from the index
-/// stays in its registry until its content is needed: the overlay then
-/// fetches it through the registered fetcher. Returns the uncompressed size.
+/// stays in its registry, recorded in `lazy`, until its content is needed.
+/// Returns the uncompressed size.
 fn apply_base_layer(
     fs: &mut RootFs,
-    layer: &layer::LayerInfo,
-    image: &ImageRef,
-    store: &BlobStore,
+    remote: RemoteLayer,
+    diff_id: &str,
     cache_dir: &std::path::Path,
-    registry: &RegistryOptions,
+    lazy: &mut LazyBlobs,
 ) -> Result<u64, String> {
-    let blob = store.path(&layer.digest).map_err(|e| e.to_string())?;
-    let fetch: overlay::BlobFetch = {
-        let (image, store, registry) = (image.clone(), store.clone(), registry.clone());
-        let (digest, size) = (layer.digest.clone(), layer.size);
-        std::sync::Arc::new(move || {
-            block_on(pull::fetch_blob(&image, &store, &registry, &digest, size))
-                .map_err(|e| e.to_string())?
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+    let blob = remote
+        .store
+        .path(&remote.digest)
+        .map_err(|e| e.to_string())?;
+    let index = match overlay::load_index(cache_dir, &remote.digest, diff_id) {
+        Some(index) => {
+            tracing::debug!(digest = %remote.digest, "base layer applied from its header index");
+            index
+        }
+        None => {
+            remote.fetch()?;
+            let index = overlay::read_index(&blob, diff_id).map_err(|e| e.to_string())?;
+            overlay::save_index(cache_dir, &remote.digest, &index);
+            index
+        }
     };
-    overlay::register_lazy_blob(blob.clone(), fetch.clone());
-    if let Some(index) = overlay::load_index(cache_dir, &layer.digest, &layer.diff_id) {
-        tracing::debug!(digest = %layer.digest, "base layer applied from its header index");
-        overlay::apply_index(fs, &index, &blob);
-        return Ok(index.uncompressed_size);
-    }
-    fetch()?;
-    let index = overlay::read_index(&blob, &layer.diff_id).map_err(|e| e.to_string())?;
-    overlay::save_index(cache_dir, &layer.digest, &index);
     overlay::apply_index(fs, &index, &blob);
+    lazy.0.insert(blob, remote);
     Ok(index.uncompressed_size)
 }
 
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
-fn lookup_id(fs: &RootFs, file: &str, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
+fn lookup_id(
+    fs: &RootFs,
+    lazy: &LazyBlobs,
+    file: &str,
+    name: &str,
+    id_field: usize,
+) -> Option<(u32, Option<u32>)> {
     let resolved = fs.resolve(file, true).ok()?;
     let NodeKind::File { source, .. } = &fs.get(&resolved)?.kind else {
         return None;
     };
     let bytes = match source {
         FileSource::Path(path) => std::fs::read(path).ok()?,
-        // The layer may still be in its registry: read_member fetches it.
-        FileSource::Layer { blob, path } => match overlay::read_member(blob, path, 1 << 20) {
+        // The layer may still be in its registry.
+        FileSource::Layer { blob, path } => match lazy
+            .ensure(blob)
+            .and_then(|()| overlay::read_member(blob, path, 1 << 20).map_err(|e| e.to_string()))
+        {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!("cannot read /{file} of the stage: {e}");

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -20,8 +19,6 @@ const OPAQUE: &str = ".wh..wh..opq";
 pub enum OverlayError {
     #[error("base layer {blob}: {source}")]
     Io { blob: PathBuf, source: io::Error },
-    #[error("base layer {blob}: fetching it from its registry: {reason}")]
-    Fetch { blob: PathBuf, reason: String },
     #[error(
         "base layer {blob}: its content hashes to {actual}, but the image config says {expected}"
     )]
@@ -191,8 +188,8 @@ pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError
     })
 }
 
-/// Applies a layer from its index; file bodies stay in `blob` (which need
-/// not exist yet: see [`register_lazy_blob`]).
+/// Applies a layer from its index; file bodies stay in `blob`, which need
+/// not exist until something reads them (the builder fetches it first).
 pub fn apply_index(fs: &mut RootFs, index: &LayerIndex, blob: &Path) {
     // Whiteouts hide what lower layers had; this layer's own entries come after.
     for e in index.entries.iter().filter(|e| e.kind == IndexKind::Opaque) {
@@ -274,51 +271,12 @@ fn read_header<R: Read>(entry: &tar::Entry<'_, R>, path: String) -> io::Result<I
     })
 }
 
-/// Fetches a missing base blob into its store path, verified.
-pub type BlobFetch = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-/// Blob paths applied from an index whose blob may still be in a registry.
-fn lazy_blobs() -> &'static Mutex<HashMap<PathBuf, BlobFetch>> {
-    static LAZY: OnceLock<Mutex<HashMap<PathBuf, BlobFetch>>> = OnceLock::new();
-    LAZY.get_or_init(Default::default)
-}
-
-/// Says how to fetch `blob` should its content be needed. Paths are content
-/// addresses, so any registration for a path is as good as another.
-pub fn register_lazy_blob(blob: PathBuf, fetch: BlobFetch) {
-    if let Ok(mut map) = lazy_blobs().lock() {
-        map.insert(blob, fetch);
-    }
-}
-
-/// Makes sure `blob` is on disk, downloading it when it was applied lazily.
-pub fn ensure_blob(blob: &Path) -> Result<(), OverlayError> {
-    if blob.is_file() {
-        return Ok(());
-    }
-    let fetch = lazy_blobs()
-        .lock()
-        .ok()
-        .and_then(|map| map.get(blob).cloned());
-    match fetch {
-        Some(fetch) => fetch().map_err(|reason| OverlayError::Fetch {
-            blob: blob.to_path_buf(),
-            reason,
-        }),
-        None => Err(OverlayError::Io {
-            blob: blob.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotFound, "the layer blob is missing"),
-        }),
-    }
-}
-
 /// Extracts the named members of one layer blob to files in `staging`.
 fn extract_members(blob: &Path, wanted: &BTreeMap<String, PathBuf>) -> Result<(), OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
     };
-    ensure_blob(blob)?;
     let mut archive = tar::Archive::new(open_layer(blob)?);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
@@ -390,7 +348,6 @@ pub fn read_member(blob: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8>
         blob: blob.to_path_buf(),
         source,
     };
-    ensure_blob(blob)?;
     let mut archive = tar::Archive::new(open_layer(blob)?);
     for entry in archive.entries().map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -561,15 +518,7 @@ mod tests {
             read_member(&blob, "etc/motd", 10),
             Err(OverlayError::Io { .. })
         ));
-        let (from, to) = (kept.clone(), blob.clone());
-        register_lazy_blob(
-            blob.clone(),
-            Arc::new(move || {
-                std::fs::copy(&from, &to)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
-        );
+        std::fs::rename(&kept, &blob).unwrap();
         assert_eq!(
             read_member(&blob, "etc/motd", 10).unwrap().unwrap(),
             b"xxxx"
