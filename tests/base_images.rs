@@ -56,21 +56,6 @@ fn app_context(dir: &Path, dockerfile: &str) -> PathBuf {
     ctx
 }
 
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn digests_of(events: &[Value], kind: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["event"] == kind)
-        .map(|e| e["digest"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 /// Pushes a base built by dockless; returns its reference line.
 fn push_base(cache: &Path, ctx: &Path, target: &str, platform: &str) -> String {
     stdout(&run_ok(dockless(cache).arg("push").arg(ctx).args([
@@ -445,7 +430,7 @@ fn push_mounts_base_blobs_and_uploads_only_the_services_own() {
         "--insecure",
         "--json",
     ]));
-    let ev = events(&out);
+    let ev = json_events(&out);
     let base = raw_manifest(&b.reg, "base/busybox:1");
     let base_layers: Vec<String> = base["layers"]
         .as_array()
@@ -453,7 +438,7 @@ fn push_mounts_base_blobs_and_uploads_only_the_services_own() {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
-    let uploaded = digests_of(&ev, "blob_uploaded");
+    let uploaded = event_digests(&ev, "blob_uploaded");
     for layer in &base_layers {
         assert!(
             !uploaded.contains(layer),
@@ -492,7 +477,7 @@ fn multi_platform_push_makes_an_index_and_uploads_shared_layers_once() {
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(arches, ["amd64", "arm64"]);
-    let uploaded = digests_of(&events(&out), "blob_uploaded");
+    let uploaded = event_digests(&json_events(&out), "blob_uploaded");
     let mut unique = uploaded.clone();
     unique.sort();
     unique.dedup();

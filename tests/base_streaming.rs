@@ -45,21 +45,6 @@ fn app_context(dir: &Path, name: &str, dockerfile: &str) -> PathBuf {
     ctx
 }
 
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn digests_of(events: &[Value], kind: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["event"] == kind)
-        .map(|e| e["digest"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 fn hex(digest: &str) -> &str {
     digest.trim_start_matches("sha256:")
 }
@@ -170,7 +155,7 @@ fn base_layers_stream_between_registries_and_are_fetched_on_demand() {
     let out = push(&warm, &ctx2, &format!("{}/app/streamed:2", b.addr()), &a);
     let line = ok(&out);
     b.verify("app/streamed:2", &digest_of(&line), None);
-    let uploaded = digests_of(&events(&out), "blob_uploaded");
+    let uploaded = event_digests(&json_events(&out), "blob_uploaded");
     for l in &layers {
         assert!(uploaded.contains(l), "{l} streamed to B: {uploaded:?}");
         assert!(!in_store(&warm, l), "{l} must not be written to the store");

@@ -218,13 +218,6 @@ fn a_one_file_change_recompresses_only_its_segment() {
     assert!(changed.cache.segments_reused >= 3, "{:?}", changed.cache);
 }
 
-fn events(out: &std::process::Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .collect()
-}
-
 /// The log without its colour escapes.
 fn strip_ansi(text: &str) -> String {
     let mut out = String::new();
@@ -263,7 +256,7 @@ fn a_no_change_push_only_checks_blobs() {
                 ]),
         );
         let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
-        (events(&out), stderr, stdout(&out))
+        (json_events(&out), stderr, stdout(&out))
     };
     let (first, _, line1) = push();
     assert!(first.iter().any(|e| e["event"] == "blob_uploaded"));

@@ -427,7 +427,8 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert!(err.contains(&proxy.addr), "names the registry: {err}");
     assert!(first.stdout.is_empty());
-    let uploaded_first: Vec<String> = events(&first.stderr, "blob_uploaded");
+    let uploaded_first: Vec<String> =
+        common::event_digests(&common::json_events(&first), "blob_uploaded");
     assert_eq!(uploaded_first.len(), 2, "{err}");
 
     reg.restart();
@@ -444,8 +445,8 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let skipped = events(&second.stderr, "blob_skipped");
-    let uploaded = events(&second.stderr, "blob_uploaded");
+    let skipped = common::event_digests(&common::json_events(&second), "blob_skipped");
+    let uploaded = common::event_digests(&common::json_events(&second), "blob_uploaded");
     assert_eq!(
         sorted(skipped),
         sorted(uploaded_first.clone()),
@@ -456,15 +457,6 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
     let line = String::from_utf8_lossy(&second.stdout).trim().to_string();
     reg.verify("faults/hello:v1", &common::digest_of(&line), None);
     eprintln!("killed-registry push failed after {took:?}");
-}
-
-fn events(stderr: &[u8], kind: &str) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == kind)
-        .filter_map(|e| e["digest"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// A blob streamed from another registry: a 503 on the source GET is

@@ -8,17 +8,10 @@ use common::*;
 use regsupport::{Certs, Registry, RegistryCfg};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn events(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .collect()
-}
+use std::process::{Command, Stdio};
 
 fn count(events: &[serde_json::Value], kind: &str) -> usize {
-    events.iter().filter(|e| e["event"] == kind).count()
+    event_digests(events, kind).len()
 }
 
 fn push(cache: &Path, ctx: &Path, args: &[&str]) -> Command {
@@ -45,7 +38,7 @@ fn insecure_push_prints_reference_skips_present_blobs_and_mounts_across_repos() 
     let (reference, digest) = line.trim().split_once('@').unwrap();
     assert_eq!(reference, format!("{addr}/hello:v1"));
     reg.verify("hello:v1", digest, None);
-    let ev = events(&first);
+    let ev = json_events(&first);
     assert_eq!(count(&ev, "blob_uploaded"), 4, "config + 3 layers: {ev:?}");
 
     // Nothing changed: only the manifest goes out again.
@@ -54,7 +47,7 @@ fn insecure_push_prints_reference_skips_present_blobs_and_mounts_across_repos() 
         &ctx,
         &["-t", "v1", "--registry", &addr, "--insecure", "--json"],
     ));
-    let ev = events(&second);
+    let ev = json_events(&second);
     assert_eq!(
         count(&ev, "blob_uploaded") + count(&ev, "blob_mounted"),
         0,
@@ -70,7 +63,7 @@ fn insecure_push_prints_reference_skips_present_blobs_and_mounts_across_repos() 
         &ctx,
         &["-t", &other, "--insecure", "--json"],
     ));
-    let ev = events(&third);
+    let ev = json_events(&third);
     assert_eq!(count(&ev, "blob_mounted"), 4, "{ev:?}");
     assert_eq!(count(&ev, "blob_uploaded"), 0);
     reg.verify("team/other:v2", &digest_of(&stdout(&third)), None);

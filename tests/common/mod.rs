@@ -75,6 +75,23 @@ pub fn hello_context(dir: &Path) -> PathBuf {
     ctx
 }
 
+/// The `--json` push events a command wrote on stderr.
+pub fn json_events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The digests of the events of one kind, e.g. `blob_uploaded`.
+pub fn event_digests(events: &[serde_json::Value], kind: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .filter_map(|e| e["digest"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// `name:tag@sha256:...` → the digest.
 pub fn digest_of(reference: &str) -> String {
     reference
