@@ -1155,10 +1155,7 @@ impl Session {
             Ok(r) => r,
             Err(e) if e.is_transient() => {
                 warn!(digest = %blob.digest, "monolithic upload failed in transit: {e}");
-                return Ok(Try::Again {
-                    error: e,
-                    retry_after: None,
-                });
+                return Ok(Try::lost(e));
             }
             Err(e) => return Err(e),
         };
@@ -1216,12 +1213,7 @@ impl Session {
             // abandoned, never written to again.
             let resp = match resp {
                 Ok(r) => r,
-                Err(e) if e.is_transient() => {
-                    return Ok(Try::Again {
-                        error: e,
-                        retry_after: None,
-                    })
-                }
+                Err(e) if e.is_transient() => return Ok(Try::lost(e)),
                 Err(e) => return Err(e),
             };
             match resp.status() {
@@ -1254,12 +1246,7 @@ impl Session {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.is_transient() => {
-                return Ok(Try::Again {
-                    error: e,
-                    retry_after: None,
-                })
-            }
+            Err(e) if e.is_transient() => return Ok(Try::lost(e)),
             Err(e) => return Err(e),
         };
         match resp.status() {
@@ -1461,6 +1448,17 @@ enum Try {
         error: RegistryError,
         retry_after: Option<Duration>,
     },
+}
+
+impl Try {
+    /// A transport error that may be retried: the request may or may not
+    /// have reached the registry, and no answer says which.
+    fn lost(error: RegistryError) -> Try {
+        Try::Again {
+            error,
+            retry_after: None,
+        }
+    }
 }
 
 pub(crate) fn resolve_location(req_url: &Url, raw: &str) -> Option<Url> {
