@@ -27,24 +27,10 @@ CMD ["echo", "from base"]
 STOPSIGNAL SIGINT
 "#;
 
-/// A busybox base context: the static binary plus passwd, group and a motd.
+/// A busybox base context labelled with its architecture.
 fn base_context(dir: &Path, arch_label: &str) -> PathBuf {
     let ctx = dir.join(format!("base-{arch_label}"));
-    fs::create_dir_all(ctx.join("bin")).unwrap();
-    fs::create_dir_all(ctx.join("etc")).unwrap();
-    fs::copy(require_tool("busybox"), ctx.join("bin/busybox")).unwrap();
-    fs::write(
-        ctx.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(ctx.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    fs::write(ctx.join("etc/motd"), "welcome\n").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!("{BASE_DOCKERFILE}LABEL arch={arch_label}\n"),
-    )
-    .unwrap();
+    busybox_base_context(&ctx, &format!("{BASE_DOCKERFILE}LABEL arch={arch_label}\n"));
     ctx
 }
 

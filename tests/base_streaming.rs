@@ -23,17 +23,7 @@ USER app
 
 fn base_context(dir: &Path) -> PathBuf {
     let ctx = dir.join("base");
-    fs::create_dir_all(ctx.join("bin")).unwrap();
-    fs::create_dir_all(ctx.join("etc")).unwrap();
-    fs::copy(require_tool("busybox"), ctx.join("bin/busybox")).unwrap();
-    fs::write(
-        ctx.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(ctx.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    fs::write(ctx.join("etc/motd"), "welcome\n").unwrap();
-    fs::write(ctx.join("Dockerfile"), BASE_DOCKERFILE).unwrap();
+    busybox_base_context(&ctx, BASE_DOCKERFILE);
     ctx
 }
 

@@ -92,6 +92,22 @@ pub fn event_digests(events: &[serde_json::Value], kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// A base image context at `ctx`: the static busybox, an /etc with a user
+/// `app` (1000:1000) and a motd, and the given Dockerfile.
+pub fn busybox_base_context(ctx: &Path, dockerfile: &str) {
+    std::fs::create_dir_all(ctx.join("bin")).unwrap();
+    std::fs::create_dir_all(ctx.join("etc")).unwrap();
+    std::fs::copy(require_tool("busybox"), ctx.join("bin/busybox")).unwrap();
+    std::fs::write(
+        ctx.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    std::fs::write(ctx.join("etc/motd"), "welcome\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+}
+
 /// `name:tag@sha256:...` → the digest.
 pub fn digest_of(reference: &str) -> String {
     reference
