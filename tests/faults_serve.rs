@@ -146,12 +146,9 @@ fn start(dir: &Path, reg: &Registry, repo: &GitRepo, max_builds: usize, delay: u
     Server::start(
         dir,
         &ServerCfg {
-            registry: reg.addr(),
-            clone_url: repo.url(),
             max_builds,
             delay_ms: Some(delay),
-            extra: "",
-            env: Vec::new(),
+            ..ServerCfg::new(reg.addr(), repo.url())
         },
     )
 }
@@ -510,12 +507,8 @@ fn hostile_server(dir: &Path) -> Server {
     Server::start(
         dir,
         &ServerCfg {
-            registry: "127.0.0.1:9".into(),
-            clone_url: format!("file://{}/missing-repo", dir.display()),
-            max_builds: 1,
-            delay_ms: None,
-            extra: "",
             env: vec![("DOCKLESS_BODY_TIMEOUT_SECS".into(), "3".into())],
+            ..ServerCfg::unbuildable(dir)
         },
     )
 }

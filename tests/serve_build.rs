@@ -17,12 +17,8 @@ fn merged_pr_builds_and_pushes_every_image() {
     let srv = Server::start(
         dir.path(),
         &ServerCfg {
-            registry: reg.addr(),
-            clone_url: repo.url(),
             max_builds: 2,
-            delay_ms: None,
-            extra: "",
-            env: Vec::new(),
+            ..ServerCfg::new(reg.addr(), repo.url())
         },
     );
     let payload = merged_pr(&repo.merge_sha, &repo.head_sha);

@@ -18,12 +18,8 @@ fn server(dir: &std::path::Path, extra: &str) -> Server {
     Server::start(
         dir,
         &ServerCfg {
-            registry: "127.0.0.1:9".into(),
-            clone_url: format!("file://{}/missing-repo", dir.display()),
-            max_builds: 1,
-            delay_ms: None,
             extra,
-            env: Vec::new(),
+            ..ServerCfg::unbuildable(dir)
         },
     )
 }

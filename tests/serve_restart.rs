@@ -19,12 +19,9 @@ fn setup(max_builds: usize, delay_ms: u64) -> (Registry, tempfile::TempDir, GitR
     let srv = Server::start(
         dir.path(),
         &ServerCfg {
-            registry: reg.addr(),
-            clone_url: repo.url(),
             max_builds,
             delay_ms: Some(delay_ms),
-            extra: "",
-            env: Vec::new(),
+            ..ServerCfg::new(reg.addr(), repo.url())
         },
     );
     (reg, dir, repo, srv)

@@ -182,6 +182,26 @@ pub struct ServerCfg<'a> {
     pub env: Vec<(String, String)>,
 }
 
+impl ServerCfg<'static> {
+    /// Builds from `clone_url` and pushes to `registry`, one build at a time.
+    pub fn new(registry: String, clone_url: String) -> Self {
+        ServerCfg {
+            registry,
+            clone_url,
+            max_builds: 1,
+            delay_ms: None,
+            extra: "",
+            env: Vec::new(),
+        }
+    }
+
+    /// A server whose builds fail fast: the clone URL and registry lead nowhere.
+    pub fn unbuildable(dir: &Path) -> Self {
+        let missing = format!("file://{}/missing-repo", dir.display());
+        ServerCfg::new("127.0.0.1:9".into(), missing)
+    }
+}
+
 impl Server {
     /// Writes the config into `dir` and starts the server.
     pub fn start(dir: &Path, cfg: &ServerCfg<'_>) -> Server {
