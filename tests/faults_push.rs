@@ -193,13 +193,7 @@ async fn failed_patch_is_never_replayed_into_the_same_session() {
     let (_g, _cfg, reg) = setup().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     // Refuse monolithic uploads so the client goes chunked.
-    proxy.add(
-        Rule::new(
-            |r| r.method == "PUT" && r.is_upload_body(),
-            Action::Status(405),
-        )
-        .always(),
-    );
+    proxy.refuse_monolithic_uploads();
     // Cut the second PATCH mid-body, and answer the fourth with 503.
     proxy.add(Rule::new(|r| r.method == "PATCH", Action::ResetAfter(100 * 1024)).skip(1));
     proxy.add(Rule::new(|r| r.method == "PATCH", Action::Status(503)).skip(2));
@@ -299,13 +293,7 @@ async fn final_put_timeout_heads_the_blob_before_resending() {
 async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
     let (_g, _cfg, reg) = setup().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
-    proxy.add(
-        Rule::new(
-            |r| r.method == "PUT" && r.is_upload_body(),
-            Action::Status(405),
-        )
-        .always(),
-    );
+    proxy.refuse_monolithic_uploads();
     // The closing PUT (no body, ?digest=) reaches the registry; its answer is reset.
     proxy.add(Rule::new(
         |r| r.method == "PUT" && r.path().contains("/blobs/uploads/") && r.content_length == 0,

@@ -50,13 +50,7 @@ async fn push_through(proxy: &FaultProxy, reg: &Registry, repo: &str, chunked: b
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), repo, 300 * 1024);
     if chunked {
-        proxy.add(
-            Rule::new(
-                |r| r.method == "PUT" && r.is_upload_body(),
-                Action::Status(405),
-            )
-            .always(),
-        );
+        proxy.refuse_monolithic_uploads();
     }
     let opts = PushOptions {
         chunk_size: 128 * 1024,

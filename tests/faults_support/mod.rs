@@ -222,6 +222,18 @@ impl FaultProxy {
         self.state.lock().unwrap().rules.push(rule);
     }
 
+    /// Refuses every monolithic blob upload (a PUT with a body) with 405,
+    /// so clients must upload in chunks.
+    pub fn refuse_monolithic_uploads(&self) {
+        self.add(
+            Rule::new(
+                |r| r.method == "PUT" && r.is_upload_body(),
+                Action::Status(405),
+            )
+            .always(),
+        );
+    }
+
     pub fn clear_rules(&self) {
         self.state.lock().unwrap().rules.clear();
     }
