@@ -205,16 +205,9 @@ fn answer(
     )
 }
 
-fn creds() -> String {
-    format!("{USER}:{PASS}")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bearer_token_auth_push_skip_mount() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let ts = start_token_server(tokdir.path()).await;
+/// A TLS registry with `auth: token`, trusting the test's token server.
+async fn token_registry(dir: &Path) -> (TokenServer, Certs, Registry) {
+    let ts = start_token_server(dir).await;
     let certs = Certs::generate();
     let reg = Registry::start(RegistryCfg {
         certs: Some(&certs),
@@ -226,6 +219,19 @@ async fn bearer_token_auth_push_skip_mount() {
         }),
         ..Default::default()
     });
+    (ts, certs, reg)
+}
+
+fn creds() -> String {
+    format!("{USER}:{PASS}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth_push_skip_mount() {
+    init_tracing();
+    let _g = env_lock().await;
+    let tokdir = tempfile::tempdir().unwrap();
+    let (ts, certs, reg) = token_registry(tokdir.path()).await;
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "auth": basic_b64(USER, PASS) } }
     }));
@@ -251,18 +257,7 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
     init_tracing();
     let _g = env_lock().await;
     let tokdir = tempfile::tempdir().unwrap();
-    let ts = start_token_server(tokdir.path()).await;
-    let certs = Certs::generate();
-    let reg = Registry::start(RegistryCfg {
-        certs: Some(&certs),
-        token: Some(TokenAuthCfg {
-            realm: ts.realm.clone(),
-            service: SERVICE.into(),
-            issuer: ISSUER.into(),
-            rootcertbundle: ts.cert.clone(),
-        }),
-        ..Default::default()
-    });
+    let (_ts, certs, reg) = token_registry(tokdir.path()).await;
     let opts = PushOptions {
         ca_certs: vec![certs.ca()],
         ..PushOptions::default()
