@@ -438,7 +438,8 @@ impl<'a> Builder<'a> {
     }
 
     /// A registry image as a stage result: pulled, verified and laid out as a
-    /// filesystem model; loaded once per build and platform.
+    /// filesystem model; loaded once per build and platform, and kept in
+    /// `self.images` under the returned key.
     /// `what` names the instruction as written, e.g. `FROM python:3.12`.
     fn load_image(
         &mut self,
@@ -446,10 +447,10 @@ impl<'a> Builder<'a> {
         what: &str,
         image: &ImageRef,
         platform: &Platform,
-    ) -> Result<StageResult, BuildError> {
+    ) -> Result<String, BuildError> {
         let key = format!("{image}|{platform}");
-        if let Some(found) = self.images.get(&key) {
-            return Ok(found.clone());
+        if self.images.contains_key(&key) {
+            return Ok(key);
         }
         let file = self.file.clone();
         let fail = |e: &dyn std::fmt::Display| BuildError::Instruction {
@@ -501,8 +502,8 @@ impl<'a> Builder<'a> {
             fs,
         };
         tracing::info!(image = %image, digest = %base.manifest_digest, "base image loaded");
-        self.images.insert(key, result.clone());
-        Ok(result)
+        self.images.insert(key.clone(), result);
+        Ok(key)
     }
 
     /// Every stage the target needs, found and checked before anything is
@@ -615,7 +616,8 @@ impl<'a> Builder<'a> {
             },
             BaseRef::Image(image) => {
                 let what = format!("FROM {}", stage.from.image);
-                self.load_image(stage.from.line, &what, &image, &platform)?
+                let key = self.load_image(stage.from.line, &what, &image, &platform)?;
+                self.images[&key].clone()
             }
         };
         if let Some(trigger) = base.image.config.config.on_build.first() {
@@ -939,12 +941,14 @@ impl<'a> Builder<'a> {
             let src = self.expand(line, raw, &|n| state.lookup(n))?;
             match &args.from {
                 Some(from) => {
+                    // Borrowed, not cloned: a base image's model can be large.
                     let fs = match self.copy_from_ref(stage, ins, from)? {
-                        BaseRef::Stage(i) => self.results[i].as_ref().map(|r| r.fs.clone()),
+                        BaseRef::Stage(i) => self.results[i].as_ref().map(|r| &r.fs),
                         BaseRef::Image(image) => {
                             let platform = state.image.platform();
                             let what = format!("{verb} --from={from}");
-                            Some(self.load_image(line, &what, &image, &platform)?.fs)
+                            let key = self.load_image(line, &what, &image, &platform)?;
+                            self.images.get(&key).map(|r| &r.fs)
                         }
                         BaseRef::Scratch => None,
                     };
@@ -954,7 +958,7 @@ impl<'a> Builder<'a> {
                             format!("{verb} --from={from}: that stage was not built"),
                         )
                     })?;
-                    let found = stage_sources(&fs, &src)
+                    let found = stage_sources(fs, &src)
                         .map_err(|e| self.fail(line, format!("{verb} --from={from} {src}: {e}")))?;
                     sources.extend(found);
                 }
