@@ -23,6 +23,7 @@ pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod serve;
+mod stall;
 pub mod store;
 pub mod webhook;
 pub mod worker;

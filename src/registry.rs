@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::auth::{self, AuthState, Scope};
+use crate::stall::Liveness;
 
 /// Errors from pushing or logging in. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,12 @@ pub enum RegistryError {
     Connect { host: String, reason: String },
     #[error("timed out talking to registry {host}")]
     Timeout { host: String },
+    #[error("registry {host} stopped taking the upload after {sent} bytes (nothing moved for {idle_secs} s)")]
+    UploadStalled {
+        host: String,
+        sent: u64,
+        idle_secs: u64,
+    },
     #[error("TLS error with {host}: {reason}")]
     Tls { host: String, reason: String },
     #[error("HTTP error talking to {host}: {reason}")]
@@ -91,6 +98,7 @@ impl RegistryError {
             self,
             RegistryError::Connect { .. }
                 | RegistryError::Timeout { .. }
+                | RegistryError::UploadStalled { .. }
                 | RegistryError::Http { .. }
         )
     }
@@ -320,8 +328,10 @@ pub struct PushOptions {
     pub chunk_size: u64,
     /// Longest wait for a TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// Longest silence while waiting for bytes of a response; a stalled
-    /// registry fails the request after this.
+    /// Longest silence while waiting for bytes of a response, and longest
+    /// time an upload may go without the registry taking any of its body; a
+    /// stalled registry fails the request after this. A slow upload that
+    /// keeps moving is never cut.
     pub read_timeout: Duration,
     /// Tries per idempotent step, the first included (0 is treated as 1).
     pub max_attempts: u32,
@@ -420,6 +430,10 @@ pub struct PushOutcome {
 /// HTTP plumbing for one registry host.
 pub(crate) struct Transport {
     http: reqwest::Client,
+    /// For streamed bodies: no `read_timeout`, which would count the whole
+    /// upload; [`Liveness`] watches those requests instead.
+    upload_http: reqwest::Client,
+    read_timeout: Duration,
     secure: bool,
     /// Host as the user wrote it (used in messages and credential lookup).
     host: String,
@@ -459,19 +473,11 @@ impl Transport {
                 reason: "not a valid registry host".into(),
             }
         })?;
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
-            .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")));
-        // Always hand reqwest our own rustls config: with `rustls-no-provider`
-        // it would otherwise panic looking for a process-wide crypto provider
-        // (even for plain HTTP, since an absolute Location may be https).
-        b = b.tls_backend_preconfigured(tls_config(ca_certs)?);
-        let http = b
-            .build()
-            .map_err(|e| RegistryError::TlsConfig(format!("building HTTP client: {e}")))?;
+        let tls = tls_config(ca_certs)?;
         Ok(Transport {
-            http,
+            http: http_client(connect_timeout, Some(read_timeout), tls.clone())?,
+            upload_http: http_client(connect_timeout, None, tls)?,
+            read_timeout,
             secure: !insecure,
             host: registry.to_string(),
             base,
@@ -480,6 +486,20 @@ impl Transport {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A streamed request body stopped moving, or its answer never came.
+    fn stall_error(&self, live: &Liveness) -> RegistryError {
+        if live.finished() {
+            return RegistryError::Timeout {
+                host: self.host.clone(),
+            };
+        }
+        RegistryError::UploadStalled {
+            host: self.host.clone(),
+            sent: live.sent(),
+            idle_secs: self.read_timeout.as_secs(),
+        }
     }
     pub(crate) fn host(&self) -> &str {
         &self.host
@@ -531,6 +551,25 @@ impl Transport {
 }
 
 /// Source chain as text, skipping reqwest's own URL-bearing top line.
+fn http_client(
+    connect_timeout: Duration,
+    read_timeout: Option<Duration>,
+    tls: rustls::ClientConfig,
+) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = read_timeout {
+        b = b.read_timeout(t);
+    }
+    // Always hand reqwest our own rustls config: with `rustls-no-provider`
+    // it would otherwise panic looking for a process-wide crypto provider
+    // (even for plain HTTP, since an absolute Location may be https).
+    b.tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| RegistryError::TlsConfig(format!("building HTTP client: {e}")))
+}
+
 fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -719,6 +758,8 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(30);
+
 /// Turn a failed response into an error with the registry's own message.
 pub(crate) async fn error_from_response(
     host: &str,
@@ -726,7 +767,13 @@ pub(crate) async fn error_from_response(
     resp: reqwest::Response,
 ) -> RegistryError {
     let status = resp.status();
-    let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+    // Answers to uploads come without a read timeout (see `upload_http`);
+    // the message is a courtesy, not worth waiting long for.
+    let body = tokio::time::timeout(ERROR_BODY_WAIT, read_limited(resp, 64 * 1024))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
     let message = decode_error_body(&body).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
@@ -914,13 +961,20 @@ impl Session {
     ) -> Result<reqwest::Response> {
         let mut retried = false;
         loop {
-            let mut rb = self.t.http.request(method.clone(), url.clone());
+            let streamed = matches!(body, ReqBody::File { .. } | ReqBody::Remote { .. });
+            let http = if streamed {
+                &self.t.upload_http
+            } else {
+                &self.t.http
+            };
+            let mut rb = http.request(method.clone(), url.clone());
             for (k, v) in headers {
                 rb = rb.header(*k, v.as_str());
             }
             if let Some(h) = self.auth.header_for(&self.t, scopes).await? {
                 rb = rb.header(reqwest::header::AUTHORIZATION, h);
             }
+            let live = Liveness::new();
             rb = match &body {
                 ReqBody::Empty => rb.header(CONTENT_LENGTH, "0"),
                 ReqBody::Bytes(b) => rb.body(b.to_vec()),
@@ -933,7 +987,8 @@ impl Session {
                 } => {
                     let body =
                         file_body(path, *offset, *len, digest, *total, self.events.clone()).await?;
-                    rb.header(CONTENT_LENGTH, len.to_string()).body(body)
+                    rb.header(CONTENT_LENGTH, len.to_string())
+                        .body(reqwest::Body::wrap_stream(live.watch(body)))
                 }
                 ReqBody::Remote {
                     source,
@@ -955,13 +1010,20 @@ impl Session {
                         (*mismatch).clone(),
                     )
                     .await?;
-                    rb.header(CONTENT_LENGTH, len.to_string()).body(body)
+                    rb.header(CONTENT_LENGTH, len.to_string())
+                        .body(reqwest::Body::wrap_stream(live.watch(body)))
                 }
             };
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
+            let sent = rb.send();
+            let resp = if streamed {
+                tokio::select! {
+                    r = sent => r,
+                    _ = live.stalled(self.t.read_timeout) => return Err(self.t.stall_error(&live)),
+                }
+            } else {
+                sent.await
+            }
+            .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
             if resp.status() == StatusCode::UNAUTHORIZED
                 && !retried
                 && self.auth.on_unauthorized(&resp, scopes)
@@ -1475,7 +1537,7 @@ async fn file_body(
     digest: &str,
     total: u64,
     events: EventSink,
-) -> Result<reqwest::Body> {
+) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
     let io_err = |source| RegistryError::Io {
         path: path.to_path_buf(),
         source,
@@ -1496,7 +1558,7 @@ async fn file_body(
             });
         },
     );
-    Ok(reqwest::Body::wrap_stream(stream))
+    Ok(stream)
 }
 
 /// Which bytes of a remote blob a request body carries.
@@ -1516,7 +1578,7 @@ async fn remote_body(
     range: RemoteRange<'_>,
     events: EventSink,
     mismatch: Mismatch,
-) -> Result<reqwest::Body> {
+) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
     let RemoteRange {
         offset,
         len,
@@ -1606,7 +1668,7 @@ async fn remote_body(
             }
         },
     );
-    Ok(reqwest::Body::wrap_stream(stream))
+    Ok(stream)
 }
 
 /// Opens a session with each registry that holds blobs to stream.

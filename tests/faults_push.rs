@@ -289,6 +289,116 @@ async fn final_put_timeout_heads_the_blob_before_resending() {
     assert_eq!(proxy.faults()["stall"], 1);
 }
 
+/// The PUT for `blob` (URL-encoded digest) with a body.
+fn layer_puts<'a>(seen: &'a [Seen], digest: &str) -> Vec<&'a Seen> {
+    let enc = digest.replace(':', "%3A");
+    upload_bodies(seen, "PUT")
+        .into_iter()
+        .filter(|s| s.req.target.contains(&enc))
+        .collect()
+}
+
+/// A registry that stops reading an upload mid-body: the client's writes
+/// block, nothing answers, and only the idle clock can notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_that_stops_moving_is_abandoned_and_retried() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    // Far bigger than the socket buffers, so the writes really block.
+    let img = build_image(work.path(), "stallbody", 48 * 1024 * 1024);
+    let layer = img.layers[0].digest.clone();
+    let enc = layer.replace(':', "%3A");
+    proxy.add(Rule::new(
+        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&enc),
+        Action::StallBody(1024 * 1024, Duration::from_secs(30)),
+    ));
+    let target = Reference::parse(&format!("{}/faults/stallbody:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let out = push(&img, &target, &fast_opts()).await;
+    note_push(out.is_ok());
+    let out = out.expect("push after a stalled upload");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "waited out the stall: {took:?}"
+    );
+    reg.verify("faults/stallbody:1", &out.manifest_digest, None);
+    let seen = proxy.seen();
+    assert_eq!(layer_puts(&seen, &layer).len(), 2, "stalled, then whole");
+    assert!(
+        for_digest(&seen, "HEAD", &layer).len() >= 2,
+        "HEAD before resending"
+    );
+    assert_eq!(proxy.faults()["stall-body"], 1);
+}
+
+/// An upload that keeps moving is never cut, however long it takes: here
+/// four times the read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upload_that_keeps_moving_outlasts_the_read_timeout() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "slowbody", 12 * 1024 * 1024);
+    let layer = img.layers[0].digest.clone();
+    let enc = layer.replace(':', "%3A");
+    // 8 MiB at 2 MiB/s: four seconds against a one-second read timeout.
+    proxy.add(Rule::new(
+        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&enc),
+        Action::Throttle(2 * 1024 * 1024, 8 * 1024 * 1024),
+    ));
+    let opts = PushOptions {
+        read_timeout: Duration::from_secs(1),
+        ..fast_opts()
+    };
+    let target = Reference::parse(&format!("{}/faults/slowbody:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let out = push(&img, &target, &opts).await;
+    note_push(out.is_ok());
+    let out = out.expect("slow push");
+    assert!(t0.elapsed() >= Duration::from_secs(4), "was throttled");
+    reg.verify("faults/slowbody:1", &out.manifest_digest, None);
+    let seen = proxy.seen();
+    assert_eq!(layer_puts(&seen, &layer).len(), 1, "sent once, never cut");
+    assert_eq!(proxy.faults()["throttle"], 1);
+}
+
+/// When every try stalls, the push fails within its attempts, says where
+/// the upload stopped, and tags nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_that_always_stall_fail_clearly_with_no_tag() {
+    let (_g, _cfg, reg) = setup().await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "stallever", 32 * 1024 * 1024);
+    proxy.add(
+        Rule::new(
+            |r| r.is_upload_body() && r.content_length > 1024 * 1024,
+            Action::StallBody(1024 * 1024, Duration::from_secs(30)),
+        )
+        .always(),
+    );
+    let opts = PushOptions {
+        max_attempts: 2,
+        // Chunks bigger than the socket buffers, so a stalled PATCH blocks too.
+        chunk_size: 24 * 1024 * 1024,
+        ..fast_opts()
+    };
+    let target = Reference::parse(&format!("{}/faults/stallever:1", proxy.addr)).unwrap();
+    let t0 = Instant::now();
+    let err = push(&img, &target, &opts).await.unwrap_err();
+    note_push(false);
+    let took = t0.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&proxy.addr) && msg.contains("stopped taking the upload after"),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(reg.tag_absent("faults/stallever:1", None));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
     let (_g, _cfg, reg) = setup().await;

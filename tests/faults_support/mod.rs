@@ -78,6 +78,12 @@ pub enum Action {
     DropAnswer,
     /// Forward the whole request, then send nothing for this long.
     StallAnswer(Duration),
+    /// Forward the first N bytes of the request body, then stop reading it
+    /// for this long (the client's writes block), then reset both sides.
+    StallBody(u64, Duration),
+    /// Forward the first `.1` bytes of the request body at `.0` bytes per
+    /// second, the rest at full speed (so no data waits in buffers at the end).
+    Throttle(u64, u64),
     /// Answer with this status without forwarding.
     Status(u16),
     /// 429 with `Retry-After: N`.
@@ -97,6 +103,8 @@ impl Action {
             Action::ResetAfter(_) => "reset",
             Action::DropAnswer => "reset-before-answer",
             Action::StallAnswer(_) => "stall",
+            Action::StallBody(..) => "stall-body",
+            Action::Throttle(..) => "throttle",
             Action::Status(500) => "http-500",
             Action::Status(502) => "http-502",
             Action::Status(503) => "http-503",
@@ -379,6 +387,8 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         ResetAfter(u64),
         DropAnswer,
         Stall(Duration),
+        StallBody(u64, Duration),
+        Throttle(u64, u64),
     }
     let mut plan = Plan::Forward;
     let mut plan_reply: Option<(u16, String, String)> = None;
@@ -398,6 +408,14 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
                 }
                 Action::StallAnswer(d) => {
                     plan = Plan::Stall(*d);
+                    None
+                }
+                Action::StallBody(n, d) => {
+                    plan = Plan::StallBody(*n, *d);
+                    None
+                }
+                Action::Throttle(rate, bytes) => {
+                    plan = Plan::Throttle(*rate, *bytes);
                     None
                 }
                 Action::Before(f) => {
@@ -447,10 +465,19 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         reset(client);
         return;
     }
-    // Body: forward up to the reset point, if any.
+    // Body: forward up to the reset or stall point, if any.
     let limit = match plan {
-        Plan::ResetAfter(n) => n,
+        Plan::ResetAfter(n) | Plan::StallBody(n, _) => n,
         _ => u64::MAX,
+    };
+    // Bytes per read and the pause after each while throttled, and how far.
+    let (piece, pause, slow_until) = match plan {
+        Plan::Throttle(rate, bytes) => (
+            (rate / 10).max(1) as usize,
+            Duration::from_millis(100),
+            bytes,
+        ),
+        _ => (65536, Duration::ZERO, 0),
     };
     let mut forwarded = 0u64;
     let first = &early[..early.len().min(limit as usize)];
@@ -460,9 +487,11 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
     }
     forwarded += first.len() as u64;
     let mut rest = body_rest;
-    let mut tmp = vec![0u8; 65536];
+    let mut tmp = vec![0u8; piece.max(65536)];
     while rest > 0 && forwarded < limit {
-        let want = (tmp.len() as u64).min(rest).min(limit - forwarded) as usize;
+        let slow = forwarded < slow_until;
+        let size = if slow { piece } else { tmp.len() };
+        let want = (size as u64).min(rest).min(limit - forwarded) as usize;
         let n = match client.read(&mut tmp[..want]).await {
             Ok(0) | Err(_) => {
                 reset(up);
@@ -476,10 +505,16 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         }
         rest -= n as u64;
         forwarded += n as u64;
+        if slow {
+            tokio::time::sleep(pause).await;
+        }
     }
-    if let Plan::ResetAfter(_) = plan {
+    if let Plan::ResetAfter(_) | Plan::StallBody(..) = plan {
         if forwarded < req.content_length {
             record(0, kind);
+            if let Plan::StallBody(_, d) = plan {
+                tokio::time::sleep(d).await;
+            }
             reset(up);
             reset(client);
             return;
