@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::registry::{RegistryError, Transport};
+use crate::registry::{PushOptions, RegistryError, RetryPolicy, Transport};
 
 /// One challenge from a `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,14 +296,17 @@ pub(crate) struct AuthState {
     scheme: Mutex<Scheme>,
     /// Bearer tokens keyed by the rendered, sorted scope list.
     tokens: Mutex<HashMap<String, String>>,
+    /// Token servers fail like registries do; their requests are idempotent.
+    retry: RetryPolicy,
 }
 
 impl AuthState {
-    pub(crate) fn new(credential: Option<Credential>) -> Self {
+    pub(crate) fn new(credential: Option<Credential>, retry: RetryPolicy) -> Self {
         AuthState {
             credential,
             scheme: Mutex::new(Scheme::Anonymous),
             tokens: Mutex::new(HashMap::new()),
+            retry,
         }
     }
 
@@ -373,10 +376,13 @@ impl AuthState {
                             sorted(scopes).iter().map(Scope::render).collect();
                         let tok = fetch_token(
                             t,
-                            &realm,
-                            service.as_deref(),
-                            &rendered,
-                            self.credential.as_ref(),
+                            &self.retry,
+                            TokenRequest {
+                                realm: &realm,
+                                service: service.as_deref(),
+                                scopes: &rendered,
+                                cred: self.credential.as_ref(),
+                            },
                         )
                         .await?;
                         if let Ok(mut m) = self.tokens.lock() {
@@ -513,14 +519,26 @@ pub(crate) fn token_from_body(body: &[u8]) -> Option<String> {
         .or(r.access_token.filter(|t| !t.is_empty()))
 }
 
-/// Obtain a bearer token from `realm` for `scopes`.
+/// What to ask a token server for.
+struct TokenRequest<'a> {
+    realm: &'a str,
+    service: Option<&'a str>,
+    scopes: &'a [String],
+    cred: Option<&'a Credential>,
+}
+
+/// Obtain a bearer token from the realm, retried like any idempotent step.
 async fn fetch_token(
     t: &Transport,
-    realm: &str,
-    service: Option<&str>,
-    scopes: &[String],
-    cred: Option<&Credential>,
+    retry: &RetryPolicy,
+    request: TokenRequest<'_>,
 ) -> Result<String, RegistryError> {
+    let TokenRequest {
+        realm,
+        service,
+        scopes,
+        cred,
+    } = request;
     let registry = t.host().to_string();
     let mut url = Url::parse(realm).map_err(|_| RegistryError::Protocol {
         host: registry.clone(),
@@ -536,7 +554,8 @@ async fn fetch_token(
     let secure = url.scheme() == "https";
     debug!(registry = %registry, realm_host = %realm_host, scopes = ?scopes, "requesting bearer token");
 
-    let req = match cred {
+    // (form body for POST, Basic header for GET)
+    let (form, basic) = match cred {
         Some(Credential::IdentityToken(refresh)) => {
             ensure_safe_for_secrets(secure, &realm_host, &registry)?;
             // OAuth2 refresh-token grant, as docker does for identity tokens.
@@ -550,39 +569,48 @@ async fn fetch_token(
             if !scopes.is_empty() {
                 form.append_pair("scope", &scopes.join(" "));
             }
-            t.http()
-                .post(url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(form.finish())
+            (Some(form.finish()), None)
         }
         other => {
-            {
-                let mut q = url.query_pairs_mut();
-                if let Some(s) = service {
-                    q.append_pair("service", s);
-                }
-                for s in scopes {
-                    q.append_pair("scope", s);
-                }
-                if let Some(Credential::UserPass { username, .. }) = other {
-                    q.append_pair("account", username);
-                }
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
             }
-            let mut rb = t.http().get(url);
+            for s in scopes {
+                q.append_pair("scope", s);
+            }
+            let mut basic = None;
             if let Some(Credential::UserPass { username, password }) = other {
+                q.append_pair("account", username);
                 ensure_safe_for_secrets(secure, &realm_host, &registry)?;
-                rb = rb.header(AUTHORIZATION, basic_header(username, password));
+                basic = Some(basic_header(username, password));
             }
-            rb
+            drop(q);
+            (None, basic)
         }
     };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| t.map_send_error(e, &realm_host))?;
+    let what = format!("token request {}", url.path());
+    let resp = retry
+        .run(&realm_host, &what, || async {
+            let rb = match &form {
+                Some(body) => t
+                    .http()
+                    .post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body.clone()),
+                None => match &basic {
+                    Some(h) => t.http().get(url.clone()).header(AUTHORIZATION, h.clone()),
+                    None => t.http().get(url.clone()),
+                },
+            };
+            rb.send()
+                .await
+                .map_err(|e| t.map_send_error(e, &realm_host))
+        })
+        .await?;
     let status = resp.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(RegistryError::Unauthorized {
@@ -653,7 +681,14 @@ pub async fn login(
             _ => None,
         });
         if let Some((realm, service)) = bearer {
-            fetch_token(&t, &realm, service.as_deref(), &[], Some(&cred)).await?;
+            let retry = RetryPolicy::new(&PushOptions::default());
+            let request = TokenRequest {
+                realm: &realm,
+                service: service.as_deref(),
+                scopes: &[],
+                cred: Some(&cred),
+            };
+            fetch_token(&t, &retry, request).await?;
         } else if chs.iter().any(|c| matches!(c, Challenge::Basic { .. })) {
             ensure_safe_for_secrets(t.is_secure(), t.host(), t.host())?;
             let resp = t

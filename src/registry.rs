@@ -370,11 +370,45 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn new(opts: &PushOptions) -> Self {
+    pub(crate) fn new(opts: &PushOptions) -> Self {
         RetryPolicy {
             attempts: opts.max_attempts.max(1),
             base: opts.retry_delay,
             cap: opts.max_retry_delay.max(opts.retry_delay),
+        }
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the attempts run out;
+    /// the last result is returned as it is. `host` and `what` name the step
+    /// in logs (never a URL's query, which may carry upload state).
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        host: &str,
+        what: &str,
+        mut op: F,
+    ) -> Result<reqwest::Response>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let res = op().await;
+            let hint = match &res {
+                Ok(r) if retryable_status(r.status()) => retry_after(r),
+                Err(e) if e.is_transient() => None,
+                _ => return res,
+            };
+            if attempt >= self.attempts {
+                return res;
+            }
+            let wait = self.delay(attempt, hint);
+            match &res {
+                Ok(r) => warn!(%host, %what, status = %r.status(), attempt, ?wait, "retrying"),
+                Err(e) => warn!(%host, %what, error = %e, attempt, ?wait, "retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
@@ -862,7 +896,7 @@ impl Session {
                 opts.connect_timeout,
                 opts.read_timeout,
             )?,
-            auth: AuthState::new(credential),
+            auth: AuthState::new(credential, RetryPolicy::new(opts)),
             events: opts.events.clone(),
             chunk_size: if opts.chunk_size == 0 {
                 DEFAULT_CHUNK_SIZE
@@ -920,34 +954,12 @@ impl Session {
         .await
     }
 
-    /// Run `op` until it succeeds, fails for good, or the attempts run out;
-    /// the last result is returned as it is.
-    async fn retrying<F, Fut>(&self, what: &str, mut op: F) -> Result<reqwest::Response>
+    async fn retrying<F, Fut>(&self, what: &str, op: F) -> Result<reqwest::Response>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::Response>>,
     {
-        let mut attempt = 1;
-        loop {
-            let res = op().await;
-            let hint = match &res {
-                Ok(r) if retryable_status(r.status()) => retry_after(r),
-                Err(e) if e.is_transient() => None,
-                _ => return res,
-            };
-            if attempt >= self.retry.attempts {
-                return res;
-            }
-            let wait = self.retry.delay(attempt, hint);
-            match &res {
-                Ok(r) => {
-                    warn!(host = %self.t.host, %what, status = %r.status(), attempt, ?wait, "retrying")
-                }
-                Err(e) => warn!(host = %self.t.host, %what, error = %e, attempt, ?wait, "retrying"),
-            }
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        self.retry.run(&self.t.host, what, op).await
     }
 
     /// One request (plus one re-authentication on 401), never repeated on faults.

@@ -40,17 +40,6 @@ pub fn note_push(ok: bool) {
     }
 }
 
-async fn setup() -> (
-    tokio::sync::MutexGuard<'static, ()>,
-    tempfile::TempDir,
-    Registry,
-) {
-    init_tracing();
-    let g = env_lock().await;
-    let cfg = docker_config(serde_json::json!({}));
-    (g, cfg, Registry::start(RegistryCfg::default()))
-}
-
 fn for_digest<'a>(seen: &'a [Seen], method: &str, digest: &str) -> Vec<&'a Seen> {
     seen.iter()
         .filter(|s| s.req.method == method && s.req.target.contains(digest))
@@ -65,7 +54,7 @@ fn upload_bodies<'a>(seen: &'a [Seen], method: &str) -> Vec<&'a Seen> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_get_manifest_put_retried_after_5xx_and_resets() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     proxy.add(Rule::new(
         |r| r.method == "GET" && r.path() == "/v2/",
@@ -120,7 +109,7 @@ async fn head_get_manifest_put_retried_after_5xx_and_resets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_waits_for_retry_after() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     // Backoff alone would wait at most 300 ms; Retry-After asks for 2 s.
     proxy.add(Rule::new(
@@ -149,7 +138,7 @@ async fn too_many_requests_waits_for_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "cutput", 1024 * 1024);
@@ -190,7 +179,7 @@ async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_patch_is_never_replayed_into_the_same_session() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     // Refuse monolithic uploads so the client goes chunked.
     proxy.refuse_monolithic_uploads();
@@ -254,7 +243,7 @@ async fn failed_patch_is_never_replayed_into_the_same_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_put_timeout_heads_the_blob_before_resending() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "stalled", 512 * 1024);
@@ -302,7 +291,7 @@ fn layer_puts<'a>(seen: &'a [Seen], digest: &str) -> Vec<&'a Seen> {
 /// block, nothing answers, and only the idle clock can notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_that_stops_moving_is_abandoned_and_retried() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     // Far bigger than the socket buffers, so the writes really block.
@@ -337,7 +326,7 @@ async fn upload_that_stops_moving_is_abandoned_and_retried() {
 /// four times the read timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upload_that_keeps_moving_outlasts_the_read_timeout() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "slowbody", 12 * 1024 * 1024);
@@ -368,7 +357,7 @@ async fn slow_upload_that_keeps_moving_outlasts_the_read_timeout() {
 /// the upload stopped, and tags nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_that_always_stall_fail_clearly_with_no_tag() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "stallever", 32 * 1024 * 1024);
@@ -401,7 +390,7 @@ async fn uploads_that_always_stall_fail_clearly_with_no_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     proxy.refuse_monolithic_uploads();
     // The closing PUT (no body, ?digest=) reaches the registry; its answer is reset.
@@ -456,7 +445,7 @@ async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_fail_with_the_registry_message_and_no_tag() {
-    let (_g, _cfg, reg) = setup().await;
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     proxy.add(
         Rule::new(
@@ -483,7 +472,7 @@ async fn exhausted_retries_fail_with_the_registry_message_and_no_tag() {
 /// command completes and sends only what is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
-    let (_g, _cfg, mut reg) = setup().await;
+    let (_g, _cfg, mut reg) = anonymous_registry().await;
     let proxy = FaultProxy::start(&reg.addr()).await;
     let pid = reg.pid();
     // Kill the registry when the third blob upload starts (two are stored).
@@ -562,7 +551,7 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
 /// the source again (nothing is buffered on disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_put_cut_mid_body_reopens_the_source() {
-    let (_g, _cfg, dst) = setup().await;
+    let (_g, _cfg, dst) = anonymous_registry().await;
     let src = Registry::start(RegistryCfg::default());
     let src_proxy = FaultProxy::start(&src.addr()).await;
     let dst_proxy = FaultProxy::start(&dst.addr()).await;

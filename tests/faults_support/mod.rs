@@ -71,7 +71,8 @@ type Matcher = Box<dyn Fn(&Req) -> bool + Send + Sync>;
 type Rewriter = Box<dyn Fn(&Req, &mut Resp) + Send + Sync>;
 
 pub enum Action {
-    /// Forward only the first N bytes of the request body, then reset both sides.
+    /// Forward only the first N bytes of the request body, then reset both
+    /// sides (a request without a body: its head only).
     ResetAfter(u64),
     /// Forward the whole request, then reset the client instead of answering
     /// (the registry acted; the answer is lost).
@@ -510,7 +511,8 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         }
     }
     if let Plan::ResetAfter(_) | Plan::StallBody(..) = plan {
-        if forwarded < req.content_length {
+        // A request without a body is cut once its head went upstream.
+        if forwarded < req.content_length || req.content_length == 0 {
             record(0, kind);
             if let Plan::StallBody(_, d) = plan {
                 tokio::time::sleep(d).await;

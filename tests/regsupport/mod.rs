@@ -428,6 +428,19 @@ pub fn docker_config(json: serde_json::Value) -> tempfile::TempDir {
     d
 }
 
+/// The usual start of an anonymous push test: tracing, the env lock, an
+/// empty docker config and a plain-HTTP registry.
+pub async fn anonymous_registry() -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Registry,
+) {
+    init_tracing();
+    let g = env_lock().await;
+    let cfg = docker_config(serde_json::json!({}));
+    (g, cfg, Registry::start(RegistryCfg::default()))
+}
+
 pub fn basic_b64(user: &str, pass: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
