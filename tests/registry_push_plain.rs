@@ -14,19 +14,13 @@ fn plain_opts() -> PushOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_push_skip_and_mount() {
-    init_tracing();
-    let _g = env_lock().await;
-    let _cfg = docker_config(serde_json::json!({}));
-    let reg = Registry::start(RegistryCfg::default());
+    let (_g, _cfg, reg) = anonymous_registry().await;
     push_scenario(&reg, &plain_opts(), None, "plain").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_from_missing_source_falls_back_to_upload() {
-    init_tracing();
-    let _g = env_lock().await;
-    let _cfg = docker_config(serde_json::json!({}));
-    let reg = Registry::start(RegistryCfg::default());
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let work = tempfile::tempdir().unwrap();
     let img = with_mount_from(&build_image(work.path(), "fallback", 0), "nowhere/repo");
     let target = Reference::parse(&format!("{}/fb/app:1", reg.addr())).unwrap();
@@ -37,10 +31,7 @@ async fn mount_from_missing_source_falls_back_to_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_and_progress_events() {
-    init_tracing();
-    let _g = env_lock().await;
-    let _cfg = docker_config(serde_json::json!({}));
-    let reg = Registry::start(RegistryCfg::default());
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let work = tempfile::tempdir().unwrap();
     // ~6 MiB layer: more than one 4 MiB chunk.
     let img = build_image(work.path(), "big", 6 * 1024 * 1024);
@@ -69,10 +60,7 @@ async fn chunked_upload_and_progress_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifest_error_is_decoded_and_no_tag() {
-    init_tracing();
-    let _g = env_lock().await;
-    let _cfg = docker_config(serde_json::json!({}));
-    let reg = Registry::start(RegistryCfg::default());
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let work = tempfile::tempdir().unwrap();
     let mut img = build_image(work.path(), "badmf", 0);
     // Manifest naming a layer that was never pushed.
@@ -90,10 +78,7 @@ async fn invalid_manifest_error_is_decoded_and_no_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_blob_file_is_refused_before_upload() {
-    init_tracing();
-    let _g = env_lock().await;
-    let _cfg = docker_config(serde_json::json!({}));
-    let reg = Registry::start(RegistryCfg::default());
+    let (_g, _cfg, reg) = anonymous_registry().await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "tamper", 0);
     std::fs::write(&img.layers[0].path, b"not the layer").unwrap();
