@@ -5,6 +5,7 @@
 mod common;
 mod faults_support;
 mod regsupport;
+mod serve_support;
 
 use common::*;
 use faults_support::{Action, FaultProxy, Rule};
@@ -48,6 +49,10 @@ fn assert_clean(what: &str, out: &Output, secrets: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_text_clean(what, &text, secrets);
+}
+
+fn assert_text_clean(what: &str, text: &str, secrets: &[String]) {
     assert!(
         text.lines().count() > 10,
         "{what}: trace logging produced output"
@@ -180,4 +185,62 @@ async fn token_auth_push_logs_no_password_or_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert_clean("token wrong password", &out, &secrets());
+}
+
+/// `dockless serve` at trace level: a signed delivery builds and pushes to
+/// an htpasswd registry, a wrongly signed one is refused, and GitHub statuses
+/// fail against an API that is not there. No webhook secret, registry
+/// password or GitHub token in any line of its log.
+#[test]
+fn serve_logs_no_webhook_secret_password_or_github_token() {
+    use serve_support::{deliver, merged_pr, try_deliver_raw, GitRepo, Server, ServerCfg, SECRET};
+    const GH_TOKEN: &str = "ghp_never-logged-0123456789abcdef";
+    let reg = Registry::start(RegistryCfg {
+        htpasswd: Some((USER, PASS)),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let auth = tmp.path().join("docker");
+    write_auth(&auth, &reg.addr(), USER, PASS);
+    let repo = GitRepo::create(tmp.path());
+    let extra = format!("github_token = \"{GH_TOKEN}\"\ngithub_api_url = \"http://127.0.0.1:9\"");
+    let mut cfg = ServerCfg::new(reg.addr(), repo.url());
+    cfg.extra = &extra;
+    cfg.env = vec![
+        ("DOCKLESS_LOG".into(), "trace".into()),
+        ("DOCKER_CONFIG".into(), auth.display().to_string()),
+    ];
+    let srv = Server::start(tmp.path(), &cfg);
+
+    let payload = merged_pr(&repo.merge_sha, &repo.head_sha);
+    let accepted = deliver(&srv.addr, "pull_request", "sec-1", &payload);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let body = serde_json::to_vec(&payload).unwrap();
+    let forged = try_deliver_raw(
+        &srv.addr,
+        "pull_request",
+        "sec-2",
+        "application/json",
+        &body,
+        Some("wrong-secret"),
+    );
+    assert_eq!(forged.map(|r| r.status).ok(), Some(401));
+    let id = accepted.json()["build_id"].as_i64().unwrap();
+    let build = srv.wait_finished(id, std::time::Duration::from_secs(120));
+    // The fixture's AMI entry fails by design; both images were pushed.
+    let pushed = build["images"].as_array().unwrap();
+    assert!(
+        pushed[..2].iter().all(|i| i["status"] == "succeeded"),
+        "{build}"
+    );
+    assert!(!reg.tag_absent("api:1.4.0", Some(&format!("{USER}:{PASS}"))));
+
+    let mut secrets = secrets();
+    secrets.extend([SECRET.to_string(), GH_TOKEN.to_string()]);
+    let log = srv.log_text();
+    assert!(
+        log.contains("127.0.0.1:9"),
+        "statuses were attempted:\n{log}"
+    );
+    assert_text_clean("dockless serve", &log, &secrets);
 }
