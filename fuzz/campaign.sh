@@ -27,7 +27,11 @@ for target in "$@"; do
     out="logs/$target.$(date +%s).log"
     start=$(date +%s)
     # Stamp each libFuzzer line with the seconds since start.
-    /usr/bin/time -f '%U %S' -o "$out.time" "$bin/$target" "corpus/$target" \
+    # New inputs go to corpus/ (kept, not committed); seeds/ holds the
+    # committed starting points some targets need.
+    seeds=()
+    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    /usr/bin/time -f '%U %S' -o "$out.time" "$bin/$target" "corpus/$target" "${seeds[@]}" \
         -artifact_prefix="artifacts/$target/" \
         -max_total_time="$secs" -print_final_stats=1 2>&1 |
         while IFS= read -r line; do
