@@ -110,6 +110,34 @@ async fn basic_auth_via_creds_store_helper_and_login() {
     assert_eq!(v["credsStore"], "test");
 }
 
+/// `credHelpers` names a helper per registry, and it wins over `credsStore`
+/// (here a helper that is not installed, so using it would fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_registry_cred_helper_wins_over_creds_store() {
+    init_tracing();
+    let _g = env_lock().await;
+    let certs = Certs::generate();
+    let reg = start(&certs);
+    let bin = tempfile::tempdir().unwrap();
+    let old_path = install_helper(bin.path(), &bin.path().join("store.json"));
+    let _cfg = docker_config(serde_json::json!({
+        "credsStore": "not-installed",
+        "credHelpers": { reg.addr(): "test" }
+    }));
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "credhelpers", 0);
+    let target = Reference::parse(&format!("{}/ch/app:1", reg.addr())).unwrap();
+    let out = push(&img, &target, &tls_opts(&certs)).await;
+    // Another registry falls through to the missing credsStore helper.
+    let other = dockless::auth::load_credential("other.example:5000").await;
+    std::env::set_var("PATH", old_path);
+
+    let out = out.expect("push with the per-registry helper");
+    reg.verify("ch/app:1", &out.manifest_digest, Some(&creds()));
+    let err = other.expect_err("the credsStore helper is not installed");
+    assert!(err.to_string().contains("credential helper"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_or_none_is_clear_and_leaves_no_tag() {
     init_tracing();

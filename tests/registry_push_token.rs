@@ -69,3 +69,51 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
 
     assert!(reg.tag_absent("tb/app:1", Some(&creds())));
 }
+
+/// An `identitytoken` in config.json (what `docker login` stores for
+/// registries that hand out refresh tokens) is exchanged for an access
+/// token with an OAuth2 refresh-token POST; a wrong one fails clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_is_exchanged_with_a_refresh_grant() {
+    init_tracing();
+    let _g = env_lock().await;
+    let tokdir = tempfile::tempdir().unwrap();
+    let (ts, certs, reg) = token_registry(tokdir.path()).await;
+    let opts = PushOptions {
+        ca_certs: vec![certs.ca()],
+        ..PushOptions::default()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "refresh", 0);
+
+    let _cfg = docker_config(serde_json::json!({
+        "auths": { reg.addr(): { "identitytoken": REFRESH } }
+    }));
+    let target = Reference::parse(&format!("{}/rt/app:1", reg.addr())).unwrap();
+    let out = push(&img, &target, &opts)
+        .await
+        .expect("push with an identity token");
+    reg.verify("rt/app:1", &out.manifest_digest, Some(&creds()));
+    let grants: Vec<_> = ts
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.grant.clone())
+        .collect();
+    assert!(grants.contains(&Some("refresh_token".into())), "{grants:?}");
+
+    let _cfg = docker_config(serde_json::json!({
+        "auths": { reg.addr(): { "identitytoken": "refresh-stale" } }
+    }));
+    let target = Reference::parse(&format!("{}/rt/app:2", reg.addr())).unwrap();
+    let err = push(&img, &target, &opts).await.unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(msg.contains("rejected the credentials"), "{msg}");
+    assert!(
+        !msg.contains("refresh-stale") && !msg.contains(REFRESH),
+        "{msg}"
+    );
+    assert!(reg.tag_absent("rt/app:2", Some(&creds())));
+}

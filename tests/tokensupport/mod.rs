@@ -18,6 +18,8 @@ use crate::regsupport::{Certs, Registry, RegistryCfg, TokenAuthCfg};
 pub const USER: &str = "tokuser";
 pub const PASS: &str = "tok-Pa55word";
 pub const SERVICE: &str = "dockless-test-registry";
+/// The refresh token an `identitytoken` login would have stored.
+pub const REFRESH: &str = "refresh-7f3a-never-logged";
 pub const ISSUER: &str = "dockless-test-issuer";
 
 pub struct TokenServer {
@@ -35,8 +37,10 @@ pub struct TokenServer {
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub scopes: Vec<String>,
-    /// The `service` query parameter, if sent.
+    /// The `service` parameter, if sent.
     pub service: Option<String>,
+    /// `grant_type` of a POST (OAuth2) request.
+    pub grant: Option<String>,
 }
 
 impl Drop for TokenServer {
@@ -121,6 +125,15 @@ pub async fn start_token_server(dir: &Path) -> TokenServer {
                         Ok(n) => buf.extend_from_slice(&tmp[..n]),
                     }
                 }
+                // A POST (refresh-token grant) carries a form body.
+                let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                let want = head_len + content_length(&String::from_utf8_lossy(&buf[..head_len]));
+                while buf.len() < want {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
                 let text = String::from_utf8_lossy(&buf).into_owned();
                 let (status, body) = answer(&text, &key, &x5c, &seen);
                 let resp = format!(
@@ -141,6 +154,14 @@ pub async fn start_token_server(dir: &Path) -> TokenServer {
     }
 }
 
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn answer(
     req: &str,
     key: &ring::signature::EcdsaKeyPair,
@@ -150,8 +171,20 @@ fn answer(
     let line = req.lines().next().unwrap_or_default();
     let target = line.split_whitespace().nth(1).unwrap_or("/");
     let url = url::Url::parse(&format!("http://x{target}")).unwrap();
-    let scopes: Vec<String> = url
-        .query_pairs()
+    // GET: parameters in the query, Basic credentials. POST: an OAuth2
+    // refresh-token grant in a form body.
+    let post = line.starts_with("POST ");
+    let form: Vec<(String, String)> = if post {
+        let body = req.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
+    } else {
+        url.query_pairs().into_owned().collect()
+    };
+    let param = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let scopes: Vec<String> = form
+        .iter()
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
         .collect();
@@ -160,29 +193,38 @@ fn answer(
         k.eq_ignore_ascii_case("authorization")
             .then(|| v.trim().to_string())
     });
-    let authed = match auth {
-        None => false,
-        Some(a) => {
-            let ok = a
-                .strip_prefix("Basic ")
-                .and_then(|b| STANDARD.decode(b).ok())
-                .is_some_and(|d| d == format!("{USER}:{PASS}").as_bytes());
-            if !ok {
-                return (
-                    "401 Unauthorized",
-                    r#"{"details":"bad credentials"}"#.into(),
-                );
+    let refused = || {
+        (
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#.to_string(),
+        )
+    };
+    let authed = if post {
+        if param("grant_type").as_deref() != Some("refresh_token")
+            || param("refresh_token").as_deref() != Some(REFRESH)
+        {
+            return refused();
+        }
+        true
+    } else {
+        match auth {
+            None => false,
+            Some(a) => {
+                let ok = a
+                    .strip_prefix("Basic ")
+                    .and_then(|b| STANDARD.decode(b).ok())
+                    .is_some_and(|d| d == format!("{USER}:{PASS}").as_bytes());
+                if !ok {
+                    return refused();
+                }
+                true
             }
-            true
         }
     };
-    let service = url
-        .query_pairs()
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.into_owned());
     seen.lock().unwrap().push(TokenRequest {
         scopes: scopes.clone(),
-        service,
+        service: param("service"),
+        grant: param("grant_type"),
     });
     // Anonymous users get a token with no access at all.
     let access: Vec<serde_json::Value> = if authed {
