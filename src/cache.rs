@@ -512,7 +512,8 @@ pub mod layers {
         Ok(())
     }
 
-    fn touch(path: &Path) {
+    /// Marks a cached file as used, for [`prune`]'s LRU order.
+    pub(crate) fn touch(path: &Path) {
         if let Ok(f) = fs::File::options().append(true).open(path) {
             let _ = f.set_modified(SystemTime::now());
         }
@@ -593,8 +594,10 @@ pub mod layers {
         pub bytes_kept: u64,
     }
 
-    /// Removes least recently used blobs until the store holds at most
-    /// `max_bytes`, never one named in `keep`; then drops layer and segment
+    /// Removes least recently used blobs and base-layer header indexes
+    /// (`layer-index/`, kept apart from their blobs on purpose: they let a
+    /// build skip the download) until both together hold at most
+    /// `max_bytes`, never those named in `keep`; then drops layer and segment
     /// records that point at removed blobs.
     pub fn prune(
         cache_dir: &Path,
@@ -602,41 +605,25 @@ pub mod layers {
         keep: &HashSet<String>,
     ) -> io::Result<PruneReport> {
         let blob_dir = cache_dir.join("blobs").join("sha256");
-        let mut blobs = Vec::new();
-        let mut total = 0u64;
-        let listing = match fs::read_dir(&blob_dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PruneReport::default()),
-            Err(e) => return Err(e),
-        };
-        for entry in listing {
-            let entry = entry?;
-            let md = entry.metadata()?;
-            if !md.is_file() {
-                continue;
-            }
-            let used = md.modified().unwrap_or(UNIX_EPOCH);
-            total += md.len();
-            blobs.push((
-                used,
-                entry.file_name().to_string_lossy().into_owned(),
-                md.len(),
-            ));
-        }
+        let mut entries = cached_files(&blob_dir, "")?;
+        entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
+        let mut total: u64 = entries.iter().map(|e| e.len).sum();
         let mut report = PruneReport::default();
         if total > max_bytes {
-            blobs.sort();
-            for (_, hex, len) in &blobs {
+            entries.sort_by_key(|e| e.used);
+            for e in &entries {
                 if total <= max_bytes {
                     break;
                 }
-                if keep.contains(&format!("sha256:{hex}")) {
+                if keep.contains(&format!("sha256:{}", e.hex)) {
                     continue;
                 }
-                if fs::remove_file(blob_dir.join(hex)).is_ok() {
-                    total -= len;
-                    report.blobs_removed += 1;
-                    report.bytes_removed += len;
+                if fs::remove_file(&e.path).is_ok() {
+                    total -= e.len;
+                    report.bytes_removed += e.len;
+                    if e.path.starts_with(&blob_dir) {
+                        report.blobs_removed += 1;
+                    }
                 }
             }
         }
@@ -645,6 +632,42 @@ pub mod layers {
             drop_dangling(cache_dir, &blob_dir);
         }
         Ok(report)
+    }
+
+    /// A file in the cache that pruning may remove, named by a digest's hex.
+    struct CachedFile {
+        used: SystemTime,
+        hex: String,
+        path: PathBuf,
+        len: u64,
+    }
+
+    /// The files in `dir` named `<hex><suffix>`; none if `dir` is missing.
+    fn cached_files(dir: &Path, suffix: &str) -> io::Result<Vec<CachedFile>> {
+        let listing = match fs::read_dir(dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in listing {
+            let entry = entry?;
+            let md = entry.metadata()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(suffix) else {
+                continue;
+            };
+            if !md.is_file() {
+                continue;
+            }
+            out.push(CachedFile {
+                used: md.modified().unwrap_or(UNIX_EPOCH),
+                hex: hex.to_string(),
+                path: entry.path(),
+                len: md.len(),
+            });
+        }
+        Ok(out)
     }
 
     fn drop_dangling(cache_dir: &Path, blob_dir: &Path) {

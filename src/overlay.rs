@@ -112,9 +112,14 @@ pub fn index_path(cache_dir: &Path, digest: &str) -> Option<PathBuf> {
 
 /// The cached index of a layer, if present, readable and for this diff_id.
 pub fn load_index(cache_dir: &Path, digest: &str, diff_id: &str) -> Option<LayerIndex> {
-    let bytes = std::fs::read(index_path(cache_dir, digest)?).ok()?;
+    let path = index_path(cache_dir, digest)?;
+    let bytes = std::fs::read(&path).ok()?;
     let index: LayerIndex = serde_json::from_slice(&bytes).ok()?;
-    (index.version == INDEX_VERSION && index.diff_id == diff_id).then_some(index)
+    let current = index.version == INDEX_VERSION && index.diff_id == diff_id;
+    if current {
+        crate::cache::layers::touch(&path);
+    }
+    current.then_some(index)
 }
 
 /// Stores the index atomically; a failure only costs a download next time.

@@ -498,3 +498,35 @@ fn hashing_while_writing_gives_the_same_layer_and_key_as_hashing_first() {
     assert!(reused > 0, "no segment reused");
     assert_eq!(one_pass.lookup(&changed_key, &store), Some(changed));
 }
+
+/// Base-layer header indexes count against the cap with the blobs, oldest
+/// use first, and one named in `keep` stays however old.
+#[test]
+fn pruning_counts_and_evicts_layer_indexes_by_last_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path();
+    let now = std::time::SystemTime::now();
+    let put = |rel: String, age_secs: u64| {
+        let path = cache.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, vec![0u8; 1000]).unwrap();
+        let f = fs::File::options().append(true).open(&path).unwrap();
+        f.set_modified(now - std::time::Duration::from_secs(age_secs))
+            .unwrap();
+        path
+    };
+    let hex = |c: char| c.to_string().repeat(64);
+    let old_index = put(format!("layer-index/{}.json", hex('a')), 400);
+    let old_blob = put(format!("blobs/sha256/{}", hex('b')), 300);
+    let kept_index = put(format!("layer-index/{}.json", hex('c')), 500);
+    let new_index = put(format!("layer-index/{}.json", hex('d')), 10);
+    let new_blob = put(format!("blobs/sha256/{}", hex('e')), 5);
+
+    let keep = [format!("sha256:{}", hex('c'))].into_iter().collect();
+    let report = dockless::cache::layers::prune(cache, 3000, &keep).unwrap();
+    assert_eq!(report.bytes_removed, 2000, "{report:?}");
+    assert_eq!(report.blobs_removed, 1, "{report:?}");
+    assert_eq!(report.bytes_kept, 3000, "{report:?}");
+    assert!(!old_index.exists() && !old_blob.exists());
+    assert!(kept_index.exists() && new_index.exists() && new_blob.exists());
+}
