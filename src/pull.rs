@@ -172,15 +172,35 @@ impl Puller<'_> {
     async fn get(
         &self,
         path: &str,
-        accept: Option<String>,
+        headers: &[(&str, String)],
     ) -> Result<reqwest::Response, PullError> {
         let url = self.session.url(path)?;
-        let headers: Vec<(&str, String)> = accept.map(|a| vec![("accept", a)]).unwrap_or_default();
         let scopes = [Scope::pull(&self.image.repository)];
         Ok(self
             .session
-            .send(Method::GET, &url, &headers, ReqBody::Empty, &scopes)
+            .send(Method::GET, &url, headers, ReqBody::Empty, &scopes)
             .await?)
+    }
+
+    /// Runs `step` again while it fails in transit (a body cut off, a
+    /// reset), with the session's backoff; the GET itself already retries
+    /// refused connections and 5xx.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T, PullError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PullError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match step().await {
+                Err(PullError::Registry(e))
+                    if e.is_transient() && self.session.wait_to_retry(attempt, what, &e).await =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A manifest or index by tag or digest: (bytes, digest, media type). Cached by digest.
@@ -188,20 +208,9 @@ impl Puller<'_> {
         if let Some(cached) = self.cached_document(reference)? {
             return Ok(cached);
         }
-        let path = format!("/v2/{}/manifests/{reference}", self.image.repository);
-        let resp = self.get(&path, Some(accept_header())).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            let reason = self.session.fail("manifest", resp).await.to_string();
-            return Err(PullError::NotFound {
-                image: self.name(),
-                reason,
-            });
-        }
-        if !resp.status().is_success() {
-            return Err(self.session.fail("manifest", resp).await.into());
-        }
-        let content_type = header(&resp, "content-type");
-        let bytes = self.read_small(resp, "manifest").await?;
+        let (bytes, content_type) = self
+            .retrying("manifest download", || self.fetch_document(reference))
+            .await?;
         let actual = digest::sha256(&bytes);
         if reference.starts_with("sha256:") && actual != reference {
             return Err(PullError::DigestMismatch {
@@ -214,6 +223,26 @@ impl Puller<'_> {
         self.store.put_bytes(&bytes)?;
         let media_type = media_type_of(&bytes, content_type);
         Ok((bytes, actual, media_type))
+    }
+
+    /// One GET of a manifest or index: (bytes, content type).
+    async fn fetch_document(&self, reference: &str) -> Result<(Vec<u8>, String), PullError> {
+        let path = format!("/v2/{}/manifests/{reference}", self.image.repository);
+        let headers = [("accept", accept_header())];
+        let resp = self.get(&path, &headers).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            let reason = self.session.fail("manifest", resp).await.to_string();
+            return Err(PullError::NotFound {
+                image: self.name(),
+                reason,
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.session.fail("manifest", resp).await.into());
+        }
+        let content_type = header(&resp, "content-type");
+        let bytes = self.read_small(resp, "manifest").await?;
+        Ok((bytes, content_type))
     }
 
     fn cached_document(
@@ -235,10 +264,7 @@ impl Puller<'_> {
     async fn read_small(&self, resp: reqwest::Response, what: &str) -> Result<Vec<u8>, PullError> {
         let mut resp = resp;
         let mut out = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Protocol {
-            host: self.session.host().to_string(),
-            reason: format!("reading the {what}: {e}"),
-        })? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.session.body_error(e))? {
             out.extend_from_slice(&chunk);
             if out.len() > MAX_DOCUMENT {
                 return Err(PullError::Invalid {
@@ -250,15 +276,12 @@ impl Puller<'_> {
         Ok(out)
     }
 
-    /// Downloads a blob into the store (unless it is there), verifying its digest and size.
+    /// Downloads a blob into the store (unless it is there), verifying its
+    /// digest and size. A download cut short resumes where it stopped (a
+    /// Range GET), so a flaky network costs the lost bytes, not the layer.
     async fn blob(&self, digest: &str, size: u64) -> Result<PathBuf, PullError> {
         if let Ok(path) = self.store.existing(digest) {
             return Ok(path);
-        }
-        let path = format!("/v2/{}/blobs/{digest}", self.image.repository);
-        let mut resp = self.get(&path, None).await?;
-        if !resp.status().is_success() {
-            return Err(self.session.fail("blob download", resp).await.into());
         }
         let temp = self.store.temp_file()?;
         let io_err = |source| PullError::Io {
@@ -266,16 +289,12 @@ impl Puller<'_> {
             source,
         };
         let file = temp.as_file().try_clone().map_err(io_err)?;
-        let mut writer = HashingWriter::new(std::io::BufWriter::new(file));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Protocol {
-            host: self.session.host().to_string(),
-            reason: format!("downloading {digest}: {e}"),
-        })? {
-            writer.write_all(&chunk).map_err(io_err)?;
-            if writer.written() > size {
-                break;
-            }
-        }
+        let writer = std::sync::Mutex::new(HashingWriter::new(std::io::BufWriter::new(file)));
+        self.retrying(&format!("download of {digest}"), || {
+            self.download_rest(digest, size, &writer)
+        })
+        .await?;
+        let writer = writer.into_inner().unwrap_or_else(|p| p.into_inner());
         let (mut buffered, actual, len) = writer.finish();
         buffered.flush().map_err(io_err)?;
         drop(buffered);
@@ -289,6 +308,68 @@ impl Puller<'_> {
         }
         Ok(self.store.commit(temp, digest)?)
     }
+
+    /// One GET of what `writer` still lacks of the blob, appended to it.
+    async fn download_rest(
+        &self,
+        digest: &str,
+        size: u64,
+        writer: &std::sync::Mutex<HashingWriter<std::io::BufWriter<std::fs::File>>>,
+    ) -> Result<(), PullError> {
+        let io_err = |source| PullError::Io {
+            digest: digest.to_string(),
+            source,
+        };
+        let have = lock(writer).written();
+        let path = format!("/v2/{}/blobs/{digest}", self.image.repository);
+        let range: Vec<(&str, String)> = if have > 0 {
+            vec![("range", format!("bytes={have}-"))]
+        } else {
+            Vec::new()
+        };
+        let mut resp = self.get(&path, &range).await?;
+        // A registry that ignores Range sends the whole blob again.
+        let mut skip = match resp.status() {
+            StatusCode::PARTIAL_CONTENT if have > 0 => {
+                let answered = header(&resp, "content-range");
+                if !answered.starts_with(&format!("bytes {have}-")) {
+                    return Err(RegistryError::Protocol {
+                        host: self.session.host().to_string(),
+                        reason: format!(
+                            "asked for {digest} from byte {have}, got range {answered:?}"
+                        ),
+                    }
+                    .into());
+                }
+                0
+            }
+            s if s.is_success() => have,
+            _ => return Err(self.session.fail("blob download", resp).await.into()),
+        };
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.session.body_error(e))? {
+            let skipped = skip.min(chunk.len() as u64);
+            skip -= skipped;
+            let mut w = lock(writer);
+            w.write_all(&chunk[skipped as usize..]).map_err(io_err)?;
+            if w.written() > size {
+                return Ok(());
+            }
+        }
+        let got = lock(writer).written();
+        if got < size {
+            // Ended early without an error: resume like any cut.
+            return Err(RegistryError::Http {
+                host: self.session.host().to_string(),
+                reason: format!("the download of {digest} stopped after {got} of {size} bytes"),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {

@@ -915,6 +915,29 @@ impl Session {
         self.t.url(path)
     }
 
+    /// After a step failed in transit on try `attempt`: waits out the
+    /// backoff and returns true, or returns false when the tries are spent.
+    pub(crate) async fn wait_to_retry(
+        &self,
+        attempt: u32,
+        what: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
+        if attempt >= self.retry.attempts {
+            return false;
+        }
+        let wait = self.retry.delay(attempt, None);
+        warn!(host = %self.t.host, %what, %error, attempt, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// A failure reading a response body, classified like a failed send
+    /// (a cut connection is transient).
+    pub(crate) fn body_error(&self, e: reqwest::Error) -> RegistryError {
+        self.t.map_send_error(e, &self.t.host)
+    }
+
     /// Send with authorization for `scopes`; on 401 re-authenticate once and retry.
     /// GET, HEAD, PUT and DELETE are also retried on connection errors,
     /// timeouts and 408/429/5xx (see [`Session::send_retrying`]); other methods

@@ -79,6 +79,11 @@ pub enum Action {
     DropAnswer,
     /// Forward the whole request, then send nothing for this long.
     StallAnswer(Duration),
+    /// Forward without this request header (a registry that ignores it).
+    DropHeader(&'static str),
+    /// Forward, then pass on the answer's head and only the first N bytes
+    /// of its body, then reset (a download cut short).
+    CutAnswer(u64),
     /// Forward the first N bytes of the request body, then stop reading it
     /// for this long (the client's writes block), then reset both sides.
     StallBody(u64, Duration),
@@ -104,6 +109,8 @@ impl Action {
             Action::ResetAfter(_) => "reset",
             Action::DropAnswer => "reset-before-answer",
             Action::StallAnswer(_) => "stall",
+            Action::CutAnswer(_) => "cut-answer",
+            Action::DropHeader(_) => "header-ignored",
             Action::StallBody(..) => "stall-body",
             Action::Throttle(..) => "throttle",
             Action::Status(500) => "http-500",
@@ -388,11 +395,13 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         ResetAfter(u64),
         DropAnswer,
         Stall(Duration),
+        CutAnswer(u64),
         StallBody(u64, Duration),
         Throttle(u64, u64),
     }
     let mut plan = Plan::Forward;
     let mut plan_reply: Option<(u16, String, String)> = None;
+    let mut dropped: Option<&'static str> = None;
     if let Some(i) = chosen {
         let simple = {
             let s = st.lock().unwrap();
@@ -409,6 +418,14 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
                 }
                 Action::StallAnswer(d) => {
                     plan = Plan::Stall(*d);
+                    None
+                }
+                Action::CutAnswer(n) => {
+                    plan = Plan::CutAnswer(*n);
+                    None
+                }
+                Action::DropHeader(name) => {
+                    dropped = Some(*name);
                     None
                 }
                 Action::StallBody(n, d) => {
@@ -457,7 +474,9 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
     };
     let mut out = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
     for (k, v) in &req.headers {
-        if !k.eq_ignore_ascii_case("connection") {
+        if !k.eq_ignore_ascii_case("connection")
+            && dropped.is_none_or(|d| !k.eq_ignore_ascii_case(d))
+        {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
     }
@@ -560,6 +579,16 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         Plan::Stall(d) => {
             record(resp.status, kind);
             tokio::time::sleep(d).await;
+            reset(client);
+            return;
+        }
+        Plan::CutAnswer(n) => {
+            record(resp.status, kind);
+            let _ = client.write_all(rhead.as_bytes()).await;
+            let _ = client
+                .write_all(&rbody[..rbody.len().min(n as usize)])
+                .await;
+            let _ = client.flush().await;
             reset(client);
             return;
         }
