@@ -43,7 +43,46 @@ fn git(git_dir: &Path) -> Command {
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
         .stdin(std::process::Stdio::null());
+    die_with_parent(&mut cmd);
     cmd
+}
+
+/// The child gets SIGKILL when the thread that spawned it dies, so a `git
+/// fetch` never outlives a server killed with -9 and races the fetch of
+/// the build it re-queues (the locks it leaves are cleared at start-up, see
+/// [`clear_stale_locks`]).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Removes the `*.lock` files a killed git left in the repository caches
+/// under `cache_root`. Only for start-up, when no fetch of ours can be
+/// running (one server per state_dir, and its git children died with it).
+pub fn clear_stale_locks(cache_root: &Path) -> usize {
+    let stale = walkdir::WalkDir::new(cache_root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".lock"));
+    let mut removed = 0;
+    for entry in stale {
+        if std::fs::remove_file(entry.path()).is_ok() {
+            tracing::warn!(
+                "removed {} left by an interrupted git",
+                entry.path().display()
+            );
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<(), FetchError> {
@@ -195,5 +234,52 @@ mod tests {
         ));
         let missing = "0123456789012345678901234567890123456789";
         assert!(checkout(&url, missing, &cache, &dir.path().join("w4")).is_err());
+    }
+
+    #[test]
+    fn a_lock_left_by_a_killed_git_is_cleared_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        sh(&src, &["init", "-q", "-b", "main"]);
+        std::fs::write(src.join("a.txt"), "one").unwrap();
+        sh(&src, &["add", "."]);
+        sh(&src, &["commit", "-qm", "one"]);
+        let first = sh(&src, &["rev-parse", "HEAD"]);
+        std::fs::write(src.join("a.txt"), "two").unwrap();
+        sh(&src, &["commit", "-qam", "two"]);
+        let second = sh(&src, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", src.display());
+        let root = dir.path().join("git");
+        let cache = cache_path(&root, "acme/app");
+        checkout(&url, &first, &cache, &dir.path().join("w1")).unwrap();
+        // What a git fetch killed with -9 leaves behind.
+        std::fs::write(cache.join("shallow.lock"), "").unwrap();
+        let blocked = checkout(&url, &second, &cache, &dir.path().join("w2"));
+        assert!(
+            matches!(&blocked, Err(FetchError::Git { stderr, .. }) if stderr.contains("shallow.lock")),
+            "{blocked:?}"
+        );
+        assert_eq!(clear_stale_locks(&root), 1);
+        checkout(&url, &second, &cache, &dir.path().join("w3")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("w3/a.txt")).unwrap(),
+            "two"
+        );
+    }
+
+    #[test]
+    fn a_git_child_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("30");
+        die_with_parent(&mut sleeper);
+        let started = std::time::Instant::now();
+        let mut child = std::thread::spawn(move || sleeper.spawn().unwrap())
+            .join()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

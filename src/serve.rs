@@ -624,6 +624,7 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     if lock.try_lock().is_err() {
         return Err(ServeError::Locked(cfg.state_dir.clone()));
     }
+    crate::gitfetch::clear_stale_locks(&cfg.state_dir.join("git"));
     let store = JobStore::open(&cfg.state_dir.join("jobs.sqlite"))?;
     let requeued = store.requeue_interrupted()?;
     if requeued > 0 {
