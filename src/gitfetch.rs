@@ -189,16 +189,23 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    #[test]
-    fn fetches_the_named_commit_without_running_hooks() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
+    /// A repository under `dir/src` with one commit of `a.txt` = "one";
+    /// returns its folder and that commit.
+    fn repo_with_one_commit(dir: &Path) -> (PathBuf, String) {
+        let src = dir.join("src");
         std::fs::create_dir(&src).unwrap();
         sh(&src, &["init", "-q", "-b", "main"]);
         std::fs::write(src.join("a.txt"), "one").unwrap();
         sh(&src, &["add", "."]);
         sh(&src, &["commit", "-qm", "one"]);
         let first = sh(&src, &["rev-parse", "HEAD"]);
+        (src, first)
+    }
+
+    #[test]
+    fn fetches_the_named_commit_without_running_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, first) = repo_with_one_commit(dir.path());
         std::fs::write(src.join("a.txt"), "two").unwrap();
         std::fs::create_dir(src.join("sub")).unwrap();
         std::fs::write(src.join("sub/b.txt"), "b").unwrap();
@@ -239,13 +246,7 @@ mod tests {
     #[test]
     fn a_lock_left_by_a_killed_git_is_cleared_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        sh(&src, &["init", "-q", "-b", "main"]);
-        std::fs::write(src.join("a.txt"), "one").unwrap();
-        sh(&src, &["add", "."]);
-        sh(&src, &["commit", "-qm", "one"]);
-        let first = sh(&src, &["rev-parse", "HEAD"]);
+        let (src, first) = repo_with_one_commit(dir.path());
         std::fs::write(src.join("a.txt"), "two").unwrap();
         sh(&src, &["commit", "-qam", "two"]);
         let second = sh(&src, &["rev-parse", "HEAD"]);

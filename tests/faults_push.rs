@@ -52,6 +52,24 @@ fn upload_bodies<'a>(seen: &'a [Seen], method: &str) -> Vec<&'a Seen> {
         .collect()
 }
 
+/// A rule for the monolithic PUT (with its body) of the blob `digest`.
+fn on_blob_put(digest: &str, action: Action) -> Rule {
+    let enc = digest.replace(':', "%3A");
+    Rule::new(
+        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&enc),
+        action,
+    )
+}
+
+/// The monolithic PUTs (with a body) of the blob `digest`.
+fn layer_puts<'a>(seen: &'a [Seen], digest: &str) -> Vec<&'a Seen> {
+    let enc = digest.replace(':', "%3A");
+    upload_bodies(seen, "PUT")
+        .into_iter()
+        .filter(|s| s.req.target.contains(&enc))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_get_manifest_put_retried_after_5xx_and_resets() {
     let (_g, _cfg, reg) = anonymous_registry().await;
@@ -143,13 +161,7 @@ async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "cutput", 1024 * 1024);
     let layer = img.layers[0].digest.clone();
-    let l2 = layer.clone();
-    proxy.add(Rule::new(
-        move |r| {
-            r.method == "PUT" && r.is_upload_body() && r.target.contains(&l2.replace(':', "%3A"))
-        },
-        Action::ResetAfter(256 * 1024),
-    ));
+    proxy.add(on_blob_put(&layer, Action::ResetAfter(256 * 1024)));
     let target = Reference::parse(&format!("{}/faults/cut:1", proxy.addr)).unwrap();
     let out = push(&img, &target, &fast_opts()).await;
     note_push(out.is_ok());
@@ -157,11 +169,7 @@ async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
     reg.verify("faults/cut:1", &out.manifest_digest, None);
 
     let seen = proxy.seen();
-    let enc = layer.replace(':', "%3A");
-    let puts: Vec<&Seen> = upload_bodies(&seen, "PUT")
-        .into_iter()
-        .filter(|s| s.req.target.contains(&enc))
-        .collect();
+    let puts = layer_puts(&seen, &layer);
     assert_eq!(puts.len(), 2, "cut once, then sent whole: {puts:#?}");
     assert_ne!(
         session_id(puts[0].req.path()),
@@ -247,11 +255,10 @@ async fn final_put_timeout_heads_the_blob_before_resending() {
     let proxy = FaultProxy::start(&reg.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "stalled", 512 * 1024);
-    let enc = img.layers[0].digest.replace(':', "%3A");
-    let e2 = enc.clone();
+    let layer = img.layers[0].digest.clone();
     // The registry stores the blob, but its answer stalls past the read timeout.
-    proxy.add(Rule::new(
-        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&e2),
+    proxy.add(on_blob_put(
+        &layer,
         Action::StallAnswer(Duration::from_secs(6)),
     ));
     let target = Reference::parse(&format!("{}/faults/stall:1", proxy.addr)).unwrap();
@@ -265,26 +272,14 @@ async fn final_put_timeout_heads_the_blob_before_resending() {
     );
     reg.verify("faults/stall:1", &out.manifest_digest, None);
     let seen = proxy.seen();
-    let puts: Vec<_> = upload_bodies(&seen, "PUT")
-        .into_iter()
-        .filter(|s| s.req.target.contains(&enc))
-        .collect();
+    let puts = layer_puts(&seen, &layer);
     assert_eq!(
         puts.len(),
         1,
         "HEAD found the blob, nothing re-sent: {puts:#?}"
     );
-    assert!(for_digest(&seen, "HEAD", &img.layers[0].digest).len() >= 2);
+    assert!(for_digest(&seen, "HEAD", &layer).len() >= 2);
     assert_eq!(proxy.faults()["stall"], 1);
-}
-
-/// The PUT for `blob` (URL-encoded digest) with a body.
-fn layer_puts<'a>(seen: &'a [Seen], digest: &str) -> Vec<&'a Seen> {
-    let enc = digest.replace(':', "%3A");
-    upload_bodies(seen, "PUT")
-        .into_iter()
-        .filter(|s| s.req.target.contains(&enc))
-        .collect()
 }
 
 /// A registry that stops reading an upload mid-body: the client's writes
@@ -297,9 +292,8 @@ async fn upload_that_stops_moving_is_abandoned_and_retried() {
     // Far bigger than the socket buffers, so the writes really block.
     let img = build_image(work.path(), "stallbody", 48 * 1024 * 1024);
     let layer = img.layers[0].digest.clone();
-    let enc = layer.replace(':', "%3A");
-    proxy.add(Rule::new(
-        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&enc),
+    proxy.add(on_blob_put(
+        &layer,
         Action::StallBody(1024 * 1024, Duration::from_secs(30)),
     ));
     let target = Reference::parse(&format!("{}/faults/stallbody:1", proxy.addr)).unwrap();
@@ -331,10 +325,9 @@ async fn slow_upload_that_keeps_moving_outlasts_the_read_timeout() {
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "slowbody", 12 * 1024 * 1024);
     let layer = img.layers[0].digest.clone();
-    let enc = layer.replace(':', "%3A");
     // 8 MiB at 2 MiB/s: four seconds against a one-second read timeout.
-    proxy.add(Rule::new(
-        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&enc),
+    proxy.add(on_blob_put(
+        &layer,
         Action::Throttle(2 * 1024 * 1024, 8 * 1024 * 1024),
     ));
     let opts = PushOptions {
@@ -576,12 +569,7 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
         move |r| r.method == "GET" && r.target.contains(&l2),
         Action::Status(503),
     ));
-    let enc = layer.replace(':', "%3A");
-    let e2 = enc.clone();
-    dst_proxy.add(Rule::new(
-        move |r| r.method == "PUT" && r.is_upload_body() && r.target.contains(&e2),
-        Action::ResetAfter(256 * 1024),
-    ));
+    dst_proxy.add(on_blob_put(&layer, Action::ResetAfter(256 * 1024)));
     let target = Reference::parse(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
     let out = push(&streamed, &target, &fast_opts())
         .await
@@ -589,11 +577,8 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
     dst.verify("faults/streamed:1", &out.manifest_digest, None);
     assert!(!work.path().join("absent").exists());
 
-    let puts: Vec<Seen> = upload_bodies(&dst_proxy.seen(), "PUT")
-        .into_iter()
-        .filter(|s| s.req.target.contains(&enc))
-        .cloned()
-        .collect();
+    let dst_seen = dst_proxy.seen();
+    let puts = layer_puts(&dst_seen, &layer);
     assert_eq!(puts.len(), 2, "cut once, then sent whole: {puts:#?}");
     let src_seen = src_proxy.seen();
     let gets = for_digest(&src_seen, "GET", &layer);
