@@ -1,7 +1,13 @@
 //! Sinks that write a built image to disk: an OCI image layout folder, the
-//! same layout as a tar (oci-archive), or a `docker load` tarball.
+//! same layout as a tar (oci-archive), or a `docker load` tarball; and the
+//! layout folder as a source, read back to be pushed as it is.
 
-use crate::image::{canonical_json, descriptor, Artifact, BuiltImage, ImageError};
+use crate::image::{
+    canonical_json, descriptor, Artifact, BuiltImage, BuiltIndex, ImageConfig, ImageError,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
+use crate::layer::LayerInfo;
+use crate::platform::Platform;
 use crate::store::{BlobStore, StoreError};
 use flate2::read::MultiGzDecoder;
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
@@ -23,6 +29,21 @@ pub enum LayoutError {
     BadOutput(String),
     #[error("docker-archive holds one image; build a single --platform for it, or use oci:DIR")]
     IndexInDockerArchive,
+    #[error("{0} is not an OCI image layout (it has no oci-layout file)")]
+    NotALayout(PathBuf),
+    #[error("{dir} holds no image named {name:?} (it has: {offered})")]
+    NoSuchImage {
+        dir: PathBuf,
+        name: String,
+        offered: String,
+    },
+    #[error("{dir}: {what} {digest}: {reason}")]
+    BadBlob {
+        dir: PathBuf,
+        what: &'static str,
+        digest: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -321,4 +342,197 @@ mod tests {
         assert!(Output::parse("oci:").is_err());
         assert!(Output::parse("nocolon").is_err());
     }
+}
+
+/// Manifests, indexes and configs are small; anything bigger is not one.
+const MAX_DOCUMENT: u64 = 4 << 20;
+
+#[derive(serde::Deserialize)]
+struct Doc {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    config: Option<Desc>,
+    #[serde(default)]
+    layers: Vec<Desc>,
+    #[serde(default)]
+    manifests: Vec<Desc>,
+}
+
+#[derive(serde::Deserialize)]
+struct Desc {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    size: u64,
+}
+
+/// The image (or index) named `name` in the layout at `dir` (the only one
+/// when `name` is None), with the layout as its blob store, so it can be
+/// pushed byte for byte as it was written. Manifests and configs are checked
+/// against their digests here; layers when they are sent.
+pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<(BlobStore, Artifact), LayoutError> {
+    if !dir.join("oci-layout").is_file() {
+        return Err(LayoutError::NotALayout(dir.to_path_buf()));
+    }
+    let index = read_index(&dir.join("index.json"))?;
+    let entries = index.manifests();
+    let chosen = match name {
+        Some(n) => entries.iter().find(|d| ref_name(d).as_deref() == Some(n)),
+        None if entries.len() == 1 => entries.first(),
+        None => None,
+    };
+    let Some(chosen) = chosen else {
+        let offered: Vec<String> = entries.iter().filter_map(ref_name).collect();
+        return Err(LayoutError::NoSuchImage {
+            dir: dir.to_path_buf(),
+            name: name.unwrap_or_default().to_string(),
+            offered: if offered.is_empty() {
+                "no named images".into()
+            } else {
+                offered.join(", ")
+            },
+        });
+    };
+    let store = BlobStore::open(dir)?;
+    let top = Desc {
+        media_type: chosen.media_type().to_string(),
+        digest: chosen.digest().to_string(),
+        size: chosen.size(),
+    };
+    let artifact = match top.media_type.as_str() {
+        MEDIA_TYPE_INDEX => Artifact::Index(read_index_artifact(dir, &store, &top)?),
+        _ => Artifact::Image(Box::new(read_image(dir, &store, &top)?)),
+    };
+    Ok((store, artifact))
+}
+
+fn read_index_artifact(
+    dir: &Path,
+    store: &BlobStore,
+    top: &Desc,
+) -> Result<BuiltIndex, LayoutError> {
+    let bytes = read_document(dir, store, "index", top)?;
+    let doc = parse_doc(dir, "index", top, &bytes)?;
+    let images = doc
+        .manifests
+        .iter()
+        .map(|d| read_image(dir, store, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BuiltIndex {
+        manifest: bytes,
+        digest: top.digest.clone(),
+        images,
+    })
+}
+
+fn read_image(dir: &Path, store: &BlobStore, desc: &Desc) -> Result<BuiltImage, LayoutError> {
+    let bad = |reason: String| LayoutError::BadBlob {
+        dir: dir.to_path_buf(),
+        what: "manifest",
+        digest: desc.digest.clone(),
+        reason,
+    };
+    if desc.media_type != MEDIA_TYPE_MANIFEST {
+        return Err(bad(format!(
+            "media type {} is not an OCI image manifest or index",
+            desc.media_type
+        )));
+    }
+    let bytes = read_document(dir, store, "manifest", desc)?;
+    let doc = parse_doc(dir, "manifest", desc, &bytes)?;
+    if doc
+        .media_type
+        .as_deref()
+        .is_some_and(|m| m != MEDIA_TYPE_MANIFEST)
+    {
+        return Err(bad("its mediaType is not an OCI image manifest".into()));
+    }
+    let config_desc = doc.config.ok_or_else(|| bad("it has no config".into()))?;
+    let config_bytes = read_document(dir, store, "config", &config_desc)?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| LayoutError::BadBlob {
+            dir: dir.to_path_buf(),
+            what: "config",
+            digest: config_desc.digest.clone(),
+            reason: e.to_string(),
+        })?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != doc.layers.len() {
+        return Err(bad(format!(
+            "{} layers, but its config lists {} diff_ids",
+            doc.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = doc
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| LayerInfo {
+            digest: l.digest.clone(),
+            diff_id: diff_id.clone(),
+            size: l.size,
+            uncompressed_size: 0,
+            media_type: l.media_type.clone(),
+        })
+        .collect();
+    Ok(BuiltImage {
+        manifest: bytes,
+        manifest_digest: desc.digest.clone(),
+        config_digest: config_desc.digest,
+        config_size: config_desc.size,
+        layers,
+        platform: Platform {
+            os: config.os,
+            architecture: config.architecture,
+            variant: config.variant,
+        },
+        base: None,
+    })
+}
+
+fn parse_doc(
+    dir: &Path,
+    what: &'static str,
+    desc: &Desc,
+    bytes: &[u8],
+) -> Result<Doc, LayoutError> {
+    serde_json::from_slice(bytes).map_err(|e| LayoutError::BadBlob {
+        dir: dir.to_path_buf(),
+        what,
+        digest: desc.digest.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// A small blob of the layout, checked against its descriptor.
+fn read_document(
+    dir: &Path,
+    store: &BlobStore,
+    what: &'static str,
+    desc: &Desc,
+) -> Result<Vec<u8>, LayoutError> {
+    let bad = |reason: String| LayoutError::BadBlob {
+        dir: dir.to_path_buf(),
+        what,
+        digest: desc.digest.clone(),
+        reason,
+    };
+    if desc.size > MAX_DOCUMENT {
+        return Err(bad(format!("{} bytes is too big for a {what}", desc.size)));
+    }
+    let path = store.existing(&desc.digest)?;
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .and_then(|f| f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes))
+        .map_err(io_err(&path))?;
+    let actual = crate::digest::sha256(&bytes);
+    if actual != desc.digest || bytes.len() as u64 != desc.size {
+        return Err(bad(format!(
+            "the file holds {actual} ({} bytes), not the {} bytes named",
+            bytes.len(),
+            desc.size
+        )));
+    }
+    Ok(bytes)
 }

@@ -122,7 +122,8 @@ struct ServeArgs {
 /// What `build` and `push` share.
 #[derive(Args)]
 struct BuildFlags {
-    /// The build context folder.
+    /// The build context folder; for `push`, also oci:DIR[:NAME:TAG] to push
+    /// an image (or index) from an OCI layout byte for byte.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]
@@ -352,10 +353,52 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
 
 /// Where `push` sends the image: `--tag v1` is a tag for the context's name;
 /// `repo:tag` and `team/repo:tag` go to `--registry`; a name with a host is taken whole.
+/// `oci:DIR[:NAME]`, an OCI layout to push as it is (skopeo's syntax).
+struct LayoutSource {
+    dir: PathBuf,
+    name: Option<NameTag>,
+}
+
+fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Failure> {
+    let Some(rest) = context.to_str().and_then(|c| c.strip_prefix("oci:")) else {
+        return Ok(None);
+    };
+    let (dir, name) = match rest.split_once(':') {
+        Some((dir, name)) => (dir, Some(NameTag::parse(name).map_err(usage)?)),
+        None => (rest, None),
+    };
+    Ok(Some(LayoutSource {
+        dir: PathBuf::from(dir),
+        name,
+    }))
+}
+
+/// Flags that shape a build mean nothing for a layout pushed as it is.
+fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
+    let given = [
+        ("-f/--file", flags.file.is_some()),
+        ("--build-arg", !flags.build_args.is_empty()),
+        ("--label", !flags.labels.is_empty()),
+        ("--platform", flags.platform.is_some()),
+        ("--target", flags.target.is_some()),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(usage(anyhow::anyhow!(
+            "{flag} shapes a build; an oci: layout is pushed as it is"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
-    let default_repo = naming::default_name(&args.flags.context);
+    // A layout's image keeps its own name and tag unless -t says otherwise.
+    let (default_repo, default_tag) = match layout_source(&args.flags.context)? {
+        Some(LayoutSource { name: Some(n), .. }) => (n.name, n.tag),
+        Some(LayoutSource { dir, name: None }) => (naming::default_name(&dir), "latest".into()),
+        None => (naming::default_name(&args.flags.context), "latest".into()),
+    };
     let (name, tag) = match args.tag.as_deref() {
-        None => (default_repo, "latest".to_string()),
+        None => (default_repo, default_tag),
         Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
         Some(t) => {
             let n = NameTag::parse(t).map_err(usage)?;
@@ -379,15 +422,27 @@ fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
     let target = push_target(&args)?;
-    let mut build_opts = build_options(&args.flags)?;
-    if args.insecure {
-        build_opts
-            .registry
-            .insecure_registries
-            .push(target.registry.clone());
-    }
-    let sources = build_opts.registry.clone();
-    let built = run_image_build(&args.flags, build_opts)?;
+    let (store, artifact, sources) = match layout_source(&args.flags.context)? {
+        Some(layout) => {
+            refuse_build_flags(&args.flags)?;
+            let name = layout.name.map(|n| n.to_string());
+            let (store, artifact) =
+                dockless::layout::read_artifact(&layout.dir, name.as_deref()).map_err(usage)?;
+            (store, artifact, Default::default())
+        }
+        None => {
+            let mut build_opts = build_options(&args.flags)?;
+            if args.insecure {
+                build_opts
+                    .registry
+                    .insecure_registries
+                    .push(target.registry.clone());
+            }
+            let sources = build_opts.registry.clone();
+            let built = run_image_build(&args.flags, build_opts)?;
+            (built.store, built.artifact, sources)
+        }
+    };
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
     } else if args.json {
@@ -406,12 +461,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
         .block_on(dockless::publish::publish_artifact_from(
-            &built.store,
-            &built.artifact,
-            &target,
-            &opts,
-            &cache_dir,
-            &sources,
+            &store, &artifact, &target, &opts, &cache_dir, &sources,
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,

@@ -250,3 +250,91 @@ fn login_then_push_with_htpasswd_and_wrong_password_leaves_no_tag() {
     );
     assert!(reg.tag_absent("team/hello:bad", Some("alice:s3cret-pass")));
 }
+
+/// `push oci:DIR[:NAME:TAG]` sends an image or index from an OCI layout
+/// byte for byte: the digest is the one the build printed. A layer that no
+/// longer matches its digest is refused before any tag is written.
+#[test]
+fn push_from_an_oci_layout_keeps_the_digest_and_refuses_a_corrupt_layer() {
+    let reg = Registry::start(RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let addr = reg.addr();
+    let layout = tmp.path().join("layout");
+    let build = |extra: &[&str], tag: &str| {
+        digest_of(&stdout(&run_ok(
+            dockless(&cache)
+                .arg("build")
+                .arg(&ctx)
+                .args(["-t", tag, "-o"])
+                .arg(format!("oci:{}", layout.display()))
+                .args(extra),
+        )))
+    };
+    let single = build(&[], "hello:v1");
+    let multi = build(&["--platform", "linux/amd64,linux/arm64"], "hello:multi");
+
+    let pushed = run_ok(&mut push(
+        &cache,
+        Path::new(&format!("oci:{}:hello:v1", layout.display())),
+        &["--registry", &addr, "--insecure", "-q"],
+    ));
+    assert_eq!(stdout(&pushed), format!("{addr}/hello:v1@{single}"));
+    reg.verify("hello:v1", &single, None);
+
+    let pushed = run_ok(&mut push(
+        &cache,
+        Path::new(&format!("oci:{}:hello:multi", layout.display())),
+        &["-t", &format!("{addr}/team/multi:2"), "--insecure", "-q"],
+    ));
+    assert_eq!(stdout(&pushed), format!("{addr}/team/multi:2@{multi}"));
+    let raw = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{addr}/team/multi:2")),
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+
+    // Corrupt the image's largest layer in the layout.
+    let manifest = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:hello:v1", layout.display())),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = push(
+        &cache,
+        Path::new(&format!("oci:{}:hello:v1", layout.display())),
+        &["-t", &format!("{addr}/broken:v1"), "--insecure", "-q"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("does not match"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(reg.tag_absent("broken:v1", None));
+
+    let out = push(
+        &cache,
+        Path::new(&format!("oci:{}:hello:v9", layout.display())),
+        &["--registry", &addr, "--insecure"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no image named \"hello:v9\"") && err.contains("hello:multi"),
+        "{err}"
+    );
+}
