@@ -31,6 +31,8 @@ pub enum LayoutError {
     IndexInDockerArchive,
     #[error("{0} is not an OCI image layout (it has no oci-layout file)")]
     NotALayout(PathBuf),
+    #[error("{archive}: entry {entry:?} has no place in an OCI layout; refusing the archive")]
+    StrayEntry { archive: PathBuf, entry: String },
     #[error("{dir} holds no image named {name:?} (it has: {offered})")]
     NoSuchImage {
         dir: PathBuf,
@@ -366,11 +368,20 @@ struct Desc {
     size: u64,
 }
 
+/// An image (or index) found in an OCI layout.
+pub struct LayoutImage {
+    /// The layout folder as a blob store.
+    pub store: BlobStore,
+    pub artifact: Artifact,
+    /// Its `org.opencontainers.image.ref.name`, if it has one.
+    pub name: Option<String>,
+}
+
 /// The image (or index) named `name` in the layout at `dir` (the only one
 /// when `name` is None), with the layout as its blob store, so it can be
 /// pushed byte for byte as it was written. Manifests and configs are checked
 /// against their digests here; layers when they are sent.
-pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<(BlobStore, Artifact), LayoutError> {
+pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<LayoutImage, LayoutError> {
     if !dir.join("oci-layout").is_file() {
         return Err(LayoutError::NotALayout(dir.to_path_buf()));
     }
@@ -403,7 +414,11 @@ pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<(BlobStore, Artif
         MEDIA_TYPE_INDEX => Artifact::Index(read_index_artifact(dir, &store, &top)?),
         _ => Artifact::Image(Box::new(read_image(dir, &store, &top)?)),
     };
-    Ok((store, artifact))
+    Ok(LayoutImage {
+        store,
+        artifact,
+        name: ref_name(chosen),
+    })
 }
 
 fn read_index_artifact(
@@ -535,4 +550,47 @@ fn read_document(
         )));
     }
     Ok(bytes)
+}
+
+/// Unpacks an oci-archive (an OCI layout as one tar) into `dest`, for
+/// [`read_artifact`]. Only the layout's own files are taken: `oci-layout`,
+/// `index.json` and `blobs/sha256/<hex>`; any other entry (a `..`, a link,
+/// a stray file) refuses the whole archive, so nothing lands elsewhere.
+pub fn unpack_oci_archive(archive: &Path, dest: &Path) -> Result<(), LayoutError> {
+    let file = File::open(archive).map_err(io_err(archive))?;
+    let mut tar = tar::Archive::new(io::BufReader::new(file));
+    let blobs = dest.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+    for entry in tar.entries().map_err(io_err(archive))? {
+        let mut entry = entry.map_err(io_err(archive))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let stray = || LayoutError::StrayEntry {
+            archive: archive.to_path_buf(),
+            entry: name.clone(),
+        };
+        let clean = name.trim_start_matches("./");
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            match clean.trim_end_matches('/') {
+                "" | "blobs" | "blobs/sha256" => continue,
+                _ => return Err(stray()),
+            }
+        }
+        if !kind.is_file() {
+            return Err(stray());
+        }
+        let target = match clean {
+            "oci-layout" | "index.json" => dest.join(clean),
+            _ => {
+                let hex = clean.strip_prefix("blobs/sha256/").ok_or_else(stray)?;
+                if crate::digest::hex_part(&format!("sha256:{hex}")).is_none() {
+                    return Err(stray());
+                }
+                blobs.join(hex)
+            }
+        };
+        let mut out = File::create(&target).map_err(io_err(&target))?;
+        io::copy(&mut entry, &mut out).map_err(io_err(&target))?;
+    }
+    Ok(())
 }

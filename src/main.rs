@@ -122,8 +122,9 @@ struct ServeArgs {
 /// What `build` and `push` share.
 #[derive(Args)]
 struct BuildFlags {
-    /// The build context folder; for `push`, also oci:DIR[:NAME:TAG] to push
-    /// an image (or index) from an OCI layout byte for byte.
+    /// The build context folder; for `push`, also oci:DIR[:NAME:TAG] or
+    /// oci-archive:FILE[:NAME:TAG] to push an image (or index) from an OCI
+    /// layout byte for byte.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]
@@ -353,24 +354,53 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
 
 /// Where `push` sends the image: `--tag v1` is a tag for the context's name;
 /// `repo:tag` and `team/repo:tag` go to `--registry`; a name with a host is taken whole.
-/// `oci:DIR[:NAME]`, an OCI layout to push as it is (skopeo's syntax).
+/// `oci:DIR[:NAME]` or `oci-archive:FILE[:NAME]`, an OCI layout (or one
+/// as a tar) to push as it is (skopeo's syntax).
 struct LayoutSource {
-    dir: PathBuf,
+    path: PathBuf,
+    archive: bool,
     name: Option<NameTag>,
 }
 
 fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Failure> {
-    let Some(rest) = context.to_str().and_then(|c| c.strip_prefix("oci:")) else {
-        return Ok(None);
+    let text = context.to_str().unwrap_or_default();
+    let (rest, archive) = match (text.strip_prefix("oci:"), text.strip_prefix("oci-archive:")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Ok(None),
     };
-    let (dir, name) = match rest.split_once(':') {
-        Some((dir, name)) => (dir, Some(NameTag::parse(name).map_err(usage)?)),
+    let (path, name) = match rest.split_once(':') {
+        Some((path, name)) => (path, Some(NameTag::parse(name).map_err(usage)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
-        dir: PathBuf::from(dir),
+        path: PathBuf::from(path),
+        archive,
         name,
     }))
+}
+
+/// The layout's image and its blob store, and the temporary folder an
+/// archive was unpacked into (beside the cache), kept while the push runs.
+fn read_layout(
+    layout: LayoutSource,
+) -> Result<(dockless::layout::LayoutImage, Option<tempfile::TempDir>), Failure> {
+    let (dir, scratch) = if layout.archive {
+        let cache = dockless::cache::default_dir();
+        std::fs::create_dir_all(&cache)?;
+        let scratch = tempfile::tempdir_in(&cache)?;
+        dockless::layout::unpack_oci_archive(&layout.path, scratch.path()).map_err(usage)?;
+        (scratch.path().to_path_buf(), Some(scratch))
+    } else {
+        (layout.path.clone(), None)
+    };
+    let wanted = layout.name.map(|n| n.to_string());
+    let mut image = dockless::layout::read_artifact(&dir, wanted.as_deref()).map_err(usage)?;
+    // Unnamed in the layout: named after the layout's file or folder.
+    image
+        .name
+        .get_or_insert_with(|| naming::default_name(&layout.path));
+    Ok((image, scratch))
 }
 
 /// Flags that shape a build mean nothing for a layout pushed as it is.
@@ -390,13 +420,14 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
     }
 }
 
-fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
-    // A layout's image keeps its own name and tag unless -t says otherwise.
-    let (default_repo, default_tag) = match layout_source(&args.flags.context)? {
-        Some(LayoutSource { name: Some(n), .. }) => (n.name, n.tag),
-        Some(LayoutSource { dir, name: None }) => (naming::default_name(&dir), "latest".into()),
-        None => (naming::default_name(&args.flags.context), "latest".into()),
+/// Where to push: `-t`/`--registry` over `default_name` (a layout's own
+/// name), else the context folder's name.
+fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
+    let default = match default_name {
+        Some(n) => NameTag::parse(n).map_err(usage)?,
+        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
     };
+    let (default_repo, default_tag) = (default.name, default.tag);
     let (name, tag) = match args.tag.as_deref() {
         None => (default_repo, default_tag),
         Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
@@ -421,16 +452,22 @@ fn push_target(args: &PushArgs) -> Result<Reference, Failure> {
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
-    let target = push_target(&args)?;
-    let (store, artifact, sources) = match layout_source(&args.flags.context)? {
+    // `_unpacked` keeps an unpacked oci-archive until the push is done.
+    let (target, store, artifact, sources, _unpacked) = match layout_source(&args.flags.context)? {
         Some(layout) => {
             refuse_build_flags(&args.flags)?;
-            let name = layout.name.map(|n| n.to_string());
-            let (store, artifact) =
-                dockless::layout::read_artifact(&layout.dir, name.as_deref()).map_err(usage)?;
-            (store, artifact, Default::default())
+            let (image, scratch) = read_layout(layout)?;
+            let target = push_target(&args, image.name.as_deref())?;
+            (
+                target,
+                image.store,
+                image.artifact,
+                Default::default(),
+                scratch,
+            )
         }
         None => {
+            let target = push_target(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
             if args.insecure {
                 build_opts
@@ -440,7 +477,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
             }
             let sources = build_opts.registry.clone();
             let built = run_image_build(&args.flags, build_opts)?;
-            (built.store, built.artifact, sources)
+            (target, built.store, built.artifact, sources, None)
         }
     };
     let progress = progress::Progress::new(if args.quiet {

@@ -338,3 +338,74 @@ fn push_from_an_oci_layout_keeps_the_digest_and_refuses_a_corrupt_layer() {
         "{err}"
     );
 }
+
+/// `push oci-archive:FILE` unpacks only the layout's own files and pushes
+/// the image with the digest the build printed; an archive holding
+/// anything else (here a `../` entry) is refused whole, writing nothing
+/// outside the folder it unpacks into.
+#[test]
+fn push_from_an_oci_archive_and_refuse_a_hostile_one() {
+    let reg = Registry::start(RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let addr = reg.addr();
+    let archive = tmp.path().join("hello.tar");
+    let built = digest_of(&stdout(&run_ok(
+        dockless(&cache)
+            .arg("build")
+            .arg(&ctx)
+            .args(["-t", "hello:v3", "-o"])
+            .arg(format!("oci-archive:{}", archive.display())),
+    )));
+    let pushed = run_ok(&mut push(
+        &cache,
+        Path::new(&format!("oci-archive:{}", archive.display())),
+        &["--registry", &addr, "--insecure", "-q"],
+    ));
+    assert_eq!(stdout(&pushed), format!("{addr}/hello:v3@{built}"));
+    reg.verify("hello:v3", &built, None);
+
+    // The same archive with one more entry that climbs out.
+    let hostile = tmp.path().join("work/hostile.tar");
+    std::fs::create_dir_all(hostile.parent().unwrap()).unwrap();
+    {
+        let mut out = tar::Builder::new(std::fs::File::create(&hostile).unwrap());
+        let mut src = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        for entry in src.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut header = entry.header().clone();
+            let path = entry.path().unwrap().into_owned();
+            out.append_data(&mut header, path, &mut entry).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        // append_data refuses `..`; write the name into the header directly.
+        header.as_old_mut().name[..12].copy_from_slice(b"../escaped\0\0");
+        header.set_cksum();
+        out.append(&header, &b"evil\n"[..]).unwrap();
+        out.finish().unwrap();
+    }
+    let out = push(
+        &cache,
+        Path::new(&format!("oci-archive:{}", hostile.display())),
+        &["-t", &format!("{addr}/hostile:v1"), "--insecure", "-q"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("\"../escaped\"") && err.contains("refusing"),
+        "{err}"
+    );
+    assert!(reg.tag_absent("hostile:v1", None));
+    let escaped: Vec<_> = walkdir::WalkDir::new(tmp.path())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "escaped")
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
+}
