@@ -23,6 +23,13 @@ pub enum PublishError {
     Store(#[from] StoreError),
 }
 
+impl PublishError {
+    /// See [`RegistryError::is_unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, PublishError::Registry(e) if e.is_unavailable())
+    }
+}
+
 /// digest → repositories known to hold it, for one registry.
 type MountRecord = BTreeMap<String, BTreeSet<String>>;
 

@@ -92,6 +92,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// The registry could not be reached or was not serving, even after the
+    /// retries of one push (a down host, a timeout, 429 or 5xx): worth
+    /// trying the whole push again later.
+    pub fn is_unavailable(&self) -> bool {
+        self.is_transient()
+            || matches!(self, RegistryError::Dns { .. })
+            || matches!(self, RegistryError::Registry { status, .. } if retryable_status(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK)))
+    }
+
     /// Faults of the path rather than of the request: worth another try.
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -10,6 +10,8 @@
 //! A build that fails because the disk under `state_dir` is full is not
 //! failed: it goes back to the queue with the reason in its `error`, and the
 //! workers wait before taking builds again, so it runs once space is freed.
+//! A build whose push finds the registry unavailable goes back the same
+//! way, for a few tries with growing pauses.
 
 use crate::build::{self, BuildOptions};
 use crate::ghstatus::State;
@@ -25,6 +27,23 @@ use std::time::Duration;
 
 /// How long the workers pause after a build found the disk full.
 const DISK_FULL_PAUSE: Duration = Duration::from_secs(3);
+
+/// Tries of a build whose pushes find the registry unavailable; between
+/// them the worker waits `$DOCKLESS_REGISTRY_RETRY_SECS` (default 5 s),
+/// doubling per try up to a minute, so an outage of a few minutes loses
+/// nothing.
+const REGISTRY_ATTEMPTS: i64 = 6;
+const REGISTRY_PAUSE_CAP: Duration = Duration::from_secs(60);
+
+fn registry_pause(attempt: i64) -> Duration {
+    let base = std::env::var("DOCKLESS_REGISTRY_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(5));
+    base.saturating_mul(1 << attempt.saturating_sub(1).clamp(0, 6))
+        .min(REGISTRY_PAUSE_CAP)
+}
 
 /// Whether an error message comes from a full disk (ENOSPC, EDQUOT, SQLITE_FULL).
 pub fn is_disk_full(message: &str) -> bool {
@@ -43,8 +62,20 @@ pub fn is_disk_full(message: &str) -> bool {
 /// What a finished run asks of the store.
 enum Outcome {
     Done(Status, Option<String>),
-    /// Back to the queue, with the reason.
-    Requeue(String),
+    /// Back to the queue, with the reason; the worker pauses before its next build.
+    Requeue {
+        reason: String,
+        pause: Duration,
+    },
+}
+
+impl Outcome {
+    fn disk_full(e: &str) -> Outcome {
+        Outcome::Requeue {
+            reason: format!("waiting for disk space under state_dir: {e}"),
+            pause: DISK_FULL_PAUSE,
+        }
+    }
 }
 
 /// Takes builds until the server stops.
@@ -63,9 +94,9 @@ pub async fn run_worker(app: Arc<App>, n: usize) {
                     attempt = job.attempts,
                     "build started"
                 );
-                if !run_job(&app, job).await {
-                    // The disk is full: give it time before taking builds again.
-                    tokio::time::sleep(DISK_FULL_PAUSE).await;
+                if let Some(pause) = run_job(&app, job).await {
+                    // A full disk or a registry away: give it time.
+                    tokio::time::sleep(pause).await;
                 }
             }
             Ok(None) => {
@@ -124,7 +155,7 @@ async fn record(app: &App, id: i64, outcome: &Outcome) {
     loop {
         let res = tokio::task::block_in_place(|| match outcome {
             Outcome::Done(status, error) => app.store.finish(id, *status, error.as_deref()),
-            Outcome::Requeue(reason) => app.store.requeue(id, reason),
+            Outcome::Requeue { reason, .. } => app.store.requeue(id, reason),
         });
         match res {
             Ok(()) => return,
@@ -140,8 +171,8 @@ async fn record(app: &App, id: i64, outcome: &Outcome) {
     }
 }
 
-/// Runs one build; false when it went back to the queue for a full disk.
-async fn run_job(app: &App, job: Job) -> bool {
+/// Runs one build; when it went back to the queue, the pause to take first.
+async fn run_job(app: &App, job: Job) -> Option<Duration> {
     let mut log = BuildLog::open(&app.cfg.state_dir, job.id);
     log.line(&format!(
         "attempt {} of build {} for {}@{} (PR #{})",
@@ -163,8 +194,17 @@ async fn run_job(app: &App, job: Job) -> bool {
                 .iter()
                 .filter_map(|i| i.error.as_deref())
                 .find(|e| is_disk_full(e));
+            let unavailable = failed
+                .iter()
+                .find(|i| i.registry_unavailable)
+                .and_then(|i| i.error.as_deref());
             if let Some(e) = disk_full {
-                Outcome::Requeue(format!("waiting for disk space under state_dir: {e}"))
+                Outcome::disk_full(e)
+            } else if let Some(e) = unavailable.filter(|_| job.attempts < REGISTRY_ATTEMPTS) {
+                Outcome::Requeue {
+                    reason: format!("waiting for the registry: {e}"),
+                    pause: registry_pause(job.attempts),
+                }
             } else if failed.is_empty() {
                 Outcome::Done(Status::Succeeded, None)
             } else {
@@ -178,19 +218,17 @@ async fn run_job(app: &App, job: Job) -> bool {
                 )
             }
         }
-        Err(e) if is_disk_full(&e) => {
-            Outcome::Requeue(format!("waiting for disk space under state_dir: {e}"))
-        }
+        Err(e) if is_disk_full(&e) => Outcome::disk_full(&e),
         Err(e) => Outcome::Done(Status::Failed, Some(e)),
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
     record(app, job.id, &outcome).await;
     let (status, error) = match outcome {
-        Outcome::Requeue(reason) => {
+        Outcome::Requeue { reason, pause } => {
             log.line(&format!("build queued again: {reason}"));
-            tracing::warn!(build_id = job.id, "build queued again: {reason}");
-            return false;
+            tracing::warn!(build_id = job.id, ?pause, "build queued again: {reason}");
+            return Some(pause);
         }
         Outcome::Done(status, error) => (status, error),
     };
@@ -209,7 +247,7 @@ async fn run_job(app: &App, job: Job) -> bool {
         _ => (State::Failure, error.unwrap_or_default()),
     };
     post_status(app, &job, state, &text).await;
-    true
+    None
 }
 
 fn fetch_lock(app: &App, repository: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -259,6 +297,7 @@ async fn execute(
             status: Status::Queued,
             reference: None,
             error: None,
+            registry_unavailable: false,
         })
         .collect();
     let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
@@ -272,18 +311,20 @@ async fn execute(
                 results[i].status = Status::Succeeded;
                 results[i].reference = Some(reference);
             }
-            Err(e) => {
+            Err(failure) => {
                 log.line(&format!(
-                    "image {} ({}): {e}",
+                    "image {} ({}): {}",
                     i + 1,
                     if entry.service_name.is_empty() {
                         "unnamed"
                     } else {
                         &entry.service_name
-                    }
+                    },
+                    failure.message
                 ));
                 results[i].status = Status::Failed;
-                results[i].error = Some(e);
+                results[i].error = Some(failure.message);
+                results[i].registry_unavailable = failure.registry_unavailable;
             }
         }
         let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
@@ -291,12 +332,28 @@ async fn execute(
     Ok(results)
 }
 
+/// Why one image failed.
+struct ImageFailure {
+    message: String,
+    /// The push failed because the registry was unavailable.
+    registry_unavailable: bool,
+}
+
+impl From<String> for ImageFailure {
+    fn from(message: String) -> Self {
+        ImageFailure {
+            message,
+            registry_unavailable: false,
+        }
+    }
+}
+
 /// Builds and pushes one entry; returns `REGISTRY/NAME:VERSION@DIGEST`.
 async fn build_one(
     app: &App,
     entry: &imagespec::RawEntry,
     checkout: &Path,
-) -> Result<String, String> {
+) -> Result<String, ImageFailure> {
     let image = imagespec::resolve(entry, checkout, &app.cfg.registry)?;
     if let Some(d) = test_delay() {
         tokio::time::sleep(d).await;
@@ -304,7 +361,8 @@ async fn build_one(
     let cache_dir: PathBuf = app.cfg.state_dir.join("cache");
     let mut opts = BuildOptions::new(&image.context_dir, &cache_dir);
     opts.dockerfile = Some(image.dockerfile.clone());
-    opts.source_date_epoch = crate::cache::source_date_epoch().map_err(|e| e.to_string())?;
+    opts.source_date_epoch =
+        crate::cache::source_date_epoch().map_err(|e| ImageFailure::from(e.to_string()))?;
     // Bases on the service's own registry are reached as its pushes are.
     if app.cfg.insecure_registry {
         opts.registry
@@ -315,8 +373,8 @@ async fn build_one(
     let sources = opts.registry.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await
-        .map_err(|e| format!("build: {e}"))?
-        .map_err(|e| format!("build: {e}"))?;
+        .map_err(|e| ImageFailure::from(format!("build: {e}")))?
+        .map_err(|e| ImageFailure::from(format!("build: {e}")))?;
     let push = PushOptions {
         insecure: app.cfg.insecure_registry,
         ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
@@ -331,7 +389,10 @@ async fn build_one(
         &sources,
     )
     .await
-    .map_err(|e| format!("push to {}: {e}", image.target))?;
+    .map_err(|e| ImageFailure {
+        message: format!("push to {}: {e}", image.target),
+        registry_unavailable: e.is_unavailable(),
+    })?;
     prune_cache(&cache_dir, &built.image);
     Ok(format!("{}@{}", image.target, outcome.manifest_digest))
 }

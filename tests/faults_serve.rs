@@ -8,6 +8,7 @@
 //!   refused with 503 or accepted, and every accepted one is built once
 //!   space is freed;
 //! - concurrent deliveries of one merge commit make one build;
+//! - a registry outage sends the build back to the queue until it is over;
 //! - hostile clients (a 1 MB header, hundreds of headers, a slowloris body,
 //!   unsupported content types) are refused while a ping is still answered.
 //!
@@ -335,6 +336,52 @@ fn concurrent_deliveries_of_one_commit_build_once() {
     assert_eq!(log_count(&plain_log(&srv), "build finished", id), 1);
     tally(&format!(
         "same commit: {SENDERS} concurrent deliveries + 2 later, 1 build, 1 attempt"
+    ));
+}
+
+/// The registry goes away before a build pushes: the build goes back to the
+/// queue ("waiting for the registry") instead of failing, and completes once
+/// the registry is back; nothing accepted is lost.
+#[test]
+fn registry_outage_requeues_the_build_until_the_registry_is_back() {
+    let mut reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let commits = repo.add_commits(1, 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &reg.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let srv = Server::start(
+        dir.path(),
+        &ServerCfg {
+            env: vec![("DOCKLESS_REGISTRY_RETRY_SECS".into(), "1".into())],
+            ..ServerCfg::new(reg.addr(), repo.url())
+        },
+    );
+    let r = deliver(
+        &srv.addr,
+        "pull_request",
+        "outage-1",
+        &merged_pr(&commits[0], &commits[0]),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["build_id"].as_i64().unwrap();
+    let waiting = srv.wait_build(id, Duration::from_secs(60), |b| {
+        b["status"] == "queued"
+            && b["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("waiting for the registry"))
+    });
+    assert!(waiting["attempts"].as_i64().unwrap() >= 1, "{waiting}");
+    reg.restart();
+    let b = srv.wait_finished(id, Duration::from_secs(120));
+    check_pushed(&reg, &b, 1);
+    let attempts = b["attempts"].as_i64().unwrap();
+    assert!(attempts >= 2, "{b}");
+    tally(&format!(
+        "registry outage: 1 build, {attempts} attempts, succeeded after the registry came back"
     ));
 }
 
