@@ -41,6 +41,11 @@ pub enum Challenge {
 ///
 /// Follows RFC 7235: `scheme param=value, param="quoted, \"value\"", scheme2 ...`.
 /// A Bearer challenge without a realm is useless and is dropped.
+///
+/// Hand-written because the maintained RFC 7235 parser (`http-auth`'s
+/// `ChallengeParser`) fails a whole challenge over a trailing space or an
+/// unquoted URL realm, which registries send; this one keeps every challenge
+/// it can use and skips what it cannot read (fuzzed: `fuzz/www_authenticate`).
 pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
     let mut out = Vec::new();
     let mut p = Parser {
