@@ -544,6 +544,7 @@ impl Transport {
             idle_secs: self.read_timeout.as_secs(),
         }
     }
+
     pub(crate) fn host(&self) -> &str {
         &self.host
     }
@@ -593,7 +594,7 @@ impl Transport {
     }
 }
 
-/// Source chain as text, skipping reqwest's own URL-bearing top line.
+/// A client for one registry; `read_timeout` None for streamed uploads.
 fn http_client(
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
@@ -613,6 +614,7 @@ fn http_client(
         .map_err(|e| RegistryError::TlsConfig(format!("building HTTP client: {e}")))
 }
 
+/// Source chain as text, skipping reqwest's own URL-bearing top line.
 fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -1058,6 +1060,9 @@ impl Session {
                         .body(reqwest::Body::wrap_stream(live.watch(body)))
                 }
             };
+            // The clock starts when the request goes out, not while a
+            // streamed source was being opened.
+            live.touch();
             let sent = rb.send();
             let resp = if streamed {
                 tokio::select! {

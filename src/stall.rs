@@ -39,7 +39,8 @@ impl Liveness {
         }))
     }
 
-    fn touch(&self) {
+    /// Restarts the clock: something moved (or the request just went out).
+    pub(crate) fn touch(&self) {
         let ms = self.0.start.elapsed().as_millis() as u64;
         self.0.last_ms.store(ms, Ordering::Relaxed);
     }
