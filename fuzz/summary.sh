@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sums campaigns.tsv per target: runs logged, wall and CPU hours, executions,
+# and the coverage of the latest run, as a Markdown table.
+cd "$(dirname "$0")"
+awk -F'\t' '
+    NR == 1 || /^#/ { next }
+    {
+        t = $2
+        if (!(t in n)) order[++k] = t
+        n[t]++; wall[t] += $3; cpu[t] += $4; runs[t] += $5
+        cov[t] = $6; last[t] = $9; len[t] = $3
+        if ($10 != 0) crashes[t]++
+    }
+    END {
+        print "| target | runs logged | wall h | CPU h | executions | edges (latest) | last new input (latest run) | crashes |"
+        print "| --- | --- | --- | --- | --- | --- | --- | --- |"
+        for (i = 1; i <= k; i++) {
+            t = order[i]
+            printf "| `%s` | %d | %.2f | %.2f | %.0f | %s | %s s of %s s | %d |\n",
+                t, n[t], wall[t] / 3600, cpu[t] / 3600, runs[t], cov[t], last[t], len[t], crashes[t] + 0
+        }
+    }' campaigns.tsv
