@@ -7,13 +7,14 @@
 #
 # Columns: date, target, wall s, cpu s (user+sys), runs, cov, ft, corpus
 # entries, wall s at the last NEW input, exit status (non-zero: a crash,
-# saved under artifacts/TARGET/).
+# saved under artifacts/TARGET/), and cov once the corpus was loaded (so
+# cov minus this is what the run found).
 set -u
 cd "$(dirname "$0")"
 secs=$1
 shift
 log=campaigns.tsv
-[ -s "$log" ] || printf 'date\ttarget\twall_s\tcpu_s\truns\tcov\tft\tcorpus\tlast_new_s\tstatus\n' >"$log"
+[ -s "$log" ] || printf 'date\ttarget\twall_s\tcpu_s\truns\tcov\tft\tcorpus\tlast_new_s\tstatus\tcov_start\n' >"$log"
 
 # Built once up front; FUZZ_NO_BUILD=1 keeps the binaries already built, so
 # that edits to the crate made while a campaign runs do not touch it.
@@ -49,6 +50,8 @@ for target in "$@"; do
     ft=$(grep -oE 'ft: [0-9]+' "$out" | tail -n1 | awk '{ print $2 }')
     last_new=$(printf '%s\n' "$last" | awk '{ print $1 }')
     entries=$(find "corpus/$target" -type f | wc -l)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" \
-        "$wall" "$cpu" "${runs:-?}" "${cov:-?}" "${ft:-?}" "$entries" "${last_new:-?}" "$status" >>"$log"
+    cov_start=$(grep -m1 'INITED' "$out" | grep -oE 'cov: [0-9]+' | awk '{ print $2 }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" \
+        "$wall" "$cpu" "${runs:-?}" "${cov:-?}" "${ft:-?}" "$entries" "${last_new:-?}" "$status" \
+        "${cov_start:-?}" >>"$log"
 done

@@ -8,15 +8,15 @@ awk -F'\t' '
         t = $2
         if (!(t in n)) order[++k] = t
         n[t]++; wall[t] += $3; cpu[t] += $4; runs[t] += $5
-        cov[t] = $6; last[t] = $9; len[t] = $3
+        cov[t] = $6; last[t] = $9; len[t] = $3; start[t] = (NF >= 11 ? $11 : "?")
         if ($10 != 0) crashes[t]++
     }
     END {
-        print "| target | runs logged | wall h | CPU h | executions | edges (latest) | last new input (latest run) | crashes |"
+        print "| target | runs logged | wall h | CPU h | executions | edges at start → end of the latest run | its last new input | crashes |"
         print "| --- | --- | --- | --- | --- | --- | --- | --- |"
         for (i = 1; i <= k; i++) {
             t = order[i]
-            printf "| `%s` | %d | %.2f | %.2f | %.0f | %s | %s s of %s s | %d |\n",
-                t, n[t], wall[t] / 3600, cpu[t] / 3600, runs[t], cov[t], last[t], len[t], crashes[t] + 0
+            printf "| `%s` | %d | %.2f | %.2f | %.0f | %s → %s | %s s of %s s | %d |\n",
+                t, n[t], wall[t] / 3600, cpu[t] / 3600, runs[t], start[t], cov[t], last[t], len[t], crashes[t] + 0
         }
     }' campaigns.tsv
