@@ -21,6 +21,33 @@ pub enum FetchError {
     },
 }
 
+impl FetchError {
+    /// The git server could not be reached or dropped the connection: worth
+    /// fetching again later (a missing commit or a bad URL is not).
+    pub fn is_unavailable(&self) -> bool {
+        let FetchError::Git { what, stderr } = self else {
+            return false;
+        };
+        let stderr = stderr.to_ascii_lowercase();
+        what == "fetch"
+            && [
+                "could not resolve host",
+                "temporary failure in name resolution",
+                "connection refused",
+                "couldn't connect to server",
+                "failed to connect",
+                "unable to connect",
+                "timed out",
+                "connection reset",
+                "the remote end hung up unexpectedly",
+                "early eof",
+                "rpc failed",
+            ]
+            .iter()
+            .any(|needle| stderr.contains(needle))
+    }
+}
+
 /// A git command that cannot run repository hooks or prompt for credentials.
 fn git(git_dir: &Path) -> Command {
     let mut cmd = Command::new("git");

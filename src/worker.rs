@@ -10,8 +10,8 @@
 //! A build that fails because the disk under `state_dir` is full is not
 //! failed: it goes back to the queue with the reason in its `error`, and the
 //! workers wait before taking builds again, so it runs once space is freed.
-//! A build whose push finds the registry unavailable goes back the same
-//! way, for a few tries with growing pauses.
+//! A build that finds the registry or the git server unavailable goes back
+//! the same way, for a few tries with growing pauses.
 
 use crate::build::{self, BuildOptions};
 use crate::ghstatus::State;
@@ -28,21 +28,21 @@ use std::time::Duration;
 /// How long the workers pause after a build found the disk full.
 const DISK_FULL_PAUSE: Duration = Duration::from_secs(3);
 
-/// Tries of a build whose pushes find the registry unavailable; between
-/// them the worker waits `$DOCKLESS_REGISTRY_RETRY_SECS` (default 5 s),
+/// Tries of a build that finds the registry or the git server unavailable;
+/// between them the worker waits `$DOCKLESS_REQUEUE_SECS` (default 5 s),
 /// doubling per try up to a minute, so an outage of a few minutes loses
 /// nothing.
-const REGISTRY_ATTEMPTS: i64 = 6;
-const REGISTRY_PAUSE_CAP: Duration = Duration::from_secs(60);
+const UNAVAILABLE_ATTEMPTS: i64 = 6;
+const UNAVAILABLE_PAUSE_CAP: Duration = Duration::from_secs(60);
 
-fn registry_pause(attempt: i64) -> Duration {
-    let base = std::env::var("DOCKLESS_REGISTRY_RETRY_SECS")
+fn unavailable_pause(attempt: i64) -> Duration {
+    let base = std::env::var("DOCKLESS_REQUEUE_SECS")
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(5));
     base.saturating_mul(1 << attempt.saturating_sub(1).clamp(0, 6))
-        .min(REGISTRY_PAUSE_CAP)
+        .min(UNAVAILABLE_PAUSE_CAP)
 }
 
 /// Whether an error message comes from a full disk (ENOSPC, EDQUOT, SQLITE_FULL).
@@ -75,6 +75,14 @@ impl Outcome {
             reason: format!("waiting for disk space under state_dir: {e}"),
             pause: DISK_FULL_PAUSE,
         }
+    }
+
+    /// Back to the queue to wait for `what`, unless the tries are spent.
+    fn waiting(what: &str, e: &str, job: &Job) -> Option<Outcome> {
+        (job.attempts < UNAVAILABLE_ATTEMPTS).then(|| Outcome::Requeue {
+            reason: format!("waiting for {what}: {e}"),
+            pause: unavailable_pause(job.attempts),
+        })
     }
 }
 
@@ -198,13 +206,11 @@ async fn run_job(app: &App, job: Job) -> Option<Duration> {
                 .iter()
                 .find(|i| i.registry_unavailable)
                 .and_then(|i| i.error.as_deref());
+            let waiting = unavailable.and_then(|e| Outcome::waiting("the registry", e, &job));
             if let Some(e) = disk_full {
                 Outcome::disk_full(e)
-            } else if let Some(e) = unavailable.filter(|_| job.attempts < REGISTRY_ATTEMPTS) {
-                Outcome::Requeue {
-                    reason: format!("waiting for the registry: {e}"),
-                    pause: registry_pause(job.attempts),
-                }
+            } else if let Some(outcome) = waiting {
+                outcome
             } else if failed.is_empty() {
                 Outcome::Done(Status::Succeeded, None)
             } else {
@@ -218,8 +224,11 @@ async fn run_job(app: &App, job: Job) -> Option<Duration> {
                 )
             }
         }
-        Err(e) if is_disk_full(&e) => Outcome::disk_full(&e),
-        Err(e) => Outcome::Done(Status::Failed, Some(e)),
+        Err(f) if is_disk_full(&f.message) => Outcome::disk_full(&f.message),
+        Err(f) => f
+            .waiting_for
+            .and_then(|what| Outcome::waiting(what, &f.message, &job))
+            .unwrap_or(Outcome::Done(Status::Failed, Some(f.message))),
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
@@ -268,7 +277,7 @@ async fn execute(
     job: &Job,
     work: &Path,
     log: &mut BuildLog,
-) -> Result<Vec<ImageResult>, String> {
+) -> Result<Vec<ImageResult>, JobFailure> {
     let _ = std::fs::remove_dir_all(work);
     let checkout = work.join("src");
     {
@@ -280,13 +289,16 @@ async fn execute(
             crate::gitfetch::checkout(&url, &commit, &cache, &dest)
         })
         .await
-        .map_err(|e| format!("fetching {}: {e}", job.commit))?
-        .map_err(|e| format!("fetching {}: {e}", job.commit))?;
+        .map_err(|e| JobFailure::from(format!("fetching {}: {e}", job.commit)))?
+        .map_err(|e| JobFailure {
+            message: format!("fetching {}: {e}", job.commit),
+            waiting_for: e.is_unavailable().then_some("the git server"),
+        })?;
     }
     log.line(&format!("fetched {}", job.commit));
-    let entries = imagespec::read(&checkout).map_err(|e| e.to_string())?;
+    let entries = imagespec::read(&checkout).map_err(|e| JobFailure::from(e.to_string()))?;
     if entries.is_empty() {
-        return Err("image.json lists no images".into());
+        return Err(JobFailure::from("image.json lists no images".to_string()));
     }
     let mut results: Vec<ImageResult> = entries
         .iter()
@@ -330,6 +342,22 @@ async fn execute(
         let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
     }
     Ok(results)
+}
+
+/// Why a whole build failed.
+struct JobFailure {
+    message: String,
+    /// What was unavailable (worth waiting for), if that was the cause.
+    waiting_for: Option<&'static str>,
+}
+
+impl From<String> for JobFailure {
+    fn from(message: String) -> Self {
+        JobFailure {
+            message,
+            waiting_for: None,
+        }
+    }
 }
 
 /// Why one image failed.

@@ -8,7 +8,8 @@
 //!   refused with 503 or accepted, and every accepted one is built once
 //!   space is freed;
 //! - concurrent deliveries of one merge commit make one build;
-//! - a registry outage sends the build back to the queue until it is over;
+//! - a registry or git server outage sends the build back to the queue
+//!   until it is over;
 //! - hostile clients (a 1 MB header, hundreds of headers, a slowloris body,
 //!   unsupported content types) are refused while a ping is still answered.
 //!
@@ -356,7 +357,7 @@ fn registry_outage_requeues_the_build_until_the_registry_is_back() {
     let srv = Server::start(
         dir.path(),
         &ServerCfg {
-            env: vec![("DOCKLESS_REGISTRY_RETRY_SECS".into(), "1".into())],
+            env: vec![("DOCKLESS_REQUEUE_SECS".into(), "1".into())],
             ..ServerCfg::new(reg.addr(), repo.url())
         },
     );
@@ -382,6 +383,88 @@ fn registry_outage_requeues_the_build_until_the_registry_is_back() {
     assert!(attempts >= 2, "{b}");
     tally(&format!(
         "registry outage: 1 build, {attempts} attempts, succeeded after the registry came back"
+    ));
+}
+
+/// A `git daemon` serving the folder above `repo` at `git://127.0.0.1:PORT/`;
+/// killed on drop.
+struct GitDaemon(std::process::Child);
+
+impl GitDaemon {
+    fn start(repo: &GitRepo, port: u16) -> GitDaemon {
+        use std::os::unix::process::CommandExt as _;
+        let base = repo.dir.parent().unwrap();
+        // Its own process group: `git daemon` runs `git-daemon` as a child,
+        // and both must go on drop.
+        let child = std::process::Command::new("git")
+            .process_group(0)
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon(child)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The git server is down when a build starts: the build goes back to the
+/// queue ("waiting for the git server") and completes once it is up.
+#[test]
+fn git_server_outage_requeues_the_fetch_until_it_is_back() {
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let commits = repo.add_commits(1, 1);
+    let port = free_port();
+    let name = repo.dir.file_name().unwrap().to_string_lossy().into_owned();
+    let srv = Server::start(
+        dir.path(),
+        &ServerCfg {
+            env: vec![("DOCKLESS_REQUEUE_SECS".into(), "1".into())],
+            ..ServerCfg::new(reg.addr(), format!("git://127.0.0.1:{port}/{name}"))
+        },
+    );
+    let r = deliver(
+        &srv.addr,
+        "pull_request",
+        "git-down-1",
+        &merged_pr(&commits[0], &commits[0]),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["build_id"].as_i64().unwrap();
+    srv.wait_build(id, Duration::from_secs(60), |b| {
+        b["status"] == "queued"
+            && b["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("waiting for the git server"))
+    });
+    let _daemon = GitDaemon::start(&repo, port);
+    let b = srv.wait_finished(id, Duration::from_secs(120));
+    check_pushed(&reg, &b, 1);
+    let attempts = b["attempts"].as_i64().unwrap();
+    assert!(attempts >= 2, "{b}");
+    tally(&format!(
+        "git server outage: 1 build, {attempts} attempts, succeeded after the server came back"
     ));
 }
 
