@@ -340,6 +340,33 @@ fn concurrent_deliveries_of_one_commit_build_once() {
     ));
 }
 
+/// Starts a server (1 s first requeue pause) building from `clone_url`,
+/// delivers a merged PR of `commit`, and waits until its build is back in the
+/// queue "waiting for `what`". Returns the server and the build id.
+fn deliver_until_waiting(
+    dir: &Path,
+    reg: &Registry,
+    clone_url: String,
+    commit: &str,
+    what: &str,
+) -> (Server, i64) {
+    let srv = Server::start(
+        dir,
+        &ServerCfg {
+            env: vec![("DOCKLESS_REQUEUE_SECS".into(), "1".into())],
+            ..ServerCfg::new(reg.addr(), clone_url)
+        },
+    );
+    let r = deliver(&srv.addr, "pull_request", what, &merged_pr(commit, commit));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["build_id"].as_i64().unwrap();
+    let waiting = format!("waiting for {what}");
+    srv.wait_build(id, Duration::from_secs(60), |b| {
+        b["status"] == "queued" && b["error"].as_str().is_some_and(|e| e.contains(&waiting))
+    });
+    (srv, id)
+}
+
 /// The registry goes away before a build pushes: the build goes back to the
 /// queue ("waiting for the registry") instead of failing, and completes once
 /// the registry is back; nothing accepted is lost.
@@ -354,28 +381,8 @@ fn registry_outage_requeues_the_build_until_the_registry_is_back() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let srv = Server::start(
-        dir.path(),
-        &ServerCfg {
-            env: vec![("DOCKLESS_REQUEUE_SECS".into(), "1".into())],
-            ..ServerCfg::new(reg.addr(), repo.url())
-        },
-    );
-    let r = deliver(
-        &srv.addr,
-        "pull_request",
-        "outage-1",
-        &merged_pr(&commits[0], &commits[0]),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["build_id"].as_i64().unwrap();
-    let waiting = srv.wait_build(id, Duration::from_secs(60), |b| {
-        b["status"] == "queued"
-            && b["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("waiting for the registry"))
-    });
-    assert!(waiting["attempts"].as_i64().unwrap() >= 1, "{waiting}");
+    let (srv, id) =
+        deliver_until_waiting(dir.path(), &reg, repo.url(), &commits[0], "the registry");
     reg.restart();
     let b = srv.wait_finished(id, Duration::from_secs(120));
     check_pushed(&reg, &b, 1);
@@ -437,27 +444,8 @@ fn git_server_outage_requeues_the_fetch_until_it_is_back() {
     let commits = repo.add_commits(1, 1);
     let port = free_port();
     let name = repo.dir.file_name().unwrap().to_string_lossy().into_owned();
-    let srv = Server::start(
-        dir.path(),
-        &ServerCfg {
-            env: vec![("DOCKLESS_REQUEUE_SECS".into(), "1".into())],
-            ..ServerCfg::new(reg.addr(), format!("git://127.0.0.1:{port}/{name}"))
-        },
-    );
-    let r = deliver(
-        &srv.addr,
-        "pull_request",
-        "git-down-1",
-        &merged_pr(&commits[0], &commits[0]),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["build_id"].as_i64().unwrap();
-    srv.wait_build(id, Duration::from_secs(60), |b| {
-        b["status"] == "queued"
-            && b["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("waiting for the git server"))
-    });
+    let url = format!("git://127.0.0.1:{port}/{name}");
+    let (srv, id) = deliver_until_waiting(dir.path(), &reg, url, &commits[0], "the git server");
     let _daemon = GitDaemon::start(&repo, port);
     let b = srv.wait_finished(id, Duration::from_secs(120));
     check_pushed(&reg, &b, 1);
