@@ -20,6 +20,15 @@ fn push(cache: &Path, ctx: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// A push expected to fail: its exit code and stderr, after checking that
+/// nothing reached stdout.
+fn failed_push(cache: &Path, source: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = push(cache, Path::new(source), args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.stdout.is_empty(), "{err}");
+    (out.status.code(), err)
+}
+
 #[test]
 fn insecure_push_prints_reference_skips_present_blobs_and_mounts_across_repos() {
     let reg = Registry::start(RegistryCfg::default());
@@ -311,28 +320,21 @@ fn push_from_an_oci_layout_keeps_the_digest_and_refuses_a_corrupt_layer() {
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();
-    let out = push(
+    let (code, err) = failed_push(
         &cache,
-        Path::new(&format!("oci:{}:hello:v1", layout.display())),
+        &format!("oci:{}:hello:v1", layout.display()),
         &["-t", &format!("{addr}/broken:v1"), "--insecure", "-q"],
-    )
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{err}");
+    );
+    assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("does not match"), "{err}");
-    assert!(out.stdout.is_empty());
     assert!(reg.tag_absent("broken:v1", None));
 
-    let out = push(
+    let (code, err) = failed_push(
         &cache,
-        Path::new(&format!("oci:{}:hello:v9", layout.display())),
+        &format!("oci:{}:hello:v9", layout.display()),
         &["--registry", &addr, "--insecure"],
-    )
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("no image named \"hello:v9\"") && err.contains("hello:multi"),
         "{err}"
@@ -388,15 +390,12 @@ fn push_from_an_oci_archive_and_refuse_a_hostile_one() {
         out.append(&header, &b"evil\n"[..]).unwrap();
         out.finish().unwrap();
     }
-    let out = push(
+    let (code, err) = failed_push(
         &cache,
-        Path::new(&format!("oci-archive:{}", hostile.display())),
+        &format!("oci-archive:{}", hostile.display()),
         &["-t", &format!("{addr}/hostile:v1"), "--insecure", "-q"],
-    )
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("\"../escaped\"") && err.contains("refusing"),
         "{err}"
