@@ -228,6 +228,44 @@ pub struct BaseInfo {
 pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
+/// A descriptor inside a [`Document`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DocDescriptor {
+    #[serde(default)]
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    #[serde(default)]
+    pub(crate) platform: Option<DocPlatform>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DocPlatform {
+    #[serde(default)]
+    pub(crate) os: String,
+    #[serde(default)]
+    pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
+}
+
+/// A manifest or an index read from elsewhere (a registry, a layout),
+/// leniently and only for the fields dockless uses: which fields are present
+/// tells the two apart.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Document {
+    #[serde(default)]
+    pub(crate) media_type: Option<String>,
+    #[serde(default)]
+    pub(crate) config: Option<DocDescriptor>,
+    #[serde(default)]
+    pub(crate) layers: Option<Vec<DocDescriptor>>,
+    #[serde(default)]
+    pub(crate) manifests: Option<Vec<DocDescriptor>>,
+}
+
 /// An image being assembled: its config and its layers, in order.
 #[derive(Debug, Clone)]
 pub struct Image {

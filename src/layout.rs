@@ -3,8 +3,8 @@
 //! layout folder as a source, read back to be pushed as it is.
 
 use crate::image::{
-    canonical_json, descriptor, Artifact, BuiltImage, BuiltIndex, ImageConfig, ImageError,
-    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+    canonical_json, descriptor, Artifact, BuiltImage, BuiltIndex, DocDescriptor as Desc,
+    Document as Doc, ImageConfig, ImageError, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use crate::layer::LayerInfo;
 use crate::platform::Platform;
@@ -349,25 +349,6 @@ mod tests {
 /// Manifests, indexes and configs are small; anything bigger is not one.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
-#[derive(serde::Deserialize)]
-struct Doc {
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Vec<Desc>,
-    #[serde(default)]
-    manifests: Vec<Desc>,
-}
-
-#[derive(serde::Deserialize)]
-struct Desc {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
 /// An image (or index) found in an OCI layout.
 pub struct LayoutImage {
     /// The layout folder as a blob store.
@@ -409,6 +390,7 @@ pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<LayoutImage, Layo
         media_type: chosen.media_type().to_string(),
         digest: chosen.digest().to_string(),
         size: chosen.size(),
+        platform: None,
     };
     let artifact = match top.media_type.as_str() {
         MEDIA_TYPE_INDEX => Artifact::Index(read_index_artifact(dir, &store, &top)?),
@@ -430,6 +412,7 @@ fn read_index_artifact(
     let doc = parse_doc(dir, "index", top, &bytes)?;
     let images = doc
         .manifests
+        .unwrap_or_default()
         .iter()
         .map(|d| read_image(dir, store, d))
         .collect::<Result<Vec<_>, _>>()?;
@@ -472,15 +455,15 @@ fn read_image(dir: &Path, store: &BlobStore, desc: &Desc) -> Result<BuiltImage, 
             reason: e.to_string(),
         })?;
     let diff_ids = &config.rootfs.diff_ids;
-    if diff_ids.len() != doc.layers.len() {
+    let layer_descs = doc.layers.unwrap_or_default();
+    if diff_ids.len() != layer_descs.len() {
         return Err(bad(format!(
             "{} layers, but its config lists {} diff_ids",
-            doc.layers.len(),
+            layer_descs.len(),
             diff_ids.len()
         )));
     }
-    let layers = doc
-        .layers
+    let layers = layer_descs
         .iter()
         .zip(diff_ids)
         .map(|(l, diff_id)| LayerInfo {

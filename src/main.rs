@@ -352,8 +352,6 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Where `push` sends the image: `--tag v1` is a tag for the context's name;
-/// `repo:tag` and `team/repo:tag` go to `--registry`; a name with a host is taken whole.
 /// `oci:DIR[:NAME]` or `oci-archive:FILE[:NAME]`, an OCI layout (or one
 /// as a tar) to push as it is (skopeo's syntax).
 struct LayoutSource {
@@ -420,8 +418,9 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
     }
 }
 
-/// Where to push: `-t`/`--registry` over `default_name` (a layout's own
-/// name), else the context folder's name.
+/// Where `push` sends the image: `--tag v1` is a tag for the default name
+/// (a layout's own name, else the context folder's); `repo:tag` and
+/// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
 fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
     let default = match default_name {
         Some(n) => NameTag::parse(n).map_err(usage)?,

@@ -5,14 +5,16 @@
 
 use crate::auth::Scope;
 use crate::digest::{self, HashingWriter};
-use crate::image::{Artifact, BuiltImage, ImageConfig, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{
+    Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_MANIFEST,
+};
 use crate::layer::LayerInfo;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{PushOptions, RegistryError, ReqBody, Session};
 use crate::store::{BlobStore, StoreError};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -67,41 +69,6 @@ impl RegistryOptions {
             ..PushOptions::default()
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<DescPlatform>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct DescPlatform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-/// Both manifests and indexes: which fields are present tells them apart.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Document {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
 }
 
 /// A base image resolved to one platform; its layers stay in the registry
@@ -525,6 +492,7 @@ fn parse_document(puller: &Puller<'_>, bytes: &[u8]) -> Result<Document, PullErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::DocPlatform as DescPlatform;
 
     fn entry(arch: &str, variant: Option<&str>) -> Descriptor {
         Descriptor {
