@@ -228,6 +228,9 @@ pub struct BaseInfo {
 pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
+/// Manifests, indexes and configs are small; anything bigger is not one.
+pub(crate) const MAX_DOCUMENT: usize = 4 << 20;
+
 /// A descriptor inside a [`Document`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

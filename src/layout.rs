@@ -4,7 +4,7 @@
 
 use crate::image::{
     canonical_json, descriptor, Artifact, BuiltImage, BuiltIndex, DocDescriptor as Desc,
-    Document as Doc, ImageConfig, ImageError, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+    Document as Doc, ImageConfig, ImageError, MAX_DOCUMENT, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use crate::layer::LayerInfo;
 use crate::platform::Platform;
@@ -329,26 +329,6 @@ pub fn write_docker_archive(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_parsing() {
-        assert_eq!(Output::parse("oci:dir").unwrap(), Output::Oci("dir".into()));
-        assert_eq!(
-            Output::parse("docker-archive:/tmp/x.tar").unwrap(),
-            Output::DockerArchive("/tmp/x.tar".into())
-        );
-        assert!(Output::parse("tarball:x").is_err());
-        assert!(Output::parse("oci:").is_err());
-        assert!(Output::parse("nocolon").is_err());
-    }
-}
-
-/// Manifests, indexes and configs are small; anything bigger is not one.
-const MAX_DOCUMENT: u64 = 4 << 20;
-
 /// An image (or index) found in an OCI layout.
 pub struct LayoutImage {
     /// The layout folder as a blob store.
@@ -516,13 +496,13 @@ fn read_document(
         digest: desc.digest.clone(),
         reason,
     };
-    if desc.size > MAX_DOCUMENT {
+    if desc.size > MAX_DOCUMENT as u64 {
         return Err(bad(format!("{} bytes is too big for a {what}", desc.size)));
     }
     let path = store.existing(&desc.digest)?;
     let mut bytes = Vec::new();
     File::open(&path)
-        .and_then(|f| f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(MAX_DOCUMENT as u64 + 1).read_to_end(&mut bytes))
         .map_err(io_err(&path))?;
     let actual = crate::digest::sha256(&bytes);
     if actual != desc.digest || bytes.len() as u64 != desc.size {
@@ -576,4 +556,21 @@ pub fn unpack_oci_archive(archive: &Path, dest: &Path) -> Result<(), LayoutError
         io::copy(&mut entry, &mut out).map_err(io_err(&target))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_parsing() {
+        assert_eq!(Output::parse("oci:dir").unwrap(), Output::Oci("dir".into()));
+        assert_eq!(
+            Output::parse("docker-archive:/tmp/x.tar").unwrap(),
+            Output::DockerArchive("/tmp/x.tar".into())
+        );
+        assert!(Output::parse("tarball:x").is_err());
+        assert!(Output::parse("oci:").is_err());
+        assert!(Output::parse("nocolon").is_err());
+    }
 }

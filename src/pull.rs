@@ -6,8 +6,8 @@
 use crate::auth::Scope;
 use crate::digest::{self, HashingWriter};
 use crate::image::{
-    Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_MANIFEST,
+    Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MAX_DOCUMENT,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use crate::layer::LayerInfo;
 use crate::platform::Platform;
@@ -20,9 +20,6 @@ use std::path::PathBuf;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Manifests and configs are small; anything bigger is not one.
-const MAX_DOCUMENT: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
