@@ -408,17 +408,34 @@ impl RetryPolicy {
                 Err(e) if e.is_transient() => None,
                 _ => return res,
             };
-            if attempt >= self.attempts {
+            let reason = match &res {
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            if !self.wait(attempt, hint, host, what, &reason).await {
                 return res;
             }
-            let wait = self.delay(attempt, hint);
-            match &res {
-                Ok(r) => warn!(%host, %what, status = %r.status(), attempt, ?wait, "retrying"),
-                Err(e) => warn!(%host, %what, error = %e, attempt, ?wait, "retrying"),
-            }
-            tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// After try `attempt` failed for `reason`: waits out the backoff and
+    /// returns true, or returns false when the tries are spent.
+    pub(crate) async fn wait(
+        &self,
+        attempt: u32,
+        hint: Option<Duration>,
+        host: &str,
+        what: &str,
+        reason: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
+        if attempt >= self.attempts {
+            return false;
+        }
+        let wait = self.delay(attempt, hint);
+        warn!(%host, %what, %reason, attempt, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+        true
     }
 
     /// Wait before try `attempt + 1`. A server's `Retry-After` wins (capped);
@@ -934,13 +951,9 @@ impl Session {
         what: &str,
         error: &(dyn std::fmt::Display + Sync),
     ) -> bool {
-        if attempt >= self.retry.attempts {
-            return false;
-        }
-        let wait = self.retry.delay(attempt, None);
-        warn!(host = %self.t.host, %what, %error, attempt, ?wait, "retrying");
-        tokio::time::sleep(wait).await;
-        true
+        self.retry
+            .wait(attempt, None, &self.t.host, what, error)
+            .await
     }
 
     /// A failure reading a response body, classified like a failed send
