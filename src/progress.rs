@@ -42,7 +42,13 @@ fn json_line(event: &PushEvent) -> serde_json::Value {
         PushEvent::BlobMounted { digest, from } => {
             json!({"event": "blob_mounted", "digest": digest, "from": from})
         }
-        PushEvent::BlobUploaded { digest } => json!({"event": "blob_uploaded", "digest": digest}),
+        PushEvent::BlobUploaded { digest, from: None } => {
+            json!({"event": "blob_uploaded", "digest": digest})
+        }
+        PushEvent::BlobUploaded {
+            digest,
+            from: Some(from),
+        } => json!({"event": "blob_uploaded", "digest": digest, "streamed_from": from}),
         PushEvent::ManifestPushed { digest, tag } => {
             json!({"event": "manifest_pushed", "digest": digest, "tag": tag})
         }
@@ -104,7 +110,10 @@ impl Progress {
             PushEvent::BlobMounted { from, digest } => {
                 finish(&bars, digest, &format!("mounted from {from}"))
             }
-            PushEvent::BlobUploaded { digest } => finish(&bars, digest, "pushed"),
+            PushEvent::BlobUploaded { digest, from } => match from {
+                Some(from) => finish(&bars, digest, &format!("streamed from {from}")),
+                None => finish(&bars, digest, "pushed"),
+            },
             PushEvent::ManifestPushed { tag, .. } => {
                 let _ = multi.println(format!("manifest pushed as {tag}"));
             }

@@ -89,6 +89,12 @@ pub enum RegistryError {
         expected: String,
         actual: String,
     },
+    #[error("streaming {digest} from {from}: {reason}")]
+    SourceTransfer {
+        digest: String,
+        from: String,
+        reason: String,
+    },
 }
 
 impl RegistryError {
@@ -108,6 +114,7 @@ impl RegistryError {
             RegistryError::Connect { .. }
                 | RegistryError::Timeout { .. }
                 | RegistryError::UploadStalled { .. }
+                | RegistryError::SourceTransfer { .. }
                 | RegistryError::Http { .. }
         )
     }
@@ -288,8 +295,11 @@ pub enum PushEvent {
     BlobSkipped { digest: String },
     /// Mounted from another repository of the same registry.
     BlobMounted { digest: String, from: String },
-    /// Uploaded.
-    BlobUploaded { digest: String },
+    /// Uploaded; `from` names the registry repository it was streamed from.
+    BlobUploaded {
+        digest: String,
+        from: Option<String>,
+    },
     /// Manifest accepted and tagged.
     ManifestPushed { digest: String, tag: String },
 }
@@ -889,13 +899,28 @@ pub(crate) enum ReqBody<'a> {
         len: u64,
         digest: &'a str,
         total: u64,
-        /// Set when the source sent wrong bytes.
-        mismatch: &'a Mismatch,
+        /// Set when the source failed or sent wrong bytes.
+        fault: &'a SourceFault,
     },
 }
 
-/// Why a streamed body was cut: the source sent wrong bytes.
-pub(crate) type Mismatch = Arc<std::sync::Mutex<Option<String>>>;
+/// Why a streamed body was cut by its source, so that the error blames the
+/// source rather than the target the body was going to.
+pub(crate) type SourceFault = Arc<std::sync::Mutex<Option<Fault>>>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Fault {
+    /// Wrong bytes: refused, never retried.
+    WrongBytes(String),
+    /// The download broke off or stalled: worth another try.
+    Transfer(String),
+}
+
+fn note_fault(slot: &SourceFault, fault: Fault) {
+    if let Ok(mut f) = slot.lock() {
+        f.get_or_insert(fault);
+    }
+}
 
 /// An open session with a registry that holds blobs the target lacks.
 pub(crate) struct Source {
@@ -1055,7 +1080,7 @@ impl Session {
                     len,
                     digest,
                     total,
-                    mismatch,
+                    fault,
                 } => {
                     let body = remote_body(
                         source,
@@ -1066,7 +1091,7 @@ impl Session {
                             total: *total,
                         },
                         self.events.clone(),
-                        (*mismatch).clone(),
+                        (*fault).clone(),
                     )
                     .await?;
                     rb.header(CONTENT_LENGTH, len.to_string())
@@ -1080,7 +1105,7 @@ impl Session {
             let resp = if streamed {
                 tokio::select! {
                     r = sent => r,
-                    _ = live.stalled(self.t.read_timeout) => return Err(self.t.stall_error(&live)),
+                    _ = live.stalled(self.t.read_timeout) => return Err(self.stall_error(&live, &body)),
                 }
             } else {
                 sent.await
@@ -1096,6 +1121,22 @@ impl Session {
             }
             return Ok(resp);
         }
+    }
+
+    /// A streamed body stopped moving: the source's fault when the
+    /// connection was waiting on it, the target's otherwise.
+    fn stall_error(&self, live: &Liveness, body: &ReqBody<'_>) -> RegistryError {
+        if let ReqBody::Remote { fault, .. } = body {
+            if live.waiting_on_body() {
+                let idle = self.t.read_timeout.as_secs();
+                let got = live.sent();
+                note_fault(
+                    fault,
+                    Fault::Transfer(format!("nothing came for {idle} s after {got} bytes")),
+                );
+            }
+        }
+        self.t.stall_error(live)
     }
 
     /// A GET with no body, retried like [`Session::send_retrying`]; kept apart
@@ -1274,7 +1315,7 @@ impl Session {
                 &[Scope::push(repo)],
             )
             .await;
-        up.check()?;
+        let resp = up.blame(resp);
         let resp = match resp {
             Ok(r) => r,
             Err(e) if e.is_transient() => {
@@ -1332,7 +1373,7 @@ impl Session {
                     &scopes,
                 )
                 .await;
-            up.check()?;
+            let resp = up.blame(resp);
             // Whether a failed PATCH was applied is unknowable: the session is
             // abandoned, never written to again.
             let resp = match resp {
@@ -1455,7 +1496,7 @@ impl Session {
         let up = Upload {
             blob,
             remote,
-            mismatch: Mismatch::default(),
+            fault: SourceFault::default(),
         };
         let mut session = None;
         for from in blob.mount_from.iter().filter(|f| f.as_str() != repo) {
@@ -1481,6 +1522,7 @@ impl Session {
         self.upload(repo, session, &up).await?;
         self.events.emit(PushEvent::BlobUploaded {
             digest: blob.digest.clone(),
+            from: remote.map(|src| src.name.clone()),
         });
         Ok(BlobResult::Uploaded)
     }
@@ -1517,7 +1559,7 @@ impl Session {
 struct Upload<'a> {
     blob: &'a LocalBlob,
     remote: Option<&'a Source>,
-    mismatch: Mismatch,
+    fault: SourceFault,
 }
 
 impl Upload<'_> {
@@ -1529,7 +1571,7 @@ impl Upload<'_> {
                 len,
                 digest: &self.blob.digest,
                 total: self.blob.size,
-                mismatch: &self.mismatch,
+                fault: &self.fault,
             },
             None => ReqBody::File {
                 path: &self.blob.path,
@@ -1541,18 +1583,28 @@ impl Upload<'_> {
         }
     }
 
-    /// A clear error when the source sent wrong bytes (the body was cut).
-    fn check(&self) -> Result<()> {
-        let found = self.mismatch.lock().ok().and_then(|m| m.clone());
-        match (found, self.remote) {
-            (Some(actual), Some(src)) => Err(RegistryError::SourceMismatch {
-                digest: self.blob.digest.clone(),
-                from: src.name.clone(),
+    /// The outcome of a request that carried this blob: when its source
+    /// failed, that failure (the target only saw the body cut), at most once
+    /// per try.
+    fn blame(&self, sent: Result<reqwest::Response>) -> Result<reqwest::Response> {
+        let fault = self.fault.lock().ok().and_then(|mut f| f.take());
+        let (Some(fault), Some(src)) = (fault, self.remote) else {
+            return sent;
+        };
+        let (digest, from) = (self.blob.digest.clone(), src.name.clone());
+        Err(match fault {
+            Fault::WrongBytes(actual) => RegistryError::SourceMismatch {
+                digest,
+                from,
                 expected: format!("{} ({} bytes)", self.blob.digest, self.blob.size),
                 actual,
-            }),
-            _ => Ok(()),
-        }
+            },
+            Fault::Transfer(reason) => RegistryError::SourceTransfer {
+                digest,
+                from,
+                reason,
+            },
+        })
     }
 }
 
@@ -1634,12 +1686,12 @@ struct RemoteRange<'a> {
 /// A streamed body of bytes GET from the source registry. A whole blob is
 /// hashed on the way: if its bytes do not match the digest (or the size is
 /// wrong), the last chunk is withheld and the stream fails, so the target
-/// never receives a complete body, and `mismatch` says why.
+/// never receives a complete body, and `slot` says why.
 async fn remote_body(
     source: &Source,
     range: RemoteRange<'_>,
     events: EventSink,
-    mismatch: Mismatch,
+    slot: SourceFault,
 ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
     let RemoteRange {
         offset,
@@ -1668,10 +1720,11 @@ async fn remote_body(
             .fail(&format!("blob download {digest} for streaming"), resp)
             .await);
     }
-    let record = move |why: String| -> std::io::Error {
-        if let Ok(mut m) = mismatch.lock() {
-            *m = Some(why.clone());
-        }
+    let record = move |fault: Fault| -> std::io::Error {
+        let why = match &fault {
+            Fault::WrongBytes(w) | Fault::Transfer(w) => w.clone(),
+        };
+        note_fault(&slot, fault);
         std::io::Error::new(std::io::ErrorKind::InvalidData, why)
     };
     let expected = digest.to_string();
@@ -1697,7 +1750,7 @@ async fn remote_body(
                     Some(Ok(chunk)) => {
                         seen += chunk.len() as u64;
                         if seen > len {
-                            Err(record(format!("more than {len} bytes")))
+                            Err(record(Fault::WrongBytes(format!("more than {len} bytes"))))
                         } else {
                             hasher.update(&chunk);
                             let finished = seen == len;
@@ -1709,7 +1762,9 @@ async fn remote_body(
                                 None
                             };
                             match actual {
-                                Some(d) => Err(record(format!("{d} ({seen} bytes)"))),
+                                Some(d) => {
+                                    Err(record(Fault::WrongBytes(format!("{d} ({seen} bytes)"))))
+                                }
                                 None => {
                                     events.emit(PushEvent::BlobProgress {
                                         digest: progress_digest,
@@ -1721,8 +1776,13 @@ async fn remote_body(
                             }
                         }
                     }
-                    Some(Err(e)) => Err(std::io::Error::other(e)),
-                    None if seen < len => Err(record(format!("only {seen} of {len} bytes"))),
+                    Some(Err(e)) => Err(record(Fault::Transfer(format!(
+                        "the download broke off after {seen} bytes: {}",
+                        error_chain(&e)
+                    )))),
+                    None if seen < len => Err(record(Fault::WrongBytes(format!(
+                        "only {seen} of {len} bytes"
+                    )))),
                     None => return None,
                 };
                 let done = item.is_err();

@@ -5,6 +5,9 @@
 //! progress, and it cannot tell a registry that stopped reading from one
 //! that is slow to answer. Here the clock restarts whenever the connection
 //! takes another chunk of the body, and again when the body is complete.
+//! When the clock runs out, [`Liveness::waiting_on_body`] says which side
+//! stopped: the connection (no longer asking for bytes) or the body (asked,
+//! with nothing to give, as when it streams from another registry).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::time::Duration;
 // tokio's clock, so that tests can run it paused.
 use tokio::time::Instant;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::Stream;
 
 /// When a request body last moved, shared by the body stream and the
 /// request that waits on it.
@@ -27,6 +30,8 @@ struct Inner {
     last_ms: AtomicU64,
     finished: AtomicBool,
     sent: AtomicU64,
+    /// The connection asked the body for bytes and is still waiting.
+    pulling: AtomicBool,
 }
 
 impl Liveness {
@@ -36,6 +41,7 @@ impl Liveness {
             last_ms: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             sent: AtomicU64::new(0),
+            pulling: AtomicBool::new(false),
         }))
     }
 
@@ -60,26 +66,38 @@ impl Liveness {
         self.0.sent.load(Ordering::Relaxed)
     }
 
-    /// `body`, recording each chunk the connection takes and its end.
+    /// The connection is waiting for the body rather than the other way
+    /// round: a stall now is the body's source, not the receiving end.
+    pub(crate) fn waiting_on_body(&self) -> bool {
+        self.0.pulling.load(Ordering::Relaxed)
+    }
+
+    /// `body`, recording each chunk the connection takes, its end, and
+    /// whether the connection is waiting on it.
     pub(crate) fn watch<S, B, E>(&self, body: S) -> impl Stream<Item = Result<B, E>>
     where
         S: Stream<Item = Result<B, E>>,
         B: AsRef<[u8]>,
     {
-        let on_chunk = self.clone();
-        let on_end = self.clone();
-        body.inspect(move |item| {
-            if let Ok(chunk) = item {
-                let n = chunk.as_ref().len() as u64;
-                on_chunk.0.sent.fetch_add(n, Ordering::Relaxed);
+        let live = self.clone();
+        let mut body = Box::pin(body);
+        futures_util::stream::poll_fn(move |cx| {
+            live.0.pulling.store(true, Ordering::Relaxed);
+            let item = body.as_mut().poll_next(cx);
+            if let Poll::Ready(item) = &item {
+                live.0.pulling.store(false, Ordering::Relaxed);
+                match item {
+                    Some(Ok(chunk)) => {
+                        let n = chunk.as_ref().len() as u64;
+                        live.0.sent.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Some(Err(_)) => {}
+                    None => live.0.finished.store(true, Ordering::Relaxed),
+                }
+                live.touch();
             }
-            on_chunk.touch();
+            item
         })
-        .chain(futures_util::stream::poll_fn(move |_| {
-            on_end.touch();
-            on_end.0.finished.store(true, Ordering::Relaxed);
-            Poll::Ready(None)
-        }))
     }
 
     /// Resolves once nothing has moved for `limit`.
@@ -97,6 +115,7 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt as _;
 
     /// `n` chunks of 3 bytes, each after `gap`.
     fn slow_body(n: usize, gap: Duration) -> impl Stream<Item = Result<Vec<u8>, ()>> {
@@ -130,5 +149,17 @@ mod tests {
         assert_eq!(started.elapsed().as_secs(), 3);
         assert!(!live.finished());
         assert_eq!(live.sent(), 0);
+        assert!(live.waiting_on_body(), "the body had nothing to give");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_nobody_reads_is_not_waited_on() {
+        let live = Liveness::new();
+        let mut body = Box::pin(live.watch(slow_body(3, Duration::ZERO)));
+        assert!(body.next().await.is_some());
+        // The reader stops asking: the stall is the reader's.
+        live.stalled(Duration::from_secs(3)).await;
+        assert!(!live.waiting_on_body());
+        assert_eq!(live.sent(), 3);
     }
 }

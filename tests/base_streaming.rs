@@ -145,11 +145,23 @@ fn base_layers_stream_between_registries_and_are_fetched_on_demand() {
     let out = push(&warm, &ctx2, &format!("{}/app/streamed:2", b.addr()), &a);
     let line = ok(&out);
     b.verify("app/streamed:2", &digest_of(&line), None);
-    let uploaded = event_digests(&json_events(&out), "blob_uploaded");
+    let events = json_events(&out);
+    let uploaded = event_digests(&events, "blob_uploaded");
+    let source = format!("{}/base/busybox", a.addr());
     for l in &layers {
         assert!(uploaded.contains(l), "{l} streamed to B: {uploaded:?}");
         assert!(!in_store(&warm, l), "{l} must not be written to the store");
+        let event = events
+            .iter()
+            .find(|e| e["event"] == "blob_uploaded" && e["digest"] == l.as_str())
+            .unwrap();
+        assert_eq!(event["streamed_from"], source.as_str(), "{event}");
     }
+    // The app's own layer and config went up from the store.
+    assert!(events
+        .iter()
+        .filter(|e| e["event"] == "blob_uploaded")
+        .any(|e| e.get("streamed_from").is_none()));
 
     // 3. An OCI layout from the same cache gets every blob, fetched once and verified.
     let layout = work.join("layout");

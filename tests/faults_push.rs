@@ -9,7 +9,7 @@ mod regsupport;
 
 use std::time::{Duration, Instant};
 
-use dockless::registry::{push, PushOptions, Reference};
+use dockless::registry::{push, PushImage, PushOptions, Reference};
 use faults_support::{session_id, Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
@@ -539,6 +539,38 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
     eprintln!("killed-registry push failed after {took:?}");
 }
 
+/// `img` pushed to `src` as `src/app:1`, and a copy whose layer is not on
+/// disk but streamed from `src/app` at `via` (a proxy in front of `src`).
+async fn seed_streamed(
+    src: &Registry,
+    via: &str,
+    img: &PushImage,
+    work: &std::path::Path,
+) -> PushImage {
+    let src_ref = Reference::parse(&format!("{}/src/app:1", src.addr())).unwrap();
+    push(img, &src_ref, &fast_opts())
+        .await
+        .expect("seed the source");
+    let mut streamed = img.clone();
+    streamed.layers[0].path = work.join("absent");
+    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
+        registry: via.to_string(),
+        repository: "src/app".into(),
+        insecure: true,
+        ca_certs: Vec::new(),
+    });
+    streamed
+}
+
+/// A rule for GETs of the blob `digest`.
+fn on_blob_get(digest: &str, action: Action) -> Rule {
+    let digest = digest.to_string();
+    Rule::new(
+        move |r| r.method == "GET" && r.target.contains(&digest),
+        action,
+    )
+}
+
 /// A blob streamed from another registry: a 503 on the source GET is
 /// retried, and a PUT cut mid-body is retried in a new session by GETting
 /// the source again (nothing is buffered on disk).
@@ -550,25 +582,9 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
     let dst_proxy = FaultProxy::start(&dst.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "streamcut", 1024 * 1024);
-    let src_ref = Reference::parse(&format!("{}/src/app:1", src.addr())).unwrap();
-    push(&img, &src_ref, &fast_opts())
-        .await
-        .expect("seed the source");
-
+    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
     let layer = img.layers[0].digest.clone();
-    let mut streamed = img.clone();
-    streamed.layers[0].path = work.path().join("absent");
-    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
-        registry: src_proxy.addr.clone(),
-        repository: "src/app".into(),
-        insecure: true,
-        ca_certs: Vec::new(),
-    });
-    let l2 = layer.clone();
-    src_proxy.add(Rule::new(
-        move |r| r.method == "GET" && r.target.contains(&l2),
-        Action::Status(503),
-    ));
+    src_proxy.add(on_blob_get(&layer, Action::Status(503)));
     dst_proxy.add(on_blob_put(&layer, Action::ResetAfter(256 * 1024)));
     let target = Reference::parse(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
     let out = push(&streamed, &target, &fast_opts())
@@ -587,4 +603,70 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
         3,
         "503, the cut stream, the whole one: {gets:#?}"
     );
+}
+
+/// The source registry stalls mid-blob while its bytes stream to the
+/// target: the try is abandoned, and the blob streamed again in a new
+/// upload session from a new GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_stalling_mid_stream_is_retried() {
+    let (_g, _cfg, dst) = anonymous_registry().await;
+    let src = Registry::start(RegistryCfg::default());
+    let src_proxy = FaultProxy::start(&src.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "srcstall", 4 * 1024 * 1024);
+    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
+    let layer = img.layers[0].digest.clone();
+    src_proxy.add(on_blob_get(
+        &layer,
+        Action::StallAnswerBody(512 * 1024, Duration::from_secs(30)),
+    ));
+    let target = Reference::parse(&format!("{}/faults/srcstall:1", dst.addr())).unwrap();
+    let t0 = Instant::now();
+    let out = push(&streamed, &target, &fast_opts()).await;
+    note_push(out.is_ok());
+    let out = out.expect("streamed push after a source stall");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "waited out the stall"
+    );
+    dst.verify("faults/srcstall:1", &out.manifest_digest, None);
+    let gets = for_digest(&src_proxy.seen(), "GET", &layer).len();
+    assert_eq!(gets, 2, "stalled, then whole");
+    assert_eq!(src_proxy.faults()["stall-answer-body"], 1);
+}
+
+/// A source that stalls on every try fails the push with an error naming
+/// the source, not the target that was waiting for its bytes, and no tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_that_always_stalls_is_named_and_nothing_is_tagged() {
+    let (_g, _cfg, dst) = anonymous_registry().await;
+    let src = Registry::start(RegistryCfg::default());
+    let src_proxy = FaultProxy::start(&src.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), "srcstallever", 4 * 1024 * 1024);
+    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
+    let layer = img.layers[0].digest.clone();
+    src_proxy.add(
+        on_blob_get(
+            &layer,
+            Action::StallAnswerBody(512 * 1024, Duration::from_secs(30)),
+        )
+        .always(),
+    );
+    let opts = PushOptions {
+        max_attempts: 2,
+        ..fast_opts()
+    };
+    let target = Reference::parse(&format!("{}/faults/srcstallever:1", dst.addr())).unwrap();
+    let err = push(&streamed, &target, &opts).await.unwrap_err();
+    note_push(false);
+    let msg = err.to_string();
+    let source = format!("from {}/src/app", src_proxy.addr);
+    assert!(
+        msg.contains(&format!("streaming {layer}")) && msg.contains(&source),
+        "{msg}"
+    );
+    assert!(!msg.contains("stopped taking the upload"), "{msg}");
+    assert!(dst.tag_absent("faults/srcstallever:1", None));
 }

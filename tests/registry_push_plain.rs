@@ -48,7 +48,8 @@ async fn chunked_upload_and_progress_events() {
     let ev = events.lock().unwrap();
     let layer = &img.layers[0];
     assert!(ev.contains(&PushEvent::BlobUploaded {
-        digest: layer.digest.clone()
+        digest: layer.digest.clone(),
+        from: None,
     }));
     assert!(ev.contains(&PushEvent::BlobProgress {
         digest: layer.digest.clone(),

@@ -84,6 +84,9 @@ pub enum Action {
     /// Forward, then pass on the answer's head and only the first N bytes
     /// of its body, then reset (a download cut short).
     CutAnswer(u64),
+    /// Like `CutAnswer`, but send nothing more for this long before the
+    /// reset (a download that stalls mid-body).
+    StallAnswerBody(u64, Duration),
     /// Forward the first N bytes of the request body, then stop reading it
     /// for this long (the client's writes block), then reset both sides.
     StallBody(u64, Duration),
@@ -110,6 +113,7 @@ impl Action {
             Action::DropAnswer => "reset-before-answer",
             Action::StallAnswer(_) => "stall",
             Action::CutAnswer(_) => "cut-answer",
+            Action::StallAnswerBody(..) => "stall-answer-body",
             Action::DropHeader(_) => "header-ignored",
             Action::StallBody(..) => "stall-body",
             Action::Throttle(..) => "throttle",
@@ -395,7 +399,7 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         ResetAfter(u64),
         DropAnswer,
         Stall(Duration),
-        CutAnswer(u64),
+        CutAnswer(u64, Duration),
         StallBody(u64, Duration),
         Throttle(u64, u64),
     }
@@ -421,7 +425,11 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
                     None
                 }
                 Action::CutAnswer(n) => {
-                    plan = Plan::CutAnswer(*n);
+                    plan = Plan::CutAnswer(*n, Duration::ZERO);
+                    None
+                }
+                Action::StallAnswerBody(n, d) => {
+                    plan = Plan::CutAnswer(*n, *d);
                     None
                 }
                 Action::DropHeader(name) => {
@@ -582,13 +590,14 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
             reset(client);
             return;
         }
-        Plan::CutAnswer(n) => {
+        Plan::CutAnswer(n, stall) => {
             record(resp.status, kind);
             let _ = client.write_all(rhead.as_bytes()).await;
             let _ = client
                 .write_all(&rbody[..rbody.len().min(n as usize)])
                 .await;
             let _ = client.flush().await;
+            tokio::time::sleep(stall).await;
             reset(client);
             return;
         }
