@@ -191,7 +191,7 @@ impl Drop for FaultProxy {
         for t in &self.tasks {
             t.abort();
         }
-        // Appended for the README's figures (see faults_report in tests/faults_push.rs).
+        // Appended for the README's figures (summed by scripts/faults-tally.sh).
         let st = self.state.lock().unwrap();
         if let Ok(path) = std::env::var("DOCKLESS_FAULTS_TALLY") {
             let mut line = String::new();
