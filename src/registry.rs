@@ -300,7 +300,8 @@ pub enum PushEvent {
         digest: String,
         from: Option<String>,
     },
-    /// Manifest accepted and tagged.
+    /// Manifest (or index) accepted; `tag` is a digest for the per-platform
+    /// manifests of an index, which are put by digest before it.
     ManifestPushed { digest: String, tag: String },
 }
 
@@ -314,7 +315,7 @@ impl EventSink {
     pub fn new(f: impl Fn(&PushEvent) + Send + Sync + 'static) -> Self {
         EventSink(Some(Arc::new(f)))
     }
-    fn emit(&self, e: PushEvent) {
+    pub(crate) fn emit(&self, e: PushEvent) {
         if let Some(f) = &self.0 {
             f(&e);
         }

@@ -463,7 +463,26 @@ fn multi_platform_push_makes_an_index_and_uploads_shared_layers_once() {
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(arches, ["amd64", "arm64"]);
-    let uploaded = event_digests(&json_events(&out), "blob_uploaded");
+    let events = json_events(&out);
+    // One event per platform manifest (put by digest), the index's last.
+    let pushed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "manifest_pushed")
+        .collect();
+    assert_eq!(pushed.len(), 3, "{pushed:?}");
+    let last = pushed[2];
+    assert_eq!(last["tag"], "v1");
+    assert_eq!(
+        format!("{addr}/team/multi:v1@{}", last["digest"].as_str().unwrap()),
+        stdout(&out)
+    );
+    for (e, m) in pushed[..2]
+        .iter()
+        .zip(index["manifests"].as_array().unwrap())
+    {
+        assert_eq!(e["tag"], m["digest"]);
+    }
+    let uploaded = event_digests(&events, "blob_uploaded");
     let mut unique = uploaded.clone();
     unique.sort();
     unique.dedup();
