@@ -201,10 +201,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            eprintln!("error: {}", describe(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text the message
+/// already quotes (library errors embed their source, and anyhow's `{:#}`
+/// would print it twice).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging() {

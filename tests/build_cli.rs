@@ -412,6 +412,7 @@ fn malformed_dockerfiles_name_file_line_and_problem() {
             f.stderr
         );
         assert!(f.stderr.contains("Dockerfile"), "{}", f.stderr);
+        assert_no_repeated_cause(&f.stderr);
         assert!(!f.wrote_output, "{dockerfile:?} wrote an output");
         // Only a failure after an earlier COPY succeeded may leave cache blobs.
         let copied_before = dockerfile.contains("COPY a.txt /a\n");
@@ -420,6 +421,40 @@ fn malformed_dockerfiles_name_file_line_and_problem() {
             "{dockerfile:?} wrote blobs"
         );
     }
+}
+
+/// The `error:` line says each cause once (a library error quoting its
+/// source, printed again as the next link of the chain, said it twice).
+fn assert_no_repeated_cause(stderr: &str) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"));
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} said twice in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_dockerfile_is_named_with_its_cause_once() {
+    let f = failed_build(&[("a.txt", "a")]);
+    assert_eq!(f.code, 3, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("cannot read Dockerfile") && f.stderr.contains("ctx/Dockerfile"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(
+        f.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        f.stderr
+    );
+    assert_no_repeated_cause(&f.stderr);
 }
 
 #[test]
