@@ -535,7 +535,13 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
         (None, true) => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
-            line.trim_end_matches(['\r', '\n']).to_string()
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(usage(anyhow::anyhow!(
+                    "--password-stdin: no password on stdin"
+                )));
+            }
+            password.to_string()
         }
         (None, false) => {
             return Err(usage(anyhow::anyhow!(

@@ -191,6 +191,13 @@ fn login_then_push_with_htpasswd_and_wrong_password_leaves_no_tag() {
             .unwrap();
         child.wait_with_output().unwrap()
     };
+    let empty = login("");
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("no password on stdin"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
     let bad = login("wrong-pass");
     assert_eq!(bad.status.code(), Some(4));
     assert!(
