@@ -8,8 +8,8 @@ use crate::image::{
 };
 use crate::pull::RegistryOptions;
 use crate::registry::{
-    self, LocalBlob, PushEvent, PushImage, PushOptions, PushOutcome, Reference, RegistryError,
-    RemoteBlob, Session,
+    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, RemoteBlob,
+    Session,
 };
 use crate::store::{BlobStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -289,9 +289,5 @@ pub async fn publish_artifact_from(
             &index.manifest,
         )
         .await?;
-    opts.events.emit(PushEvent::ManifestPushed {
-        digest: index.digest.clone(),
-        tag: target.tag.clone(),
-    });
     Ok(index.digest.clone())
 }

@@ -315,7 +315,7 @@ impl EventSink {
     pub fn new(f: impl Fn(&PushEvent) + Send + Sync + 'static) -> Self {
         EventSink(Some(Arc::new(f)))
     }
-    pub(crate) fn emit(&self, e: PushEvent) {
+    fn emit(&self, e: PushEvent) {
         if let Some(f) = &self.0 {
             f(&e);
         }
@@ -1528,13 +1528,16 @@ impl Session {
         Ok(BlobResult::Uploaded)
     }
 
+    /// PUTs a manifest (or index) under `tag` and reports it; returns its
+    /// digest, computed here from the exact bytes (the registry's
+    /// `Docker-Content-Digest` is not trusted).
     pub(crate) async fn put_manifest(
         &self,
         repo: &str,
         tag: &str,
         media_type: &str,
         bytes: &[u8],
-    ) -> Result<()> {
+    ) -> Result<String> {
         let url = self.t.url(&format!("/v2/{repo}/manifests/{tag}"))?;
         let resp = self
             .send(
@@ -1552,7 +1555,12 @@ impl Session {
         ) {
             return Err(self.fail("manifest upload", resp).await);
         }
-        Ok(())
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        self.events.emit(PushEvent::ManifestPushed {
+            digest: digest.clone(),
+            tag: tag.to_string(),
+        });
+        Ok(digest)
     }
 }
 
@@ -1915,9 +1923,7 @@ pub async fn push(
         }
     }
 
-    // Our own digest of the exact bytes; the registry's header is not trusted.
-    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.manifest)));
-    session
+    let manifest_digest = session
         .put_manifest(
             repo,
             &target.tag,
@@ -1925,10 +1931,6 @@ pub async fn push(
             &image.manifest,
         )
         .await?;
-    session.events.emit(PushEvent::ManifestPushed {
-        digest: manifest_digest.clone(),
-        tag: target.tag.clone(),
-    });
     info!(target = %target, digest = %manifest_digest, "pushed");
     outcome.manifest_digest = manifest_digest;
     Ok(outcome)
