@@ -541,27 +541,49 @@ async fn registry_killed_mid_push_then_restarted_resends_only_missing() {
     eprintln!("killed-registry push failed after {took:?}");
 }
 
-/// `img` pushed to `src` as `src/app:1`, and a copy whose layer is not on
-/// disk but streamed from `src/app` at `via` (a proxy in front of `src`).
-async fn seed_streamed(
-    src: &Registry,
-    via: &str,
-    img: &PushImage,
-    work: &std::path::Path,
-) -> PushImage {
+/// A target registry, and a source registry behind a fault proxy holding an
+/// image whose layer the push must stream from it (it is not on disk).
+struct Streaming {
+    _env: tokio::sync::MutexGuard<'static, ()>,
+    _config: tempfile::TempDir,
+    dst: Registry,
+    _src: Registry,
+    src_proxy: FaultProxy,
+    work: tempfile::TempDir,
+    /// The image, its layer to be streamed from `src/app` through the proxy.
+    streamed: PushImage,
+    /// The streamed layer's digest.
+    layer: String,
+}
+
+async fn streaming(label: &str, size: usize) -> Streaming {
+    let (env, config, dst) = anonymous_registry().await;
+    let src = Registry::start(RegistryCfg::default());
+    let src_proxy = FaultProxy::start(&src.addr()).await;
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path(), label, size);
     let src_ref = Reference::parse(&format!("{}/src/app:1", src.addr())).unwrap();
-    push(img, &src_ref, &fast_opts())
+    push(&img, &src_ref, &fast_opts())
         .await
         .expect("seed the source");
     let mut streamed = img.clone();
-    streamed.layers[0].path = work.join("absent");
+    streamed.layers[0].path = work.path().join("absent");
     streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
-        registry: via.to_string(),
+        registry: src_proxy.addr.clone(),
         repository: "src/app".into(),
         insecure: true,
         ca_certs: Vec::new(),
     });
-    streamed
+    Streaming {
+        _env: env,
+        _config: config,
+        dst,
+        _src: src,
+        src_proxy,
+        work,
+        layer: img.layers[0].digest.clone(),
+        streamed,
+    }
 }
 
 /// A rule for GETs of the blob `digest`.
@@ -578,28 +600,24 @@ fn on_blob_get(digest: &str, action: Action) -> Rule {
 /// the source again (nothing is buffered on disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_put_cut_mid_body_reopens_the_source() {
-    let (_g, _cfg, dst) = anonymous_registry().await;
-    let src = Registry::start(RegistryCfg::default());
-    let src_proxy = FaultProxy::start(&src.addr()).await;
-    let dst_proxy = FaultProxy::start(&dst.addr()).await;
-    let work = tempfile::tempdir().unwrap();
-    let img = build_image(work.path(), "streamcut", 1024 * 1024);
-    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
-    let layer = img.layers[0].digest.clone();
-    src_proxy.add(on_blob_get(&layer, Action::Status(503)));
-    dst_proxy.add(on_blob_put(&layer, Action::ResetAfter(256 * 1024)));
+    let fx = streaming("streamcut", 1024 * 1024).await;
+    let dst_proxy = FaultProxy::start(&fx.dst.addr()).await;
+    fx.src_proxy
+        .add(on_blob_get(&fx.layer, Action::Status(503)));
+    dst_proxy.add(on_blob_put(&fx.layer, Action::ResetAfter(256 * 1024)));
     let target = Reference::parse(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
-    let out = push(&streamed, &target, &fast_opts())
+    let out = push(&fx.streamed, &target, &fast_opts())
         .await
         .expect("streamed push after faults");
-    dst.verify("faults/streamed:1", &out.manifest_digest, None);
-    assert!(!work.path().join("absent").exists());
+    fx.dst
+        .verify("faults/streamed:1", &out.manifest_digest, None);
+    assert!(!fx.work.path().join("absent").exists());
 
     let dst_seen = dst_proxy.seen();
-    let puts = layer_puts(&dst_seen, &layer);
+    let puts = layer_puts(&dst_seen, &fx.layer);
     assert_eq!(puts.len(), 2, "cut once, then sent whole: {puts:#?}");
-    let src_seen = src_proxy.seen();
-    let gets = for_digest(&src_seen, "GET", &layer);
+    let src_seen = fx.src_proxy.seen();
+    let gets = for_digest(&src_seen, "GET", &fx.layer);
     assert_eq!(
         gets.len(),
         3,
@@ -612,46 +630,35 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
 /// upload session from a new GET.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_stalling_mid_stream_is_retried() {
-    let (_g, _cfg, dst) = anonymous_registry().await;
-    let src = Registry::start(RegistryCfg::default());
-    let src_proxy = FaultProxy::start(&src.addr()).await;
-    let work = tempfile::tempdir().unwrap();
-    let img = build_image(work.path(), "srcstall", 4 * 1024 * 1024);
-    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
-    let layer = img.layers[0].digest.clone();
-    src_proxy.add(on_blob_get(
-        &layer,
+    let fx = streaming("srcstall", 4 * 1024 * 1024).await;
+    fx.src_proxy.add(on_blob_get(
+        &fx.layer,
         Action::StallAnswerBody(512 * 1024, Duration::from_secs(30)),
     ));
-    let target = Reference::parse(&format!("{}/faults/srcstall:1", dst.addr())).unwrap();
+    let target = Reference::parse(&format!("{}/faults/srcstall:1", fx.dst.addr())).unwrap();
     let t0 = Instant::now();
-    let out = push(&streamed, &target, &fast_opts()).await;
+    let out = push(&fx.streamed, &target, &fast_opts()).await;
     note_push(out.is_ok());
     let out = out.expect("streamed push after a source stall");
     assert!(
         t0.elapsed() < Duration::from_secs(20),
         "waited out the stall"
     );
-    dst.verify("faults/srcstall:1", &out.manifest_digest, None);
-    let gets = for_digest(&src_proxy.seen(), "GET", &layer).len();
+    fx.dst
+        .verify("faults/srcstall:1", &out.manifest_digest, None);
+    let gets = for_digest(&fx.src_proxy.seen(), "GET", &fx.layer).len();
     assert_eq!(gets, 2, "stalled, then whole");
-    assert_eq!(src_proxy.faults()["stall-answer-body"], 1);
+    assert_eq!(fx.src_proxy.faults()["stall-answer-body"], 1);
 }
 
 /// A source that stalls on every try fails the push with an error naming
 /// the source, not the target that was waiting for its bytes, and no tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_that_always_stalls_is_named_and_nothing_is_tagged() {
-    let (_g, _cfg, dst) = anonymous_registry().await;
-    let src = Registry::start(RegistryCfg::default());
-    let src_proxy = FaultProxy::start(&src.addr()).await;
-    let work = tempfile::tempdir().unwrap();
-    let img = build_image(work.path(), "srcstallever", 4 * 1024 * 1024);
-    let streamed = seed_streamed(&src, &src_proxy.addr, &img, work.path()).await;
-    let layer = img.layers[0].digest.clone();
-    src_proxy.add(
+    let fx = streaming("srcstallever", 4 * 1024 * 1024).await;
+    fx.src_proxy.add(
         on_blob_get(
-            &layer,
+            &fx.layer,
             Action::StallAnswerBody(512 * 1024, Duration::from_secs(30)),
         )
         .always(),
@@ -660,15 +667,15 @@ async fn source_that_always_stalls_is_named_and_nothing_is_tagged() {
         max_attempts: 2,
         ..fast_opts()
     };
-    let target = Reference::parse(&format!("{}/faults/srcstallever:1", dst.addr())).unwrap();
-    let err = push(&streamed, &target, &opts).await.unwrap_err();
+    let target = Reference::parse(&format!("{}/faults/srcstallever:1", fx.dst.addr())).unwrap();
+    let err = push(&fx.streamed, &target, &opts).await.unwrap_err();
     note_push(false);
     let msg = err.to_string();
-    let source = format!("from {}/src/app", src_proxy.addr);
+    let source = format!("from {}/src/app", fx.src_proxy.addr);
     assert!(
-        msg.contains(&format!("streaming {layer}")) && msg.contains(&source),
+        msg.contains(&format!("streaming {}", fx.layer)) && msg.contains(&source),
         "{msg}"
     );
     assert!(!msg.contains("stopped taking the upload"), "{msg}");
-    assert!(dst.tag_absent("faults/srcstallever:1", None));
+    assert!(fx.dst.tag_absent("faults/srcstallever:1", None));
 }
