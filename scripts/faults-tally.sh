@@ -14,8 +14,9 @@ DOCKLESS_FAULTS_TALLY="$tally" cargo test "${args[@]}" "$@" >&2
 # key=N tokens are summed per key; anything else is shown as written.
 awk '{
     for (i = 1; i <= NF; i++) {
-        if (split($i, kv, "=") == 2 && kv[2] ~ /^[0-9]+$/) sum[kv[1]] += kv[2]
-        else if (split($i, kv, "=") == 2) sum[$i] += 1
+        parts = split($i, kv, "=")
+        if (parts == 2 && kv[2] ~ /^[0-9]+$/) sum[kv[1]] += kv[2]
+        else if (parts == 2) sum[$i] += 1
         else other[NR] = $0
     }
 } END {
