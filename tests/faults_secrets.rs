@@ -223,6 +223,7 @@ fn serve_logs_no_webhook_secret_password_or_github_token() {
         "application/json",
         &body,
         Some("wrong-secret"),
+        std::time::Duration::from_secs(120),
     );
     assert_eq!(forged.map(|r| r.status).ok(), Some(401));
     let id = accepted.json()["build_id"].as_i64().unwrap();

@@ -62,9 +62,20 @@ pub fn try_http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Reply, String> {
+    try_http_within(addr, method, path, headers, body, Duration::from_secs(120))
+}
+
+/// `try_http`, giving up on the answer after `limit` (GitHub waits 10 s).
+pub fn try_http_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    limit: Duration,
+) -> Result<Reply, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -117,7 +128,8 @@ pub fn deliver_raw(
     body: &[u8],
     secret: Option<&str>,
 ) -> Reply {
-    try_deliver_raw(addr, event, delivery, content_type, body, secret)
+    let limit = Duration::from_secs(120);
+    try_deliver_raw(addr, event, delivery, content_type, body, secret, limit)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -136,9 +148,11 @@ pub fn try_deliver(
         "application/json",
         &body,
         Some(SECRET),
+        Duration::from_secs(120),
     )
 }
 
+/// A delivery that may fail to get an answer within `limit`.
 pub fn try_deliver_raw(
     addr: &str,
     event: &str,
@@ -146,6 +160,7 @@ pub fn try_deliver_raw(
     content_type: &str,
     body: &[u8],
     secret: Option<&str>,
+    limit: Duration,
 ) -> Result<Reply, String> {
     let sig = secret.map(|s| dockless::webhook::sign(s.as_bytes(), body));
     let mut headers = vec![
@@ -158,7 +173,7 @@ pub fn try_deliver_raw(
     if let Some(sig) = &sig {
         headers.push(("X-Hub-Signature-256", sig.as_str()));
     }
-    try_http(addr, "POST", "/hooks/github", &headers, body)
+    try_http_within(addr, "POST", "/hooks/github", &headers, body, limit)
 }
 
 /// A running `dockless serve`; killed on drop.
@@ -272,6 +287,18 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A memory figure of the server process from /proc/PID/status, in
+    /// KiB: `VmRSS` (now) or `VmHWM` (the peak so far).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
     pub fn log_text(&self) -> String {
