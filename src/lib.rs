@@ -1,5 +1,6 @@
 //! dockless: build OCI images from a Dockerfile without a daemon.
 
+pub mod admission;
 pub mod archive;
 pub mod auth;
 pub mod build;

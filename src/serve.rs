@@ -3,10 +3,11 @@
 //! store, and a bounded pool of workers that build and push in the
 //! background (see `worker`).
 
+use crate::admission::{self, BodyBudget, BodyError, Phase, Progress, Slots};
 use crate::jobs::{Job, JobStore, NewJob};
-use crate::webhook::{self, Event, SignatureCheck, StreamingJsonCheck, WebhookError};
+use crate::webhook::{self, Event, SignatureCheck};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -26,8 +27,6 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The request line and headers together may not exceed this; past it the
 /// client gets 431 and the connection is closed.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 512;
 /// Default grace period for running builds on SIGTERM
 /// (`DOCKLESS_SHUTDOWN_GRACE_SECS` overrides it).
 const DEFAULT_GRACE: Duration = Duration::from_secs(600);
@@ -218,6 +217,10 @@ pub struct App {
     responses: [AtomicU64; RESPONSE_CODES.len()],
     header_timeout: Duration,
     body_timeout: Duration,
+    /// Who holds the connection slots (see `admission`).
+    slots: Arc<Slots>,
+    /// The memory unverified bodies may take together.
+    bodies: BodyBudget,
 }
 
 const RESPONSE_CODES: [u16; 12] = [200, 202, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
@@ -247,6 +250,38 @@ fn error(code: StatusCode, message: impl std::fmt::Display) -> Resp {
     json_response(code, json!({ "error": message.to_string() }))
 }
 
+fn with_header(mut r: Resp, name: hyper::header::HeaderName, value: &'static str) -> Resp {
+    r.headers_mut()
+        .insert(name, hyper::header::HeaderValue::from_static(value));
+    r
+}
+
+/// The answer to a body that was not read to its end; the connection is
+/// closed after it rather than drained.
+fn body_refused(e: BodyError) -> Resp {
+    let r = match e {
+        BodyError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {} bytes", webhook::MAX_BODY),
+        ),
+        BodyError::NoMemory => with_header(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies are being received; try again shortly",
+            ),
+            hyper::header::RETRY_AFTER,
+            "5",
+        ),
+        BodyError::TooSlow => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body is arriving too slowly",
+        ),
+        BodyError::TimedOut => error(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
+        BodyError::Broken => error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    };
+    with_header(r, hyper::header::CONNECTION, "close")
+}
+
 /// The media types a delivery may have: GitHub's two encodings (a missing
 /// Content-Type is read as JSON).
 fn supported_content_type(content_type: Option<&str>) -> bool {
@@ -268,11 +303,18 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Routes a request; never fails (errors are responses).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+/// Routes a request; never fails (errors are responses). `conn` is the
+/// connection's progress: only a webhook body is read from the client.
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<Progress>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
+    let reads_body = req.method() == Method::POST && path == "/hooks/github";
+    conn.set_phase(if reads_body { Phase::Body } else { Phase::Busy });
     let resp = match (req.method(), path.as_str()) {
-        (&Method::POST, "/hooks/github") => webhook_delivery(app.clone(), req).await,
+        (&Method::POST, "/hooks/github") => webhook_delivery(app.clone(), &conn, req).await,
         (_, "/hooks/github") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/metrics") => metrics(&app),
@@ -281,58 +323,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     app.count(resp.status());
+    conn.request_done();
     Ok(resp)
 }
 
-/// Reads the body within BODY_TIMEOUT, feeding the signature check as it
-/// comes. Up to MAX_BODY bytes are kept; past that the rest is only
-/// checked (signature and JSON syntax) and dropped.
-enum Body {
-    Whole(Vec<u8>),
-    Oversized(StreamingJsonCheck),
-}
-
-async fn read_body(
-    body: &mut Incoming,
-    check: &mut SignatureCheck,
-    form: bool,
-) -> Result<Body, StatusCode> {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut over: Option<(StreamingJsonCheck, bool)> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| StatusCode::BAD_REQUEST)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        check.update(&data);
-        match &mut over {
-            Some((checker, alive)) => {
-                if *alive {
-                    *alive = checker.feed(data).await;
-                }
-            }
-            None if buf.len() + data.len() > webhook::MAX_BODY => {
-                let checker = StreamingJsonCheck::start(form);
-                let alive = checker.feed(Bytes::from(std::mem::take(&mut buf))).await
-                    && checker.feed(data).await;
-                over = Some((checker, alive));
-            }
-            None => buf.extend_from_slice(&data),
-        }
-    }
-    Ok(match over {
-        Some((checker, _)) => Body::Oversized(checker),
-        None => Body::Whole(buf),
-    })
-}
-
-async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
+async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>) -> Resp {
     let event = header_str(&req, "x-github-event").unwrap_or("").to_string();
     let delivery = header_str(&req, "x-github-delivery")
         .unwrap_or("")
         .to_string();
     let content_type = header_str(&req, "content-type").map(str::to_string);
-    let form = webhook::is_form(content_type.as_deref());
     let signature = req
         .headers()
         .get("x-hub-signature-256")
@@ -345,18 +345,23 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
             return error(StatusCode::UNAUTHORIZED, e);
         }
     };
+    // 2. Size, then the body itself: counted and hashed only, never parsed
+    // before the signature is verified.
     let mut body = req.into_body();
-    let read = tokio::time::timeout(app.body_timeout, read_body(&mut body, &mut check, form)).await;
-    let body = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(code)) => return error(code, "cannot read the request body"),
-        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
+    let read = admission::read_body(&mut body, &mut check, &app.bodies, conn, app.body_timeout);
+    let body = match read.await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(%delivery, "webhook body refused: {e:?}");
+            return body_refused(e);
+        }
     };
+    conn.set_phase(Phase::Busy);
     if let Err(e) = check.finish() {
         tracing::info!(%delivery, "webhook refused: {e}");
         return error(StatusCode::UNAUTHORIZED, e);
     }
-    // 2. A signed body in a media type we cannot read (the signature stays
+    // 3. A signed body in a media type we cannot read (the signature stays
     // the first check, as the contract orders them; the read above is bounded).
     if !supported_content_type(content_type.as_deref()) {
         tracing::info!(%delivery, "webhook refused: unsupported content type");
@@ -365,21 +370,12 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
             "Content-Type must be application/json or application/x-www-form-urlencoded",
         );
     }
-    // 3. JSON, then 4. size.
-    let payload = match body {
-        Body::Whole(bytes) => match webhook::parse_body(content_type.as_deref(), &bytes) {
-            Ok(v) => v,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
-        },
-        Body::Oversized(checker) => {
-            return match checker.finish().await {
-                Err(e @ WebhookError::BadJson(_)) => error(StatusCode::BAD_REQUEST, e),
-                _ => error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is over {} bytes", webhook::MAX_BODY),
-                ),
-            };
-        }
+    // 4. JSON (serde_json stops nesting at 128 levels: a clean 400).
+    let parsed = webhook::parse_body(content_type.as_deref(), &body.bytes);
+    drop(body);
+    let payload = match parsed {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     // 5. Repository.
     let Some(repo) = webhook::repository(&payload).and_then(|name| app.cfg.repo(name)) else {
@@ -434,15 +430,14 @@ async fn webhook_delivery(app: Arc<App>, req: Request<Incoming>) -> Resp {
                 }
                 Err(e) if e.is_disk_full() => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
-                    let mut r = error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot queue the build: the disk under state_dir is full; nothing was accepted, deliver again once space is freed",
-                    );
-                    r.headers_mut().insert(
+                    with_header(
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot queue the build: the disk under state_dir is full; nothing was accepted, deliver again once space is freed",
+                        ),
                         hyper::header::RETRY_AFTER,
-                        hyper::header::HeaderValue::from_static("60"),
-                    );
-                    r
+                        "60",
+                    )
                 }
                 Err(e) => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
@@ -579,6 +574,21 @@ fn metrics(app: &App) -> Resp {
         let n = app.responses[i].load(Ordering::Relaxed);
         let _ = writeln!(out, "dockless_http_responses_total{{code=\"{code}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP dockless_http_connections_cut_total Connections closed without an answer: headers too slow, or the slowest dropped to make room."
+    );
+    let _ = writeln!(out, "# TYPE dockless_http_connections_cut_total counter");
+    for (reason, n) in [
+        ("too_slow", &app.slots.cut_slow),
+        ("evicted", &app.slots.evicted),
+    ] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "dockless_http_connections_cut_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -587,11 +597,16 @@ fn metrics(app: &App) -> Resp {
     r
 }
 
-fn env_secs(name: &str, default: Duration) -> Duration {
+/// A positive number from the environment, when one is set.
+fn env_positive(name: &str) -> Option<u64> {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
+        .filter(|n| *n > 0)
+}
+
+fn env_secs(name: &str, default: Duration) -> Duration {
+    env_positive(name)
         .map(Duration::from_secs)
         .unwrap_or(default)
 }
@@ -651,6 +666,11 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         responses: Default::default(),
         header_timeout: env_secs("DOCKLESS_HEADER_TIMEOUT_SECS", HEADER_TIMEOUT),
         body_timeout: env_secs("DOCKLESS_BODY_TIMEOUT_SECS", BODY_TIMEOUT),
+        slots: Slots::new(admission::MAX_CONNECTIONS),
+        bodies: BodyBudget::new(
+            env_positive("DOCKLESS_BODY_BUDGET_BYTES")
+                .map_or(admission::DEFAULT_BODY_BUDGET, |n| n as usize),
+        ),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -663,6 +683,37 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     result
+}
+
+/// Serves one connection until it closes, or until `admission` cuts it.
+async fn serve_connection(
+    app: Arc<App>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: admission::Slot,
+) {
+    let progress = slot.progress.clone();
+    let counted = {
+        let progress = progress.clone();
+        tokio_util::io::InspectReader::new(stream, move |b: &[u8]| progress.on_read(b.len()))
+    };
+    let header_timeout = app.header_timeout;
+    let service = {
+        let progress = progress.clone();
+        hyper::service::service_fn(move |req| handle(app.clone(), progress.clone(), req))
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(hyper_util::rt::TokioIo::new(counted), service);
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!(%peer, "connection: {e}");
+        },
+        _ = progress.cut() => tracing::debug!(%peer, "connection cut: too slow, or the slowest when all slots were taken"),
+    }
+    drop(slot);
 }
 
 /// SIGTERM/SIGINT as a future, through signal-hook on a helper thread.
@@ -703,12 +754,8 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
         pool.spawn(crate::worker::run_worker(app.clone(), n));
     }
 
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sweeper = tokio::spawn(app.slots.clone().sweep_forever());
     loop {
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             a = listener.accept() => match a {
@@ -720,22 +767,15 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
                 }
             },
         };
-        let app = app.clone();
-        let header_timeout = app.header_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(io, service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection: {e}");
-            }
-        });
+        // Accepted first, then given a slot: when all are taken, the
+        // slowest client makes room (see `admission`).
+        let slot = tokio::select! {
+            _ = &mut stop => break,
+            s = app.slots.admit() => s,
+        };
+        tokio::spawn(serve_connection(app.clone(), stream, peer, slot));
     }
+    sweeper.abort();
     drop(listener);
     eprintln!("dockless serve: stopping; waiting for running builds");
     tracing::info!("stopping: no new connections, waiting for running builds");

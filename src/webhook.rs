@@ -94,178 +94,6 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Webh
     }
 }
 
-/// Checks that a body too large to keep in memory is valid JSON (or a form
-/// whose `payload` is), reading it as it streams past on a blocking thread.
-/// The contract answers 400 before 413, so an oversized body still needs this.
-pub struct StreamingJsonCheck {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-}
-
-impl StreamingJsonCheck {
-    pub fn start(form: bool) -> StreamingJsonCheck {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let task = tokio::task::spawn_blocking(move || {
-            let chunks = ChannelReader {
-                rx,
-                cur: bytes::Bytes::new(),
-            };
-            let reader = std::io::BufReader::new(chunks);
-            if form {
-                check_json(std::io::BufReader::new(FormPayloadReader::new(reader)))
-            } else {
-                check_json(reader)
-            }
-        });
-        StreamingJsonCheck { tx, task }
-    }
-
-    /// Feeds a chunk; false once the checker has already stopped (it failed early).
-    pub async fn feed(&self, chunk: bytes::Bytes) -> bool {
-        self.tx.send(chunk).await.is_ok()
-    }
-
-    /// Ends the body and returns the verdict.
-    pub async fn finish(self) -> Result<(), WebhookError> {
-        drop(self.tx);
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WebhookError::BadJson(e)),
-            Err(e) => Err(WebhookError::BadJson(format!("checker failed: {e}"))),
-        }
-    }
-}
-
-fn check_json(reader: impl std::io::Read) -> Result<(), String> {
-    use serde::Deserialize as _;
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    serde::de::IgnoredAny::deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())
-}
-
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    cur: bytes::Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
-        Ok(n)
-    }
-}
-
-/// Streams the percent-decoded value of the first `payload` field of a form body.
-struct FormPayloadReader<R> {
-    inner: std::io::Bytes<R>,
-    /// None until the `payload=` field is found; Some(false) once it ended.
-    in_value: Option<bool>,
-}
-
-impl<R: std::io::BufRead> FormPayloadReader<R> {
-    fn new(inner: R) -> Self {
-        FormPayloadReader {
-            inner: inner.bytes(),
-            in_value: None,
-        }
-    }
-
-    fn next_byte(&mut self) -> std::io::Result<Option<u8>> {
-        self.inner.next().transpose()
-    }
-
-    /// Skips fields until `payload=`; false when the body has none.
-    fn seek_payload(&mut self) -> std::io::Result<bool> {
-        loop {
-            let mut key = Vec::new();
-            loop {
-                match self.next_byte()? {
-                    None => return Ok(false),
-                    Some(b'=') => break,
-                    Some(b'&') => key.clear(),
-                    Some(b) if key.len() < 16 => key.push(b),
-                    Some(_) => key.push(0),
-                }
-            }
-            if key == b"payload" {
-                return Ok(true);
-            }
-            loop {
-                match self.next_byte()? {
-                    None => return Ok(false),
-                    Some(b'&') => break,
-                    Some(_) => {}
-                }
-            }
-        }
-    }
-
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-}
-
-impl<R: std::io::BufRead> std::io::Read for FormPayloadReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.in_value.is_none() {
-            if !self.seek_payload()? {
-                return Err(std::io::Error::other("form body without a payload field"));
-            }
-            self.in_value = Some(true);
-        }
-        let mut n = 0;
-        while n < buf.len().saturating_sub(2) && self.in_value == Some(true) {
-            match self.next_byte()? {
-                None | Some(b'&') => self.in_value = Some(false),
-                Some(b'+') => {
-                    buf[n] = b' ';
-                    n += 1;
-                }
-                Some(b'%') => {
-                    let hi = self.next_byte()?;
-                    let lo = match hi {
-                        Some(_) => self.next_byte()?,
-                        None => None,
-                    };
-                    match (hi.and_then(Self::hex), lo.and_then(Self::hex)) {
-                        (Some(h), Some(l)) => {
-                            buf[n] = h << 4 | l;
-                            n += 1;
-                        }
-                        _ => {
-                            // Kept literally, as form_urlencoded does; only JSON validity matters here.
-                            for b in [Some(b'%'), hi, lo].into_iter().flatten() {
-                                if b == b'&' {
-                                    self.in_value = Some(false);
-                                    break;
-                                }
-                                buf[n] = b;
-                                n += 1;
-                            }
-                        }
-                    }
-                }
-                Some(b) => {
-                    buf[n] = b;
-                    n += 1;
-                }
-            }
-        }
-        if n == 0 && buf.len() < 3 && self.in_value == Some(true) {
-            return Err(std::io::Error::other("read buffer too small"));
-        }
-        Ok(n)
-    }
-}
-
 /// What a merged pull request asks us to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedPr {
@@ -420,42 +248,17 @@ mod tests {
         assert!(parse_body(None, &[0xff, 0xfe]).is_err());
     }
 
-    async fn stream_check(form: bool, body: &[u8]) -> bool {
-        let check = StreamingJsonCheck::start(form);
-        for chunk in body.chunks(3) {
-            if !check.feed(bytes::Bytes::copy_from_slice(chunk)).await {
-                break;
-            }
-        }
-        check.finish().await.is_ok()
-    }
-
-    #[tokio::test]
-    async fn streaming_check_agrees_with_parse_body() {
-        let cases: [(bool, &[u8]); 9] = [
-            (false, br#"{"a": [1, 2, {"b": "c"}]}"#),
-            (false, br#"{"a": 1"#),
-            (false, br#"{"a": 1} trailing"#),
-            (true, b"payload=%7B%22a%22%3A+%22x%26y%22%7D"),
-            (true, b"x=1&payload=%7B%7D&z=2"),
-            (true, b"payload=%7B"),
-            (true, b"other=%7B%7D"),
-            (true, b"payload=%7B%22a%22%3A%22%zz%22%7D"),
-            (false, b""),
-        ];
-        for (form, body) in cases {
-            let ct = if form {
-                "application/x-www-form-urlencoded"
-            } else {
-                "application/json"
-            };
-            assert_eq!(
-                stream_check(form, body).await,
-                parse_body(Some(ct), body).is_ok(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        // serde_json stops at 128 levels, in both encodings.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse_body(Some("application/json"), deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+        let form = format!("payload={}", deep.replace('[', "%5B").replace(']', "%5D"));
+        let form_type = Some("application/x-www-form-urlencoded");
+        assert!(parse_body(form_type, form.as_bytes()).is_err());
+        let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(parse_body(Some("application/json"), ok.as_bytes()).is_ok());
     }
 
     fn pr(action: &str, merged: bool, base: &str, sha: &str) -> Value {

@@ -11,7 +11,11 @@
 //! - a registry or git server outage sends the build back to the queue
 //!   until it is over;
 //! - hostile clients (a 1 MB header, hundreds of headers, a slowloris body,
-//!   unsupported content types) are refused while a ping is still answered.
+//!   unsupported content types) are refused while a ping is still answered;
+//! - strangers cannot make the server hold more memory than its body
+//!   budget (many large unsigned bodies; 2 GB of `[`, with the server's RSS
+//!   read from /proc), nor keep a signed delivery waiting by holding every
+//!   connection slot with slow bodies (issue 12, items 3, 4 and 6).
 //!
 //! `DOCKLESS_FAULTS_SEED=N` picks another kill schedule;
 //! `DOCKLESS_FAULTS_TALLY=FILE` appends the counts each test measured to FILE.
@@ -26,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -667,8 +671,19 @@ fn hostile(
             }
         })
     };
+    let (status, _) = answer_head(&s);
+    let took = t.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    (status, took)
+}
+
+/// Reads an answer's status line and headers: (status, 0 when the
+/// connection closed without one; the head as text).
+fn answer_head(s: &TcpStream) -> (u16, String) {
     let mut raw = Vec::new();
-    let mut r = &s;
+    let mut r = s;
     let mut buf = [0u8; 4096];
     loop {
         match r.read(&mut buf) {
@@ -679,27 +694,29 @@ fn hostile(
             break;
         }
     }
-    let took = t.elapsed();
-    done.store(true, Ordering::SeqCst);
-    let _ = s.shutdown(std::net::Shutdown::Both);
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, took)
+    (status, text)
 }
 
 /// A hostile client's thread: (status, time to the answer).
 type HostileClient = std::thread::JoinHandle<(u16, Duration)>;
 
-fn post_head(addr: &str, extra: &str, content_length: usize) -> Vec<u8> {
+/// A delivery's head with a wrong signature; a body of `length` bytes, or
+/// chunked when None.
+fn post_head(addr: &str, extra: &str, length: Option<usize>) -> Vec<u8> {
+    let framing = match length {
+        Some(n) => format!("Content-Length: {n}"),
+        None => "Transfer-Encoding: chunked".into(),
+    };
     format!(
         "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          X-GitHub-Event: ping\r\nX-GitHub-Delivery: hostile\r\n\
-         X-Hub-Signature-256: sha256={}\r\n{extra}Content-Length: {content_length}\r\n\r\n",
+         X-Hub-Signature-256: sha256={}\r\n{extra}{framing}\r\n\r\n",
         "0".repeat(64)
     )
     .into_bytes()
@@ -715,14 +732,14 @@ fn hostile_clients_are_refused_while_others_are_served() {
             let a = addr.clone();
             std::thread::spawn(move || {
                 let pad = format!("X-Pad: {}\r\n", "a".repeat(1 << 20));
-                hostile(&a, post_head(&a, &pad, 2), b"{}".to_vec(), None)
+                hostile(&a, post_head(&a, &pad, Some(2)), b"{}".to_vec(), None)
             })
         }),
         ("500 headers", 431, {
             let a = addr.clone();
             std::thread::spawn(move || {
                 let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
-                hostile(&a, post_head(&a, &many, 2), b"{}".to_vec(), None)
+                hostile(&a, post_head(&a, &many, Some(2)), b"{}".to_vec(), None)
             })
         }),
         ("slowloris body", 408, {
@@ -731,7 +748,7 @@ fn hostile_clients_are_refused_while_others_are_served() {
                 // 1000 bytes promised, one sent every 250 ms: 4 bytes a second.
                 hostile(
                     &a,
-                    post_head(&a, "", 1000),
+                    post_head(&a, "", Some(1000)),
                     vec![b' '; 1000],
                     Some(Duration::from_millis(250)),
                 )
@@ -794,8 +811,271 @@ fn hostile_clients_are_refused_while_others_are_served() {
         "{m}"
     );
     tally(&format!(
-        "hostile: 1 MB header → 431, 500 headers → 431, slowloris → 408 after the 3 s body timeout, \
+        "hostile: 1 MB header → 431, 500 headers → 431, slowloris → 408 once under the minimum rate, \
          3 content types → 415; 3 pings answered meanwhile, slowest {} ms",
         slowest.as_millis()
     ));
+}
+
+/// The peak resident memory (VmHWM) `dockless serve` may reach in the
+/// tests below, in MiB: its body budget (16 MiB when the test sets it, one
+/// 25 MB body otherwise) and room for the process itself (about 10 MiB).
+const RSS_BOUND_MIB: u64 = 64;
+
+/// Many strangers send large bodies with a wrong signature at once: the
+/// server buffers them out of one shared budget, answers those it has no
+/// room for with 503 and `Retry-After`, and its memory stays under a fixed
+/// bound instead of growing with the number of clients.
+#[test]
+fn unverified_bodies_share_one_memory_budget() {
+    const CLIENTS: usize = 12;
+    const BODY: usize = 10_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 16 << 20;
+    let srv = Server::start(
+        dir.path(),
+        &ServerCfg {
+            env: vec![("DOCKLESS_BODY_BUDGET_BYTES".into(), budget.to_string())],
+            ..ServerCfg::unbuildable(dir.path())
+        },
+    );
+    // Every client sends all of its body but the last byte before any
+    // sends that one: a server that keeps what it is sent holds them all.
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (addr, barrier) = (srv.addr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let s = TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut w = &s;
+                let body = vec![b'x'; BODY];
+                let _ = w
+                    .write_all(&post_head(&addr, "", Some(BODY)))
+                    .and_then(|_| w.write_all(&body[..BODY - 1]));
+                barrier.wait();
+                let _ = w.write_all(&body[BODY - 1..]);
+                answer_head(&s)
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let peak_mib = srv.memory_kib("VmHWM") / 1024;
+    let refused = answers.iter().filter(|(status, _)| *status == 503).count();
+    for (status, head) in &answers {
+        assert!(matches!(status, 401 | 503), "{head}");
+        if *status == 503 {
+            assert!(
+                head.to_ascii_lowercase().contains("retry-after: "),
+                "{head}"
+            );
+        }
+    }
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "{CLIENTS} unsigned bodies of {BODY} bytes took the server to {peak_mib} MiB"
+    );
+    assert!(refused > 0, "{answers:?}");
+    // The budget is given back: a signed delivery as large still gets through.
+    let mut ping = fixture("ping.json");
+    ping["padding"] = "x".repeat(BODY).into();
+    let r = deliver(&srv.addr, "ping", "after", &ping);
+    assert_eq!(r.status, 200, "{}", r.body);
+    tally(&format!(
+        "budget: {CLIENTS} unsigned {BODY}-byte bodies at once against a 16 MiB budget: \
+         {refused} refused with 503, the rest 401; peak RSS {peak_mib} MiB"
+    ));
+}
+
+/// 2 GB of `[` with a wrong signature, chunked (refused by counting once
+/// past 25 MB) and declared (refused on its Content-Length):
+/// nothing parses an unverified body, so the server's memory stays flat.
+/// The body is streamed, and the test stops early if the server's RSS
+/// passes the bound.
+#[test]
+fn two_gigabytes_of_brackets_are_refused_by_their_size() {
+    const TOTAL: u64 = 2 << 30;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &ServerCfg::unbuildable(dir.path()));
+    let addr = srv.addr.clone();
+
+    let s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let (sent, peak_mib, (status, head)) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut w = &s;
+            let chunk = [b'['; 1 << 20];
+            let (mut sent, mut peak_mib) = (0u64, 0u64);
+            if w.write_all(&post_head(&addr, "", None)).is_err() {
+                return (sent, peak_mib);
+            }
+            while sent < TOTAL {
+                let framed = w
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .and_then(|_| w.write_all(&chunk))
+                    .and_then(|_| w.write_all(b"\r\n"));
+                if framed.is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+                if sent % (32 << 20) == 0 {
+                    peak_mib = peak_mib.max(srv.memory_kib("VmRSS") / 1024);
+                    if peak_mib >= RSS_BOUND_MIB {
+                        break;
+                    }
+                }
+            }
+            let _ = w.write_all(b"0\r\n\r\n");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            (sent, peak_mib)
+        });
+        let answer = answer_head(&s);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        let (sent, peak) = writer.join().unwrap();
+        (sent, peak, answer)
+    });
+    let peak_mib = peak_mib.max(srv.memory_kib("VmHWM") / 1024);
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "{} MiB of `[` took the server to {peak_mib} MiB",
+        sent >> 20
+    );
+    assert_eq!(status, 413, "{head}");
+    assert!(sent < TOTAL, "the server read all 2 GB");
+    let declared = post_head(&addr, "", Some(TOTAL as usize));
+    let (status, _) = hostile(&addr, declared, vec![b'['; 1 << 20], None);
+    assert_eq!(status, 413);
+    assert_eq!(get(&addr, "/healthz").status, 200);
+    tally(&format!(
+        "2 GB of `[`: declared → 413 before reading; chunked → 413 after {} MiB sent; \
+         peak RSS {peak_mib} MiB",
+        sent >> 20
+    ));
+}
+
+/// Connections that send a body a byte every 3 s, more of them than the
+/// server has connection slots, each reconnecting as soon as the server
+/// drops it (as an attacker would): a signed ping is still answered within
+/// GitHub's 10 s, every time.
+#[test]
+fn slow_bodies_cannot_keep_a_signed_delivery_waiting() {
+    const SLOW: usize = 540; // the server has 512 slots
+    const PINGS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &ServerCfg::unbuildable(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let attack = slow_senders(srv.addr.clone(), SLOW, stop.clone(), connected.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected.load(Ordering::SeqCst) < SLOW {
+        assert!(Instant::now() < deadline, "slow clients could not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let them take every slot.
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = serde_json::to_vec(&fixture("ping.json")).unwrap();
+    let mut slowest = Duration::ZERO;
+    let mut answers = Vec::new();
+    for i in 0..PINGS {
+        let t = Instant::now();
+        let delivery = format!("ping-under-load-{i}");
+        let limit = Duration::from_secs(10);
+        let r = try_deliver_raw(
+            &srv.addr,
+            "ping",
+            &delivery,
+            "application/json",
+            &body,
+            Some(SECRET),
+            limit,
+        );
+        slowest = slowest.max(t.elapsed());
+        answers.push(r.map(|r| r.status));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reconnects = attack.join().unwrap();
+    assert!(
+        answers.iter().all(|a| a == &Ok(200)),
+        "signed pings under {SLOW} slow clients (GitHub waits 10 s): {answers:?}"
+    );
+    let metrics = get(&srv.addr, "/metrics").body;
+    let evicted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dockless_http_connections_cut_total{reason=\"evicted\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        evicted > 0,
+        "no slow client was dropped to make room:\n{metrics}"
+    );
+    tally(&format!(
+        "slots: {SLOW} slow-body clients (512 slots), {reconnects} connections made; \
+         {PINGS} signed pings answered, slowest {} ms; {evicted} slow clients dropped to make room",
+        slowest.as_millis()
+    ));
+}
+
+/// `n` clients on their own thread, each sending a delivery head with a
+/// 1000-byte body one byte every 3 s and connecting again whenever the
+/// server answers or closes, until `stop`. `connected` counts the first
+/// connection of each; the thread returns how many were made in all.
+fn slow_senders(
+    addr: String,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    connected: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let made = Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            for _ in 0..n {
+                let (addr, connected, made) = (addr.clone(), connected.clone(), made.clone());
+                tokio::spawn(async move {
+                    let mut first = Some(connected);
+                    loop {
+                        slow_sender(&addr, &made, &mut first).await;
+                    }
+                });
+            }
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        // Dropping the runtime drops every client's connection.
+        made.load(Ordering::SeqCst)
+    })
+}
+
+/// One slow connection, until the server answers or closes it; counts it
+/// in `made`, and in `first` if it is the client's first.
+async fn slow_sender(addr: &str, made: &AtomicUsize, first: &mut Option<Arc<AtomicUsize>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return;
+    };
+    made.fetch_add(1, Ordering::SeqCst);
+    if let Some(connected) = first.take() {
+        connected.fetch_add(1, Ordering::SeqCst);
+    }
+    if s.write_all(&post_head(addr, "", Some(1000))).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {
+                if s.write_all(b" ").await.is_err() {
+                    return;
+                }
+            }
+            _ = s.read(&mut buf) => return,
+        }
+    }
 }

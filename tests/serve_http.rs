@@ -99,9 +99,24 @@ fn status_codes_in_contract_order() {
         Some(SECRET),
     );
     assert_eq!(r.status, 400);
+    // Nesting deeper than serde_json's 128 levels: a clean 400, and the
+    // server lives on.
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let r = deliver_raw(
+        a,
+        "ping",
+        "d-400c",
+        "application/json",
+        deep.as_bytes(),
+        Some(SECRET),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("recursion limit"), "{}", r.body);
+    assert_eq!(get(a, "/healthz").status, 200);
 
-    // 413: a signed, valid JSON body over 25 MB. Over the limit and unsigned
-    // is still 401, and over the limit and not JSON is still 400.
+    // 413: a body over 25 MB, whatever it contains, refused on its
+    // Content-Length before it is read. A missing signature is still 401
+    // (both are seen in the headers; the signature comes first).
     let mut big = fixture("ping.json");
     big["padding"] = "x".repeat(26 * 1024 * 1024).into();
     let big = serde_json::to_vec(&big).unwrap();
@@ -111,15 +126,17 @@ fn status_codes_in_contract_order() {
     assert_eq!(r.status, 401);
     let mut broken = big.clone();
     broken.truncate(broken.len() - 1);
-    let r = deliver_raw(
-        a,
-        "ping",
-        "d-413c",
-        "application/json",
-        &broken,
-        Some(SECRET),
-    );
-    assert_eq!(r.status, 400, "{}", r.body);
+    for secret in [SECRET, "not-the-secret"] {
+        let r = deliver_raw(
+            a,
+            "ping",
+            "d-413c",
+            "application/json",
+            &broken,
+            Some(secret),
+        );
+        assert_eq!(r.status, 413, "{}", r.body);
+    }
 
     // 403: a repository that is not listed (even for ping), or none at all.
     let mut other = fixture("ping.json");
