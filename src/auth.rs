@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 use url::Url;
 
+use crate::origin;
 use crate::registry::{PushOptions, RegistryError, RetryPolicy, Transport};
 
 /// One challenge from a `WWW-Authenticate` header.
@@ -333,9 +334,10 @@ impl AuthState {
         }
     }
 
-    /// Learn the scheme from the `GET /v2/` ping response.
-    pub(crate) fn learn(&self, resp: &reqwest::Response) {
-        if resp.status() != StatusCode::UNAUTHORIZED {
+    /// Learn the scheme from the `GET /v2/` ping response. Only the
+    /// registry's own origin may challenge: one it redirected to may not.
+    pub(crate) fn learn(&self, t: &Transport, resp: &reqwest::Response) {
+        if resp.status() != StatusCode::UNAUTHORIZED || !t.is_registry_origin(resp.url()) {
             self.set_scheme(Scheme::Anonymous);
             return;
         }
@@ -356,17 +358,31 @@ impl AuthState {
         }
     }
 
-    /// The `Authorization` header to send for a request needing `scopes`.
+    /// The `Authorization` header to send to `url` for a request needing
+    /// `scopes`: none for any origin but the registry's own (an upload
+    /// `Location` elsewhere, a storage host), and an error rather than a
+    /// secret in clear text (see [`origin::ensure_safe_for_secrets`]).
     pub(crate) async fn header_for(
         &self,
         t: &Transport,
+        url: &Url,
         scopes: &[Scope],
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        match self.scheme() {
+        let scheme = self.scheme();
+        if matches!(scheme, Scheme::Anonymous) {
+            return Ok(None);
+        }
+        if !t.is_registry_origin(url) {
+            debug!(to = %origin::host_port(url), "another origin than the registry's: no credentials");
+            return Ok(None);
+        }
+        if self.credential.is_some() {
+            origin::ensure_safe_for_secrets(t.secret_target(url))?;
+        }
+        match scheme {
             Scheme::Anonymous => Ok(None),
             Scheme::Basic => match &self.credential {
                 Some(Credential::UserPass { username, password }) => {
-                    ensure_safe_for_secrets(t.is_secure(), t.host(), t.host())?;
                     Ok(Some(basic_header(username, password)))
                 }
                 _ => Ok(None),
@@ -410,8 +426,18 @@ impl AuthState {
     }
 
     /// Handle a 401 on a request needing `scopes`. Returns true when retrying
-    /// with fresh authorization is worthwhile.
-    pub(crate) fn on_unauthorized(&self, resp: &reqwest::Response, scopes: &[Scope]) -> bool {
+    /// with fresh authorization is worthwhile. A 401 from another origin
+    /// (where a Location or redirect led) changes nothing: credentials are
+    /// never sent there, and its challenge must not pick the token server.
+    pub(crate) fn on_unauthorized(
+        &self,
+        t: &Transport,
+        resp: &reqwest::Response,
+        scopes: &[Scope],
+    ) -> bool {
+        if !t.is_registry_origin(resp.url()) {
+            return false;
+        }
         let before = self.scheme();
         for ch in challenges(resp) {
             match ch {
@@ -469,45 +495,6 @@ fn basic_header(username: &str, password: &str) -> HeaderValue {
     v
 }
 
-/// True for hosts whose traffic never leaves the machine.
-pub(crate) fn is_loopback_host(host_port: &str) -> bool {
-    let host = strip_port(host_port);
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
-}
-
-fn strip_port(host_port: &str) -> &str {
-    if host_port.starts_with('[') {
-        // [v6]:port
-        return host_port
-            .split_once(']')
-            .map(|(h, _)| &h[1..])
-            .unwrap_or(host_port);
-    }
-    match host_port.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host_port,
-    }
-}
-
-/// Refuse to send a secret in clear text anywhere but loopback.
-fn ensure_safe_for_secrets(secure: bool, host: &str, registry: &str) -> Result<(), RegistryError> {
-    if secure || is_loopback_host(host) {
-        Ok(())
-    } else {
-        Err(RegistryError::InsecureCredentials {
-            registry: registry.to_string(),
-            host: host.to_string(),
-        })
-    }
-}
-
 #[derive(Deserialize)]
 struct TokenResponse {
     #[serde(default)]
@@ -555,14 +542,13 @@ async fn fetch_token(
             reason: format!("token realm scheme {:?} unsupported", url.scheme()),
         });
     }
-    let realm_host = url_host_port(&url);
-    let secure = url.scheme() == "https";
+    let realm_host = origin::host_port(&url);
     debug!(registry = %registry, realm_host = %realm_host, scopes = ?scopes, "requesting bearer token");
 
     // (form body for POST, Basic header for GET)
     let (form, basic) = match cred {
         Some(Credential::IdentityToken(refresh)) => {
-            ensure_safe_for_secrets(secure, &realm_host, &registry)?;
+            origin::ensure_safe_for_secrets(t.secret_target(&url))?;
             // OAuth2 refresh-token grant, as docker does for identity tokens.
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "refresh_token");
@@ -587,10 +573,12 @@ async fn fetch_token(
             let mut basic = None;
             if let Some(Credential::UserPass { username, password }) = other {
                 q.append_pair("account", username);
-                ensure_safe_for_secrets(secure, &realm_host, &registry)?;
                 basic = Some(basic_header(username, password));
             }
             drop(q);
+            if basic.is_some() {
+                origin::ensure_safe_for_secrets(t.secret_target(&url))?;
+            }
             (None, basic)
         }
     };
@@ -642,14 +630,6 @@ async fn fetch_token(
     })
 }
 
-pub(crate) fn url_host_port(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// Options for [`login`].
 #[derive(Debug, Clone, Default)]
 pub struct LoginOptions {
@@ -695,7 +675,7 @@ pub async fn login(
             };
             fetch_token(&t, &retry, request).await?;
         } else if chs.iter().any(|c| matches!(c, Challenge::Basic { .. })) {
-            ensure_safe_for_secrets(t.is_secure(), t.host(), t.host())?;
+            origin::ensure_safe_for_secrets(t.secret_target(&url))?;
             let resp = t
                 .http()
                 .get(url)
@@ -923,23 +903,6 @@ mod tests {
         );
         assert_eq!(token_from_body(br#"{}"#), None);
         assert_eq!(token_from_body(b"nope"), None);
-    }
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback_host("127.0.0.1:5000"));
-        assert!(is_loopback_host("localhost"));
-        assert!(is_loopback_host("[::1]:5000"));
-        assert!(!is_loopback_host("example.com:5000"));
-        assert!(!is_loopback_host("10.0.0.1"));
-    }
-
-    #[test]
-    fn secrets_never_go_over_plain_http_off_loopback() {
-        assert!(ensure_safe_for_secrets(false, "127.0.0.1:5000", "r").is_ok());
-        assert!(ensure_safe_for_secrets(true, "registry.example.com", "r").is_ok());
-        let e = ensure_safe_for_secrets(false, "registry.example.com:5000", "r").unwrap_err();
-        assert!(matches!(e, RegistryError::InsecureCredentials { .. }));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod layer;
 pub mod layout;
 pub mod naming;
+mod origin;
 pub mod overlay;
 pub mod platform;
 pub mod publish;

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::auth::{self, AuthState, Scope};
+use crate::origin;
 use crate::stall::Liveness;
 
 /// Errors from pushing or logging in. Messages never contain secrets.
@@ -63,9 +64,15 @@ pub enum RegistryError {
     #[error("credentials for {registry}: {reason}")]
     Credentials { registry: String, reason: String },
     #[error(
-        "refusing to send credentials for {registry} over plain HTTP to non-loopback host {host}"
+        "refusing to send credentials for {registry} over plain HTTP to {host}: only loopback and a registry named insecure get them in clear text"
     )]
     InsecureCredentials { registry: String, host: String },
+    #[error("registry {registry} sent {what} on plain HTTP ({location}) to a request over HTTPS; refusing to leave HTTPS")]
+    Downgrade {
+        registry: String,
+        what: &'static str,
+        location: String,
+    },
     #[error("registry {host} protocol error: {reason}")]
     Protocol { host: String, reason: String },
     #[error("{path}: {source}")]
@@ -505,7 +512,6 @@ pub(crate) struct Transport {
     /// upload; [`Liveness`] watches those requests instead.
     upload_http: reqwest::Client,
     read_timeout: Duration,
-    secure: bool,
     /// Host as the user wrote it (used in messages and credential lookup).
     host: String,
     /// `scheme://api-host/`
@@ -549,7 +555,6 @@ impl Transport {
             http: http_client(connect_timeout, Some(read_timeout), tls.clone())?,
             upload_http: http_client(connect_timeout, None, tls)?,
             read_timeout,
-            secure: !insecure,
             host: registry.to_string(),
             base,
         })
@@ -576,8 +581,20 @@ impl Transport {
     pub(crate) fn host(&self) -> &str {
         &self.host
     }
-    pub(crate) fn is_secure(&self) -> bool {
-        self.secure
+
+    /// Whether `url` is on the registry's own origin (scheme, host and
+    /// port), the only one its credentials go to.
+    pub(crate) fn is_registry_origin(&self, url: &Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// `url` as the destination of one of this registry's secrets.
+    pub(crate) fn secret_target<'a>(&'a self, url: &'a Url) -> origin::SecretTarget<'a> {
+        origin::SecretTarget {
+            url,
+            registry: &self.host,
+            registry_origin: &self.base,
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> Result<Url> {
@@ -591,6 +608,13 @@ impl Transport {
     /// upload state in its query).
     pub(crate) fn map_send_error(&self, e: reqwest::Error, host: &str) -> RegistryError {
         let host = host.to_string();
+        if let Some(refused) = origin::refused_redirect(&e) {
+            return RegistryError::Downgrade {
+                registry: host,
+                what: "a redirect",
+                location: refused.to.clone(),
+            };
+        }
         if let Some(reason) = tls_reason(&e) {
             return RegistryError::Tls { host, reason };
         }
@@ -630,7 +654,10 @@ fn http_client(
 ) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
-        .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")))
+        .redirect(origin::redirect_policy())
+        // A Referer would hand the last URL (its query too) to the next host.
+        .referer(false);
     if let Some(t) = read_timeout {
         b = b.read_timeout(t);
     }
@@ -1056,7 +1083,7 @@ impl Session {
             for (k, v) in headers {
                 rb = rb.header(*k, v.as_str());
             }
-            if let Some(h) = self.auth.header_for(&self.t, scopes).await? {
+            if let Some(h) = self.auth.header_for(&self.t, url, scopes).await? {
                 rb = rb.header(reqwest::header::AUTHORIZATION, h);
             }
             let live = Liveness::new();
@@ -1114,7 +1141,7 @@ impl Session {
             .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
             if resp.status() == StatusCode::UNAUTHORIZED
                 && !retried
-                && self.auth.on_unauthorized(&resp, scopes)
+                && self.auth.on_unauthorized(&self.t, &resp, scopes)
             {
                 debug!(%method, "401, re-authenticating with scopes {scopes:?}");
                 retried = true;
@@ -1156,7 +1183,7 @@ impl Session {
                 for (k, v) in headers {
                     rb = rb.header(*k, v.as_str());
                 }
-                if let Some(h) = self.auth.header_for(&self.t, scopes).await? {
+                if let Some(h) = self.auth.header_for(&self.t, url, scopes).await? {
                     rb = rb.header(reqwest::header::AUTHORIZATION, h);
                 }
                 let resp = rb
@@ -1165,7 +1192,7 @@ impl Session {
                     .map_err(|e| self.t.map_send_error(e, &self.t.host))?;
                 if resp.status() == StatusCode::UNAUTHORIZED
                     && !retried
-                    && self.auth.on_unauthorized(&resp, scopes)
+                    && self.auth.on_unauthorized(&self.t, &resp, scopes)
                 {
                     retried = true;
                     continue;
@@ -1178,17 +1205,27 @@ impl Session {
 
     /// Error for a failed response, with an auth hint on 401.
     pub(crate) async fn fail(&self, operation: &str, resp: reqwest::Response) -> RegistryError {
+        // Where a Location or a redirect led: no credentials were sent there.
+        let elsewhere =
+            (!self.t.is_registry_origin(resp.url())).then(|| origin::host_port(resp.url()));
         match error_from_response(&self.t.host, operation, resp).await {
             RegistryError::Unauthorized { registry, message } => {
-                let hint = if self.auth.has_credential() {
-                    "the stored credentials were rejected or lack push access; \
-                     run `dockless login`"
-                } else {
-                    "no credentials for this registry in the docker config; \
-                     run `dockless login`"
+                let hint = match elsewhere {
+                    Some(host) => format!(
+                        "{host}, where the registry sent this request, asks for credentials; \
+                         they are only sent to {registry} itself"
+                    ),
+                    None if self.auth.has_credential() => format!(
+                        "the stored credentials were rejected or lack push access; \
+                         run `dockless login {registry}`"
+                    ),
+                    None => format!(
+                        "no credentials for this registry in the docker config; \
+                         run `dockless login {registry}`"
+                    ),
                 };
                 RegistryError::Unauthorized {
-                    message: format!("{message} ({hint} {registry})"),
+                    message: format!("{message} ({hint})"),
                     registry,
                 }
             }
@@ -1210,7 +1247,7 @@ impl Session {
             .await?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::UNAUTHORIZED {
-            self.auth.learn(&resp);
+            self.auth.learn(&self.t, &resp);
             return Ok(());
         }
         Err(self.fail("API version check (GET /v2/)", resp).await)
@@ -1240,7 +1277,8 @@ impl Session {
     }
 
     /// Location of a 202/201 response, resolved against the request URL
-    /// (relative or absolute; query parameters kept).
+    /// (relative or absolute; query parameters kept). It may name another
+    /// host (which then gets no credentials), but never plain HTTP after HTTPS.
     fn location(&self, req_url: &Url, resp: &reqwest::Response) -> Result<Url> {
         let raw = resp
             .headers()
@@ -1250,10 +1288,12 @@ impl Session {
                 host: self.t.host.clone(),
                 reason: format!("HTTP {} without a Location header", resp.status()),
             })?;
-        resolve_location(req_url, raw).ok_or_else(|| RegistryError::Protocol {
+        let to = resolve_location(req_url, raw).ok_or_else(|| RegistryError::Protocol {
             host: self.t.host.clone(),
             reason: "unparseable Location header".into(),
-        })
+        })?;
+        origin::check_location(&self.t.host, req_url, &to)?;
+        Ok(to)
     }
 
     /// Try mounting from `from`. Ok(Ok(())) mounted; Ok(Err(Some(url))) refused

@@ -182,12 +182,16 @@ impl RootFs {
     /// is replaced, missing parents appear as plain directories, and nothing
     /// counts as a change of the next layer.
     pub fn put_base(&mut self, path: &str, node: Node) {
-        let mut parent_path = parent(path);
-        while !parent_path.is_empty() && !self.is_dir(parent_path) {
-            self.remove_tree(parent_path);
-            self.nodes
-                .insert(parent_path.to_string(), Node::dir(0o755, 0, 0));
-            parent_path = parent(parent_path);
+        // Top-down: made bottom-up, replacing an ancestor would drop the
+        // directories just made below it (and files a layer put there earlier).
+        for (end, _) in path.match_indices('/') {
+            let ancestor = &path[..end];
+            if !self.is_dir(ancestor) {
+                // Implied parents are root's, 0755, as Docker and umoci make them.
+                self.remove_tree(ancestor);
+                self.nodes
+                    .insert(ancestor.to_string(), Node::dir(0o755, 0, 0));
+            }
         }
         if !(node.is_dir() && self.is_dir(path)) {
             self.remove_tree(path);
@@ -378,6 +382,26 @@ mod tests {
         assert_eq!(paths, vec!["a", "a/b", "a/b/one", "a/b/two"]);
         assert_eq!(entries[3].data, EntryData::HardLink("a/b/one".into()));
         assert!(!fs.has_changes());
+    }
+
+    #[test]
+    fn a_base_layer_without_directory_entries_gets_its_parents() {
+        let mut fs = RootFs::default();
+        fs.put_base("a/b/file", file(1));
+        fs.put_base("a/b/c/deeper", file(2));
+        fs.put_base("top", file(3));
+        let paths: Vec<String> = fs.children("").into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            ["a", "a/b", "a/b/c", "a/b/c/deeper", "a/b/file", "top"]
+        );
+        for dir in ["a", "a/b", "a/b/c"] {
+            assert_eq!(fs.get(dir), Some(&Node::dir(0o755, 0, 0)), "{dir}");
+        }
+        // A later layer's file under a path that was a file makes it a directory.
+        fs.put_base("top/x", file(4));
+        assert!(fs.is_dir("top"));
+        assert!(fs.get("top/x").is_some());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dockless::registry::{push, PushOptions, Reference};
-use faults_support::{Action, FaultProxy, Req, Resp, Rule};
+use faults_support::{rewrite_location, Action, FaultProxy, Req, Resp, Rule};
 use regsupport::*;
 use tokensupport::{creds, start_token_server, token_auth, PASS, SERVICE, USER};
 
@@ -25,28 +25,6 @@ fn fast_opts() -> PushOptions {
         max_retry_delay: Duration::from_millis(300),
         ..PushOptions::default()
     }
-}
-
-fn is_session_answer(r: &Req) -> bool {
-    r.path().contains("/blobs/uploads/") && matches!(r.method.as_str(), "POST" | "PATCH")
-}
-
-/// Rewrite every upload-session Location with `f(location_path_and_query)`.
-fn rewrite_location(f: impl Fn(&str) -> String + Send + Sync + 'static) -> Rule {
-    Rule::new(
-        is_session_answer,
-        Action::Rewrite(Box::new(move |_req: &Req, resp: &mut Resp| {
-            if let Some(loc) = resp.header("location").map(str::to_string) {
-                let u = url::Url::parse(&loc).unwrap();
-                let pq = match u.query() {
-                    Some(q) => format!("{}?{q}", u.path()),
-                    None => u.path().to_string(),
-                };
-                resp.set_header("Location", &f(&pq));
-            }
-        })),
-    )
-    .always()
 }
 
 /// Push a fresh image through `proxy`; chunked when `chunked`, so PATCH

@@ -2,15 +2,91 @@
 //!
 //! One request per connection (both sides get `Connection: close`), so each
 //! request can be cut, stalled, answered by the proxy or have the registry's
-//! real answer rewritten. Every fault applied is counted by kind.
+//! real answer rewritten. Every fault applied is counted by kind. Either
+//! side may speak TLS: a proxy in front of a TLS registry sees its traffic
+//! in the clear, as a TLS-terminating front would.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// One side of a proxied request, in the clear or over TLS.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The socket under it (to reset it).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl Conn for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+type Stream = Box<dyn Conn>;
+
+/// PEM files for a proxy that speaks TLS.
+pub struct TlsFiles<'a> {
+    /// Certificate and key the proxy serves (valid for 127.0.0.1).
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// The CA that signed the registry's certificate.
+    pub ca: &'a Path,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn acceptor(files: &TlsFiles) -> TlsAcceptor {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(files.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(files.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+fn connector(ca: &Path) -> TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
 
 /// A parsed request head.
 #[derive(Debug, Clone)]
@@ -104,6 +180,10 @@ pub enum Action {
     /// Answer this instead of the registry (to emulate a token server or
     /// a registry's auth front): status, extra header lines, body.
     Reply(u16, String, String),
+    /// Forward with this request header added (a storage front that
+    /// authorizes requests itself, e.g. by a signature in the URL). What
+    /// the proxy saw is recorded without it.
+    AddHeader(&'static str, String),
 }
 
 impl Action {
@@ -125,6 +205,7 @@ impl Action {
             Action::Rewrite(_) => "rewrite",
             Action::Before(_) => "side-effect",
             Action::Reply(..) => "emulated",
+            Action::AddHeader(..) => "header-added",
         }
     }
 }
@@ -172,6 +253,8 @@ pub struct Seen {
 #[derive(Default)]
 struct State {
     upstream: String,
+    /// Set when the upstream registry speaks TLS.
+    upstream_tls: Option<TlsConnector>,
     rules: Vec<Rule>,
     seen: Vec<Seen>,
     faults: BTreeMap<&'static str, usize>,
@@ -213,9 +296,29 @@ impl Drop for FaultProxy {
 }
 
 impl FaultProxy {
+    /// Plain HTTP on both sides.
     pub async fn start(upstream: &str) -> FaultProxy {
+        Self::start_with(upstream, None, None).await
+    }
+
+    /// HTTPS on both sides: in front of a TLS registry, serving `files.cert`.
+    pub async fn start_tls(upstream: &str, files: &TlsFiles<'_>) -> FaultProxy {
+        Self::start_with(upstream, Some(acceptor(files)), Some(connector(files.ca))).await
+    }
+
+    /// Plain HTTP to clients, HTTPS to a TLS registry signed by `ca`.
+    pub async fn start_plain_to_tls(upstream: &str, ca: &Path) -> FaultProxy {
+        Self::start_with(upstream, None, Some(connector(ca))).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        tls: Option<TlsAcceptor>,
+        upstream_tls: Option<TlsConnector>,
+    ) -> FaultProxy {
         let state = Arc::new(Mutex::new(State {
             upstream: upstream.to_string(),
+            upstream_tls,
             ..State::default()
         }));
         let mut tasks = Vec::new();
@@ -224,9 +327,20 @@ impl FaultProxy {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addrs.push(l.local_addr().unwrap().to_string());
             let st = state.clone();
+            let tls = tls.clone();
             tasks.push(tokio::spawn(async move {
                 while let Ok((c, _)) = l.accept().await {
-                    tokio::spawn(handle(c, st.clone(), listener_no));
+                    let (st, tls) = (st.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        let client: Stream = match tls {
+                            Some(a) => match a.accept(c).await {
+                                Ok(t) => Box::new(t),
+                                Err(_) => return,
+                            },
+                            None => Box::new(c),
+                        };
+                        handle(client, st, listener_no).await
+                    });
                 }
             }));
         }
@@ -276,7 +390,7 @@ impl FaultProxy {
     }
 }
 
-async fn read_head(sock: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+async fn read_head(sock: &mut Stream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     loop {
@@ -318,13 +432,25 @@ fn parse_req(head: &str, listener: usize) -> Option<Req> {
 
 // Deprecated because a non-zero linger blocks on drop; zero does not.
 #[allow(deprecated)]
-fn reset(sock: TcpStream) {
+fn reset(sock: Stream) {
     // SO_LINGER 0: close with RST, as a crashed peer or middlebox would.
-    let _ = sock.set_linger(Some(Duration::ZERO));
+    let _ = sock.tcp().set_linger(Some(Duration::ZERO));
     drop(sock);
 }
 
-async fn respond(client: &mut TcpStream, status: u16, extra: &str) {
+/// A connection to the registry, over TLS when it speaks TLS.
+async fn connect_upstream(upstream: &str, tls: Option<TlsConnector>) -> Option<Stream> {
+    let tcp = TcpStream::connect(upstream).await.ok()?;
+    let Some(connector) = tls else {
+        return Some(Box::new(tcp));
+    };
+    let host = upstream.rsplit_once(':').map_or(upstream, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let tls = connector.connect(name, tcp).await.ok()?;
+    Some(Box::new(tls))
+}
+
+async fn respond(client: &mut Stream, status: u16, extra: &str) {
     let body = format!(
         r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected by test proxy ({status})"}}]}}"#
     );
@@ -336,7 +462,7 @@ async fn respond(client: &mut TcpStream, status: u16, extra: &str) {
     let _ = client.shutdown().await;
 }
 
-async fn drain(client: &mut TcpStream, mut n: u64) {
+async fn drain(client: &mut Stream, mut n: u64) {
     let mut tmp = vec![0u8; 65536];
     while n > 0 {
         let want = tmp.len().min(n as usize);
@@ -365,7 +491,7 @@ fn pick(st: &mut State, req: &Req) -> Option<usize> {
     None
 }
 
-async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
+async fn handle(mut client: Stream, st: Arc<Mutex<State>>, listener: usize) {
     let Some((head, early)) = read_head(&mut client).await else {
         return;
     };
@@ -374,14 +500,14 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
     };
     // Take the action out for the duration of this request (Rewrite and Before
     // closures stay in the rule list, so they are run under the lock below).
-    let (upstream, chosen) = {
+    let (upstream, upstream_tls, chosen) = {
         let mut s = st.lock().unwrap();
         let chosen = pick(&mut s, &req);
         if let Some(i) = chosen {
             let kind = s.rules[i].action.kind();
             *s.faults.entry(kind).or_default() += 1;
         }
-        (s.upstream.clone(), chosen)
+        (s.upstream.clone(), s.upstream_tls.clone(), chosen)
     };
     let record = |status: u16, fault: Option<&'static str>| {
         st.lock().unwrap().seen.push(Seen {
@@ -406,6 +532,7 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
     let mut plan = Plan::Forward;
     let mut plan_reply: Option<(u16, String, String)> = None;
     let mut dropped: Option<&'static str> = None;
+    let mut added: Option<(&'static str, String)> = None;
     if let Some(i) = chosen {
         let simple = {
             let s = st.lock().unwrap();
@@ -434,6 +561,10 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
                 }
                 Action::DropHeader(name) => {
                     dropped = Some(*name);
+                    None
+                }
+                Action::AddHeader(name, value) => {
+                    added = Some((*name, value.clone()));
                     None
                 }
                 Action::StallBody(n, d) => {
@@ -474,7 +605,7 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         }
     }
 
-    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+    let Some(mut up) = connect_upstream(&upstream, upstream_tls).await else {
         // Registry gone: the client sees its connection reset.
         record(0, kind.or(Some("upstream-down")));
         reset(client);
@@ -487,6 +618,9 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
         {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
+    }
+    if let Some((k, v)) = &added {
+        out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str("Connection: close\r\n\r\n");
     if up.write_all(out.as_bytes()).await.is_err() {
@@ -549,11 +683,21 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
             return;
         }
     }
-    // The registry's whole answer (it closes after one request).
-    let mut raw = Vec::new();
-    if up.read_to_end(&mut raw).await.is_err() {
+    // TLS buffers what it writes: all of the request goes out first.
+    if up.flush().await.is_err() {
         reset(client);
         return;
+    }
+    // The registry's whole answer (it closes after one request).
+    let mut raw = Vec::new();
+    match up.read_to_end(&mut raw).await {
+        Ok(_) => {}
+        // A TLS peer may close without close_notify once it has answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(_) => {
+            reset(client);
+            return;
+        }
     }
     let split = raw
         .windows(4)
@@ -626,4 +770,27 @@ async fn handle(mut client: TcpStream, st: Arc<Mutex<State>>, listener: usize) {
 pub fn session_id(path: &str) -> Option<&str> {
     let (_, id) = path.split_once("/blobs/uploads/")?;
     (!id.is_empty()).then_some(id)
+}
+
+fn is_session_answer(r: &Req) -> bool {
+    r.path().contains("/blobs/uploads/") && matches!(r.method.as_str(), "POST" | "PATCH")
+}
+
+/// Rewrites every upload-session Location (the answers to POST and PATCH)
+/// with `f(location_path_and_query)`.
+pub fn rewrite_location(f: impl Fn(&str) -> String + Send + Sync + 'static) -> Rule {
+    Rule::new(
+        is_session_answer,
+        Action::Rewrite(Box::new(move |_req: &Req, resp: &mut Resp| {
+            if let Some(loc) = resp.header("location").map(str::to_string) {
+                let u = url::Url::parse(&loc).unwrap();
+                let pq = match u.query() {
+                    Some(q) => format!("{}?{q}", u.path()),
+                    None => u.path().to_string(),
+                };
+                resp.set_header("Location", &f(&pq));
+            }
+        })),
+    )
+    .always()
 }

@@ -320,20 +320,34 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Build a one-layer OCI image into `dir`. `extra` bytes of noise make the
 /// layer big (for chunking tests).
 pub fn build_image(dir: &Path, label: &str, extra: usize) -> PushImage {
+    let mut files = vec![(
+        "hello.txt".to_string(),
+        format!("hello from {label}\n").into_bytes(),
+    )];
+    if extra > 0 {
+        files.push((
+            "noise.bin".to_string(),
+            noise(label.len() as u64 + 7, extra),
+        ));
+    }
+    build_image_of(dir, label, &files)
+}
+
+/// A one-layer OCI image whose layer holds exactly these regular files
+/// (mode 0644), in this order, with no directory entries at all.
+pub fn build_image_of(dir: &Path, label: &str, files: &[(String, Vec<u8>)]) -> PushImage {
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
-        let mut add = |name: &str, data: &[u8]| {
+        for (name, data) in files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_mtime(0);
             h.set_cksum();
-            b.append_data(&mut h, name, data).unwrap();
-        };
-        add("hello.txt", format!("hello from {label}\n").as_bytes());
-        if extra > 0 {
-            add("noise.bin", &noise(label.len() as u64 + 7, extra));
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
         }
         b.finish().unwrap();
     }
