@@ -25,5 +25,6 @@ pub mod rootfs;
 pub mod serve;
 mod stall;
 pub mod store;
+pub mod untrusted;
 pub mod webhook;
 pub mod worker;

@@ -389,6 +389,7 @@ async fn build_one(
     let cache_dir: PathBuf = app.cfg.state_dir.join("cache");
     let mut opts = BuildOptions::new(&image.context_dir, &cache_dir);
     opts.dockerfile = Some(image.dockerfile.clone());
+    opts.dockerfile_root = Some(checkout.to_path_buf());
     opts.source_date_epoch =
         crate::cache::source_date_epoch().map_err(|e| ImageFailure::from(e.to_string()))?;
     // Bases on the service's own registry are reached as its pushes are.
