@@ -12,6 +12,10 @@ pub const FILE_NAME: &str = "image.json";
 /// The most of `image.json` that is read.
 pub const MAX_BYTES: u64 = 1 << 20;
 
+/// The most images one commit may ask for: each is a build and a push, and
+/// the job store keeps a status for each.
+pub const MAX_ENTRIES: usize = 100;
+
 /// How errors name the checkout.
 const PLACE: &str = "the repository";
 
@@ -23,6 +27,8 @@ pub enum SpecError {
     Json(serde_json::Error),
     #[error("image.json must be an object, a list of objects, or {{\"images\": [...]}}")]
     Shape,
+    #[error("image.json lists {0} images; at most {MAX_ENTRIES} are built for one commit")]
+    TooMany(usize),
 }
 
 /// One entry as written, before any checks (so errors can name it).
@@ -68,6 +74,9 @@ pub fn parse(text: &[u8]) -> Result<Vec<RawEntry>, SpecError> {
         },
         _ => return Err(SpecError::Shape),
     };
+    if items.len() > MAX_ENTRIES {
+        return Err(SpecError::TooMany(items.len()));
+    }
     Ok(items.into_iter().map(raw_entry).collect())
 }
 
@@ -397,6 +406,20 @@ mod tests {
         assert_eq!(
             read(d.path()).unwrap_err().to_string(),
             "cannot read image.json: larger than 1 MiB, the most that is read"
+        );
+    }
+
+    #[test]
+    fn at_most_a_hundred_entries() {
+        let list = |n: usize| {
+            let one = r#"{"service_name": "a", "version": "1", "type": "OCI"}"#;
+            format!("[{}]", vec![one; n].join(","))
+        };
+        assert_eq!(parse(list(MAX_ENTRIES).as_bytes()).unwrap().len(), 100);
+        let err = parse(list(4000).as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "image.json lists 4000 images; at most 100 are built for one commit"
         );
     }
 }

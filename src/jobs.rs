@@ -283,12 +283,24 @@ impl JobStore {
         row.transpose()?.map(raw_to_job).transpose()
     }
 
-    /// Records the images' progress while a build runs.
+    /// Records every image's progress at once (when the list is first known).
     pub fn set_images(&self, id: i64, images: &[ImageResult]) -> Result<()> {
         let text = serde_json::to_string(images).map_err(|e| JobError::Corrupt(e.to_string()))?;
         self.conn().execute(
             "UPDATE jobs SET images = ?2 WHERE id = ?1",
             params![id, text],
+        )?;
+        Ok(())
+    }
+
+    /// Records the progress of image `index` alone, leaving the others as
+    /// they are; an index past the list changes nothing.
+    pub fn set_image(&self, id: i64, index: usize, image: &ImageResult) -> Result<()> {
+        let text = serde_json::to_string(image).map_err(|e| JobError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "UPDATE jobs SET images = json_replace(images, '$[' || ?2 || ']', json(?3))
+             WHERE id = ?1",
+            params![id, index as i64, text],
         )?;
         Ok(())
     }
@@ -529,5 +541,30 @@ mod tests {
         let (b, new) = store.enqueue(&new_job("d-2")).unwrap();
         assert!(new && b != a);
         assert_eq!(store.enqueue(&new_job("d-1")).unwrap(), (a, false));
+    }
+
+    #[test]
+    fn set_image_changes_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let (a, _) = store.enqueue(&new_job("d-1")).unwrap();
+        store.claim().unwrap().unwrap();
+        let image = |name: &str, status| ImageResult {
+            service_name: name.into(),
+            version: "1".into(),
+            kind: "OCI".into(),
+            status,
+            reference: None,
+            error: None,
+            registry_unavailable: false,
+        };
+        let queued = vec![image("a", Status::Queued), image("b", Status::Queued)];
+        store.set_images(a, &queued).unwrap();
+        let mut done = image("b", Status::Failed);
+        done.error = Some("boom \"quoted\"".into());
+        store.set_image(a, 1, &done).unwrap();
+        store.set_image(a, 7, &done).unwrap();
+        let images = store.get(a).unwrap().unwrap().images;
+        assert_eq!(images, vec![queued[0].clone(), done]);
     }
 }

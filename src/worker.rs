@@ -313,9 +313,13 @@ async fn execute(
         })
         .collect();
     let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+    // One image per write: the list is written once, not once per image.
+    let record_image = |i: usize, image: &ImageResult| {
+        let _ = tokio::task::block_in_place(|| app.store.set_image(job.id, i, image));
+    };
     for (i, entry) in entries.iter().enumerate() {
         results[i].status = Status::Running;
-        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+        record_image(i, &results[i]);
         let outcome = build_one(app, entry, &checkout).await;
         match outcome {
             Ok(reference) => {
@@ -339,7 +343,7 @@ async fn execute(
                 results[i].registry_unavailable = failure.registry_unavailable;
             }
         }
-        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+        record_image(i, &results[i]);
     }
     Ok(results)
 }

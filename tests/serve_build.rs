@@ -345,3 +345,20 @@ fn endless_or_huge_files_and_too_many_images_fail_cleanly() {
     assert!(srv.child.as_mut().unwrap().try_wait().unwrap().is_none());
     assert_eq!(get(&srv.addr, "/healthz").status, 200);
 }
+
+#[test]
+fn four_thousand_images_fail_at_once_with_the_cap() {
+    let (_reg, _dir, repo, srv) = setup();
+    let sha = repo.commit("4,000 images", |tree| {
+        let names: Vec<String> = (0..4000).map(|i| format!("svc{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        write(&tree.join("image.json"), image_json(&names));
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(
+        b["error"],
+        "image.json lists 4000 images; at most 100 are built for one commit"
+    );
+    assert_eq!(b["images"].as_array().unwrap().len(), 0, "{b}");
+}
