@@ -16,7 +16,7 @@
 use crate::build::{self, BuildOptions};
 use crate::ghstatus::State;
 use crate::imagespec;
-use crate::jobs::{ImageResult, Job, Status};
+use crate::jobs::{Claim, ImageResult, Job, Status};
 use crate::registry::PushOptions;
 use crate::serve::App;
 use std::io::Write as _;
@@ -95,7 +95,8 @@ pub async fn run_worker(app: Arc<App>, n: usize) {
         // Register for a wake-up before looking, so a build queued in between is not missed.
         let woken = app.wake.notified();
         match tokio::task::block_in_place(|| app.store.claim()) {
-            Ok(Some(job)) => {
+            Ok(Some(Claim::GaveUp(job))) => gave_up(&app, &job).await,
+            Ok(Some(Claim::Run(job))) => {
                 tracing::info!(
                     worker = n,
                     build_id = job.id,
@@ -177,6 +178,18 @@ async fn record(app: &App, id: i64, outcome: &Outcome) {
             }
         }
     }
+}
+
+/// A build failed at claim time because its attempts kept killing the service.
+async fn gave_up(app: &App, job: &Job) {
+    let error = job.error.as_deref().unwrap_or_default();
+    BuildLog::open(&app.cfg.state_dir, job.id).line(&format!("build failed: {error}"));
+    tracing::error!(
+        build_id = job.id,
+        attempts = job.attempts,
+        "build failed: {error}"
+    );
+    post_status(app, job, State::Failure, error).await;
 }
 
 /// Runs one build; when it went back to the queue, the pause to take first.
