@@ -20,6 +20,7 @@ use crate::pull::{self, RegistryOptions};
 use crate::reference::ImageRef;
 use crate::rootfs::{basename, clean, FsError, Node, NodeKind, RootFs};
 use crate::store::{BlobStore, StoreError};
+use crate::untrusted::{FileError, FileRef};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,9 +39,13 @@ fn is_dependency_path(path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub context_dir: PathBuf,
-    /// Defaults to `<context>/Dockerfile`; a relative path is taken from the
-    /// current directory, as `docker build -f` does.
+    /// Defaults to `<context>/Dockerfile`, read only from inside the context;
+    /// a path given here is read wherever it is, and a relative one is taken
+    /// from the current directory, as `docker build -f` does.
     pub dockerfile: Option<PathBuf>,
+    /// When set, `dockerfile` is relative to this folder (the service's
+    /// checkout) and is read, with its `.dockerignore`, only from inside it.
+    pub dockerfile_root: Option<PathBuf>,
     pub build_args: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
@@ -65,6 +70,7 @@ impl BuildOptions {
         BuildOptions {
             context_dir: context_dir.into(),
             dockerfile: None,
+            dockerfile_root: None,
             build_args: BTreeMap::new(),
             labels: BTreeMap::new(),
             target: None,
@@ -79,20 +85,20 @@ impl BuildOptions {
         }
     }
 
-    pub fn dockerfile_path(&self) -> PathBuf {
-        self.dockerfile
-            .clone()
-            .unwrap_or_else(|| self.context_dir.join("Dockerfile"))
+    /// Where the Dockerfile is read from (see `dockerfile`).
+    pub fn dockerfile_ref(&self) -> FileRef {
+        match (&self.dockerfile, &self.dockerfile_root) {
+            (Some(rel), Some(root)) => FileRef::inside(root, "the repository", rel),
+            (Some(path), None) => FileRef::Given(path.clone()),
+            (None, _) => FileRef::inside(&self.context_dir, "the build context", "Dockerfile"),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot read Dockerfile {path}: {source}")]
-    ReadDockerfile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read Dockerfile {}: {}", path.display(), source.problem)]
+    ReadDockerfile { path: PathBuf, source: FileError },
     #[error(transparent)]
     Parse(#[from] ParseError),
     /// A problem with one instruction, named by file and line.
@@ -136,11 +142,14 @@ pub struct Built {
 
 /// Builds the target stage (the last one unless `opts.target` names another).
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
-    let path = opts.dockerfile_path();
-    let text = std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
-        path: path.clone(),
-        source,
-    })?;
+    let dockerfile = opts.dockerfile_ref();
+    let path = dockerfile.nominal_path();
+    let text = dockerfile
+        .read_text(dockerfile::MAX_BYTES)
+        .map_err(|source| BuildError::ReadDockerfile {
+            path: path.clone(),
+            source,
+        })?;
     let file = path.display().to_string();
     let df = dockerfile::parse(&text, &file)?;
     let mut builder = Builder::new(opts, df, file)?;
@@ -850,7 +859,7 @@ impl<'a> Builder<'a> {
 
     fn context(&mut self) -> Result<&BuildContext, BuildError> {
         if self.context.is_none() {
-            let dockerfile = self.opts.dockerfile_path();
+            let dockerfile = self.opts.dockerfile_ref();
             let ctx = BuildContext::open(&self.opts.context_dir, Some(&dockerfile))
                 .map_err(BuildError::Context)?;
             self.context = Some(ctx);
@@ -1462,6 +1471,9 @@ fn apply_base_layer(
     Ok(index.uncompressed_size)
 }
 
+/// The most of a stage's `/etc/passwd` or `/etc/group` that is read.
+const ID_FILE_MAX_BYTES: u64 = 1 << 20;
+
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(
     fs: &RootFs,
@@ -1475,12 +1487,11 @@ fn lookup_id(
         return None;
     };
     let bytes = match source {
-        FileSource::Path(path) => std::fs::read(path).ok()?,
+        FileSource::Path(path) => FileRef::Given(path.clone()).read(ID_FILE_MAX_BYTES).ok()?,
         // The layer may still be in its registry.
-        FileSource::Layer { blob, path } => match lazy
-            .ensure(blob)
-            .and_then(|()| overlay::read_member(blob, path, 1 << 20).map_err(|e| e.to_string()))
-        {
+        FileSource::Layer { blob, path } => match lazy.ensure(blob).and_then(|()| {
+            overlay::read_member(blob, path, ID_FILE_MAX_BYTES).map_err(|e| e.to_string())
+        }) {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!("cannot read /{file} of the stage: {e}");

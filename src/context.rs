@@ -2,17 +2,26 @@
 //! semantics) and resolution of COPY/ADD sources that can never escape the
 //! context directory, even through symlinks.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-/// Same limit as Linux's ELOOP threshold, so loops fail the way a kernel would.
-const MAX_SYMLINKS: u32 = 40;
+use crate::untrusted::{self, is_missing, FileError, FileRef, Outward, WalkError, Walked};
+
+/// The most of a `.dockerignore` that is read.
+pub const IGNORE_MAX_BYTES: u64 = 1 << 20;
+
+/// Patterns a `.dockerignore` may hold: each is a compiled glob tried
+/// against every path of the context, so their number bounds the memory
+/// and time a hostile file can cost (75,000 took 2.3 GB and 22 s).
+pub const IGNORE_MAX_PATTERNS: usize = 1000;
+
+/// Longest pattern, in bytes: Linux's PATH_MAX; no longer path can match.
+const IGNORE_MAX_PATTERN_LEN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -23,6 +32,8 @@ pub enum ContextError {
         pattern: String,
         reason: String,
     },
+    #[error("{file}: more than {IGNORE_MAX_PATTERNS} patterns, the most that is used; fold them with wildcards")]
+    TooManyPatterns { file: String },
     #[error("COPY source {src:?} is outside the build context")]
     OutsideContext { src: String },
     #[error("COPY source {src:?}: no such file in the build context")]
@@ -43,6 +54,8 @@ pub enum ContextError {
     ContextNotDir { path: PathBuf },
     #[error("{path:?} is not inside the build context {root:?}")]
     NotInContext { path: PathBuf, root: PathBuf },
+    #[error("{0}")]
+    IgnoreFile(FileError),
     #[error("{path:?}: {source}")]
     Io {
         path: PathBuf,
@@ -131,7 +144,7 @@ impl DockerIgnore {
             let bad = |reason: &str| ContextError::InvalidPattern {
                 file: source_name.to_string(),
                 line,
-                pattern: trimmed.to_string(),
+                pattern: untrusted::excerpt(trimmed),
                 reason: reason.to_string(),
             };
             let (exclusion, body) = match trimmed.strip_prefix('!') {
@@ -140,6 +153,14 @@ impl DockerIgnore {
             };
             if body.is_empty() {
                 return Err(bad("illegal exclusion pattern"));
+            }
+            if body.len() > IGNORE_MAX_PATTERN_LEN {
+                return Err(bad("longer than 4096 bytes, the longest path Linux takes"));
+            }
+            if patterns.len() == IGNORE_MAX_PATTERNS {
+                return Err(ContextError::TooManyPatterns {
+                    file: source_name.to_string(),
+                });
             }
             let mut cleaned = go_clean(body);
             if cleaned.len() > 1 && cleaned.starts_with('/') {
@@ -363,32 +384,30 @@ pub struct BuildContext {
 
 impl BuildContext {
     /// Loads `<dockerfile>.dockerignore` beside the Dockerfile if it exists
-    /// (BuildKit's rule), else `<root>/.dockerignore`, else nothing.
-    pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<BuildContext, ContextError> {
+    /// (BuildKit's rule), else `<root>/.dockerignore`, else nothing. Both are
+    /// read as the Dockerfile is (inside its root, unless the user named it),
+    /// the second inside the context; regular files of at most 1 MiB.
+    pub fn open(root: &Path, dockerfile: Option<&FileRef>) -> Result<BuildContext, ContextError> {
         // Canonical root so that returned paths and prefix checks are exact.
         let root = fs::canonicalize(root).map_err(|e| io_err(root, e))?;
         let md = fs::metadata(&root).map_err(|e| io_err(&root, e))?;
         if !md.is_dir() {
             return Err(ContextError::ContextNotDir { path: root });
         }
-        let mut candidates: Vec<(PathBuf, String)> = Vec::new();
+        let mut candidates: Vec<FileRef> = Vec::new();
         if let Some(df) = dockerfile {
-            let mut name = df.as_os_str().to_owned();
-            name.push(".dockerignore");
-            let p = PathBuf::from(name);
-            let shown = p.display().to_string();
-            candidates.push((p, shown));
+            candidates.push(df.with_suffix(".dockerignore"));
         }
-        candidates.push((root.join(".dockerignore"), ".dockerignore".to_string()));
+        candidates.push(FileRef::inside(&root, "the build context", ".dockerignore"));
         let mut ignore = DockerIgnore::default();
-        for (path, shown) in candidates {
-            match fs::read(&path) {
+        for file in candidates {
+            match file.read(IGNORE_MAX_BYTES) {
                 Ok(bytes) => {
-                    ignore = DockerIgnore::parse(&String::from_utf8_lossy(&bytes), &shown)?;
+                    ignore = DockerIgnore::parse(&String::from_utf8_lossy(&bytes), &file.name())?;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&path, e)),
+                Err(e) if e.is_missing() => continue,
+                Err(e) => return Err(ContextError::IgnoreFile(e)),
             }
         }
         Ok(BuildContext { root, ignore })
@@ -403,9 +422,7 @@ impl BuildContext {
     }
 
     fn disk_path(&self, real: &[OsString]) -> PathBuf {
-        let mut p = self.root.clone();
-        p.extend(real);
-        p
+        untrusted::join(&self.root, real)
     }
 
     /// Resolves one COPY/ADD source. The path is cleaned relative to the
@@ -603,59 +620,32 @@ impl BuildContext {
     /// targets are re-rooted and `..` stops at the root.
     fn follow(
         &self,
-        mut cur: Vec<OsString>,
+        cur: Vec<OsString>,
         name: &OsStr,
         links: &mut u32,
         src: &str,
     ) -> Result<Result<Vec<OsString>, Miss>, ContextError> {
-        let mut todo: VecDeque<OsString> = VecDeque::from([name.to_owned()]);
-        while let Some(c) = todo.pop_front() {
-            if c.is_empty() || c == "." {
-                continue;
-            }
-            if c == ".." {
-                cur.pop();
-                continue;
-            }
-            cur.push(c);
-            let path = self.disk_path(&cur);
-            let md = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if is_missing(&e) => return Ok(Err(Miss::NotFound)),
-                Err(e) => return Err(io_err(&path, e)),
-            };
-            if md.file_type().is_symlink() {
-                // An excluded symlink is absent from the context entirely.
-                if self.ignore.is_excluded(&os_join(&cur)) {
-                    return Ok(Err(Miss::Excluded));
-                }
-                *links += 1;
-                if *links > MAX_SYMLINKS {
-                    return Err(ContextError::SymlinkLoop {
-                        src: src.to_string(),
-                    });
-                }
-                let target = fs::read_link(&path).map_err(|e| io_err(&path, e))?;
-                cur.pop();
-                if target.is_absolute() {
-                    cur.clear();
-                }
-                let mut parts: Vec<OsString> = Vec::new();
-                for tc in target.components() {
-                    match tc {
-                        Component::Normal(s) => parts.push(s.to_owned()),
-                        Component::ParentDir => parts.push(OsString::from("..")),
-                        Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                    }
-                }
-                for p in parts.into_iter().rev() {
-                    todo.push_front(p);
-                }
-            } else if !todo.is_empty() && !md.is_dir() {
-                return Ok(Err(Miss::NotFound));
-            }
+        let excluded = |real: &[OsString]| self.ignore.is_excluded(&os_join(real));
+        match untrusted::walk(
+            &self.root,
+            cur,
+            Path::new(name),
+            links,
+            Outward::Reroot,
+            &excluded,
+        ) {
+            Ok(Walked::Found(real)) => Ok(Ok(real)),
+            Ok(Walked::Missing) => Ok(Err(Miss::NotFound)),
+            Ok(Walked::Excluded) => Ok(Err(Miss::Excluded)),
+            Err(WalkError::Loop) => Err(ContextError::SymlinkLoop {
+                src: src.to_string(),
+            }),
+            // Re-rooting never escapes; kept total rather than panicking.
+            Err(WalkError::Escapes) => Err(ContextError::OutsideContext {
+                src: src.to_string(),
+            }),
+            Err(WalkError::Io(path, e)) => Err(io_err(&path, e)),
         }
-        Ok(Ok(cur))
     }
 
     /// All non-excluded entries below a resolved directory, depth-first with
@@ -737,13 +727,6 @@ impl BuildContext {
         }
         Ok(out)
     }
-}
-
-fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 fn os_join(parts: &[OsString]) -> String {
@@ -1408,7 +1391,7 @@ mod tests {
         let root = td.path().join("ctx");
         tree(&root, &["a.txt", "b.txt", "docker/app.Dockerfile"]);
         fs::write(root.join(".dockerignore"), "a.txt\n").unwrap();
-        let df = root.join("docker/app.Dockerfile");
+        let df = FileRef::inside(&root, "the build context", "docker/app.Dockerfile");
 
         // Without a specific file the root one applies.
         let bc = BuildContext::open(&root, Some(&df)).unwrap();
@@ -1422,7 +1405,7 @@ mod tests {
         assert!(bc.resolve_source("a.txt").is_ok());
 
         // A Dockerfile outside the context can carry its own ignore file too.
-        let ext = td.path().join("Other.Dockerfile");
+        let ext = FileRef::Given(td.path().join("Other.Dockerfile"));
         fs::write(td.path().join("Other.Dockerfile.dockerignore"), "[bad\n").unwrap();
         let e = BuildContext::open(&root, Some(&ext)).err().unwrap();
         assert!(
@@ -1449,5 +1432,82 @@ mod tests {
             BuildContext::open(&f, None),
             Err(ContextError::ContextNotDir { .. })
         ));
+    }
+
+    #[test]
+    fn ignore_files_are_read_inside_their_root_and_capped() {
+        let td = TempDir::new().unwrap();
+        let root = td.path().join("ctx");
+        tree(&root, &["a.txt", "Dockerfile"]);
+        fs::write(td.path().join("secret"), "TOPSECRET[\n").unwrap();
+        let df = FileRef::inside(&root, "the build context", "Dockerfile");
+        for target in [td.path().join("secret"), PathBuf::from("/dev/zero")] {
+            for name in [".dockerignore", "Dockerfile.dockerignore"] {
+                let _ = fs::remove_file(root.join(name));
+                symlink(&target, root.join(name)).unwrap();
+                let e = BuildContext::open(&root, Some(&df)).err().unwrap();
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(&format!("{name}: leads out of the build context")),
+                    "{msg}"
+                );
+                assert!(!msg.contains("TOPSECRET"), "{msg}");
+                fs::remove_file(root.join(name)).unwrap();
+            }
+        }
+        // Inside the context a symlink is followed; a huge file is refused.
+        fs::write(root.join("ignore.txt"), "a.txt\n").unwrap();
+        symlink("ignore.txt", root.join(".dockerignore")).unwrap();
+        assert!(BuildContext::open(&root, Some(&df))
+            .unwrap()
+            .ignore()
+            .is_excluded("a.txt"));
+        fs::write(
+            root.join("ignore.txt"),
+            vec![b'#'; IGNORE_MAX_BYTES as usize + 1],
+        )
+        .unwrap();
+        let e = BuildContext::open(&root, Some(&df)).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            ".dockerignore: larger than 1 MiB, the most that is read"
+        );
+        fs::remove_file(root.join(".dockerignore")).unwrap();
+        fs::create_dir(root.join(".dockerignore")).unwrap();
+        let e = BuildContext::open(&root, Some(&df)).err().unwrap();
+        assert_eq!(e.to_string(), ".dockerignore: not a regular file");
+        // What an invalid pattern quotes is cut short.
+        fs::remove_dir(root.join(".dockerignore")).unwrap();
+        fs::write(
+            root.join(".dockerignore"),
+            format!("[{}\n", "x".repeat(500)),
+        )
+        .unwrap();
+        let e = BuildContext::open(&root, Some(&df)).err().unwrap();
+        assert!(e.to_string().len() < 200, "{e}");
+    }
+
+    #[test]
+    fn ignore_patterns_are_bounded_in_number_and_length() {
+        let many = |n: usize| (0..n).map(|i| format!("a{i}/**\n")).collect::<String>();
+        assert!(DockerIgnore::parse(&many(IGNORE_MAX_PATTERNS), ".dockerignore").is_ok());
+        // Comments and blank lines are not patterns.
+        let padded = format!("# c\n\n{}", many(IGNORE_MAX_PATTERNS));
+        assert!(DockerIgnore::parse(&padded, ".dockerignore").is_ok());
+        let e = DockerIgnore::parse(&many(IGNORE_MAX_PATTERNS + 1), ".dockerignore").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            ".dockerignore: more than 1000 patterns, the most that is used; fold them with wildcards"
+        );
+        let e = DockerIgnore::parse(&format!("ok\n{}\n", "a".repeat(4097)), "x").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("x:2: invalid pattern \"{}…\"", "a".repeat(40))),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("longer than 4096 bytes, the longest path Linux takes"),
+            "{msg}"
+        );
     }
 }

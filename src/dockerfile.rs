@@ -6,6 +6,7 @@
 //! later through [`expand_word`] / [`expand_words`] once the build knows the
 //! variables in scope.
 
+use crate::untrusted::{self, excerpt};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -146,6 +147,9 @@ impl LineError {
     }
 }
 
+/// The most of a Dockerfile that is read.
+pub const MAX_BYTES: u64 = 2 << 20;
+
 const KNOWN_INSTRUCTIONS: &[&str] = &[
     "ADD",
     "ARG",
@@ -211,7 +215,10 @@ fn parse_inner(text: &str) -> Result<Dockerfile, LineError> {
                     _ => {
                         return Err(LineError::new(
                             idx + 1,
-                            format!("invalid escape token {value:?}: must be \\ or `"),
+                            format!(
+                                "invalid escape token {:?}: must be \\ or `",
+                                excerpt(&value)
+                            ),
                         ));
                     }
                 }
@@ -252,7 +259,7 @@ fn parse_inner(text: &str) -> Result<Dockerfile, LineError> {
         let (keyword, rest) = split_keyword(joined);
         let kw = keyword.to_uppercase();
         if !KNOWN_INSTRUCTIONS.contains(&kw.as_str()) {
-            return Err(LineError::new(start, format!("unknown instruction: {kw}")));
+            return Err(LineError::new(start, unknown_instruction("", &kw)));
         }
         if stages.is_empty() && kw != "FROM" && kw != "ARG" {
             return Err(LineError::new(
@@ -275,7 +282,8 @@ fn parse_inner(text: &str) -> Result<Dockerfile, LineError> {
                             start,
                             format!(
                                 "unterminated heredoc <<{}: no line equal to {:?} before end of file",
-                                spec.name, spec.name
+                                excerpt(&spec.name),
+                                excerpt(&spec.name)
                             ),
                         ));
                     };
@@ -307,7 +315,10 @@ fn parse_inner(text: &str) -> Result<Dockerfile, LineError> {
                 if let Some(first) = stage_names.get(alias) {
                     return Err(LineError::new(
                         start,
-                        format!("duplicate stage name {alias:?}, first defined on line {first}"),
+                        format!(
+                            "duplicate stage name {:?}, first defined on line {first}",
+                            excerpt(alias)
+                        ),
                     ));
                 }
                 stage_names.insert(alias.clone(), start);
@@ -528,13 +539,13 @@ fn check_flags(kw: &str, words: Vec<String>, allowed: &[&str]) -> Result<Flags, 
             None => (body, None),
         };
         if name.is_empty() {
-            return Err(format!("invalid flag for {kw}: {word:?}"));
+            return Err(format!("invalid flag for {kw}: {:?}", excerpt(&word)));
         }
         if !allowed.contains(&name) {
-            return Err(format!("unknown flag for {kw}: --{name}"));
+            return Err(format!("unknown flag for {kw}: --{}", excerpt(name)));
         }
         if flags.insert(name.to_string(), value).is_some() {
-            return Err(format!("duplicate flag for {kw}: --{name}"));
+            return Err(format!("duplicate flag for {kw}: --{}", excerpt(name)));
         }
     }
     Ok(flags)
@@ -558,7 +569,8 @@ fn bool_flag(kw: &str, flags: &mut Flags, name: &str) -> Result<bool, String> {
             "true" | "1" | "t" => Ok(true),
             "false" | "0" | "f" => Ok(false),
             _ => Err(format!(
-                "{kw} flag --{name} expects true or false, got {v:?}"
+                "{kw} flag --{name} expects true or false, got {:?}",
+                excerpt(&v)
             )),
         },
     }
@@ -571,7 +583,10 @@ fn duration_flag(kw: &str, flags: &mut Flags, name: &str) -> Result<Option<Durat
     let d = parse_go_duration(&v).map_err(|m| format!("{kw} --{name}: {m}"))?;
     // Zero means "inherit the default"; anything else below 1ms is a mistake.
     if !d.is_zero() && d < Duration::from_millis(1) {
-        return Err(format!("{kw} --{name} cannot be less than 1ms, got {v:?}"));
+        return Err(format!(
+            "{kw} --{name} cannot be less than 1ms, got {:?}",
+            excerpt(&v)
+        ));
     }
     Ok(Some(d))
 }
@@ -592,14 +607,16 @@ fn parse_from(rest: &str, escape: char, line: usize) -> Result<From, String> {
             let name = name.to_lowercase();
             if !is_valid_stage_name(&name) {
                 return Err(format!(
-                    "invalid stage name {name:?}: must start with a letter and contain only lowercase letters, digits, '-', '_' and '.'"
+                    "invalid stage name {:?}: must start with a letter and contain only lowercase letters, digits, '-', '_' and '.'",
+                    excerpt(&name)
                 ));
             }
             (image.to_string(), Some(name))
         }
         [_, other, _] => {
             return Err(format!(
-                "FROM expects AS before the stage name, got {other:?}"
+                "FROM expects AS before the stage name, got {:?}",
+                excerpt(other)
             ));
         }
         _ => {
@@ -709,7 +726,7 @@ fn parse_kind(
                     None => (w.clone(), None),
                 };
                 if name.is_empty() {
-                    return Err(format!("ARG name can not be empty in {w:?}"));
+                    return Err(format!("ARG name can not be empty in {:?}", excerpt(&w)));
                 }
                 decls.push(ArgDecl {
                     name,
@@ -802,7 +819,7 @@ fn parse_kind(
                     Err(format!("{inner} is not allowed as an ONBUILD trigger"))
                 }
                 _ if !KNOWN_INSTRUCTIONS.contains(&inner.as_str()) => {
-                    Err(format!("unknown instruction in ONBUILD trigger: {inner}"))
+                    Err(unknown_instruction(" in ONBUILD trigger", &inner))
                 }
                 _ => {
                     parse_kind(&inner, inner_rest, escape, line, &[])
@@ -818,7 +835,18 @@ fn parse_kind(
             }
             Ok(InstructionKind::Maintainer(args.to_string()))
         }
-        other => Err(format!("unknown instruction: {other}")),
+        other => Err(unknown_instruction("", other)),
+    }
+}
+
+/// Names the keyword only when it looks like one: a file that is not a
+/// Dockerfile (a secret, say) must not come back in the error.
+fn unknown_instruction(place: &str, keyword: &str) -> String {
+    match untrusted::keyword(keyword) {
+        Some(kw) => format!("unknown instruction{place}: {kw}"),
+        None => {
+            format!("unknown instruction{place}: the line does not start with a Dockerfile keyword")
+        }
     }
 }
 
@@ -846,7 +874,8 @@ fn parse_name_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, 
         let (key, value) = split_keyword(args);
         if value.is_empty() {
             return Err(format!(
-                "{kw} {key} has no value: use {kw} {key}=value or {kw} {key} value"
+                "{kw} {key} has no value: use {kw} {key}=value or {kw} {key} value",
+                key = excerpt(key)
             ));
         }
         return Ok(vec![(key.to_string(), value.to_string())]);
@@ -855,11 +884,12 @@ fn parse_name_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, 
     for w in words {
         let Some((k, v)) = w.split_once('=') else {
             return Err(format!(
-                "{kw}: can't find = in {w:?}; each argument must be of the form name=value"
+                "{kw}: can't find = in {:?}; each argument must be of the form name=value",
+                excerpt(&w)
             ));
         };
         if k.is_empty() {
-            return Err(format!("{kw} names can not be empty in {w:?}"));
+            return Err(format!("{kw} names can not be empty in {:?}", excerpt(&w)));
         }
         pairs.push((k.to_string(), v.to_string()));
     }
@@ -890,7 +920,12 @@ fn parse_healthcheck(flag_words: Vec<String>, args: &str) -> Result<InstructionK
             Ok(n) => {
                 Some(u32::try_from(n).map_err(|_| format!("{kw} --retries is too large: {n}"))?)
             }
-            Err(_) => return Err(format!("{kw} --retries expects a whole number, got {v:?}")),
+            Err(_) => {
+                return Err(format!(
+                    "{kw} --retries expects a whole number, got {:?}",
+                    excerpt(&v)
+                ))
+            }
         },
     };
     let (typ, cmd_text) = split_keyword(args);
@@ -914,7 +949,8 @@ fn parse_healthcheck(flag_words: Vec<String>, args: &str) -> Result<InstructionK
         },
         _ => {
             return Err(format!(
-                "unknown type {typ:?} in HEALTHCHECK (expected CMD or NONE)"
+                "unknown type {:?} in HEALTHCHECK (expected CMD or NONE)",
+                excerpt(typ)
             ));
         }
     };
@@ -930,7 +966,8 @@ fn parse_healthcheck(flag_words: Vec<String>, args: &str) -> Result<InstructionK
 
 /// Parses a Go `time.ParseDuration` string such as `1m30s`, `500ms` or `1.5h`.
 fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?}");
+    let shown = excerpt(text);
+    let invalid = || format!("invalid duration {shown:?}");
     let (negative, mut s) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -965,12 +1002,17 @@ fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000_000_000,
             "" => {
                 return Err(format!(
-                    "missing unit in duration {text:?} (use e.g. 30s, 1m30s, 500ms)"
+                    "missing unit in duration {shown:?} (use e.g. 30s, 1m30s, 500ms)"
                 ));
             }
-            _ => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
+            _ => {
+                return Err(format!(
+                    "unknown unit {:?} in duration {shown:?}",
+                    excerpt(unit)
+                ))
+            }
         };
-        let overflow = || format!("duration {text:?} is too large");
+        let overflow = || format!("duration {shown:?} is too large");
         let mut whole: u128 = 0;
         for d in int_part.bytes() {
             whole = whole
@@ -996,11 +1038,11 @@ fn parse_go_duration(text: &str) -> Result<Duration, String> {
         s = r;
     }
     if negative && total != 0 {
-        return Err(format!("duration {text:?} cannot be negative"));
+        return Err(format!("duration {shown:?} cannot be negative"));
     }
     u64::try_from(total)
         .map(Duration::from_nanos)
-        .map_err(|_| format!("duration {text:?} is too large"))
+        .map_err(|_| format!("duration {shown:?} is too large"))
 }
 
 enum JsonArray {
@@ -1481,7 +1523,12 @@ impl<'a> Lexer<'a> {
             self.pos += 1;
         }
         let modifier = match self.bump() {
-            None => return Err(format!("missing '}}' in substitution ${{{name}")),
+            None => {
+                return Err(format!(
+                    "missing '}}' in substitution ${{{}",
+                    excerpt(&name)
+                ))
+            }
             Some('}') if !colon => return Ok(value.unwrap_or_default()),
             Some(m @ ('-' | '+' | '?')) => m,
             Some(m) => {
@@ -1491,7 +1538,8 @@ impl<'a> Lexer<'a> {
                     m.to_string()
                 };
                 return Err(format!(
-                    "unsupported modifier {shown:?} in substitution ${{{name}...}}"
+                    "unsupported modifier {shown:?} in substitution ${{{}...}}",
+                    excerpt(&name)
                 ));
             }
         };
@@ -2242,6 +2290,41 @@ mod tests {
             2,
             "unknown flag for HEALTHCHECK: --every",
         );
+    }
+
+    #[test]
+    fn errors_do_not_echo_what_is_not_a_dockerfile() {
+        // /proc/self/environ, /etc/passwd, a token: no keyword, so nothing echoed.
+        for secret in [
+            "PATH=/usr/bin\0DOCKLESS_WEBHOOK_SECRET=hunter2\0",
+            "root:x:0:0:root:/root:/bin/bash\n",
+            "ghp_0123456789abcdef\n",
+        ] {
+            let (line, m) = err(secret);
+            assert_eq!(line, 1);
+            assert_eq!(
+                m,
+                "unknown instruction: the line does not start with a Dockerfile keyword"
+            );
+        }
+        assert_err(
+            &format!("{}\n", "A".repeat(100)),
+            1,
+            &format!("unknown instruction: {}…", "A".repeat(20)),
+        );
+        assert_err(
+            "FROM a\nONBUILD x=1\n",
+            2,
+            "unknown instruction in ONBUILD trigger: the line does not start with a Dockerfile keyword",
+        );
+        // Other quoted values are cut at 40 characters.
+        let long = "x".repeat(1000);
+        let (_, m) = err(&format!("FROM a\nCOPY --{long} a b\n"));
+        assert_eq!(m, format!("unknown flag for COPY: --{}…", "x".repeat(40)));
+        let (_, m) = err(&format!("FROM a\nHEALTHCHECK --interval={long} CMD x\n"));
+        assert!(m.len() < 120, "{m}");
+        let (_, m) = err(&format!("FROM a AS 9{long}\n"));
+        assert!(m.len() < 200, "{m}");
     }
 
     #[test]

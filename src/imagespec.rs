@@ -2,20 +2,33 @@
 //! accepted: one object, a list of objects, or `{"images": [...]}`. Each
 //! entry is checked on its own, so one bad entry fails that image alone.
 
-use crate::registry::Reference;
+use crate::registry::{Reference, RegistryError};
+use crate::untrusted::{excerpt, FileRef, Problem};
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 
 pub const FILE_NAME: &str = "image.json";
 
+/// The most of `image.json` that is read.
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// The most images one commit may ask for: each is a build and a push, and
+/// the job store keeps a status for each.
+pub const MAX_ENTRIES: usize = 100;
+
+/// How errors name the checkout.
+const PLACE: &str = "the repository";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("cannot read image.json: {0}")]
-    Read(std::io::Error),
+    Read(Problem),
     #[error("image.json is not valid JSON: {0}")]
     Json(serde_json::Error),
     #[error("image.json must be an object, a list of objects, or {{\"images\": [...]}}")]
     Shape,
+    #[error("image.json lists {0} images; at most {MAX_ENTRIES} are built for one commit")]
+    TooMany(usize),
 }
 
 /// One entry as written, before any checks (so errors can name it).
@@ -35,13 +48,17 @@ pub struct ImageJob {
     pub version: String,
     pub kind: String,
     pub context_dir: PathBuf,
+    /// Relative to the checkout, symlinks resolved.
     pub dockerfile: PathBuf,
     pub target: Reference,
 }
 
-/// Reads `image.json` at the repository root into entries.
+/// Reads `image.json` at the repository root into entries: a regular file
+/// inside the checkout, of at most 1 MiB.
 pub fn read(repo: &Path) -> Result<Vec<RawEntry>, SpecError> {
-    let text = std::fs::read(repo.join(FILE_NAME)).map_err(SpecError::Read)?;
+    let text = FileRef::inside(repo, PLACE, FILE_NAME)
+        .read(MAX_BYTES)
+        .map_err(|e| SpecError::Read(e.problem))?;
     parse(&text)
 }
 
@@ -57,6 +74,9 @@ pub fn parse(text: &[u8]) -> Result<Vec<RawEntry>, SpecError> {
         },
         _ => return Err(SpecError::Shape),
     };
+    if items.len() > MAX_ENTRIES {
+        return Err(SpecError::TooMany(items.len()));
+    }
     Ok(items.into_iter().map(raw_entry).collect())
 }
 
@@ -83,37 +103,44 @@ fn raw_entry(v: &Value) -> RawEntry {
     }
 }
 
-/// A relative path that stays inside the repository, lexically and after
-/// following symlinks. Returns the absolute path.
-pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String> {
-    let p = Path::new(rel);
+/// A relative path that stays inside the repository, lexically.
+fn lexically_inside(rel: &str, what: &str) -> Result<(), String> {
+    let shown = excerpt(rel);
     if rel.is_empty() || rel.contains('\0') {
-        return Err(format!("{what} {rel:?} is empty or invalid"));
+        return Err(format!("{what} {shown:?} is empty or invalid"));
     }
     let mut depth: i64 = 0;
-    for c in p.components() {
+    for c in Path::new(rel).components() {
         match c {
             Component::Normal(_) => depth += 1,
             Component::CurDir => {}
             Component::ParentDir => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(format!("{what} {rel:?} leaves the repository"));
+                    return Err(format!("{what} {shown:?} leaves the repository"));
                 }
             }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!(
-                    "{what} {rel:?} must be relative to the repository root"
+                    "{what} {shown:?} must be relative to the repository root"
                 ))
             }
         }
     }
-    let joined = repo.join(p);
+    Ok(())
+}
+
+/// A relative path that stays inside the repository, lexically and after
+/// following symlinks. Returns the absolute path.
+pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String> {
+    lexically_inside(rel, what)?;
+    let joined = repo.join(rel);
     // Symlinks inside the checkout may point anywhere: resolve and check again.
     if let (Ok(root), Ok(real)) = (repo.canonicalize(), joined.canonicalize()) {
         if !real.starts_with(&root) {
             return Err(format!(
-                "{what} {rel:?} leaves the repository through a symlink"
+                "{what} {:?} leaves the repository through a symlink",
+                excerpt(rel)
             ));
         }
         return Ok(real);
@@ -123,6 +150,7 @@ pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String
 
 /// Checks an entry against the registry it will be pushed to and the checkout.
 pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob, String> {
+    let (name, version) = (excerpt(&entry.service_name), excerpt(&entry.version));
     if entry.service_name.is_empty() {
         return Err("missing \"service_name\"".into());
     }
@@ -135,56 +163,45 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob
         _ => {
             return Err(format!(
                 "type {:?} is not built by dockless: only Docker and OCI images are",
-                entry.kind
+                excerpt(&entry.kind)
             ))
         }
     }
     let full = format!("{registry}/{}:{}", entry.service_name, entry.version);
-    let target = Reference::parse(&full).map_err(|e| e.to_string())?;
-    if target.repository != entry.service_name || target.tag != entry.version {
-        return Err(format!(
-            "service_name {:?} and version {:?} do not form the reference {full:?}",
-            entry.service_name, entry.version
-        ));
-    }
+    let target = match Reference::parse(&full) {
+        Ok(t) if t.repository == entry.service_name && t.tag == entry.version => t,
+        Ok(_) => {
+            return Err(format!(
+                "service_name {name:?} and version {version:?} do not form the reference {registry}/{name}:{version}"
+            ))
+        }
+        Err(RegistryError::InvalidReference { reason, .. }) => {
+            return Err(format!(
+                "service_name {name:?} and version {version:?} do not form a valid reference: {reason}"
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let context_dir = match &entry.context {
         Some(c) => inside_repo(repo, c, "context")?,
         None => {
-            let own = inside_repo(repo, &entry.service_name, "context")?;
-            if own.join("Dockerfile").is_file() {
-                own
-            } else {
-                inside_repo(repo, ".", "context")?
+            let own = Path::new(&entry.service_name).join("Dockerfile");
+            match FileRef::inside(repo, PLACE, own).resolve() {
+                Ok(_) => inside_repo(repo, &entry.service_name, "context")?,
+                Err(e) if matches!(e.problem, Problem::Escapes(_)) => {
+                    return Err(format!("Dockerfile {}: {}", excerpt(&e.file), e.problem))
+                }
+                Err(_) => inside_repo(repo, ".", "context")?,
             }
         }
     };
     if !context_dir.is_dir() {
         return Err(format!(
             "context {:?} is not a folder in the repository",
-            entry.context.as_deref().unwrap_or(".")
+            excerpt(entry.context.as_deref().unwrap_or("."))
         ));
     }
-    // `dockerfile` is relative to the context, as in docker compose.
-    let dockerfile = match &entry.dockerfile {
-        Some(d) => {
-            let rel_ctx = context_dir
-                .strip_prefix(repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf()))
-                .or_else(|_| context_dir.strip_prefix(repo))
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            inside_repo(repo, &rel_ctx.join(d).to_string_lossy(), "dockerfile")?
-        }
-        None => context_dir.join("Dockerfile"),
-    };
-    if !dockerfile.is_file() {
-        return Err(format!(
-            "no Dockerfile at {}",
-            dockerfile
-                .strip_prefix(repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf()))
-                .unwrap_or(&dockerfile)
-                .display()
-        ));
-    }
+    let dockerfile = dockerfile_in(entry, repo, &context_dir)?;
     Ok(ImageJob {
         service_name: entry.service_name.clone(),
         version: entry.version.clone(),
@@ -193,6 +210,26 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob
         dockerfile,
         target,
     })
+}
+
+/// The entry's Dockerfile, relative to the context as in docker compose
+/// (`Dockerfile` by default): a regular file inside the checkout, whose
+/// real path (symlinks resolved) relative to the checkout is returned.
+fn dockerfile_in(entry: &RawEntry, repo: &Path, context_dir: &Path) -> Result<PathBuf, String> {
+    let rel_ctx = context_dir
+        .strip_prefix(repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf()))
+        .or_else(|_| context_dir.strip_prefix(repo))
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let rel = rel_ctx.join(entry.dockerfile.as_deref().unwrap_or("Dockerfile"));
+    lexically_inside(&rel.to_string_lossy(), "dockerfile")?;
+    let real = FileRef::inside(repo, PLACE, &rel)
+        .resolve()
+        .map_err(|e| match e.problem {
+            _ if e.is_missing() => format!("no Dockerfile at {}", excerpt(&e.file)),
+            _ => format!("Dockerfile {}: {}", excerpt(&e.file), e.problem),
+        })?;
+    Ok(real.strip_prefix(repo).unwrap_or(&real).to_path_buf())
 }
 
 #[cfg(test)]
@@ -255,7 +292,7 @@ mod tests {
         assert_eq!(api.target.to_string(), "127.0.0.1:5000/api:1.0.0");
         let web = resolve(&entry("web", "2", "OCI"), d.path(), "127.0.0.1:5000").unwrap();
         assert_eq!(web.context_dir, root);
-        assert_eq!(web.dockerfile, root.join("Dockerfile"));
+        assert_eq!(web.dockerfile, Path::new("Dockerfile"));
         let err = resolve(&entry("vm", "1", "AMI"), d.path(), "r:5000").unwrap_err();
         assert!(err.contains("\"AMI\" is not built by dockless"), "{err}");
         assert!(resolve(&entry("vm", "1", ""), d.path(), "r:5000").is_err());
@@ -263,7 +300,7 @@ mod tests {
         custom.context = Some("deploy".into());
         custom.dockerfile = Some("web.Dockerfile".into());
         let web = resolve(&custom, d.path(), "r:5000").unwrap();
-        assert_eq!(web.dockerfile, root.join("deploy/web.Dockerfile"));
+        assert_eq!(web.dockerfile, Path::new("deploy/web.Dockerfile"));
         custom.dockerfile = Some("missing".into());
         assert!(resolve(&custom, d.path(), "r:5000")
             .unwrap_err()
@@ -321,5 +358,68 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), d.path().join("escape")).unwrap();
         let err = inside_repo(d.path(), "escape", "context").unwrap_err();
         assert!(err.contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn files_are_read_inside_the_checkout_only() {
+        let d = repo();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "TOPSECRET value\n").unwrap();
+        // The default Dockerfile, the service's own one and an explicit one.
+        for (df, name, dockerfile) in [
+            ("Dockerfile", "web", None),
+            ("api/Dockerfile", "api", None),
+            ("deploy/web.Dockerfile", "web", Some("web.Dockerfile")),
+        ] {
+            std::fs::remove_file(d.path().join(df)).unwrap();
+            std::os::unix::fs::symlink(&secret, d.path().join(df)).unwrap();
+            let mut e = entry(name, "1", "Docker");
+            if let Some(f) = dockerfile {
+                e.context = Some("deploy".into());
+                e.dockerfile = Some(f.into());
+            }
+            let err = resolve(&e, d.path(), "r:5000").unwrap_err();
+            assert!(err.contains("leads out of the repository"), "{df}: {err}");
+            std::fs::remove_file(d.path().join(df)).unwrap();
+            std::fs::write(d.path().join(df), "FROM scratch\n").unwrap();
+        }
+        // A Dockerfile symlinked inside the checkout is its target.
+        std::fs::remove_file(d.path().join("Dockerfile")).unwrap();
+        std::os::unix::fs::symlink("deploy/web.Dockerfile", d.path().join("Dockerfile")).unwrap();
+        let web = resolve(&entry("web", "1", "Docker"), d.path(), "r:5000").unwrap();
+        assert_eq!(web.dockerfile, Path::new("deploy/web.Dockerfile"));
+
+        for (target, problem) in [
+            (secret.as_path(), "leads out of the repository"),
+            (Path::new("/dev/zero"), "leads out of the repository"),
+            (Path::new("deploy"), "not a regular file"),
+        ] {
+            let _ = std::fs::remove_file(d.path().join(FILE_NAME));
+            std::os::unix::fs::symlink(target, d.path().join(FILE_NAME)).unwrap();
+            let err = read(d.path()).unwrap_err().to_string();
+            assert!(err.starts_with("cannot read image.json: "), "{err}");
+            assert!(err.contains(problem), "{err}");
+        }
+        std::fs::remove_file(d.path().join(FILE_NAME)).unwrap();
+        std::fs::write(d.path().join(FILE_NAME), vec![b' '; MAX_BYTES as usize + 1]).unwrap();
+        assert_eq!(
+            read(d.path()).unwrap_err().to_string(),
+            "cannot read image.json: larger than 1 MiB, the most that is read"
+        );
+    }
+
+    #[test]
+    fn at_most_a_hundred_entries() {
+        let list = |n: usize| {
+            let one = r#"{"service_name": "a", "version": "1", "type": "OCI"}"#;
+            format!("[{}]", vec![one; n].join(","))
+        };
+        assert_eq!(parse(list(MAX_ENTRIES).as_bytes()).unwrap().len(), 100);
+        let err = parse(list(4000).as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "image.json lists 4000 images; at most 100 are built for one commit"
+        );
     }
 }

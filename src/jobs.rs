@@ -3,6 +3,11 @@
 //! queued → running → succeeded | failed, and a build found `running` at
 //! startup (the process died under it) goes back to `queued`.
 //!
+//! Each claim counts an attempt before the build starts, and an attempt
+//! that records no outcome (the process died under it) stays counted as
+//! unfinished: a build that has killed the service [`MAX_UNFINISHED`] times
+//! is failed when it is next claimed, instead of being run again.
+//!
 //! Deliveries for a commit that already has a live build (queued, running
 //! or succeeded) of the same repository join that build instead of making a
 //! new one: the `aliases` table remembers which build each such delivery
@@ -34,6 +39,20 @@ impl JobError {
 }
 
 pub type Result<T> = std::result::Result<T, JobError>;
+
+/// Attempts a build may leave unfinished (the service killed, crashed or
+/// out of memory under it) before it is failed instead of run again.
+/// Attempts that end, even by going back to the queue, do not count.
+pub const MAX_UNFINISHED: i64 = 5;
+
+/// What [`JobStore::claim`] took from the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Marked running: run it.
+    Run(Job),
+    /// Failed instead: its earlier attempts never finished.
+    GaveUp(Job),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,7 +185,8 @@ impl JobStore {
                 finished_ms INTEGER,
                 attempts INTEGER NOT NULL DEFAULT 0,
                 error TEXT,
-                images TEXT NOT NULL DEFAULT '[]'
+                images TEXT NOT NULL DEFAULT '[]',
+                unfinished INTEGER NOT NULL DEFAULT 0
             );
             CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
             CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(repository, commit_sha);
@@ -174,6 +194,11 @@ impl JobStore {
                 delivery TEXT PRIMARY KEY,
                 job_id INTEGER NOT NULL REFERENCES jobs(id)
             );",
+        )?;
+        add_column(
+            &conn,
+            "unfinished",
+            "ALTER TABLE jobs ADD COLUMN unfinished INTEGER NOT NULL DEFAULT 0",
         )?;
         Ok(JobStore {
             conn: Mutex::new(conn),
@@ -249,10 +274,12 @@ impl JobStore {
     }
 
     /// Puts a running build back in the queue, with the reason it could not
-    /// run now (a full disk); it keeps its attempts count.
+    /// run now (a full disk); it keeps its attempts count, and this attempt
+    /// counts as finished.
     pub fn requeue(&self, id: i64, reason: &str) -> Result<()> {
         self.conn().execute(
-            "UPDATE jobs SET status = 'queued', started_ms = NULL, error = ?2
+            "UPDATE jobs SET status = 'queued', started_ms = NULL, error = ?2,
+                unfinished = unfinished - 1
              WHERE id = ?1 AND status = 'running'",
             params![id, reason],
         )?;
@@ -266,24 +293,40 @@ impl JobStore {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
-    /// Takes the oldest queued build and marks it running.
-    pub fn claim(&self) -> Result<Option<Job>> {
+    /// Takes the oldest queued build and marks it running, counting the
+    /// attempt (as unfinished until it records an outcome) before it starts.
+    /// A build whose unfinished attempts reached [`MAX_UNFINISHED`] is failed
+    /// instead, and returned as [`Claim::GaveUp`].
+    pub fn claim(&self) -> Result<Option<Claim>> {
         let conn = self.conn();
+        let now = now_ms();
         let row = conn
             .query_row(
                 &format!(
-                    "UPDATE jobs SET status = 'running', started_ms = ?1, attempts = attempts + 1
+                    "UPDATE jobs SET
+                        status = CASE WHEN unfinished >= ?2 THEN 'failed' ELSE 'running' END,
+                        error = CASE WHEN unfinished >= ?2 THEN ?3 ELSE error END,
+                        finished_ms = CASE WHEN unfinished >= ?2 THEN ?1 ELSE finished_ms END,
+                        started_ms = CASE WHEN unfinished >= ?2 THEN started_ms ELSE ?1 END,
+                        attempts = CASE WHEN unfinished >= ?2 THEN attempts ELSE attempts + 1 END,
+                        unfinished = CASE WHEN unfinished >= ?2 THEN unfinished ELSE unfinished + 1 END
                      WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1)
                      RETURNING {COLUMNS}"
                 ),
-                [now_ms()],
+                params![now, MAX_UNFINISHED, gave_up_error()],
                 |r| Ok(row_to_raw(r)),
             )
             .optional()?;
-        row.transpose()?.map(raw_to_job).transpose()
+        let Some(job) = row.transpose()?.map(raw_to_job).transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some(match job.status {
+            Status::Failed => Claim::GaveUp(job),
+            _ => Claim::Run(job),
+        }))
     }
 
-    /// Records the images' progress while a build runs.
+    /// Records every image's progress at once (when the list is first known).
     pub fn set_images(&self, id: i64, images: &[ImageResult]) -> Result<()> {
         let text = serde_json::to_string(images).map_err(|e| JobError::Corrupt(e.to_string()))?;
         self.conn().execute(
@@ -293,9 +336,24 @@ impl JobStore {
         Ok(())
     }
 
+    /// Records the progress of image `index` alone, leaving the others as
+    /// they are; an index past the list changes nothing.
+    pub fn set_image(&self, id: i64, index: usize, image: &ImageResult) -> Result<()> {
+        let text = serde_json::to_string(image).map_err(|e| JobError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "UPDATE jobs SET images = json_replace(images, '$[' || ?2 || ']', json(?3))
+             WHERE id = ?1",
+            params![id, index as i64, text],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a build; a running one's attempt counts as finished.
     pub fn finish(&self, id: i64, status: Status, error: Option<&str>) -> Result<()> {
         self.conn().execute(
-            "UPDATE jobs SET status = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1",
+            "UPDATE jobs SET status = ?2, error = ?3, finished_ms = ?4,
+                unfinished = CASE WHEN status = 'running' THEN unfinished - 1 ELSE unfinished END
+             WHERE id = ?1",
             params![id, status.as_str(), error, now_ms()],
         )?;
         Ok(())
@@ -352,6 +410,27 @@ impl JobStore {
         }
         Ok(stats)
     }
+}
+
+/// Why a build was given up at claim time.
+fn gave_up_error() -> String {
+    format!(
+        "given up: {MAX_UNFINISHED} attempts never finished (the service was killed, crashed or \
+         ran out of memory during each), so it is not run again"
+    )
+}
+
+/// Adds a column to a store made before it existed.
+fn add_column(conn: &Connection, name: &str, ddl: &str) -> Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(ddl)?;
+    }
+    Ok(())
 }
 
 type RawRow = (
@@ -414,6 +493,13 @@ fn raw_to_job(r: RawRow) -> Result<Job> {
 mod tests {
     use super::*;
 
+    fn claim_run(store: &JobStore) -> Job {
+        match store.claim().unwrap() {
+            Some(Claim::Run(job)) => job,
+            other => panic!("expected a build to run, got {other:?}"),
+        }
+    }
+
     fn new_job(delivery: &str) -> NewJob<'_> {
         NewJob {
             delivery,
@@ -439,7 +525,7 @@ mod tests {
         let (b, _) = store.enqueue(&second).unwrap();
         assert_ne!(a, b);
 
-        let first = store.claim().unwrap().unwrap();
+        let first = claim_run(&store);
         assert_eq!(
             (first.id, first.status, first.attempts),
             (a, Status::Running, 1)
@@ -459,11 +545,11 @@ mod tests {
         // "kill -9": a reopened store puts the running build back in the queue.
         let store = JobStore::open(&path).unwrap();
         assert_eq!(store.requeue_interrupted().unwrap(), 1);
-        let again = store.claim().unwrap().unwrap();
+        let again = claim_run(&store);
         assert_eq!((again.id, again.attempts), (a, 2));
         assert_eq!(again.images, vec![img]);
         store.finish(a, Status::Succeeded, None).unwrap();
-        let second = store.claim().unwrap().unwrap();
+        let second = claim_run(&store);
         assert_eq!(second.id, b);
         store.finish(b, Status::Failed, Some("boom")).unwrap();
         assert!(store.claim().unwrap().is_none());
@@ -500,7 +586,7 @@ mod tests {
         commit.commit = "c21683865c088b5fe1906cf6552d15a285a4986d";
         assert!(store.enqueue(&commit).unwrap().1);
         // Running and succeeded builds still absorb new deliveries.
-        assert_eq!(store.claim().unwrap().unwrap().id, a);
+        assert_eq!(claim_run(&store).id, a);
         assert_eq!(store.enqueue(&new_job("d-5")).unwrap(), (a, false));
         store.finish(a, Status::Succeeded, None).unwrap();
         assert_eq!(store.enqueue(&new_job("d-6")).unwrap(), (a, false));
@@ -512,14 +598,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(&dir.path().join("jobs.db")).unwrap();
         let (a, _) = store.enqueue(&new_job("d-1")).unwrap();
-        store.claim().unwrap().unwrap();
+        claim_run(&store);
         store.requeue(a, "no space left").unwrap();
         let job = store.get(a).unwrap().unwrap();
         assert_eq!(
             (job.status, job.attempts, job.error.as_deref()),
             (Status::Queued, 1, Some("no space left"))
         );
-        assert_eq!(store.claim().unwrap().unwrap().attempts, 2);
+        assert_eq!(claim_run(&store).attempts, 2);
         store.finish(a, Status::Failed, Some("boom")).unwrap();
         // requeue only touches running builds.
         store.requeue(a, "late").unwrap();
@@ -529,5 +615,98 @@ mod tests {
         let (b, new) = store.enqueue(&new_job("d-2")).unwrap();
         assert!(new && b != a);
         assert_eq!(store.enqueue(&new_job("d-1")).unwrap(), (a, false));
+    }
+
+    #[test]
+    fn a_build_that_never_finishes_is_given_up_at_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let store = JobStore::open(&path).unwrap();
+        let (a, _) = store.enqueue(&new_job("d-1")).unwrap();
+        // Attempts that end (back to the queue to wait) do not count.
+        for _ in 0..10 {
+            claim_run(&store);
+            store.requeue(a, "waiting for the registry").unwrap();
+        }
+        // Each restart finds it running: the process died under it.
+        let mut store = store;
+        for n in 1..=MAX_UNFINISHED {
+            let job = claim_run(&store);
+            assert_eq!(job.attempts, 10 + n);
+            drop(store);
+            store = JobStore::open(&path).unwrap();
+            assert_eq!(store.requeue_interrupted().unwrap(), 1);
+        }
+        let gave_up = match store.claim().unwrap() {
+            Some(Claim::GaveUp(job)) => job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(gave_up.id, a);
+        assert_eq!(gave_up.status, Status::Failed);
+        assert_eq!(gave_up.attempts, 10 + MAX_UNFINISHED);
+        assert!(gave_up.finished_ms.is_some());
+        let error = gave_up.error.unwrap();
+        assert!(
+            error.starts_with("given up: 5 attempts never finished"),
+            "{error}"
+        );
+        assert!(store.claim().unwrap().is_none());
+        assert_eq!(store.get(a).unwrap().unwrap().status, Status::Failed);
+        // A new delivery of the commit builds it afresh.
+        let (b, new) = store.enqueue(&new_job("d-2")).unwrap();
+        assert!(new && b != a);
+        assert_eq!(claim_run(&store).id, b);
+    }
+
+    #[test]
+    fn set_image_changes_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let (a, _) = store.enqueue(&new_job("d-1")).unwrap();
+        claim_run(&store);
+        let image = |name: &str, status| ImageResult {
+            service_name: name.into(),
+            version: "1".into(),
+            kind: "OCI".into(),
+            status,
+            reference: None,
+            error: None,
+            registry_unavailable: false,
+        };
+        let queued = vec![image("a", Status::Queued), image("b", Status::Queued)];
+        store.set_images(a, &queued).unwrap();
+        let mut done = image("b", Status::Failed);
+        done.error = Some("boom \"quoted\"".into());
+        store.set_image(a, 1, &done).unwrap();
+        store.set_image(a, 7, &done).unwrap();
+        let images = store.get(a).unwrap().unwrap().images;
+        assert_eq!(images, vec![queued[0].clone(), done]);
+    }
+
+    #[test]
+    fn old_stores_gain_the_unfinished_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        // A store from before the column, with a build that was running.
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, delivery TEXT NOT NULL UNIQUE,
+                repository TEXT NOT NULL, clone_url TEXT NOT NULL, pr_number INTEGER NOT NULL,
+                commit_sha TEXT NOT NULL, head_sha TEXT NOT NULL, status TEXT NOT NULL,
+                created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER,
+                attempts INTEGER NOT NULL DEFAULT 0, error TEXT, images TEXT NOT NULL DEFAULT '[]');
+             INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha,
+                status, created_ms, attempts) VALUES ('d-1', 'acme/app', 'file:///x', 3, 'c', 'h',
+                'running', 0, 9);",
+        )
+        .unwrap();
+        drop(old);
+        let store = JobStore::open(&path).unwrap();
+        assert_eq!(store.requeue_interrupted().unwrap(), 1);
+        // Its earlier attempts are not known to have killed anything.
+        let job = claim_run(&store);
+        assert_eq!(job.attempts, 10);
+        store.finish(job.id, Status::Succeeded, None).unwrap();
+        assert_eq!(store.integrity_check().unwrap(), "ok");
     }
 }

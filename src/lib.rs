@@ -27,5 +27,6 @@ pub mod rootfs;
 pub mod serve;
 mod stall;
 pub mod store;
+pub mod untrusted;
 pub mod webhook;
 pub mod worker;

@@ -16,7 +16,7 @@
 use crate::build::{self, BuildOptions};
 use crate::ghstatus::State;
 use crate::imagespec;
-use crate::jobs::{ImageResult, Job, Status};
+use crate::jobs::{Claim, ImageResult, Job, Status};
 use crate::registry::PushOptions;
 use crate::serve::App;
 use std::io::Write as _;
@@ -95,7 +95,8 @@ pub async fn run_worker(app: Arc<App>, n: usize) {
         // Register for a wake-up before looking, so a build queued in between is not missed.
         let woken = app.wake.notified();
         match tokio::task::block_in_place(|| app.store.claim()) {
-            Ok(Some(job)) => {
+            Ok(Some(Claim::GaveUp(job))) => gave_up(&app, &job).await,
+            Ok(Some(Claim::Run(job))) => {
                 tracing::info!(
                     worker = n,
                     build_id = job.id,
@@ -177,6 +178,18 @@ async fn record(app: &App, id: i64, outcome: &Outcome) {
             }
         }
     }
+}
+
+/// A build failed at claim time because its attempts kept killing the service.
+async fn gave_up(app: &App, job: &Job) {
+    let error = job.error.as_deref().unwrap_or_default();
+    BuildLog::open(&app.cfg.state_dir, job.id).line(&format!("build failed: {error}"));
+    tracing::error!(
+        build_id = job.id,
+        attempts = job.attempts,
+        "build failed: {error}"
+    );
+    post_status(app, job, State::Failure, error).await;
 }
 
 /// Runs one build; when it went back to the queue, the pause to take first.
@@ -313,9 +326,13 @@ async fn execute(
         })
         .collect();
     let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+    // One image per write: the list is written once, not once per image.
+    let record_image = |i: usize, image: &ImageResult| {
+        let _ = tokio::task::block_in_place(|| app.store.set_image(job.id, i, image));
+    };
     for (i, entry) in entries.iter().enumerate() {
         results[i].status = Status::Running;
-        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+        record_image(i, &results[i]);
         let outcome = build_one(app, entry, &checkout).await;
         match outcome {
             Ok(reference) => {
@@ -339,7 +356,7 @@ async fn execute(
                 results[i].registry_unavailable = failure.registry_unavailable;
             }
         }
-        let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+        record_image(i, &results[i]);
     }
     Ok(results)
 }
@@ -389,6 +406,7 @@ async fn build_one(
     let cache_dir: PathBuf = app.cfg.state_dir.join("cache");
     let mut opts = BuildOptions::new(&image.context_dir, &cache_dir);
     opts.dockerfile = Some(image.dockerfile.clone());
+    opts.dockerfile_root = Some(checkout.to_path_buf());
     opts.source_date_epoch =
         crate::cache::source_date_epoch().map_err(|e| ImageFailure::from(e.to_string()))?;
     // Bases on the service's own registry are reached as its pushes are.

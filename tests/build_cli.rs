@@ -538,6 +538,41 @@ fn symlinks_never_bring_outside_content_in() {
 }
 
 #[test]
+fn the_default_dockerfile_stays_inside_the_context_but_f_may_name_any_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    let outside = tmp.path().join("outside.Dockerfile");
+    fs::write(&outside, "FROM scratch\nLABEL from=outside\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ctx.join("Dockerfile")).unwrap();
+    let cache = tmp.path().join("cache");
+    let build = |extra: &[&std::ffi::OsStr]| {
+        dockless(&cache)
+            .current_dir(tmp.path())
+            .arg("build")
+            .arg(&ctx)
+            .args(["-t", "out:v1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = build(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("ctx/Dockerfile: leads out of the build context"),
+        "{stderr}"
+    );
+    // Named by the user, as docker allows.
+    let out = build(&["-f".as_ref(), outside.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn rootless_build_matches_root_build_with_chown() {
     require_tool("setpriv");
     let tmp = tempfile::tempdir().unwrap();

@@ -2,11 +2,14 @@
 //! repository served over file://, and a signed merged-PR delivery that
 //! builds and pushes two images (checked with skopeo) while the AMI entry
 //! fails alone; a redelivery returns the same build and builds nothing.
+//! A committer's repository cannot make the service read files outside the
+//! checkout, show them, or read unbounded files.
 mod regsupport;
 mod serve_support;
 
 use regsupport::{Registry, RegistryCfg};
 use serve_support::*;
+use std::path::Path;
 use std::time::Duration;
 
 #[test]
@@ -146,4 +149,216 @@ fn layer_file(reg: &Registry, repo_tag: &str, path: &str) -> String {
         }
     }
     panic!("{path} not in {repo_tag}");
+}
+
+/// The first word of a file outside the checkout: what a leak would show.
+const LEAKED: &str = "TOPSECRETWORD";
+
+fn symlink(target: impl AsRef<Path>, link: &Path) {
+    let _ = std::fs::remove_file(link);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+fn write(path: &Path, text: impl AsRef<[u8]>) {
+    let _ = std::fs::remove_file(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// image.json listing these services, each with the default context and Dockerfile.
+fn image_json(services: &[&str]) -> String {
+    let entries: Vec<String> = services
+        .iter()
+        .map(|s| format!(r#"{{"service_name": "{s}", "version": "1.0.0", "type": "Docker"}}"#))
+        .collect();
+    format!("[{}]", entries.join(","))
+}
+
+/// A registry, the shop repository and a server building from it.
+fn setup() -> (Registry, tempfile::TempDir, GitRepo, Server) {
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let srv = Server::start(dir.path(), &ServerCfg::new(reg.addr(), repo.url()));
+    (reg, dir, repo, srv)
+}
+
+/// Delivers a merged PR of `sha` and waits for its build to end.
+fn build_commit(srv: &Server, sha: &str) -> serde_json::Value {
+    let r = deliver(
+        &srv.addr,
+        "pull_request",
+        &format!("delivery-{sha}"),
+        &merged_pr(sha, sha),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    srv.wait_finished(
+        r.json()["build_id"].as_i64().unwrap(),
+        Duration::from_secs(180),
+    )
+}
+
+/// The error of the image named `name`.
+fn image_error(build: &serde_json::Value, name: &str) -> String {
+    let images = build["images"].as_array().unwrap();
+    let image = images.iter().find(|i| i["service_name"] == name).unwrap();
+    assert_eq!(image["status"], "failed", "{build}");
+    image["error"].as_str().unwrap().to_string()
+}
+
+/// Neither the build's status (alone or listed) nor its log shows any of `needles`.
+fn assert_not_shown(srv: &Server, build: &serde_json::Value, needles: &[&str]) {
+    let id = build["build_id"].as_i64().unwrap();
+    let shown = [
+        (
+            "GET /builds/<id>",
+            get(&srv.addr, &format!("/builds/{id}")).body,
+        ),
+        ("GET /builds", get(&srv.addr, "/builds").body),
+        (
+            "the build log",
+            std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap(),
+        ),
+    ];
+    for (what, text) in &shown {
+        for needle in needles {
+            assert!(!text.contains(needle), "{what} shows {needle:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn files_symlinked_out_of_the_checkout_are_refused_and_never_shown() {
+    let (_reg, dir, repo, srv) = setup();
+    // Outside the checkout: a Dockerfile, .dockerignore or image.json read
+    // from here would put LEAKED in an error (unknown instruction, invalid
+    // pattern, unknown type).
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, format!("{LEAKED} [unclosed\n")).unwrap();
+    let secret_json = dir.path().join("secret.json");
+    std::fs::write(
+        &secret_json,
+        format!(r#"{{"service_name": "api", "version": "1.0.0", "type": "{LEAKED}"}}"#),
+    )
+    .unwrap();
+
+    let sha = repo.commit("links out", |tree| {
+        symlink(&secret, &tree.join("leak/Dockerfile"));
+        symlink("/proc/self/environ", &tree.join("environ/Dockerfile"));
+        write(
+            &tree.join("ignore/Dockerfile"),
+            "FROM scratch\nCOPY . /app/\n",
+        );
+        write(&tree.join("ignore/app.txt"), "app\n");
+        symlink(&secret, &tree.join("ignore/.dockerignore"));
+        write(
+            &tree.join("image.json"),
+            image_json(&["api", "leak", "environ", "ignore"]),
+        );
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(b["error"], "3 of 4 images failed", "{b}");
+    assert_eq!(b["images"][0]["status"], "succeeded", "{b}");
+    for name in ["leak", "environ"] {
+        let e = image_error(&b, name);
+        assert!(
+            e.contains(&format!("{name}/Dockerfile: leads out of the repository")),
+            "{e}"
+        );
+    }
+    let e = image_error(&b, "ignore");
+    assert!(
+        e.contains(".dockerignore: leads out of the build context"),
+        "{e}"
+    );
+    // The webhook secret is in the service's environment: not in any answer.
+    assert_not_shown(&srv, &b, &[LEAKED, SECRET, "DOCKLESS_LOG"]);
+
+    let sha = repo.commit("image.json links out", |tree| {
+        symlink(&secret_json, &tree.join("image.json"));
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "failed", "{b}");
+    let e = b["error"].as_str().unwrap();
+    assert!(
+        e.starts_with("cannot read image.json: leads out of the repository"),
+        "{e}"
+    );
+    assert_not_shown(&srv, &b, &[LEAKED]);
+}
+
+#[test]
+fn endless_or_huge_files_and_too_many_images_fail_cleanly() {
+    let (_reg, _dir, repo, mut srv) = setup();
+
+    let sha = repo.commit(".dockerignore on /dev/zero, and one too big", |tree| {
+        for name in ["zero", "big"] {
+            write(
+                &tree.join(name).join("Dockerfile"),
+                "FROM scratch\nCOPY . /app/\n",
+            );
+        }
+        symlink("/dev/zero", &tree.join("zero/.dockerignore"));
+        write(&tree.join("big/.dockerignore"), vec![b'#'; (1 << 20) + 1]);
+        write(&tree.join("image.json"), image_json(&["zero", "big"]));
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["error"], "2 of 2 images failed", "{b}");
+    let e = image_error(&b, "zero");
+    assert!(
+        e.contains(".dockerignore: leads out of the build context"),
+        "{e}"
+    );
+    let e = image_error(&b, "big");
+    assert!(
+        e.contains(".dockerignore: larger than 1 MiB, the most that is read"),
+        "{e}"
+    );
+
+    for (what, expected, edit) in [
+        (
+            "image.json on /dev/zero",
+            "cannot read image.json: leads out of the repository",
+            Box::new(|tree: &Path| symlink("/dev/zero", &tree.join("image.json")))
+                as Box<dyn FnOnce(&Path)>,
+        ),
+        (
+            "image.json too big",
+            "cannot read image.json: larger than 1 MiB, the most that is read",
+            Box::new(|tree: &Path| {
+                let mut text = image_json(&["api"]).into_bytes();
+                text.resize((1 << 20) + 1, b' ');
+                write(&tree.join("image.json"), text);
+            }),
+        ),
+    ] {
+        let sha = repo.commit(what, edit);
+        let b = build_commit(&srv, &sha);
+        assert_eq!(b["status"], "failed", "{what}: {b}");
+        let e = b["error"].as_str().unwrap();
+        assert!(e.starts_with(expected), "{what}: {e}");
+        assert_eq!(b["images"].as_array().unwrap().len(), 0, "{what}: {b}");
+    }
+    // The same process served every build: nothing was killed for memory.
+    assert!(srv.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    assert_eq!(get(&srv.addr, "/healthz").status, 200);
+}
+
+#[test]
+fn four_thousand_images_fail_at_once_with_the_cap() {
+    let (_reg, _dir, repo, srv) = setup();
+    let sha = repo.commit("4,000 images", |tree| {
+        let names: Vec<String> = (0..4000).map(|i| format!("svc{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        write(&tree.join("image.json"), image_json(&names));
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(
+        b["error"],
+        "image.json lists 4000 images; at most 100 are built for one commit"
+    );
+    assert_eq!(b["images"].as_array().unwrap().len(), 0, "{b}");
 }

@@ -145,3 +145,36 @@ fn sigterm_finishes_running_build_and_keeps_the_queue() {
         1
     );
 }
+
+#[test]
+fn a_build_that_kills_the_service_every_time_ends_failed() {
+    // Each attempt is killed mid-build, as an out-of-memory kill would.
+    let (_reg, _dir, repo, mut srv) = setup(1, 60_000);
+    let payload = merged_pr(&repo.merge_sha, &repo.head_sha);
+    let r = deliver(&srv.addr, "pull_request", "crash-loop", &payload);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["build_id"].as_i64().unwrap();
+    for attempt in 1..=dockless::jobs::MAX_UNFINISHED {
+        srv.wait_build(id, Duration::from_secs(60), |b| {
+            b["status"] == "running" && b["attempts"] == attempt
+        });
+        srv.kill9();
+        srv.spawn(Some(60_000));
+    }
+    // The next start gives it up instead of running it a sixth time.
+    let b = srv.wait_finished(id, Duration::from_secs(30));
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(b["attempts"], 5, "{b}");
+    let error = b["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("given up: 5 attempts never finished"),
+        "{error}"
+    );
+    let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();
+    assert!(log.contains("build failed: given up"), "{log}");
+    // No sixth run (a kill may come before an attempt's first log line).
+    assert!(log.matches("attempt ").count() <= 5, "{log}");
+    assert!(get(&srv.addr, "/metrics")
+        .body
+        .contains("dockless_builds_total{outcome=\"failed\"} 1"));
+}

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 const REGISTRY: &str = "127.0.0.1:5000";
 
-/// A checkout with a root Dockerfile, `api/Dockerfile` and a symlink leading out.
+/// A checkout with a root Dockerfile, `api/Dockerfile` and symlinks leading
+/// out (a folder, and a Dockerfile as a default one would be named).
 fn checkout() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -15,6 +16,8 @@ fn checkout() -> &'static PathBuf {
         std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
         std::fs::write(dir.join("api/Dockerfile"), "FROM scratch\n").unwrap();
         let _ = std::os::unix::fs::symlink("/etc", dir.join("out"));
+        std::fs::create_dir_all(dir.join("leak")).unwrap();
+        let _ = std::os::unix::fs::symlink("/etc/passwd", dir.join("leak/Dockerfile"));
         dir.canonicalize().unwrap()
     })
 }
@@ -31,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
         // Whatever the entry says, the build stays inside the checkout and
         // the push goes to the configured registry.
         assert!(job.context_dir.starts_with(repo), "{:?}", job.context_dir);
-        assert!(job.dockerfile.starts_with(repo), "{:?}", job.dockerfile);
+        let dockerfile = repo.join(&job.dockerfile).canonicalize().unwrap();
+        assert!(dockerfile.starts_with(repo), "{:?}", job.dockerfile);
         let target = job.target.to_string();
         assert!(target.starts_with(&format!("{REGISTRY}/")), "{target}");
     }

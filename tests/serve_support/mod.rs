@@ -463,6 +463,15 @@ impl GitRepo {
         }
     }
 
+    /// Lets `edit` change the work tree, commits everything on `develop`
+    /// (symlinks as symlinks) and returns the commit's id.
+    pub fn commit(&self, message: &str, edit: impl FnOnce(&Path)) -> String {
+        edit(&self.dir);
+        git(&self.dir, &["add", "-A"]);
+        git(&self.dir, &["commit", "-qm", message]);
+        git(&self.dir, &["rev-parse", "HEAD"])
+    }
+
     /// Adds `n` commits on `develop`, each building two images whose
     /// versions name the commit: `api:2.0.K` and `worker:0.2.K` (K from
     /// `first`). Returns their ids in order.
