@@ -7,8 +7,8 @@
 use dockless::image::{Image, ImageConfig};
 use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
 use dockless::platform::Platform;
-use dockless::publish::push_image;
-use dockless::registry::{push, PushOptions, Reference};
+use dockless::remote::publish::push_image;
+use dockless::remote::{push, PushOptions, Reference};
 use dockless::store::BlobStore;
 use std::io::Write;
 use std::net::TcpListener;

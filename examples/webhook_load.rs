@@ -67,7 +67,7 @@ fn main() {
     let mut payload: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
     payload["repository"]["full_name"] = repo.into();
     let body = Arc::new(serde_json::to_vec(&payload).unwrap());
-    let sig = Arc::new(dockless::webhook::sign(secret.as_bytes(), &body));
+    let sig = Arc::new(dockless::serve::webhook::sign(secret.as_bytes(), &body));
     let run = std::process::id();
 
     let next = Arc::new(AtomicUsize::new(0));

@@ -4,9 +4,9 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use dockless::build::{self, BuildError, BuildOptions};
 use dockless::layout::Output;
-use dockless::naming::{self, NameTag};
+use dockless::name::naming::{self, NameTag};
 use dockless::platform::Platform;
-use dockless::registry::{PushOptions, Reference};
+use dockless::remote::{PushOptions, Reference};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -346,7 +346,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
     let built = run_image_build(&args.flags, build_opts)?;
     // Base layers may still be in their registry; a layout holds every blob.
     tokio::runtime::Runtime::new()?
-        .block_on(dockless::pull::ensure_blobs(
+        .block_on(dockless::remote::pull::ensure_blobs(
             &built.store,
             &built.artifact,
             &sources,
@@ -511,7 +511,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::publish::publish_artifact_from(
+        .block_on(dockless::remote::publish::publish_artifact_from(
             &store, &artifact, &target, &opts, &cache_dir, &sources,
         ))
         .map_err(|e| Failure {
@@ -549,13 +549,13 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let opts = dockless::auth::LoginOptions {
+    let opts = dockless::remote::LoginOptions {
         insecure: args.insecure,
         ca_certs: args.ca_certs.clone(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
-        .block_on(dockless::auth::login(
+        .block_on(dockless::remote::login(
             &args.registry,
             &args.username,
             &password,

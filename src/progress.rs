@@ -1,7 +1,7 @@
 //! Push progress on stderr: a bar per blob on a terminal, JSON lines for CI,
 //! or nothing. stdout stays reserved for the one reference line.
 
-use dockless::registry::{EventSink, PushEvent};
+use dockless::remote::{EventSink, PushEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::Write;

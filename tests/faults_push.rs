@@ -9,7 +9,7 @@ mod regsupport;
 
 use std::time::{Duration, Instant};
 
-use dockless::registry::{push, PushImage, PushOptions, Reference};
+use dockless::remote::{push, PushImage, PushOptions, Reference};
 use faults_support::{session_id, Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
@@ -568,7 +568,7 @@ async fn streaming(label: &str, size: usize) -> Streaming {
         .expect("seed the source");
     let mut streamed = img.clone();
     streamed.layers[0].path = work.path().join("absent");
-    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
+    streamed.layers[0].source = Some(dockless::remote::RemoteBlob {
         registry: src_proxy.addr.clone(),
         repository: "src/app".into(),
         insecure: true,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dockless::registry::{push, PushOptions, Reference};
+use dockless::remote::{push, PushOptions, Reference};
 use faults_support::{rewrite_location, Action, FaultProxy, Req, Resp, Rule};
 use regsupport::*;
 use tokensupport::{creds, start_token_server, token_auth, PASS, SERVICE, USER};

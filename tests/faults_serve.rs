@@ -22,7 +22,7 @@
 mod regsupport;
 mod serve_support;
 
-use dockless::jobs::JobStore;
+use dockless::serve::jobs::JobStore;
 use regsupport::{Registry, RegistryCfg};
 use serde_json::Value;
 use serve_support::*;

@@ -175,7 +175,7 @@ proptest! {
     fn parsers_never_panic(text in "\\PC{0,200}") {
         let _ = dockerfile::parse(&text, "Dockerfile");
         let _ = dockerfile::expand_word(&text, '\\', &|_| Some("v".into()));
-        let _ = dockless::auth::parse_www_authenticate(&text);
+        let _ = dockless::remote::parse_www_authenticate(&text);
         if let Ok(ig) = dockless::context::DockerIgnore::parse(&text, ".dockerignore") {
             let _ = ig.is_excluded(&text);
         }

@@ -22,14 +22,14 @@ fn push_dirless_base(reg: &Registry, work: &Path) -> String {
     .map(|(p, d)| (p.to_string(), d.as_bytes().to_vec()));
     let img = build_image_of(work, "dirless", &files);
     let reference = format!("{}/base/dirless:1", reg.addr());
-    let target = dockless::registry::Reference::parse(&reference).unwrap();
-    let opts = dockless::registry::PushOptions {
+    let target = dockless::remote::Reference::parse(&reference).unwrap();
+    let opts = dockless::remote::PushOptions {
         insecure: true,
         ..Default::default()
     };
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(dockless::registry::push(&img, &target, &opts))
+        .block_on(dockless::remote::push(&img, &target, &opts))
         .expect("push the base without directory entries");
     reference
 }

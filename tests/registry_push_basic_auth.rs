@@ -2,8 +2,8 @@
 //! credential helper, and `login`.
 mod regsupport;
 
-use dockless::auth::{login, LoginOptions};
-use dockless::registry::{push, PushOptions, Reference, RegistryError};
+use dockless::remote::{login, LoginOptions};
+use dockless::remote::{push, PushOptions, Reference, RegistryError};
 use regsupport::*;
 
 const USER: &str = "tester";
@@ -129,7 +129,7 @@ async fn per_registry_cred_helper_wins_over_creds_store() {
     let target = Reference::parse(&format!("{}/ch/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &tls_opts(&certs)).await;
     // Another registry falls through to the missing credsStore helper.
-    let other = dockless::auth::load_credential("other.example:5000").await;
+    let other = dockless::remote::load_credential("other.example:5000").await;
     std::env::set_var("PATH", old_path);
 
     let out = out.expect("push with the per-registry helper");

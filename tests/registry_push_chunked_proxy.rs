@@ -3,7 +3,7 @@
 mod faults_support;
 mod regsupport;
 
-use dockless::registry::{push, PushOptions, Reference};
+use dockless::remote::{push, PushOptions, Reference};
 use faults_support::{Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
@@ -92,7 +92,7 @@ async fn streamed_blob_falls_back_to_ranged_chunks() {
 
     let mut streamed = img.clone();
     streamed.layers[0].path = work.path().join("not-in-the-store");
-    streamed.layers[0].source = Some(dockless::registry::RemoteBlob {
+    streamed.layers[0].source = Some(dockless::remote::RemoteBlob {
         registry: source.addr(),
         repository: "src/app".into(),
         insecure: true,

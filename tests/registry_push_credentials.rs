@@ -8,9 +8,9 @@ mod regsupport;
 
 use std::path::{Path, PathBuf};
 
-use dockless::pull::{fetch_blob, PullError, RegistryOptions};
-use dockless::reference::ImageRef;
-use dockless::registry::{push, LocalBlob, PushOptions, PushOutcome, Reference, RegistryError};
+use dockless::name::reference::ImageRef;
+use dockless::remote::pull::{fetch_blob, PullError, RegistryOptions};
+use dockless::remote::{push, LocalBlob, PushOptions, PushOutcome, Reference, RegistryError};
 use dockless::store::BlobStore;
 use faults_support::{rewrite_location, Action, FaultProxy, Req, Rule, Seen, TlsFiles};
 use regsupport::*;

@@ -1,7 +1,7 @@
 //! Plain HTTP (insecure) pushes against a real docker-registry.
 mod regsupport;
 
-use dockless::registry::{push, PushEvent, PushOptions, Reference, RegistryError};
+use dockless::remote::{push, PushEvent, PushOptions, Reference, RegistryError};
 use regsupport::*;
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +39,7 @@ async fn chunked_upload_and_progress_events() {
     let ev = events.clone();
     let opts = PushOptions {
         insecure: true,
-        events: dockless::registry::EventSink::new(move |e| ev.lock().unwrap().push(e.clone())),
+        events: dockless::remote::EventSink::new(move |e| ev.lock().unwrap().push(e.clone())),
         ..PushOptions::default()
     };
     let target = Reference::parse(&format!("{}/big/app:1", reg.addr())).unwrap();

@@ -1,7 +1,7 @@
 //! TLS pushes: trusted dev CA, untrusted CA.
 mod regsupport;
 
-use dockless::registry::{push, PushOptions, Reference, RegistryError};
+use dockless::remote::{push, PushOptions, Reference, RegistryError};
 use regsupport::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 mod regsupport;
 mod tokensupport;
 
-use dockless::registry::{push, PushOptions, Reference, RegistryError};
+use dockless::remote::{push, PushOptions, Reference, RegistryError};
 use regsupport::*;
 use tokensupport::*;
 

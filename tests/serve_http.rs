@@ -44,7 +44,7 @@ fn status_codes_in_contract_order() {
         Some("not-the-secret"),
     );
     assert_eq!(r.status, 401);
-    let sig = dockless::webhook::sign(SECRET.as_bytes(), &body);
+    let sig = dockless::serve::webhook::sign(SECRET.as_bytes(), &body);
     let mut tampered = body.clone();
     tampered[10] ^= 1;
     let r = http(

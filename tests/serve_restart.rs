@@ -7,7 +7,7 @@
 mod regsupport;
 mod serve_support;
 
-use dockless::jobs::{JobStore, Status};
+use dockless::serve::jobs::{JobStore, Status};
 use regsupport::{Registry, RegistryCfg};
 use serve_support::*;
 use std::time::Duration;
@@ -154,7 +154,7 @@ fn a_build_that_kills_the_service_every_time_ends_failed() {
     let r = deliver(&srv.addr, "pull_request", "crash-loop", &payload);
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["build_id"].as_i64().unwrap();
-    for attempt in 1..=dockless::jobs::MAX_UNFINISHED {
+    for attempt in 1..=dockless::serve::jobs::MAX_UNFINISHED {
         srv.wait_build(id, Duration::from_secs(60), |b| {
             b["status"] == "running" && b["attempts"] == attempt
         });

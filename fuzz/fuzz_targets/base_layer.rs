@@ -15,11 +15,11 @@ fuzz_target!(|data: &[u8]| {
     }
     // Right for an uncompressed layer, so those get past the diff_id check.
     let diff_id = dockless::digest::sha256(data);
-    let Ok(index) = dockless::overlay::read_index(&blob, &diff_id) else {
+    let Ok(index) = dockless::rootfs::overlay::read_index(&blob, &diff_id) else {
         return;
     };
     let mut fs = dockless::rootfs::RootFs::default();
-    dockless::overlay::apply_index(&mut fs, &index, &blob);
+    dockless::rootfs::overlay::apply_index(&mut fs, &index, &blob);
     for p in fs.paths() {
         assert!(
             !p.split('/').any(|c| c.is_empty() || c == ".." || c == "."),

@@ -23,12 +23,12 @@ fn checkout() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(entries) = dockless::imagespec::parse(data) else {
+    let Ok(entries) = dockless::serve::imagespec::parse(data) else {
         return;
     };
     let repo = checkout();
     for entry in &entries {
-        let Ok(job) = dockless::imagespec::resolve(entry, repo, REGISTRY) else {
+        let Ok(job) = dockless::serve::imagespec::resolve(entry, repo, REGISTRY) else {
             continue;
         };
         // Whatever the entry says, the build stays inside the checkout and

@@ -1,7 +1,7 @@
 //! Signature checks: never a panic, and a header is accepted only when it
 //! carries the body's HMAC-SHA256 under the secret.
 #![no_main]
-use dockless::webhook::{sign, verify_signature, SignatureCheck};
+use dockless::serve::webhook::{sign, verify_signature, SignatureCheck};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

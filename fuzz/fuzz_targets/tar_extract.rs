@@ -22,12 +22,12 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::create_dir(&staging).is_err() {
         return;
     }
-    let Ok(Some(kind)) = dockless::archive::detect(&archive) else {
+    let Ok(Some(kind)) = dockless::build::archive::detect(&archive) else {
         return;
     };
     let mut fs = dockless::rootfs::RootFs::default();
     // The builder passes the destination as RootFs::mkdir_all returns it.
-    let _ = dockless::archive::extract(&archive, kind, &mut fs, "srv/dest", None, &staging);
+    let _ = dockless::build::archive::extract(&archive, kind, &mut fs, "srv/dest", None, &staging);
     for p in fs.paths() {
         assert!(
             !p.split('/').any(|c| c.is_empty() || c == ".." || c == "."),

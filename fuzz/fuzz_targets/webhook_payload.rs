@@ -1,7 +1,7 @@
 //! Webhook bodies: the first byte picks the Content-Type, the rest is the
 //! body; a parsed body is classified as every event kind we look at.
 #![no_main]
-use dockless::webhook::{classify, parse_body, repository, Event};
+use dockless::serve::webhook::{classify, parse_body, repository, Event};
 use libfuzzer_sys::fuzz_target;
 
 const CONTENT_TYPES: [Option<&str>; 5] = [
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let ct = CONTENT_TYPES[pick as usize % CONTENT_TYPES.len()];
-    let _ = dockless::webhook::is_form(ct);
+    let _ = dockless::serve::webhook::is_form(ct);
     let Ok(payload) = parse_body(ct, body) else {
         return;
     };

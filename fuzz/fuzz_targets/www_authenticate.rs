@@ -3,7 +3,7 @@
 //! values and parsed again, the challenges come back the same), so quoting
 //! and escaping cannot shift one parameter into another.
 #![no_main]
-use dockless::auth::{parse_www_authenticate, Challenge};
+use dockless::remote::{parse_www_authenticate, Challenge};
 use libfuzzer_sys::fuzz_target;
 
 fn quoted(v: &str) -> String {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dockless::registry::{LocalBlob, PushImage};
+use dockless::remote::{LocalBlob, PushImage};
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
@@ -465,7 +465,7 @@ pub fn basic_b64(user: &str, pass: &str) -> String {
 /// same registry mounts every blob.
 pub async fn push_scenario(
     reg: &Registry,
-    opts: &dockless::registry::PushOptions,
+    opts: &dockless::remote::PushOptions,
     creds: Option<&str>,
     label: &str,
 ) {
@@ -473,15 +473,15 @@ pub async fn push_scenario(
     let img = build_image(work.path(), label, 0);
 
     let target =
-        dockless::registry::Reference::parse(&format!("{}/team/{label}:v1", reg.addr())).unwrap();
-    let out = dockless::registry::push(&img, &target, opts)
+        dockless::remote::Reference::parse(&format!("{}/team/{label}:v1", reg.addr())).unwrap();
+    let out = dockless::remote::push(&img, &target, opts)
         .await
         .expect("first push");
     assert_eq!(sorted(out.uploaded.clone()), all_digests(&img));
     assert!(out.mounted.is_empty() && out.skipped.is_empty());
     reg.verify(&format!("team/{label}:v1"), &out.manifest_digest, creds);
 
-    let again = dockless::registry::push(&img, &target, opts)
+    let again = dockless::remote::push(&img, &target, opts)
         .await
         .expect("second push");
     assert!(
@@ -494,8 +494,8 @@ pub async fn push_scenario(
     assert_eq!(again.manifest_digest, out.manifest_digest);
 
     let other =
-        dockless::registry::Reference::parse(&format!("{}/other/{label}:v2", reg.addr())).unwrap();
-    let mounted = dockless::registry::push(
+        dockless::remote::Reference::parse(&format!("{}/other/{label}:v2", reg.addr())).unwrap();
+    let mounted = dockless::remote::push(
         &with_mount_from(&img, &format!("team/{label}")),
         &other,
         opts,

@@ -162,7 +162,7 @@ pub fn try_deliver_raw(
     secret: Option<&str>,
     limit: Duration,
 ) -> Result<Reply, String> {
-    let sig = secret.map(|s| dockless::webhook::sign(s.as_bytes(), body));
+    let sig = secret.map(|s| dockless::serve::webhook::sign(s.as_bytes(), body));
     let mut headers = vec![
         ("Content-Type", content_type),
         ("X-GitHub-Event", event),

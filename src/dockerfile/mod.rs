@@ -6,7 +6,7 @@
 //! later through [`expand_word`] / [`expand_words`] once the build knows the
 //! variables in scope.
 
-use crate::untrusted::{self, excerpt};
+use crate::context::untrusted::{self, excerpt};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::auth::{self, AuthState, Scope};
-use crate::origin;
-use crate::stall::Liveness;
+use crate::remote::auth::{self, AuthState, Scope};
+use crate::remote::origin;
+use crate::remote::stall::Liveness;
 
 /// Errors from pushing or logging in. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,8 @@
 //! accepted: one object, a list of objects, or `{"images": [...]}`. Each
 //! entry is checked on its own, so one bad entry fails that image alone.
 
-use crate::registry::{Reference, RegistryError};
-use crate::untrusted::{excerpt, FileRef, Problem};
+use crate::context::untrusted::{excerpt, FileRef, Problem};
+use crate::remote::registry::{Reference, RegistryError};
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 

@@ -14,10 +14,10 @@
 //! the same way, for a few tries with growing pauses.
 
 use crate::build::{self, BuildOptions};
-use crate::ghstatus::State;
-use crate::imagespec;
-use crate::jobs::{Claim, ImageResult, Job, Status};
-use crate::registry::PushOptions;
+use crate::remote::registry::PushOptions;
+use crate::serve::ghstatus::State;
+use crate::serve::imagespec;
+use crate::serve::jobs::{Claim, ImageResult, Job, Status};
 use crate::serve::App;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -296,10 +296,11 @@ async fn execute(
     {
         let lock = fetch_lock(app, &job.repository);
         let _held = lock.lock().await;
-        let cache = crate::gitfetch::cache_path(&app.cfg.state_dir.join("git"), &job.repository);
+        let cache =
+            crate::serve::gitfetch::cache_path(&app.cfg.state_dir.join("git"), &job.repository);
         let (url, commit, dest) = (job.clone_url.clone(), job.commit.clone(), checkout.clone());
         tokio::task::spawn_blocking(move || {
-            crate::gitfetch::checkout(&url, &commit, &cache, &dest)
+            crate::serve::gitfetch::checkout(&url, &commit, &cache, &dest)
         })
         .await
         .map_err(|e| JobFailure::from(format!("fetching {}: {e}", job.commit)))?
@@ -426,7 +427,7 @@ async fn build_one(
         ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
         ..PushOptions::default()
     };
-    let outcome = crate::publish::publish_from(
+    let outcome = crate::remote::publish::publish_from(
         &built.store,
         &built.image,
         &image.target,

@@ -2,6 +2,8 @@
 //! semantics) and resolution of COPY/ADD sources that can never escape the
 //! context directory, even through symlinks.
 
+pub mod untrusted;
+
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::untrusted::{self, is_missing, FileError, FileRef, Outward, WalkError, Walked};
+use crate::context::untrusted::{is_missing, FileError, FileRef, Outward, WalkError, Walked};
 
 /// The most of a `.dockerignore` that is read.
 pub const IGNORE_MAX_BYTES: u64 = 1 << 20;

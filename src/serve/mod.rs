@@ -3,9 +3,17 @@
 //! store, and a bounded pool of workers that build and push in the
 //! background (see `worker`).
 
-use crate::admission::{self, BodyBudget, BodyError, Phase, Progress, Slots};
-use crate::jobs::{Job, JobStore, NewJob};
-use crate::webhook::{self, Event, SignatureCheck};
+pub mod admission;
+pub mod ghstatus;
+pub mod gitfetch;
+pub mod imagespec;
+pub mod jobs;
+pub mod webhook;
+pub mod worker;
+
+use crate::serve::admission::{BodyBudget, BodyError, Phase, Progress, Slots};
+use crate::serve::jobs::{Job, JobStore, NewJob};
+use crate::serve::webhook::{Event, SignatureCheck};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -45,9 +53,9 @@ pub enum ServeError {
     #[error("state_dir {0} is in use by another dockless serve")]
     Locked(PathBuf),
     #[error(transparent)]
-    Jobs(#[from] crate::jobs::JobError),
+    Jobs(#[from] crate::serve::jobs::JobError),
     #[error(transparent)]
-    Status(#[from] crate::ghstatus::StatusError),
+    Status(#[from] crate::serve::ghstatus::StatusError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -210,7 +218,7 @@ pub struct App {
     pub wake: tokio::sync::Notify,
     /// Set on SIGTERM: workers take no new builds.
     pub stopping: AtomicBool,
-    pub statuses: Option<crate::ghstatus::StatusClient>,
+    pub statuses: Option<crate::serve::ghstatus::StatusClient>,
     /// One fetch at a time per repository cache.
     pub fetch_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -414,7 +422,7 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
                 })
             })
             .await
-            .unwrap_or_else(|e| Err(crate::jobs::JobError::Corrupt(e.to_string())));
+            .unwrap_or_else(|e| Err(crate::serve::jobs::JobError::Corrupt(e.to_string())));
             match queued {
                 Ok((id, created)) => {
                     if created {
@@ -639,17 +647,17 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     if lock.try_lock().is_err() {
         return Err(ServeError::Locked(cfg.state_dir.clone()));
     }
-    crate::gitfetch::clear_stale_locks(&cfg.state_dir.join("git"));
+    crate::serve::gitfetch::clear_stale_locks(&cfg.state_dir.join("git"));
     let store = JobStore::open(&cfg.state_dir.join("jobs.sqlite"))?;
     let requeued = store.requeue_interrupted()?;
     if requeued > 0 {
         tracing::warn!("{requeued} interrupted build(s) queued again");
     }
     let statuses = match &cfg.github_token {
-        Some(token) if !token.is_empty() => Some(crate::ghstatus::StatusClient::new(
+        Some(token) if !token.is_empty() => Some(crate::serve::ghstatus::StatusClient::new(
             cfg.github_api_url
                 .as_deref()
-                .unwrap_or(crate::ghstatus::DEFAULT_API_URL),
+                .unwrap_or(crate::serve::ghstatus::DEFAULT_API_URL),
             token.clone(),
         )?),
         _ => None,
@@ -751,7 +759,7 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
 
     let mut pool = tokio::task::JoinSet::new();
     for n in 0..workers {
-        pool.spawn(crate::worker::run_worker(app.clone(), n));
+        pool.spawn(crate::serve::worker::run_worker(app.clone(), n));
     }
 
     let sweeper = tokio::spawn(app.slots.clone().sweep_forever());

@@ -6,8 +6,8 @@
 use crate::image::{
     Artifact, BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
-use crate::pull::RegistryOptions;
-use crate::registry::{
+use crate::remote::pull::RegistryOptions;
+use crate::remote::registry::{
     self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, RemoteBlob,
     Session,
 };

@@ -2,8 +2,11 @@
 //! stage, metadata instructions edit the config, and COPY, ADD and WORKDIR
 //! turn changes of the stage's root filesystem model into layers.
 
-use crate::archive::{self, ArchiveError};
+pub mod archive;
+
+use crate::build::archive::ArchiveError;
 use crate::cache::layers::{CacheStats, LayerCache};
+use crate::context::untrusted::{FileError, FileRef};
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
 use crate::dockerfile::{
     self, ArgDecl, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind,
@@ -14,13 +17,12 @@ use crate::image::{
     ImageError,
 };
 use crate::layer::{self, FileSource, LayerCompression, LayerError, LayerOptions};
-use crate::overlay;
+use crate::name::reference::ImageRef;
 use crate::platform::{Platform, PlatformError};
-use crate::pull::{self, RegistryOptions};
-use crate::reference::ImageRef;
+use crate::remote::pull::{self, RegistryOptions};
+use crate::rootfs::overlay;
 use crate::rootfs::{basename, clean, FsError, Node, NodeKind, RootFs};
 use crate::store::{BlobStore, StoreError};
-use crate::untrusted::{FileError, FileRef};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

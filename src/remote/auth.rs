@@ -18,8 +18,8 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::origin;
-use crate::registry::{PushOptions, RegistryError, RetryPolicy, Transport};
+use crate::remote::origin;
+use crate::remote::registry::{PushOptions, RegistryError, RetryPolicy, Transport};
 
 /// One challenge from a `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -621,7 +621,7 @@ async fn fetch_token(
             reason: format!("token server {realm_host} answered HTTP {status}"),
         });
     }
-    let body = crate::registry::read_limited(resp, 1 << 20)
+    let body = crate::remote::registry::read_limited(resp, 1 << 20)
         .await
         .map_err(|e| t.map_send_error(e, &realm_host))?;
     token_from_body(&body).ok_or_else(|| RegistryError::Protocol {
@@ -697,7 +697,9 @@ pub async fn login(
             });
         }
     } else if !resp.status().is_success() {
-        return Err(crate::registry::error_from_response(t.host(), "ping /v2/", resp).await);
+        return Err(
+            crate::remote::registry::error_from_response(t.host(), "ping /v2/", resp).await,
+        );
     }
     store_credential(registry, username, password).await
 }

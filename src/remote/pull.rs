@@ -3,16 +3,16 @@
 //! layers into the blob store when they are needed, verifying every digest
 //! on the way.
 
-use crate::auth::Scope;
 use crate::digest::{self, HashingWriter};
 use crate::image::{
     Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MAX_DOCUMENT,
     MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use crate::layer::LayerInfo;
+use crate::name::reference::ImageRef;
 use crate::platform::Platform;
-use crate::reference::ImageRef;
-use crate::registry::{PushOptions, RegistryError, ReqBody, Session};
+use crate::remote::auth::Scope;
+use crate::remote::registry::{PushOptions, RegistryError, ReqBody, Session};
 use crate::store::{BlobStore, StoreError};
 use reqwest::{Method, StatusCode};
 use std::io::Write;

@@ -2,6 +2,8 @@
 //! it and where a file's bytes come from. Nothing is ever written to disk, so
 //! a hostile symlink can only point somewhere inside this model.
 
+pub mod overlay;
+
 use crate::layer::{EntryData, FileSource, LayerEntry};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
