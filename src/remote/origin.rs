@@ -9,7 +9,7 @@
 
 use url::Url;
 
-use crate::remote::registry::RegistryError;
+use super::error::RegistryError;
 
 /// Most redirects followed for one request (reqwest's own default).
 const MAX_REDIRECTS: usize = 10;

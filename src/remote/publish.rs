@@ -3,13 +3,14 @@
 //! to another repository mounts instead of uploading (docker keeps the same
 //! record in its distribution metadata).
 
+use super::error::RegistryError;
+use super::options::PushOptions;
+use super::pull::RegistryOptions;
+use super::push::{self, LocalBlob, PushImage, PushOutcome, RemoteBlob};
+use super::session::Session;
+use super::target::Reference;
 use crate::image::{
     Artifact, BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
-};
-use crate::remote::pull::RegistryOptions;
-use crate::remote::registry::{
-    self, LocalBlob, PushImage, PushOptions, PushOutcome, Reference, RegistryError, RemoteBlob,
-    Session,
 };
 use crate::store::{BlobStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -230,7 +231,7 @@ pub async fn publish_from(
     let record_file = record_path(cache_dir, &target.registry);
     let record = read_record(&record_file);
     let push = push_image_from(store, image, &record, target, Some(sources))?;
-    let outcome = registry::push(&push, target, opts).await?;
+    let outcome = push::push(&push, target, opts).await?;
     let mut record = read_record(&record_file);
     for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))
     {

@@ -3,6 +3,10 @@
 //! layers into the blob store when they are needed, verifying every digest
 //! on the way.
 
+use super::auth::Scope;
+use super::error::RegistryError;
+use super::options::PushOptions;
+use super::session::{ReqBody, Session};
 use crate::digest::{self, HashingWriter};
 use crate::image::{
     Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MAX_DOCUMENT,
@@ -11,8 +15,6 @@ use crate::image::{
 use crate::layer::LayerInfo;
 use crate::name::reference::ImageRef;
 use crate::platform::Platform;
-use crate::remote::auth::Scope;
-use crate::remote::registry::{PushOptions, RegistryError, ReqBody, Session};
 use crate::store::{BlobStore, StoreError};
 use reqwest::{Method, StatusCode};
 use std::io::Write;

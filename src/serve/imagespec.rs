@@ -3,7 +3,7 @@
 //! entry is checked on its own, so one bad entry fails that image alone.
 
 use crate::context::untrusted::{excerpt, FileRef, Problem};
-use crate::remote::registry::{Reference, RegistryError};
+use crate::remote::{Reference, RegistryError};
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 

@@ -14,7 +14,7 @@
 //! the same way, for a few tries with growing pauses.
 
 use crate::build::{self, BuildOptions};
-use crate::remote::registry::PushOptions;
+use crate::remote::PushOptions;
 use crate::serve::ghstatus::State;
 use crate::serve::imagespec;
 use crate::serve::jobs::{Claim, ImageResult, Job, Status};

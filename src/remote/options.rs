@@ -1,0 +1,104 @@
+//! How a push behaves (timeouts, retries, chunks) and the progress events
+//! it reports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Progress and outcome notifications during a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushEvent {
+    /// Work on a blob begins.
+    BlobStarted { digest: String, size: u64 },
+    /// Bytes of the blob sent so far in the current attempt (restarts at 0 on retry).
+    BlobProgress {
+        digest: String,
+        sent: u64,
+        total: u64,
+    },
+    /// Already present in the target repository: nothing sent.
+    BlobSkipped { digest: String },
+    /// Mounted from another repository of the same registry.
+    BlobMounted { digest: String, from: String },
+    /// Uploaded; `from` names the registry repository it was streamed from.
+    BlobUploaded {
+        digest: String,
+        from: Option<String>,
+    },
+    /// Manifest (or index) accepted; `tag` is a digest for the per-platform
+    /// manifests of an index, which are put by digest before it.
+    ManifestPushed { digest: String, tag: String },
+}
+
+type Callback = dyn Fn(&PushEvent) + Send + Sync;
+
+/// Receives [`PushEvent`]s; cheap to clone. `EventSink::default()` discards them.
+#[derive(Clone, Default)]
+pub struct EventSink(Option<Arc<Callback>>);
+
+impl EventSink {
+    pub fn new(f: impl Fn(&PushEvent) + Send + Sync + 'static) -> Self {
+        EventSink(Some(Arc::new(f)))
+    }
+    pub(super) fn emit(&self, e: PushEvent) {
+        if let Some(f) = &self.0 {
+            f(&e);
+        }
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventSink(callback)"
+        } else {
+            "EventSink(none)"
+        })
+    }
+}
+
+/// Default PATCH chunk: several registries cap a chunk at 4 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    /// Extra PEM CA files trusted in addition to the OS store.
+    pub ca_certs: Vec<PathBuf>,
+    /// Blobs uploaded at once (0 is treated as 1).
+    pub concurrency: usize,
+    pub events: EventSink,
+    /// PATCH chunk size when monolithic upload is refused (0 = default).
+    pub chunk_size: u64,
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for bytes of a response, and longest
+    /// time an upload may go without the registry taking any of its body; a
+    /// stalled registry fails the request after this. A slow upload that
+    /// keeps moving is never cut.
+    pub read_timeout: Duration,
+    /// Tries per idempotent step, the first included (0 is treated as 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles per retry up to
+    /// `max_retry_delay`, then jittered between half and all of it.
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            insecure: false,
+            ca_certs: Vec::new(),
+            concurrency: 3,
+            events: EventSink::default(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+            max_attempts: 5,
+            retry_delay: Duration::from_millis(500),
+            max_retry_delay: Duration::from_secs(10),
+        }
+    }
+}

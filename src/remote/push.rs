@@ -1,0 +1,697 @@
+//! Pushing an image: blobs first (HEAD, cross-repository mount, upload
+//! monolithic or in chunks, or streamed from another registry), then the
+//! manifest, so a failure never leaves a tag behind.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use reqwest::header::LOCATION;
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt as _;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::auth::Scope;
+use super::error::{retryable_status, RegistryError, Result};
+use super::options::{EventSink, PushEvent, PushOptions};
+use super::origin;
+use super::retry::retry_after;
+use super::session::{Fault, ReqBody, Session, Source, SourceFault};
+use super::target::Reference;
+
+/// A registry repository holding a blob that is not in the local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteBlob {
+    pub registry: String,
+    pub repository: String,
+    /// Plain HTTP for the source registry.
+    pub insecure: bool,
+    /// Extra PEM CA files for the source registry.
+    pub ca_certs: Vec<PathBuf>,
+}
+
+impl RemoteBlob {
+    fn key(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+/// A blob stored in a local file, or streamed from another registry.
+#[derive(Debug, Clone)]
+pub struct LocalBlob {
+    /// `sha256:<hex>`
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// File holding exactly the blob bytes (may be missing when `source` is set).
+    pub path: PathBuf,
+    /// Where to read the blob when `path` does not exist: it is then streamed
+    /// from that registry to the target (GET piped into the upload's PUT),
+    /// hashed on the way, with no temporary file.
+    pub source: Option<RemoteBlob>,
+    /// Repositories on the *target* registry that may already hold this blob;
+    /// tried in order for a cross-repository mount before uploading.
+    pub mount_from: Vec<String>,
+}
+
+/// Everything needed to push one image manifest.
+#[derive(Debug, Clone)]
+pub struct PushImage {
+    /// Exact bytes to PUT (their sha256 is the manifest digest).
+    pub manifest: Vec<u8>,
+    pub manifest_media_type: String,
+    pub config: LocalBlob,
+    pub layers: Vec<LocalBlob>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// sha256 of the manifest bytes, computed locally.
+    pub manifest_digest: String,
+    pub uploaded: Vec<String>,
+    pub mounted: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+impl Session {
+    /// HEAD the blob in `repo`. Some(size) if present.
+    async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.blob_url(repo, digest)?;
+        let resp = self
+            .send(
+                Method::HEAD,
+                &url,
+                &[],
+                ReqBody::Empty,
+                &[Scope::push(repo)],
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.fail(&format!("HEAD blob {digest}"), resp).await),
+        }
+    }
+
+    /// Location of a 202/201 response, resolved against the request URL
+    /// (relative or absolute; query parameters kept). It may name another
+    /// host (which then gets no credentials), but never plain HTTP after HTTPS.
+    fn location(&self, req_url: &Url, resp: &reqwest::Response) -> Result<Url> {
+        let raw = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                host: self.t.host.clone(),
+                reason: format!("HTTP {} without a Location header", resp.status()),
+            })?;
+        let to = resolve_location(req_url, raw).ok_or_else(|| RegistryError::Protocol {
+            host: self.t.host.clone(),
+            reason: "unparseable Location header".into(),
+        })?;
+        origin::check_location(&self.t.host, req_url, &to)?;
+        Ok(to)
+    }
+
+    /// Try mounting from `from`. Ok(Ok(())) mounted; Ok(Err(Some(url))) refused
+    /// but an upload session was opened; Ok(Err(None)) refused.
+    async fn try_mount(
+        &self,
+        repo: &str,
+        digest: &str,
+        from: &str,
+    ) -> Result<std::result::Result<(), Option<Url>>> {
+        let mut url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let scopes = [Scope::push(repo), Scope::pull(from)];
+        // Repeating a mount is harmless: it either mounts or opens a session.
+        let resp = self
+            .send_retrying(Method::POST, &url, &[], ReqBody::Empty, &scopes)
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Ok(())),
+            StatusCode::ACCEPTED => Ok(Err(Some(self.location(&url, &resp)?))),
+            s => {
+                // 401/403/404...: the source is not usable; upload instead.
+                debug!(%digest, %from, status = %s, "mount refused");
+                Ok(Err(None))
+            }
+        }
+    }
+
+    async fn start_upload(&self, repo: &str) -> Result<Url> {
+        let url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        // A repeated POST at worst leaves an unused session behind.
+        let resp = self
+            .send_retrying(
+                Method::POST,
+                &url,
+                &[],
+                ReqBody::Empty,
+                &[Scope::push(repo)],
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.fail("start blob upload", resp).await);
+        }
+        self.location(&url, &resp)
+    }
+
+    /// Whole blob in one PUT into `session`.
+    async fn put_monolithic(&self, repo: &str, session: &Url, up: &Upload<'_>) -> Result<Try> {
+        let blob = up.blob;
+        let mut url = session.clone();
+        url.query_pairs_mut().append_pair("digest", &blob.digest);
+        let resp = self
+            .send_once(
+                Method::PUT,
+                &url,
+                &[("content-type", "application/octet-stream".into())],
+                up.body(0, blob.size),
+                &[Scope::push(repo)],
+            )
+            .await;
+        let resp = up.blame(resp);
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => {
+                warn!(digest = %blob.digest, "monolithic upload failed in transit: {e}");
+                return Ok(Try::lost(e));
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(Try::Done),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(self.fail("blob upload", resp).await)
+            }
+            s if retryable_status(s) => self.again("monolithic blob upload", resp).await,
+            s => {
+                let err = self.fail("monolithic blob upload", resp).await;
+                info!(digest = %blob.digest, status = %s, "monolithic upload refused ({err}); trying chunked");
+                Ok(Try::UseChunks)
+            }
+        }
+    }
+
+    /// A 429/5xx answer as a [`Try::Again`], keeping the registry's message.
+    async fn again(&self, operation: &str, resp: reqwest::Response) -> Result<Try> {
+        let retry_after = retry_after(&resp);
+        Ok(Try::Again {
+            error: self.fail(operation, resp).await,
+            retry_after,
+        })
+    }
+
+    /// PATCH the blob in chunks into `session`, then close it with a PUT.
+    /// `chunk` is shared across tries so a size the registry refused stays refused.
+    async fn put_chunked(
+        &self,
+        repo: &str,
+        mut session: Url,
+        up: &Upload<'_>,
+        chunk: &mut u64,
+    ) -> Result<Try> {
+        let blob = up.blob;
+        let scopes = [Scope::push(repo)];
+        let mut offset = 0u64;
+        while offset < blob.size {
+            let len = (*chunk).max(1).min(blob.size - offset);
+            let resp = self
+                .send_once(
+                    Method::PATCH,
+                    &session,
+                    &[
+                        ("content-type", "application/octet-stream".into()),
+                        ("content-range", format!("{}-{}", offset, offset + len - 1)),
+                    ],
+                    up.body(offset, len),
+                    &scopes,
+                )
+                .await;
+            let resp = up.blame(resp);
+            // Whether a failed PATCH was applied is unknowable: the session is
+            // abandoned, never written to again.
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) if e.is_transient() => return Ok(Try::lost(e)),
+                Err(e) => return Err(e),
+            };
+            match resp.status() {
+                StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                    // The registry may ask for bigger chunks than we send.
+                    if let Some(min) = resp
+                        .headers()
+                        .get("oci-chunk-min-length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        *chunk = (*chunk).max(min);
+                    }
+                    session = self.location(&session, &resp)?;
+                    offset += len;
+                }
+                StatusCode::PAYLOAD_TOO_LARGE if len > 64 * 1024 => {
+                    // Retry the same range in smaller pieces; the session is still valid.
+                    *chunk = (len / 2).max(64 * 1024);
+                    debug!(chunk = *chunk, "chunk too large; shrinking");
+                }
+                s if retryable_status(s) => return self.again("chunked blob upload", resp).await,
+                _ => return Err(self.fail("chunked blob upload", resp).await),
+            }
+        }
+        let mut url = session;
+        url.query_pairs_mut().append_pair("digest", &blob.digest);
+        let resp = match self
+            .send_once(Method::PUT, &url, &[], ReqBody::Empty, &scopes)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => return Ok(Try::lost(e)),
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(Try::Done),
+            s if retryable_status(s) => self.again("finish blob upload", resp).await,
+            _ => Err(self.fail("finish blob upload", resp).await),
+        }
+    }
+
+    /// Upload a blob the registry lacks. Every try gets a fresh upload
+    /// session, and after a failed try the blob is HEADed first: the
+    /// registry may have stored it even though its answer was lost.
+    async fn upload(&self, repo: &str, first: Option<Url>, up: &Upload<'_>) -> Result<()> {
+        let blob = up.blob;
+        let mut session = first;
+        let mut chunked = false;
+        let mut chunk = self.chunk_size.max(1);
+        let mut monolithic_transit_failures = 0;
+        let mut attempt = 1;
+        loop {
+            let url = match session.take() {
+                Some(s) => s,
+                None => self.start_upload(repo).await?,
+            };
+            let step = if chunked {
+                self.put_chunked(repo, url, up, &mut chunk).await?
+            } else {
+                self.put_monolithic(repo, &url, up).await?
+            };
+            match step {
+                Try::Done => return Ok(()),
+                // The refused session may be poisoned; the next loop starts afresh.
+                Try::UseChunks => chunked = true,
+                Try::Again { error, retry_after } => {
+                    if attempt >= self.retry.attempts {
+                        return Err(error);
+                    }
+                    if self.blob_exists(repo, &blob.digest).await? {
+                        info!(digest = %blob.digest, "blob arrived although its upload failed ({error})");
+                        return Ok(());
+                    }
+                    // Some proxies cut oversized bodies: after two cuts, go chunked.
+                    if !chunked && error.is_transient() {
+                        monolithic_transit_failures += 1;
+                        chunked = monolithic_transit_failures >= 2;
+                    }
+                    let wait = self.retry.delay(attempt, retry_after);
+                    warn!(digest = %blob.digest, attempt, ?wait, "blob upload failed ({error}); retrying in a new session");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn push_blob(
+        &self,
+        repo: &str,
+        blob: &LocalBlob,
+        sources: &HashMap<String, Source>,
+    ) -> Result<BlobResult> {
+        self.events.emit(PushEvent::BlobStarted {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        });
+        if self.blob_exists(repo, &blob.digest).await? {
+            debug!(digest = %blob.digest, "blob already present");
+            self.events.emit(PushEvent::BlobSkipped {
+                digest: blob.digest.clone(),
+            });
+            return Ok(BlobResult::Skipped);
+        }
+        // Verify the file before sending anything of it; a streamed blob is
+        // verified on the way instead.
+        let remote = match &blob.source {
+            Some(src) if !blob.path.is_file() => sources.get(&src.key()),
+            _ => None,
+        };
+        if remote.is_none() {
+            verify_file(blob).await?;
+        }
+        let up = Upload {
+            blob,
+            remote,
+            fault: SourceFault::default(),
+        };
+        let mut session = None;
+        for from in blob.mount_from.iter().filter(|f| f.as_str() != repo) {
+            match self.try_mount(repo, &blob.digest, from).await? {
+                Ok(()) => {
+                    self.events.emit(PushEvent::BlobMounted {
+                        digest: blob.digest.clone(),
+                        from: from.clone(),
+                    });
+                    return Ok(BlobResult::Mounted);
+                }
+                Err(Some(s)) => {
+                    // Refused, but a session was opened for us: use it.
+                    session = Some(s);
+                    break;
+                }
+                Err(None) => {}
+            }
+        }
+        if let Some(src) = remote {
+            info!(digest = %blob.digest, from = %src.name, "streaming blob registry to registry");
+        }
+        self.upload(repo, session, &up).await?;
+        self.events.emit(PushEvent::BlobUploaded {
+            digest: blob.digest.clone(),
+            from: remote.map(|src| src.name.clone()),
+        });
+        Ok(BlobResult::Uploaded)
+    }
+
+    /// PUTs a manifest (or index) under `tag` and reports it; returns its
+    /// digest, computed here from the exact bytes (the registry's
+    /// `Docker-Content-Digest` is not trusted).
+    pub(crate) async fn put_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let url = self.t.url(&format!("/v2/{repo}/manifests/{tag}"))?;
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("content-type", media_type.to_string())],
+                ReqBody::Bytes(bytes),
+                &[Scope::push(repo)],
+            )
+            .await?;
+        // 201 is the spec; some registries answer 200 or 202 for the same success.
+        if !matches!(
+            resp.status(),
+            StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED
+        ) {
+            return Err(self.fail("manifest upload", resp).await);
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        self.events.emit(PushEvent::ManifestPushed {
+            digest: digest.clone(),
+            tag: tag.to_string(),
+        });
+        Ok(digest)
+    }
+}
+
+/// One blob being uploaded, from its file or streamed from a source registry.
+struct Upload<'a> {
+    blob: &'a LocalBlob,
+    remote: Option<&'a Source>,
+    fault: SourceFault,
+}
+
+impl Upload<'_> {
+    fn body(&self, offset: u64, len: u64) -> ReqBody<'_> {
+        match self.remote {
+            Some(source) => ReqBody::Remote {
+                source,
+                offset,
+                len,
+                digest: &self.blob.digest,
+                total: self.blob.size,
+                fault: &self.fault,
+            },
+            None => ReqBody::File {
+                path: &self.blob.path,
+                offset,
+                len,
+                digest: &self.blob.digest,
+                total: self.blob.size,
+            },
+        }
+    }
+
+    /// The outcome of a request that carried this blob: when its source
+    /// failed, that failure (the target only saw the body cut), at most once
+    /// per try.
+    fn blame(&self, sent: Result<reqwest::Response>) -> Result<reqwest::Response> {
+        let fault = self.fault.lock().ok().and_then(|mut f| f.take());
+        let (Some(fault), Some(src)) = (fault, self.remote) else {
+            return sent;
+        };
+        let (digest, from) = (self.blob.digest.clone(), src.name.clone());
+        Err(match fault {
+            Fault::WrongBytes(actual) => RegistryError::SourceMismatch {
+                digest,
+                from,
+                expected: format!("{} ({} bytes)", self.blob.digest, self.blob.size),
+                actual,
+            },
+            Fault::Transfer(reason) => RegistryError::SourceTransfer {
+                digest,
+                from,
+                reason,
+            },
+        })
+    }
+}
+
+enum BlobResult {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+/// How one upload try ended, short of a hard error.
+enum Try {
+    Done,
+    /// The registry refuses monolithic uploads.
+    UseChunks,
+    /// Failed in transit or with 429/5xx; the blob may or may not have landed.
+    Again {
+        error: RegistryError,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Try {
+    /// A transport error that may be retried: the request may or may not
+    /// have reached the registry, and no answer says which.
+    fn lost(error: RegistryError) -> Try {
+        Try::Again {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+pub(crate) fn resolve_location(req_url: &Url, raw: &str) -> Option<Url> {
+    // Url::join keeps an absolute URL as-is and resolves a relative one
+    // against the request; both keep their own query string.
+    req_url.join(raw.trim()).ok()
+}
+
+/// Opens a session with each registry that holds blobs to stream.
+async fn open_sources(image: &PushImage, opts: &PushOptions) -> Result<HashMap<String, Source>> {
+    let mut sources = HashMap::new();
+    for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
+        let Some(src) = &blob.source else { continue };
+        if blob.path.is_file() || sources.contains_key(&src.key()) {
+            continue;
+        }
+        let src_opts = PushOptions {
+            insecure: src.insecure,
+            ca_certs: src.ca_certs.clone(),
+            events: EventSink::default(),
+            ..opts.clone()
+        };
+        let session = Session::open(&src.registry, &src_opts).await?;
+        sources.insert(
+            src.key(),
+            Source {
+                session,
+                repository: src.repository.clone(),
+                name: src.key(),
+            },
+        );
+    }
+    Ok(sources)
+}
+
+/// sha256 and size of a file, streamed.
+pub async fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), n_total))
+}
+
+async fn verify_file(blob: &LocalBlob) -> Result<()> {
+    let (digest, size) = file_digest(&blob.path)
+        .await
+        .map_err(|source| RegistryError::Io {
+            path: blob.path.clone(),
+            source,
+        })?;
+    if digest != blob.digest || size != blob.size {
+        return Err(RegistryError::BlobMismatch {
+            path: blob.path.clone(),
+            expected: format!("{} ({} bytes)", blob.digest, blob.size),
+            actual: format!("{digest} ({size} bytes)"),
+        });
+    }
+    Ok(())
+}
+
+fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Push `image` to `target`: blobs first (HEAD, mount, upload; in parallel),
+/// then the manifest, so a failure never leaves a tag behind.
+pub async fn push(
+    image: &PushImage,
+    target: &Reference,
+    opts: &PushOptions,
+) -> Result<PushOutcome> {
+    let session = Session::open(&target.registry, opts).await?;
+    debug!(target = %target, authenticated = session.auth.has_credential(), "pushing");
+    session.ping().await?;
+
+    // Config and layers may share digests (and layers may repeat): push each once.
+    let mut seen = HashSet::new();
+    let mut blobs = Vec::new();
+    for b in std::iter::once(&image.config).chain(image.layers.iter()) {
+        if !valid_digest(&b.digest) {
+            return Err(RegistryError::BlobMismatch {
+                path: b.path.clone(),
+                expected: "a digest of the form sha256:<64 hex>".into(),
+                actual: b.digest.clone(),
+            });
+        }
+        if seen.insert(b.digest.clone()) {
+            blobs.push(b);
+        }
+    }
+
+    let sources = open_sources(image, opts).await?;
+    let sources_ref = &sources;
+    let repo = target.repository.as_str();
+    let session_ref = &session;
+    // Futures are built eagerly into a Vec: a lazily mapping closure over
+    // `&LocalBlob` makes the whole push future !Send (higher-ranked lifetimes).
+    let tasks: Vec<_> = blobs
+        .into_iter()
+        .map(|b| {
+            let d = b.digest.clone();
+            let fut = session_ref.push_blob(repo, b, sources_ref);
+            async move { fut.await.map(|r| (d, r)) }
+        })
+        .collect();
+    let results: Vec<(String, BlobResult)> = futures_util::stream::iter(tasks)
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+
+    let mut outcome = PushOutcome::default();
+    for (d, r) in results {
+        match r {
+            BlobResult::Skipped => outcome.skipped.push(d),
+            BlobResult::Mounted => outcome.mounted.push(d),
+            BlobResult::Uploaded => outcome.uploaded.push(d),
+        }
+    }
+
+    let manifest_digest = session
+        .put_manifest(
+            repo,
+            &target.tag,
+            &image.manifest_media_type,
+            &image.manifest,
+        )
+        .await?;
+    info!(target = %target, digest = %manifest_digest, "pushed");
+    outcome.manifest_digest = manifest_digest;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_future_is_send() {
+        fn is_send<T: Send>(_: T) {}
+        let img = PushImage {
+            manifest: vec![],
+            manifest_media_type: String::new(),
+            config: LocalBlob {
+                digest: String::new(),
+                size: 0,
+                media_type: String::new(),
+                path: PathBuf::new(),
+                source: None,
+                mount_from: vec![],
+            },
+            layers: vec![],
+        };
+        let r = Reference {
+            registry: String::new(),
+            repository: String::new(),
+            tag: String::new(),
+        };
+        let o = PushOptions::default();
+        is_send(async move { push(&img, &r, &o).await });
+    }
+
+    #[test]
+    fn location_resolution_keeps_query() {
+        let base = Url::parse("https://r:5000/v2/a/blobs/uploads/").unwrap();
+        let rel = resolve_location(&base, "/v2/a/blobs/uploads/u1?_state=xyz").unwrap();
+        assert_eq!(
+            rel.as_str(),
+            "https://r:5000/v2/a/blobs/uploads/u1?_state=xyz"
+        );
+        let abs = resolve_location(&base, "https://cdn.example/up/u1?sig=1&x=2").unwrap();
+        assert_eq!(abs.as_str(), "https://cdn.example/up/u1?sig=1&x=2");
+        let mut with_digest = abs.clone();
+        with_digest
+            .query_pairs_mut()
+            .append_pair("digest", "sha256:ab");
+        assert_eq!(
+            with_digest.as_str(),
+            "https://cdn.example/up/u1?sig=1&x=2&digest=sha256%3Aab"
+        );
+    }
+}
