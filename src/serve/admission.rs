@@ -16,7 +16,7 @@
 //! - bodies are only counted and hashed on the way in: nothing parses them
 //!   before the signature is verified.
 
-use crate::serve::webhook::{SignatureCheck, MAX_BODY};
+use super::webhook::{SignatureCheck, MAX_BODY};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use std::collections::HashMap;

@@ -13,12 +13,12 @@
 //! A build that finds the registry or the git server unavailable goes back
 //! the same way, for a few tries with growing pauses.
 
+use super::app::App;
+use super::ghstatus::State;
+use super::imagespec;
+use super::jobs::{Claim, ImageResult, Job, Status};
 use crate::build::{self, BuildOptions};
 use crate::remote::PushOptions;
-use crate::serve::ghstatus::State;
-use crate::serve::imagespec;
-use crate::serve::jobs::{Claim, ImageResult, Job, Status};
-use crate::serve::App;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -296,11 +296,10 @@ async fn execute(
     {
         let lock = fetch_lock(app, &job.repository);
         let _held = lock.lock().await;
-        let cache =
-            crate::serve::gitfetch::cache_path(&app.cfg.state_dir.join("git"), &job.repository);
+        let cache = super::gitfetch::cache_path(&app.cfg.state_dir.join("git"), &job.repository);
         let (url, commit, dest) = (job.clone_url.clone(), job.commit.clone(), checkout.clone());
         tokio::task::spawn_blocking(move || {
-            crate::serve::gitfetch::checkout(&url, &commit, &cache, &dest)
+            super::gitfetch::checkout(&url, &commit, &cache, &dest)
         })
         .await
         .map_err(|e| JobFailure::from(format!("fetching {}: {e}", job.commit)))?

@@ -1,0 +1,44 @@
+//! What the server and the workers share.
+
+use super::admission::{BodyBudget, Slots};
+use super::config::{Config, Secret};
+use super::ghstatus::StatusClient;
+use super::jobs::JobStore;
+use hyper::StatusCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the server and the workers share.
+pub(super) struct App {
+    pub(super) cfg: Config,
+    pub(super) secret: Secret,
+    pub(super) store: JobStore,
+    /// Rung when a build is queued.
+    pub(super) wake: tokio::sync::Notify,
+    /// Set on SIGTERM: workers take no new builds.
+    pub(super) stopping: AtomicBool,
+    pub(super) statuses: Option<StatusClient>,
+    /// One fetch at a time per repository cache.
+    pub(super) fetch_locks:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) responses: [AtomicU64; RESPONSE_CODES.len()],
+    pub(super) header_timeout: Duration,
+    pub(super) body_timeout: Duration,
+    /// Who holds the connection slots (see `admission`).
+    pub(super) slots: Arc<Slots>,
+    /// The memory unverified bodies may take together.
+    pub(super) bodies: BodyBudget,
+}
+
+pub(super) const RESPONSE_CODES: [u16; 12] =
+    [200, 202, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
+
+impl App {
+    pub(super) fn count(&self, code: StatusCode) {
+        let c = code.as_u16();
+        if let Some(i) = RESPONSE_CODES.iter().position(|&k| k == c) {
+            self.responses[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The service's TOML config and its webhook secret.
+
+use super::error::ServeError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// One `[[repos]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub full_name: String,
+    pub clone_url: Option<String>,
+}
+
+impl RepoConfig {
+    pub fn url(&self) -> String {
+        self.clone_url
+            .clone()
+            .unwrap_or_else(|| format!("https://github.com/{}.git", self.full_name))
+    }
+}
+
+fn default_branch() -> String {
+    "develop".into()
+}
+fn default_builds() -> usize {
+    2
+}
+
+/// The TOML config, exactly the keys of the contract (unknown keys are errors).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub registry: String,
+    #[serde(default)]
+    pub insecure_registry: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default = "default_builds")]
+    pub max_concurrent_builds: usize,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Enables commit statuses.
+    pub github_token: Option<String>,
+    /// Defaults to https://api.github.com (GitHub Enterprise: https://HOST/api/v3).
+    pub github_api_url: Option<String>,
+    #[serde(default)]
+    pub repos: Vec<RepoConfig>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("registry", &self.registry)
+            .field("insecure_registry", &self.insecure_registry)
+            .field("state_dir", &self.state_dir)
+            .field("branch", &self.branch)
+            .field("max_concurrent_builds", &self.max_concurrent_builds)
+            .field(
+                "github_token",
+                &self.github_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("repos", &self.repos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the TOML; relative paths are taken from the config file's folder.
+    pub fn load(path: &Path) -> Result<Config, ServeError> {
+        let err = |message: String| ServeError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut cfg.state_dir);
+        if let Some(p) = cfg.ca_cert.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = cfg.webhook_secret_file.as_mut() {
+            fix(p);
+        }
+        if cfg.max_concurrent_builds == 0 {
+            return Err(err("max_concurrent_builds must be at least 1".into()));
+        }
+        if cfg.registry.is_empty() || cfg.registry.contains(['/', ' ']) {
+            return Err(err(format!(
+                "registry {:?} must be host[:port]",
+                cfg.registry
+            )));
+        }
+        if cfg.branch.is_empty() {
+            return Err(err("branch is empty".into()));
+        }
+        for r in &cfg.repos {
+            if !r.full_name.contains('/') {
+                return Err(err(format!(
+                    "repos: full_name {:?} must be owner/repo",
+                    r.full_name
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// `DOCKLESS_WEBHOOK_SECRET`, else the contents of `webhook_secret_file`.
+    pub fn secret(&self) -> Result<Secret, ServeError> {
+        let from_env = std::env::var("DOCKLESS_WEBHOOK_SECRET").ok();
+        let value = match (from_env, &self.webhook_secret_file) {
+            (Some(v), _) if !v.is_empty() => v,
+            (_, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|source| ServeError::Io {
+                    path: file.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            _ => String::new(),
+        };
+        if value.is_empty() {
+            return Err(ServeError::NoSecret);
+        }
+        Ok(Secret(value.into_bytes()))
+    }
+
+    pub fn repo(&self, full_name: &str) -> Option<&RepoConfig> {
+        self.repos
+            .iter()
+            .find(|r| r.full_name.eq_ignore_ascii_case(full_name))
+    }
+}
+
+/// The webhook secret, kept out of Debug output.
+#[derive(Clone)]
+pub struct Secret(pub(super) Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("dockless.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn config_keys_and_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            r#"
+listen = "127.0.0.1:8088"
+registry = "127.0.0.1:5000"
+insecure_registry = true
+ca_cert = "certs/domain.crt"
+state_dir = "state"
+branch = "main"
+max_concurrent_builds = 3
+webhook_secret_file = "secret"
+[[repos]]
+full_name = "Owner/Repo"
+clone_url = "file:///tmp/x"
+[[repos]]
+full_name = "owner/other"
+"#,
+        );
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(cfg.state_dir, d.path().join("state"));
+        assert_eq!(
+            cfg.ca_cert.as_deref(),
+            Some(d.path().join("certs/domain.crt").as_path())
+        );
+        assert_eq!(cfg.max_concurrent_builds, 3);
+        assert_eq!(cfg.repo("owner/repo").unwrap().url(), "file:///tmp/x");
+        assert_eq!(
+            cfg.repo("owner/other").unwrap().url(),
+            "https://github.com/owner/other.git"
+        );
+        assert!(cfg.repo("owner/none").is_none());
+        std::fs::write(d.path().join("secret"), "s3cret\n").unwrap();
+        // The env var wins when set; this test only checks the file path when it is not.
+        if std::env::var_os("DOCKLESS_WEBHOOK_SECRET").is_none() {
+            assert_eq!(cfg.secret().unwrap().0, b"s3cret");
+        }
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+
+        let minimal = write(
+            d.path(),
+            "listen = \"127.0.0.1:0\"\nregistry = \"r:5000\"\nstate_dir = \"/tmp/s\"\n",
+        );
+        let cfg = Config::load(&minimal).unwrap();
+        assert_eq!(
+            (cfg.branch.as_str(), cfg.max_concurrent_builds),
+            ("develop", 2)
+        );
+        if std::env::var_os("DOCKLESS_WEBHOOK_SECRET").is_none() {
+            assert!(matches!(cfg.secret(), Err(ServeError::NoSecret)));
+        }
+        let typo = write(
+            d.path(),
+            "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nmax_builds = 2\n",
+        );
+        assert!(Config::load(&typo).is_err());
+    }
+}

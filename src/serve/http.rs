@@ -1,0 +1,406 @@
+//! The HTTP API: webhook deliveries (checked in the order of the
+//! contract), build status, health and metrics.
+
+use super::admission::{self, BodyError, Phase, Progress};
+use super::app::{App, RESPONSE_CODES};
+use super::jobs::{Job, NewJob};
+use super::webhook::{self, Event, SignatureCheck};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(code: StatusCode, v: serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(code: StatusCode, message: impl std::fmt::Display) -> Resp {
+    json_response(code, json!({ "error": message.to_string() }))
+}
+
+fn with_header(mut r: Resp, name: hyper::header::HeaderName, value: &'static str) -> Resp {
+    r.headers_mut()
+        .insert(name, hyper::header::HeaderValue::from_static(value));
+    r
+}
+
+/// The answer to a body that was not read to its end; the connection is
+/// closed after it rather than drained.
+fn body_refused(e: BodyError) -> Resp {
+    let r = match e {
+        BodyError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {} bytes", webhook::MAX_BODY),
+        ),
+        BodyError::NoMemory => with_header(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies are being received; try again shortly",
+            ),
+            hyper::header::RETRY_AFTER,
+            "5",
+        ),
+        BodyError::TooSlow => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body is arriving too slowly",
+        ),
+        BodyError::TimedOut => error(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
+        BodyError::Broken => error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    };
+    with_header(r, hyper::header::CONNECTION, "close")
+}
+
+/// The media types a delivery may have: GitHub's two encodings (a missing
+/// Content-Type is read as JSON).
+fn supported_content_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || webhook::is_form(Some(ct))
+}
+
+fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Routes a request; never fails (errors are responses). `conn` is the
+/// connection's progress: only a webhook body is read from the client.
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<Progress>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_string();
+    let reads_body = req.method() == Method::POST && path == "/hooks/github";
+    conn.set_phase(if reads_body { Phase::Body } else { Phase::Busy });
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::POST, "/hooks/github") => webhook_delivery(app.clone(), &conn, req).await,
+        (_, "/hooks/github") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
+        (&Method::GET, "/metrics") => metrics(&app),
+        (&Method::GET, "/builds") | (&Method::GET, "/builds/") => list_builds(&app),
+        (&Method::GET, p) if p.starts_with("/builds/") => get_build(&app, &p["/builds/".len()..]),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    };
+    app.count(resp.status());
+    conn.request_done();
+    Ok(resp)
+}
+
+async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>) -> Resp {
+    let event = header_str(&req, "x-github-event").unwrap_or("").to_string();
+    let delivery = header_str(&req, "x-github-delivery")
+        .unwrap_or("")
+        .to_string();
+    let content_type = header_str(&req, "content-type").map(str::to_string);
+    let signature = req
+        .headers()
+        .get("x-hub-signature-256")
+        .map(|v| v.as_bytes().to_vec());
+    // 1. Signature: a missing one is refused before reading anything.
+    let mut check = match SignatureCheck::new(&app.secret.0, signature.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%delivery, "webhook refused: {e}");
+            return error(StatusCode::UNAUTHORIZED, e);
+        }
+    };
+    // 2. Size, then the body itself: counted and hashed only, never parsed
+    // before the signature is verified.
+    let mut body = req.into_body();
+    let read = admission::read_body(&mut body, &mut check, &app.bodies, conn, app.body_timeout);
+    let body = match read.await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(%delivery, "webhook body refused: {e:?}");
+            return body_refused(e);
+        }
+    };
+    conn.set_phase(Phase::Busy);
+    if let Err(e) = check.finish() {
+        tracing::info!(%delivery, "webhook refused: {e}");
+        return error(StatusCode::UNAUTHORIZED, e);
+    }
+    // 3. A signed body in a media type we cannot read (the signature stays
+    // the first check, as the contract orders them; the read above is bounded).
+    if !supported_content_type(content_type.as_deref()) {
+        tracing::info!(%delivery, "webhook refused: unsupported content type");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/x-www-form-urlencoded",
+        );
+    }
+    // 4. JSON (serde_json stops nesting at 128 levels: a clean 400).
+    let parsed = webhook::parse_body(content_type.as_deref(), &body.bytes);
+    drop(body);
+    let payload = match parsed {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    // 5. Repository.
+    let Some(repo) = webhook::repository(&payload).and_then(|name| app.cfg.repo(name)) else {
+        let name = webhook::repository(&payload).unwrap_or("(none)");
+        tracing::info!(%delivery, repository = name, "webhook from a repository not listed");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("repository {name} is not listed in [[repos]]"),
+        );
+    };
+    // 6. What the event asks for.
+    match webhook::classify(&event, &payload, &app.cfg.branch) {
+        Event::Ping => json_response(StatusCode::OK, json!({"message": "pong"})),
+        Event::Ignored(reason) => {
+            tracing::info!(%delivery, %event, "ignored: {reason}");
+            json_response(StatusCode::OK, json!({ "message": reason }))
+        }
+        Event::Invalid(reason) => error(StatusCode::BAD_REQUEST, reason),
+        Event::Build(pr) => {
+            if delivery.is_empty() || delivery.len() > 200 {
+                return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
+            }
+            let url = repo.url();
+            let repository = repo.full_name.clone();
+            let (store_app, delivery_id) = (app.clone(), delivery.clone());
+            let commit = pr.merge_commit_sha.clone();
+            // SQLite commits wait for the disk: keep them off the async threads.
+            let queued = tokio::task::spawn_blocking(move || {
+                store_app.store.enqueue(&NewJob {
+                    delivery: &delivery_id,
+                    repository: &repository,
+                    clone_url: &url,
+                    pr_number: pr.number,
+                    commit: &pr.merge_commit_sha,
+                    head_sha: &pr.head_sha,
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(super::jobs::JobError::Corrupt(e.to_string())));
+            match queued {
+                Ok((id, created)) => {
+                    if created {
+                        tracing::info!(%delivery, build_id = id, %commit, "build queued");
+                        app.wake.notify_one();
+                    } else {
+                        tracing::info!(%delivery, build_id = id, "redelivery of a known build");
+                    }
+                    json_response(
+                        StatusCode::ACCEPTED,
+                        json!({"build_id": id, "status_url": format!("/builds/{id}")}),
+                    )
+                }
+                Err(e) if e.is_disk_full() => {
+                    tracing::error!(%delivery, "cannot queue the build: {e}");
+                    with_header(
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot queue the build: the disk under state_dir is full; nothing was accepted, deliver again once space is freed",
+                        ),
+                        hyper::header::RETRY_AFTER,
+                        "60",
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(%delivery, "cannot queue the build: {e}");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot queue the build: the job store failed; nothing was accepted, deliver again later",
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn rfc3339(ms: Option<i64>) -> serde_json::Value {
+    match ms {
+        Some(ms) if ms >= 0 => {
+            let t = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
+            humantime::format_rfc3339_millis(t).to_string().into()
+        }
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// A build as the API shows it.
+pub fn job_json(job: &Job) -> serde_json::Value {
+    json!({
+        "build_id": job.id,
+        "status": job.status,
+        "repository": job.repository,
+        "pull_request": job.pr_number,
+        "commit": job.commit,
+        "head_sha": job.head_sha,
+        "delivery": job.delivery,
+        "attempts": job.attempts,
+        "created_at": rfc3339(Some(job.created_ms)),
+        "started_at": rfc3339(job.started_ms),
+        "finished_at": rfc3339(job.finished_ms),
+        "error": job.error,
+        "images": job.images,
+    })
+}
+
+fn get_build(app: &App, id: &str) -> Resp {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(StatusCode::NOT_FOUND, "no such build");
+    };
+    match app.store.get(id) {
+        Ok(Some(job)) => json_response(StatusCode::OK, job_json(&job)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such build"),
+        Err(e) => {
+            tracing::error!("reading build {id}: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+        }
+    }
+}
+
+fn list_builds(app: &App) -> Resp {
+    match app.store.recent(100) {
+        Ok(jobs) => json_response(
+            StatusCode::OK,
+            json!({ "builds": jobs.iter().map(job_json).collect::<Vec<_>>() }),
+        ),
+        Err(e) => {
+            tracing::error!("listing builds: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+        }
+    }
+}
+
+const DURATION_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+fn metrics(app: &App) -> Resp {
+    use std::fmt::Write as _;
+    let stats = match app.store.stats() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("metrics: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "job store error");
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP dockless_builds_total Builds finished, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE dockless_builds_total counter");
+    let _ = writeln!(
+        out,
+        "dockless_builds_total{{outcome=\"succeeded\"}} {}",
+        stats.succeeded
+    );
+    let _ = writeln!(
+        out,
+        "dockless_builds_total{{outcome=\"failed\"}} {}",
+        stats.failed
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dockless_build_queue_depth Builds waiting for a worker."
+    );
+    let _ = writeln!(out, "# TYPE dockless_build_queue_depth gauge");
+    let _ = writeln!(out, "dockless_build_queue_depth {}", stats.queued);
+    let _ = writeln!(out, "# HELP dockless_builds_running Builds running now.");
+    let _ = writeln!(out, "# TYPE dockless_builds_running gauge");
+    let _ = writeln!(out, "dockless_builds_running {}", stats.running);
+    let _ = writeln!(
+        out,
+        "# HELP dockless_build_duration_seconds Time from start to finish of recent builds."
+    );
+    let _ = writeln!(out, "# TYPE dockless_build_duration_seconds histogram");
+    for le in DURATION_BUCKETS {
+        let n = stats.durations.iter().filter(|d| **d <= le).count();
+        let _ = writeln!(
+            out,
+            "dockless_build_duration_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let total = stats.durations.len();
+    let sum: f64 = stats.durations.iter().sum();
+    let _ = writeln!(
+        out,
+        "dockless_build_duration_seconds_bucket{{le=\"+Inf\"}} {total}"
+    );
+    let _ = writeln!(out, "dockless_build_duration_seconds_sum {sum}");
+    let _ = writeln!(out, "dockless_build_duration_seconds_count {total}");
+    let _ = writeln!(
+        out,
+        "# HELP dockless_http_responses_total HTTP responses since start, by status code."
+    );
+    let _ = writeln!(out, "# TYPE dockless_http_responses_total counter");
+    for (i, code) in RESPONSE_CODES.iter().enumerate() {
+        let n = app.responses[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "dockless_http_responses_total{{code=\"{code}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP dockless_http_connections_cut_total Connections closed without an answer: headers too slow, or the slowest dropped to make room."
+    );
+    let _ = writeln!(out, "# TYPE dockless_http_connections_cut_total counter");
+    for (reason, n) in [
+        ("too_slow", &app.slots.cut_slow),
+        ("evicted", &app.slots.evicted),
+    ] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "dockless_http_connections_cut_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("application/vnd.github+json"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            assert!(supported_content_type(ok), "{ok:?}");
+        }
+        for bad in [
+            Some("text/plain"),
+            Some("multipart/form-data; boundary=x"),
+            Some(""),
+            Some("application/jsonx"),
+            Some("text/json+xml"),
+        ] {
+            assert!(!supported_content_type(bad), "{bad:?}");
+        }
+    }
+}
