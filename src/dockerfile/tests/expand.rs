@@ -2,88 +2,89 @@
 
 use super::*;
 
+/// Each word expands, with `vars` set, to the expected text or error.
+fn assert_expands(vars: &[(&str, &str)], cases: &[(&str, Result<&str, &str>)]) {
+    for &(word, expected) in cases {
+        let got = x(word, vars);
+        assert_eq!(got.as_deref().map_err(String::as_str), expected, "{word:?}");
+    }
+}
+
 #[test]
 fn expand_basic_forms() {
-    let vars = [("A", "apple"), ("E", ""), ("S", "a b")];
-    assert_eq!(x("$A", &vars).as_deref(), Ok("apple"));
-    assert_eq!(x("${A}pie", &vars).as_deref(), Ok("applepie"));
-    assert_eq!(x("$A-$B.", &vars).as_deref(), Ok("apple-."));
-    assert_eq!(x("${B:-def}", &vars).as_deref(), Ok("def"));
-    assert_eq!(x("${E:-def}", &vars).as_deref(), Ok("def"));
-    assert_eq!(x("${E-def}", &vars).as_deref(), Ok(""));
-    assert_eq!(x("${B-def}", &vars).as_deref(), Ok("def"));
-    assert_eq!(x("${A:+alt}", &vars).as_deref(), Ok("alt"));
-    assert_eq!(x("${E:+alt}", &vars).as_deref(), Ok(""));
-    assert_eq!(x("${E+alt}", &vars).as_deref(), Ok("alt"));
-    assert_eq!(x("${B+alt}", &vars).as_deref(), Ok(""));
-    assert_eq!(x("${A:?oops}", &vars).as_deref(), Ok("apple"));
-    assert_eq!(x("${E?oops}", &vars).as_deref(), Ok(""));
-    assert_eq!(x("${B:-${A}-x}", &vars).as_deref(), Ok("apple-x"));
-    assert_eq!(x("${B:-\"q }\"}", &vars).as_deref(), Ok("q }"));
+    #[rustfmt::skip]
+    let cases = [
+        ("$A", Ok("apple")),
+        ("${A}pie", Ok("applepie")),
+        ("$A-$B.", Ok("apple-.")),
+        ("${B:-def}", Ok("def")),
+        ("${E:-def}", Ok("def")),
+        ("${E-def}", Ok("")),
+        ("${B-def}", Ok("def")),
+        ("${A:+alt}", Ok("alt")),
+        ("${E:+alt}", Ok("")),
+        ("${E+alt}", Ok("alt")),
+        ("${B+alt}", Ok("")),
+        ("${A:?oops}", Ok("apple")),
+        ("${E?oops}", Ok("")),
+        ("${B:-${A}-x}", Ok("apple-x")),
+        ("${B:-\"q }\"}", Ok("q }")),
+    ];
+    assert_expands(&[("A", "apple"), ("E", ""), ("S", "a b")], &cases);
 }
 
 #[test]
 fn expand_quotes_and_escapes() {
-    let vars = [("A", "apple")];
-    assert_eq!(x("'$A'", &vars).as_deref(), Ok("$A"));
-    assert_eq!(x("\"$A\"", &vars).as_deref(), Ok("apple"));
-    assert_eq!(
-        x("\"a\\$A\\\"\\\\\\n\"", &vars).as_deref(),
-        Ok("a$A\"\\\\n")
-    );
-    assert_eq!(x("\\$A", &vars).as_deref(), Ok("$A"));
-    assert_eq!(x("a\\ b\\x", &vars).as_deref(), Ok("a bx"));
-    assert_eq!(x("trailing\\", &vars).as_deref(), Ok("trailing"));
-    assert_eq!(
-        x("it's", &vars),
-        Err("unexpected end of input: missing closing single quote".into())
-    );
-    assert_eq!(x("'a'\"b\"c", &vars).as_deref(), Ok("abc"));
-    assert_eq!(x("cost: $ 5 $", &vars).as_deref(), Ok("cost: $ 5 $"));
-    assert_eq!(x("$-x$/", &vars).as_deref(), Ok("$-x$/"));
+    #[rustfmt::skip]
+    let cases = [
+        ("'$A'", Ok("$A")),
+        ("\"$A\"", Ok("apple")),
+        ("\"a\\$A\\\"\\\\\\n\"", Ok("a$A\"\\\\n")),
+        ("\\$A", Ok("$A")),
+        ("a\\ b\\x", Ok("a bx")),
+        ("trailing\\", Ok("trailing")),
+        ("it's", Err("unexpected end of input: missing closing single quote")),
+        ("'a'\"b\"c", Ok("abc")),
+        ("cost: $ 5 $", Ok("cost: $ 5 $")),
+        ("$-x$/", Ok("$-x$/")),
+    ];
+    assert_expands(&[("A", "apple")], &cases);
 }
 
 #[test]
 fn expand_with_backtick_escape() {
     let look = env(&[("A", "apple")]);
-    assert_eq!(
-        expand_word("C:\\dir\\$A", '`', &look).as_deref(),
-        Ok("C:\\dir\\apple")
-    );
-    assert_eq!(expand_word("`$A", '`', &look).as_deref(), Ok("$A"));
-    assert_eq!(
-        expand_word("\"`\"`$ \\\"", '`', &look).as_deref(),
-        Ok("\"$ \\")
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("C:\\dir\\$A", "C:\\dir\\apple"),
+        ("`$A", "$A"),
+        ("\"`\"`$ \\\"", "\"$ \\"),
+    ];
+    for (word, expected) in cases {
+        assert_eq!(
+            expand_word(word, '`', &look).as_deref(),
+            Ok(expected),
+            "{word:?}"
+        );
+    }
 }
 
 #[test]
 fn expand_errors() {
-    assert_eq!(x("${A", &[]), Err("missing '}' in substitution ${A".into()));
-    assert_eq!(
-        x("${A:-x", &[]),
-        Err("missing '}' in variable substitution".into())
-    );
-    assert_eq!(
-        x("${}", &[]),
-        Err("bad substitution: missing variable name after ${".into())
-    );
-    assert_eq!(
-        x("${A#x}", &[]),
-        Err("unsupported modifier \"#\" in substitution ${A...}".into())
-    );
-    assert_eq!(
-        x("${A:=x}", &[]),
-        Err("unsupported modifier \":=\" in substitution ${A...}".into())
-    );
-    assert_eq!(
-        x("${A:?must be set}", &[("A", "")]),
-        Err("A: must be set".into())
-    );
-    assert_eq!(x("${A?}", &[]), Err("A: is not allowed to be unset".into()));
-    assert_eq!(
-        x("\"abc", &[]),
-        Err("unexpected end of input: missing closing double quote".into())
+    #[rustfmt::skip]
+    let cases = [
+        ("${A", Err("missing '}' in substitution ${A")),
+        ("${A:-x", Err("missing '}' in variable substitution")),
+        ("${}", Err("bad substitution: missing variable name after ${")),
+        ("${A#x}", Err("unsupported modifier \"#\" in substitution ${A...}")),
+        ("${A:=x}", Err("unsupported modifier \":=\" in substitution ${A...}")),
+        ("${A?}", Err("A: is not allowed to be unset")),
+        ("\"abc", Err("unexpected end of input: missing closing double quote")),
+    ];
+    assert_expands(&[], &cases);
+    assert_expands(
+        &[("A", "")],
+        &[("${A:?must be set}", Err("A: must be set"))],
     );
     let deep = format!("{}x{}", "${A:-".repeat(200), "}".repeat(200));
     assert_eq!(
@@ -95,15 +96,15 @@ fn expand_errors() {
 #[test]
 fn expand_words_splits_on_unquoted_whitespace() {
     let look = env(&[("P", "80 443"), ("Q", "a b")]);
-    assert_eq!(
-        expand_words("80  $P\t\"x y\" 'z w'", '\\', &look),
-        Ok(s(&["80", "80", "443", "x y", "z w"]))
-    );
-    assert_eq!(
-        expand_words("\"$Q\" pre$Q", '\\', &look),
-        Ok(s(&["a b", "prea", "b"]))
-    );
-    assert_eq!(expand_words("a\\ b  ", '\\', &look), Ok(s(&["a b"])));
-    assert_eq!(expand_words("   ", '\\', &look), Ok(vec![]));
-    assert_eq!(expand_words("$NOPE", '\\', &look), Ok(vec![]));
+    #[rustfmt::skip]
+    let cases: [(&str, &[&str]); 5] = [
+        ("80  $P\t\"x y\" 'z w'", &["80", "80", "443", "x y", "z w"]),
+        ("\"$Q\" pre$Q", &["a b", "prea", "b"]),
+        ("a\\ b  ", &["a b"]),
+        ("   ", &[]),
+        ("$NOPE", &[]),
+    ];
+    for (word, words) in cases {
+        assert_eq!(expand_words(word, '\\', &look), Ok(s(words)), "{word:?}");
+    }
 }

@@ -179,31 +179,20 @@ fn shell_instruction() {
 
 #[test]
 fn expose_volume_user_workdir_stopsignal_maintainer() {
-    assert_eq!(
-        one("EXPOSE 80 443/tcp\t53/udp"),
-        InstructionKind::Expose(s(&["80", "443/tcp", "53/udp"]))
-    );
-    assert_eq!(
-        one("VOLUME /a /b"),
-        InstructionKind::Volume(s(&["/a", "/b"]))
-    );
-    assert_eq!(
-        one("VOLUME [\"/a b\", \" /c \"]"),
-        InstructionKind::Volume(s(&["/a b", "/c"]))
-    );
-    assert_eq!(one("USER app:app"), InstructionKind::User("app:app".into()));
-    assert_eq!(
-        one("WORKDIR /path with spaces/$X"),
-        InstructionKind::Workdir("/path with spaces/$X".into())
-    );
-    assert_eq!(
-        one("STOPSIGNAL SIGTERM"),
-        InstructionKind::StopSignal("SIGTERM".into())
-    );
-    assert_eq!(
-        one("MAINTAINER Jane <j@example.com>"),
-        InstructionKind::Maintainer("Jane <j@example.com>".into())
-    );
+    use InstructionKind::*;
+    #[rustfmt::skip]
+    let cases = [
+        ("EXPOSE 80 443/tcp\t53/udp", Expose(s(&["80", "443/tcp", "53/udp"]))),
+        ("VOLUME /a /b", Volume(s(&["/a", "/b"]))),
+        ("VOLUME [\"/a b\", \" /c \"]", Volume(s(&["/a b", "/c"]))),
+        ("USER app:app", User("app:app".into())),
+        ("WORKDIR /path with spaces/$X", Workdir("/path with spaces/$X".into())),
+        ("STOPSIGNAL SIGTERM", StopSignal("SIGTERM".into())),
+        ("MAINTAINER Jane <j@example.com>", Maintainer("Jane <j@example.com>".into())),
+    ];
+    for (text, kind) in cases {
+        assert_eq!(one(text), kind, "{text:?}");
+    }
 }
 
 #[test]
@@ -260,20 +249,30 @@ fn onbuild_trigger() {
 
 #[test]
 fn go_durations() {
-    let d = |t: &str| parse_go_duration(t);
-    assert_eq!(d("30s"), Ok(Duration::from_secs(30)));
-    assert_eq!(d("1h2m3s4ms5us6ns"), Ok(Duration::new(3723, 4_005_006)));
-    assert_eq!(d("1.5h"), Ok(Duration::from_secs(5400)));
-    assert_eq!(d(".5s"), Ok(Duration::from_millis(500)));
-    assert_eq!(d("10µs"), Ok(Duration::from_micros(10)));
-    assert_eq!(d("0"), Ok(Duration::ZERO));
-    assert_eq!(d("+2s"), Ok(Duration::from_secs(2)));
-    assert!(d("").is_err());
-    assert!(d("s").is_err());
-    assert!(d("10").is_err());
-    assert!(d("10x").is_err());
-    assert!(d("-1s").is_err());
-    assert!(d("1..5s").is_err());
-    assert!(d("99999999999999999999999h").is_err());
-    assert!(d("3000000h").is_err());
+    #[rustfmt::skip]
+    let valid = [
+        ("30s", Duration::from_secs(30)),
+        ("1h2m3s4ms5us6ns", Duration::new(3723, 4_005_006)),
+        ("1.5h", Duration::from_secs(5400)),
+        (".5s", Duration::from_millis(500)),
+        ("10µs", Duration::from_micros(10)),
+        ("0", Duration::ZERO),
+        ("+2s", Duration::from_secs(2)),
+    ];
+    for (text, duration) in valid {
+        assert_eq!(parse_go_duration(text), Ok(duration), "{text:?}");
+    }
+    let invalid = [
+        "",
+        "s",
+        "10",
+        "10x",
+        "-1s",
+        "1..5s",
+        "99999999999999999999999h",
+        "3000000h",
+    ];
+    for text in invalid {
+        assert!(parse_go_duration(text).is_err(), "{text:?}");
+    }
 }

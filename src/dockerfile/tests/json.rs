@@ -4,31 +4,21 @@ use super::*;
 
 #[test]
 fn exec_and_shell_forms() {
-    assert_eq!(
-        one("CMD [\"a\",\"b\"]"),
-        InstructionKind::Cmd(Command::Exec(s(&["a", "b"])))
-    );
-    assert_eq!(
-        one("CMD\t[\t\"a\",\t\"b\"\t]\t"),
-        InstructionKind::Cmd(Command::Exec(s(&["a", "b"])))
-    );
-    assert_eq!(one("CMD []"), InstructionKind::Cmd(Command::Exec(vec![])));
-    assert_eq!(
-        one("ENTRYPOINT [\"/bin/app\", \"--flag\"]"),
-        InstructionKind::Entrypoint(Command::Exec(s(&["/bin/app", "--flag"])))
-    );
-    assert_eq!(
-        one("ENTRYPOINT exec app"),
-        InstructionKind::Entrypoint(Command::Shell("exec app".into()))
-    );
-    assert_eq!(
-        one("RUN [\"ls\", \"-la\"]"),
-        InstructionKind::Run(Command::Exec(s(&["ls", "-la"])))
-    );
-    assert_eq!(
-        one("RUN echo 'a b' | wc -c"),
-        InstructionKind::Run(Command::Shell("echo 'a b' | wc -c".into()))
-    );
+    use Command::{Exec, Shell};
+    use InstructionKind::{Cmd, Entrypoint, Run};
+    #[rustfmt::skip]
+    let cases = [
+        ("CMD [\"a\",\"b\"]", Cmd(Exec(s(&["a", "b"])))),
+        ("CMD\t[\t\"a\",\t\"b\"\t]\t", Cmd(Exec(s(&["a", "b"])))),
+        ("CMD []", Cmd(Exec(vec![]))),
+        ("ENTRYPOINT [\"/bin/app\", \"--flag\"]", Entrypoint(Exec(s(&["/bin/app", "--flag"])))),
+        ("ENTRYPOINT exec app", Entrypoint(Shell("exec app".into()))),
+        ("RUN [\"ls\", \"-la\"]", Run(Exec(s(&["ls", "-la"])))),
+        ("RUN echo 'a b' | wc -c", Run(Shell("echo 'a b' | wc -c".into()))),
+    ];
+    for (text, kind) in cases {
+        assert_eq!(one(text), kind, "{text:?}");
+    }
 }
 
 #[test]

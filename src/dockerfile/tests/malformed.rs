@@ -17,42 +17,26 @@ fn error_display_format() {
 
 #[test]
 fn malformed_unknown_instruction() {
-    assert_err("FROM a\n\nCOPPY a b\n", 3, "unknown instruction: COPPY");
-    assert_err(
-        "FROM a\nRUN x \\\n  y\nfrobnicate\n",
-        4,
-        "unknown instruction: FROBNICATE",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\n\nCOPPY a b\n", 3, "unknown instruction: COPPY"),
+        ("FROM a\nRUN x \\\n  y\nfrobnicate\n", 4, "unknown instruction: FROBNICATE"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_unknown_flags() {
-    assert_err(
-        "FROM a\nCOPY --frm=x a b\n",
-        2,
-        "unknown flag for COPY: --frm",
-    );
-    assert_err(
-        "FROM a\nADD --from=x a b\n",
-        2,
-        "unknown flag for ADD: --from",
-    );
-    assert_err("FROM --plat=x a\n", 1, "unknown flag for FROM: --plat");
-    assert_err(
-        "FROM a\nRUN --mount=type=cache,target=/x make\n",
-        2,
-        "unknown flag for RUN: --mount",
-    );
-    assert_err(
-        "FROM a\nCMD --doit [\"a\"]\n",
-        2,
-        "unknown flag for CMD: --doit",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --every=5s CMD x\n",
-        2,
-        "unknown flag for HEALTHCHECK: --every",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nCOPY --frm=x a b\n", 2, "unknown flag for COPY: --frm"),
+        ("FROM a\nADD --from=x a b\n", 2, "unknown flag for ADD: --from"),
+        ("FROM --plat=x a\n", 1, "unknown flag for FROM: --plat"),
+        ("FROM a\nRUN --mount=type=cache,target=/x make\n", 2, "unknown flag for RUN: --mount"),
+        ("FROM a\nCMD --doit [\"a\"]\n", 2, "unknown flag for CMD: --doit"),
+        ("FROM a\nHEALTHCHECK --every=5s CMD x\n", 2, "unknown flag for HEALTHCHECK: --every"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
@@ -92,160 +76,88 @@ fn errors_do_not_echo_what_is_not_a_dockerfile() {
 
 #[test]
 fn malformed_flag_values() {
-    assert_err(
-        "FROM a\nCOPY --from a b\n",
-        2,
-        "COPY flag --from requires a value (--from=...)",
-    );
-    assert_err(
-        "FROM a\nCOPY --from= a b\n",
-        2,
-        "COPY flag --from requires a value (--from=...)",
-    );
-    assert_err(
-        "FROM a\nCOPY --link=maybe a b\n",
-        2,
-        "COPY flag --link expects true or false, got \"maybe\"",
-    );
-    assert_err(
-        "FROM a\nCOPY --from=x --from=y a b\n",
-        2,
-        "duplicate flag for COPY: --from",
-    );
-    assert_err(
-        "FROM --platform a\n",
-        1,
-        "FROM flag --platform requires a value (--platform=...)",
-    );
-    assert_err(
-        "FROM a\nADD --checksum=sha256:abc https://x/y /y\n",
-        2,
-        "ADD --checksum is not supported",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nCOPY --from a b\n", 2, "COPY flag --from requires a value (--from=...)"),
+        ("FROM a\nCOPY --from= a b\n", 2, "COPY flag --from requires a value (--from=...)"),
+        ("FROM a\nCOPY --link=maybe a b\n", 2, "COPY flag --link expects true or false, got \"maybe\""),
+        ("FROM a\nCOPY --from=x --from=y a b\n", 2, "duplicate flag for COPY: --from"),
+        ("FROM --platform a\n", 1, "FROM flag --platform requires a value (--platform=...)"),
+        ("FROM a\nADD --checksum=sha256:abc https://x/y /y\n", 2, "ADD --checksum is not supported"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_before_from() {
-    assert_err(
-        "CMD [\"a\"]\nFROM a\n",
-        1,
-        "CMD cannot be used before the first FROM (only ARG can)",
-    );
-    assert_err(
-        "ARG X\n\nRUN echo\n",
-        3,
-        "RUN cannot be used before the first FROM (only ARG can)",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("CMD [\"a\"]\nFROM a\n", 1, "CMD cannot be used before the first FROM (only ARG can)"),
+        ("ARG X\n\nRUN echo\n", 3, "RUN cannot be used before the first FROM (only ARG can)"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_no_stages() {
-    assert_err(
-        "",
-        1,
-        "no FROM instruction: a Dockerfile needs at least one build stage",
-    );
-    assert_err(
-        "# only\n# comments\n",
-        1,
-        "no FROM instruction: a Dockerfile needs at least one build stage",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("", 1, "no FROM instruction: a Dockerfile needs at least one build stage"),
+        ("# only\n# comments\n", 1, "no FROM instruction: a Dockerfile needs at least one build stage"),
+    ];
+    assert_errs(&cases);
     assert_err_contains("ARG A=1\nARG B\n", 3, "no FROM instruction");
 }
 
 #[test]
 fn malformed_directives() {
-    assert_err(
-        "# escape=`\n# escape=\\\nFROM a\n",
-        2,
-        "only one escape parser directive can be used",
-    );
-    assert_err(
-        "# syntax=a\n# SYNTAX=b\nFROM a\n",
-        2,
-        "only one syntax parser directive can be used",
-    );
-    assert_err(
-        "# escape=x\nFROM a\n",
-        1,
-        "invalid escape token \"x\": must be \\ or `",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("# escape=`\n# escape=\\\nFROM a\n", 2, "only one escape parser directive can be used"),
+        ("# syntax=a\n# SYNTAX=b\nFROM a\n", 2, "only one syntax parser directive can be used"),
+        ("# escape=x\nFROM a\n", 1, "invalid escape token \"x\": must be \\ or `"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_copy_arity() {
-    assert_err(
-        "FROM a\nRUN x\n\n\n\n\nCOPY onlyone\n",
-        7,
-        "COPY requires at least two arguments, got 1",
-    );
-    assert_err(
-        "FROM a\nADD\n",
-        2,
-        "ADD requires at least two arguments, got 0",
-    );
-    assert_err(
-        "FROM a\nCOPY [\"one\"]\n",
-        2,
-        "COPY requires at least two arguments, got 1",
-    );
-    assert_err(
-        "FROM a\nCOPY [\"a\", 1]\n",
-        2,
-        "COPY: a JSON array argument must contain only strings",
-    );
-    assert_err(
-        "FROM a\nCOPY <<EOF\nx\nEOF\n",
-        2,
-        "COPY requires at least two arguments, got 1",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nRUN x\n\n\n\n\nCOPY onlyone\n", 7, "COPY requires at least two arguments, got 1"),
+        ("FROM a\nADD\n", 2, "ADD requires at least two arguments, got 0"),
+        ("FROM a\nCOPY [\"one\"]\n", 2, "COPY requires at least two arguments, got 1"),
+        ("FROM a\nCOPY [\"a\", 1]\n", 2, "COPY: a JSON array argument must contain only strings"),
+        ("FROM a\nCOPY <<EOF\nx\nEOF\n", 2, "COPY requires at least two arguments, got 1"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_env_label_arg() {
-    assert_err(
-        "FROM busybox\n\nENV PATH\n",
-        3,
-        "ENV PATH has no value: use ENV PATH=value or ENV PATH value",
-    );
-    assert_err("FROM a\nENV\n", 2, "ENV requires at least one argument");
-    assert_err(
-        "FROM a\nENV =x\n",
-        2,
-        "ENV names can not be empty in \"=x\"",
-    );
-    assert_err(
-        "FROM a\nLABEL a=b c\n",
-        2,
-        "LABEL: can't find = in \"c\"; each argument must be of the form name=value",
-    );
-    assert_err(
-        "FROM a\nLABEL lonely\n",
-        2,
-        "LABEL lonely has no value: use LABEL lonely=value or LABEL lonely value",
-    );
-    assert_err("FROM a\nARG\n", 2, "ARG requires at least one argument");
-    assert_err("FROM a\nARG =x\n", 2, "ARG name can not be empty in \"=x\"");
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM busybox\n\nENV PATH\n", 3, "ENV PATH has no value: use ENV PATH=value or ENV PATH value"),
+        ("FROM a\nENV\n", 2, "ENV requires at least one argument"),
+        ("FROM a\nENV =x\n", 2, "ENV names can not be empty in \"=x\""),
+        ("FROM a\nLABEL a=b c\n", 2, "LABEL: can't find = in \"c\"; each argument must be of the form name=value"),
+        ("FROM a\nLABEL lonely\n", 2, "LABEL lonely has no value: use LABEL lonely=value or LABEL lonely value"),
+        ("FROM a\nARG\n", 2, "ARG requires at least one argument"),
+        ("FROM a\nARG =x\n", 2, "ARG name can not be empty in \"=x\""),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_from() {
-    assert_err("FROM\n", 1, "FROM requires an image name");
-    assert_err(
-        "FROM a b\n",
-        1,
-        "FROM requires either one argument (image) or three (image AS name), got 2",
-    );
-    assert_err(
-        "FROM a AS b c\n",
-        1,
-        "FROM requires either one argument (image) or three (image AS name), got 4",
-    );
-    assert_err(
-        "FROM a IS b\n",
-        1,
-        "FROM expects AS before the stage name, got \"IS\"",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM\n", 1, "FROM requires an image name"),
+        ("FROM a b\n", 1, "FROM requires either one argument (image) or three (image AS name), got 2"),
+        ("FROM a AS b c\n", 1, "FROM requires either one argument (image) or three (image AS name), got 4"),
+        ("FROM a IS b\n", 1, "FROM expects AS before the stage name, got \"IS\""),
+    ];
+    assert_errs(&cases);
     assert_err_contains("FROM a AS 1st\n", 1, "invalid stage name \"1st\"");
     assert_err_contains("FROM a AS my/stage\n", 1, "invalid stage name \"my/stage\"");
     assert_err(
@@ -257,162 +169,66 @@ fn malformed_from() {
 
 #[test]
 fn malformed_commands() {
-    assert_err(
-        "FROM a\nCMD [ \"echo\", [ \"nested json\" ] ]\n",
-        2,
-        "CMD: a JSON array argument must contain only strings",
-    );
-    assert_err("FROM a\nRUN\n", 2, "RUN requires a command");
-    assert_err("FROM a\nENTRYPOINT\n", 2, "ENTRYPOINT requires a command");
-    assert_err(
-        "FROM a\nSHELL /bin/sh -c\n",
-        2,
-        "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]",
-    );
-    assert_err(
-        "FROM a\nSHELL []\n",
-        2,
-        "SHELL requires at least one argument",
-    );
-    assert_err(
-        "FROM a\nSHELL [\"sh\", null]\n",
-        2,
-        "SHELL: a JSON array argument must contain only strings",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nCMD [ \"echo\", [ \"nested json\" ] ]\n", 2, "CMD: a JSON array argument must contain only strings"),
+        ("FROM a\nRUN\n", 2, "RUN requires a command"),
+        ("FROM a\nENTRYPOINT\n", 2, "ENTRYPOINT requires a command"),
+        ("FROM a\nSHELL /bin/sh -c\n", 2, "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]"),
+        ("FROM a\nSHELL []\n", 2, "SHELL requires at least one argument"),
+        ("FROM a\nSHELL [\"sh\", null]\n", 2, "SHELL: a JSON array argument must contain only strings"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_simple_instructions() {
-    assert_err(
-        "FROM a\nEXPOSE\n",
-        2,
-        "EXPOSE requires at least one argument",
-    );
-    assert_err(
-        "FROM a\nUSER a b\n",
-        2,
-        "USER requires exactly one argument, got 2",
-    );
-    assert_err(
-        "FROM a\nUSER\n",
-        2,
-        "USER requires exactly one argument, got 0",
-    );
-    assert_err(
-        "FROM a\nSTOPSIGNAL\n",
-        2,
-        "STOPSIGNAL requires exactly one argument, got 0",
-    );
-    assert_err(
-        "FROM a\nWORKDIR\n",
-        2,
-        "WORKDIR requires exactly one argument",
-    );
-    assert_err(
-        "FROM a\nVOLUME\n",
-        2,
-        "VOLUME requires at least one argument",
-    );
-    assert_err(
-        "FROM a\nVOLUME [\"/a\", \"  \"]\n",
-        2,
-        "VOLUME paths can not be empty strings",
-    );
-    assert_err("FROM a\nMAINTAINER\n", 2, "MAINTAINER requires an argument");
-    assert_err("FROM a\nENV --x=1 A=b\n", 2, "unknown flag for ENV: --x");
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nEXPOSE\n", 2, "EXPOSE requires at least one argument"),
+        ("FROM a\nUSER a b\n", 2, "USER requires exactly one argument, got 2"),
+        ("FROM a\nUSER\n", 2, "USER requires exactly one argument, got 0"),
+        ("FROM a\nSTOPSIGNAL\n", 2, "STOPSIGNAL requires exactly one argument, got 0"),
+        ("FROM a\nWORKDIR\n", 2, "WORKDIR requires exactly one argument"),
+        ("FROM a\nVOLUME\n", 2, "VOLUME requires at least one argument"),
+        ("FROM a\nVOLUME [\"/a\", \"  \"]\n", 2, "VOLUME paths can not be empty strings"),
+        ("FROM a\nMAINTAINER\n", 2, "MAINTAINER requires an argument"),
+        ("FROM a\nENV --x=1 A=b\n", 2, "unknown flag for ENV: --x"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_healthcheck() {
-    assert_err(
-        "FROM a\nHEALTHCHECK\n",
-        2,
-        "HEALTHCHECK requires NONE or CMD followed by a command",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK CMD\n",
-        2,
-        "missing command after HEALTHCHECK CMD",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK CMD []\n",
-        2,
-        "missing command after HEALTHCHECK CMD",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK NONE x\n",
-        2,
-        "HEALTHCHECK NONE takes no arguments",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK CONNECT TCP 7000\n",
-        2,
-        "unknown type \"CONNECT\" in HEALTHCHECK (expected CMD or NONE)",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --interval=10x CMD x\n",
-        2,
-        "HEALTHCHECK --interval: unknown unit \"x\" in duration \"10x\"",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --timeout=10 CMD x\n",
-        2,
-        "HEALTHCHECK --timeout: missing unit in duration \"10\" (use e.g. 30s, 1m30s, 500ms)",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --interval=500us CMD x\n",
-        2,
-        "HEALTHCHECK --interval cannot be less than 1ms, got \"500us\"",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --start-period=-5s CMD x\n",
-        2,
-        "HEALTHCHECK --start-period: duration \"-5s\" cannot be negative",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --retries=-1 CMD x\n",
-        2,
-        "HEALTHCHECK --retries cannot be negative, got -1",
-    );
-    assert_err(
-        "FROM a\nHEALTHCHECK --retries=abc CMD x\n",
-        2,
-        "HEALTHCHECK --retries expects a whole number, got \"abc\"",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nHEALTHCHECK\n", 2, "HEALTHCHECK requires NONE or CMD followed by a command"),
+        ("FROM a\nHEALTHCHECK CMD\n", 2, "missing command after HEALTHCHECK CMD"),
+        ("FROM a\nHEALTHCHECK CMD []\n", 2, "missing command after HEALTHCHECK CMD"),
+        ("FROM a\nHEALTHCHECK NONE x\n", 2, "HEALTHCHECK NONE takes no arguments"),
+        ("FROM a\nHEALTHCHECK CONNECT TCP 7000\n", 2, "unknown type \"CONNECT\" in HEALTHCHECK (expected CMD or NONE)"),
+        ("FROM a\nHEALTHCHECK --interval=10x CMD x\n", 2, "HEALTHCHECK --interval: unknown unit \"x\" in duration \"10x\""),
+        ("FROM a\nHEALTHCHECK --timeout=10 CMD x\n", 2, "HEALTHCHECK --timeout: missing unit in duration \"10\" (use e.g. 30s, 1m30s, 500ms)"),
+        ("FROM a\nHEALTHCHECK --interval=500us CMD x\n", 2, "HEALTHCHECK --interval cannot be less than 1ms, got \"500us\""),
+        ("FROM a\nHEALTHCHECK --start-period=-5s CMD x\n", 2, "HEALTHCHECK --start-period: duration \"-5s\" cannot be negative"),
+        ("FROM a\nHEALTHCHECK --retries=-1 CMD x\n", 2, "HEALTHCHECK --retries cannot be negative, got -1"),
+        ("FROM a\nHEALTHCHECK --retries=abc CMD x\n", 2, "HEALTHCHECK --retries expects a whole number, got \"abc\""),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
 fn malformed_onbuild() {
-    assert_err(
-        "FROM a\nONBUILD\n",
-        2,
-        "ONBUILD requires a trigger instruction",
-    );
-    assert_err(
-        "FROM a\nONBUILD ONBUILD RUN x\n",
-        2,
-        "chaining ONBUILD via ONBUILD ONBUILD is not allowed",
-    );
-    assert_err(
-        "FROM a\nONBUILD from b\n",
-        2,
-        "FROM is not allowed as an ONBUILD trigger",
-    );
-    assert_err(
-        "FROM a\nONBUILD MAINTAINER me\n",
-        2,
-        "MAINTAINER is not allowed as an ONBUILD trigger",
-    );
-    assert_err(
-        "FROM a\nONBUILD RUUN x\n",
-        2,
-        "unknown instruction in ONBUILD trigger: RUUN",
-    );
-    assert_err(
-        "FROM a\nONBUILD COPY a\n",
-        2,
-        "invalid ONBUILD trigger: COPY requires at least two arguments, got 1",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nONBUILD\n", 2, "ONBUILD requires a trigger instruction"),
+        ("FROM a\nONBUILD ONBUILD RUN x\n", 2, "chaining ONBUILD via ONBUILD ONBUILD is not allowed"),
+        ("FROM a\nONBUILD from b\n", 2, "FROM is not allowed as an ONBUILD trigger"),
+        ("FROM a\nONBUILD MAINTAINER me\n", 2, "MAINTAINER is not allowed as an ONBUILD trigger"),
+        ("FROM a\nONBUILD RUUN x\n", 2, "unknown instruction in ONBUILD trigger: RUUN"),
+        ("FROM a\nONBUILD COPY a\n", 2, "invalid ONBUILD trigger: COPY requires at least two arguments, got 1"),
+    ];
+    assert_errs(&cases);
 }
 
 #[test]
@@ -432,19 +248,22 @@ fn malformed_heredoc() {
 
 #[test]
 fn error_lines_after_multiline_instructions() {
-    assert_err(
-        "FROM a\nRUN a \\\n  b \\\n  # c\n\n  d\nCOPY x\n",
-        7,
-        "COPY requires at least two arguments, got 1",
-    );
-    assert_err(
-        "FROM a\nCOPY <<EOF /x\n1\n2\nEOF\nBAD\n",
-        6,
-        "unknown instruction: BAD",
-    );
+    #[rustfmt::skip]
+    let cases = [
+        ("FROM a\nRUN a \\\n  b \\\n  # c\n\n  d\nCOPY x\n", 7, "COPY requires at least two arguments, got 1"),
+        ("FROM a\nCOPY <<EOF /x\n1\n2\nEOF\nBAD\n", 6, "unknown instruction: BAD"),
+    ];
+    assert_errs(&cases);
     // A blank line does not end a continuation, so COPY joins the RUN.
     assert_eq!(
         one("RUN x \\\n\nCOPY\n"),
         InstructionKind::Run(Command::Shell("x COPY".into()))
     );
+}
+
+/// Each Dockerfile fails on the given line with exactly the given message.
+fn assert_errs(cases: &[(&str, usize, &str)]) {
+    for &(text, line, message) in cases {
+        assert_err(text, line, message);
+    }
 }
