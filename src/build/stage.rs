@@ -1,0 +1,331 @@
+//! Running one stage: each instruction edits the image config or the
+//! filesystem model, and every change is committed as a layer (from the
+//! layer cache when it has one).
+
+use super::owner::resolve_owner;
+use super::{BaseRef, BuildError, Builder, StageResult, StageState, HISTORY_COMMENT};
+use crate::dockerfile::{Command, Healthcheck, Instruction, InstructionKind};
+use crate::image::{HealthConfig, History, Image, ImageConfig};
+use crate::layer::{self, FileSource, LayerOptions};
+use crate::platform::Platform;
+use crate::rootfs::{clean, overlay, RootFs};
+use std::collections::BTreeMap;
+
+impl Builder<'_> {
+    pub(super) fn run_stage(&mut self, index: usize) -> Result<StageResult, BuildError> {
+        let stage = self.df.stages[index].clone();
+        let mut platform = self.platform.clone();
+        if let Some(raw) = &stage.from.platform {
+            let text = self.expand(stage.from.line, raw, &self.global_lookup())?;
+            platform =
+                Platform::parse(&text).map_err(|e| self.fail(stage.from.line, e.to_string()))?;
+        }
+        let base = match self.stage_base(index)? {
+            BaseRef::Stage(i) => self.results[i].clone().ok_or_else(|| {
+                self.fail(stage.from.line, "internal: base stage was not built first")
+            })?,
+            BaseRef::Scratch => StageResult {
+                image: Image::new(ImageConfig::scratch(&platform, &self.created)),
+                fs: RootFs::default(),
+            },
+            BaseRef::Image(image) => {
+                let what = format!("FROM {}", stage.from.image);
+                let key = self.load_image(stage.from.line, &what, &image, &platform)?;
+                self.images[&key].clone()
+            }
+        };
+        if let Some(trigger) = base.image.config.config.on_build.first() {
+            return Err(self.fail(
+                stage.from.line,
+                format!(
+                    "the base image has ONBUILD triggers (first: {trigger:?}); running them is not supported yet"
+                ),
+            ));
+        }
+        let mut state = StageState {
+            image: base.image,
+            fs: base.fs,
+            args: BTreeMap::new(),
+            cmd_set_here: false,
+        };
+        for ins in &stage.instructions {
+            self.run_instruction(index, &mut state, ins)?;
+        }
+        Ok(StageResult {
+            image: state.image,
+            fs: state.fs,
+        })
+    }
+
+    pub(super) fn history(&self, ins: &Instruction) -> History {
+        History {
+            created: Some(self.created.clone()),
+            created_by: Some(ins.original.clone()),
+            author: None,
+            comment: Some(HISTORY_COMMENT.into()),
+            empty_layer: false,
+        }
+    }
+
+    /// Records the instruction, with a layer when it changed the filesystem.
+    fn commit(&mut self, state: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
+        let history = self.history(ins);
+        self.commit_with(state, ins.line, history)
+    }
+
+    pub(super) fn commit_with(
+        &mut self,
+        state: &mut StageState,
+        line: usize,
+        history: History,
+    ) -> Result<(), BuildError> {
+        if state.fs.has_changes() {
+            let mut entries = state.fs.take_changes();
+            let opts = LayerOptions {
+                mtime: self.opts.source_date_epoch,
+                gzip_level: self.opts.gzip_level,
+                compression: self.opts.compression,
+                threads: 0,
+            };
+            // A cold layer's files are hashed while they are written, not before.
+            let scanned = self
+                .layer_cache
+                .as_ref()
+                .and_then(|c| c.scan(&entries, &opts));
+            let keyed = scanned.as_ref().and_then(|s| s.key());
+            if let (Some(cache), Some(key)) = (&self.layer_cache, &keyed) {
+                if let Some(info) = cache.lookup(key, &self.store) {
+                    tracing::info!(line, digest = %info.digest, "layer served from cache");
+                    self.cache_stats.layers_from_cache += 1;
+                    state.image.add_layer(info, history);
+                    return Ok(());
+                }
+            }
+            if entries.iter().any(|e| {
+                matches!(
+                    &e.data,
+                    layer::EntryData::File {
+                        source: FileSource::Layer { .. },
+                        ..
+                    }
+                )
+            }) {
+                self.lazy_blobs
+                    .ensure_entries(&entries)
+                    .map_err(|e| self.fail(line, e))?;
+                let staging = self.staging_dir()?;
+                overlay::materialize(&mut entries, &staging)
+                    .map_err(|e| self.fail(line, e.to_string()))?;
+            }
+            let info = match &self.layer_cache {
+                Some(cache) => {
+                    let (info, reused) =
+                        cache.write_layer(scanned.as_ref(), &entries, &self.store, opts)?;
+                    self.cache_stats.segments_reused += reused;
+                    info
+                }
+                None => layer::write_layer(&entries, &self.store, opts)?,
+            };
+            self.cache_stats.layers_written += 1;
+            tracing::info!(line, digest = %info.digest, size = info.size, "layer written");
+            state.image.add_layer(info, history);
+        } else {
+            state.image.add_history(history);
+        }
+        Ok(())
+    }
+
+    fn run_instruction(
+        &mut self,
+        stage: usize,
+        state: &mut StageState,
+        ins: &Instruction,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        match &ins.kind {
+            InstructionKind::Arg(decls) => {
+                for decl in decls {
+                    let value = match self.opts.build_args.get(&decl.name) {
+                        Some(_) => self.arg_value(decl, &|n| state.lookup(n))?,
+                        // A bare ARG re-imports a global (or automatic) ARG's value.
+                        None if decl.default.is_none() => self.global_args.get(&decl.name).cloned(),
+                        None => self.arg_value(decl, &|n| state.lookup(n))?,
+                    };
+                    state
+                        .args
+                        .insert(decl.name.clone(), value.unwrap_or_default());
+                }
+                // Docker keeps ARG out of the image history.
+                return Ok(());
+            }
+            InstructionKind::Env(pairs) => {
+                for (key, raw) in pairs {
+                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
+                    state.image.config.config.set_env(key, &value);
+                }
+            }
+            InstructionKind::Label(pairs) => {
+                for (raw_key, raw) in pairs {
+                    let key = self.expand(line, raw_key, &|n| state.lookup(n))?;
+                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
+                    state.image.config.config.labels.insert(key, value);
+                }
+            }
+            InstructionKind::Workdir(raw) => {
+                let dir = self.expand(line, raw, &|n| state.lookup(n))?;
+                let path = clean(&state.workdir(), &dir);
+                state.image.config.config.working_dir = format!("/{path}");
+                // New directories belong to the USER, as buildah and BuildKit make them;
+                // a user or group the stage cannot resolve falls back to root, as in buildah.
+                let user = &state.image.config.config.user;
+                let (uid, gid) = if user.is_empty() {
+                    (0, 0)
+                } else {
+                    resolve_owner(user, &state.fs, &self.lazy_blobs).unwrap_or((0, 0))
+                };
+                state
+                    .fs
+                    .mkdir_all(&path, 0o755, uid, gid)
+                    .map_err(|e| self.fail(line, format!("WORKDIR {dir}: {e}")))?;
+            }
+            InstructionKind::Expose(words) => {
+                for raw in words {
+                    for word in self.expand_words(line, raw, &|n| state.lookup(n))? {
+                        // Docker's form: ranges expanded, protocol lower-cased
+                        // (buildah 1.28 keeps the word as written).
+                        for port in parse_ports(&word).map_err(|e| self.fail(line, e))? {
+                            let ports = &mut state.image.config.config.exposed_ports;
+                            ports.insert(port, Default::default());
+                        }
+                    }
+                }
+            }
+            InstructionKind::User(raw) => {
+                let user = self.expand(line, raw, &|n| state.lookup(n))?;
+                if user.is_empty() {
+                    return Err(self.fail(line, "USER requires a user name or id"));
+                }
+                state.image.config.config.user = user;
+            }
+            InstructionKind::Volume(raws) => {
+                for raw in raws {
+                    for v in self.expand_words(line, raw, &|n| state.lookup(n))? {
+                        if v.trim().is_empty() {
+                            return Err(
+                                self.fail(line, "VOLUME specified can not be an empty string")
+                            );
+                        }
+                        state
+                            .image
+                            .config
+                            .config
+                            .volumes
+                            .insert(v, Default::default());
+                    }
+                }
+            }
+            InstructionKind::Entrypoint(cmd) => {
+                let argv = command_argv(&state.image.config.config.shell, cmd);
+                state.image.config.config.entrypoint = Some(argv);
+                if !state.cmd_set_here {
+                    state.image.config.config.cmd = None;
+                }
+            }
+            InstructionKind::Cmd(cmd) => {
+                state.image.config.config.cmd =
+                    Some(command_argv(&state.image.config.config.shell, cmd));
+                state.cmd_set_here = true;
+            }
+            InstructionKind::Shell(shell) => state.image.config.config.shell = shell.clone(),
+            InstructionKind::StopSignal(raw) => {
+                let signal = self.expand(line, raw, &|n| state.lookup(n))?;
+                if !valid_signal(&signal) {
+                    return Err(
+                        self.fail(line, format!("STOPSIGNAL {signal:?} is not a valid signal"))
+                    );
+                }
+                state.image.config.config.stop_signal = Some(signal);
+            }
+            InstructionKind::Healthcheck(h) => {
+                state.image.config.config.healthcheck = Some(health_config(h));
+            }
+            InstructionKind::Onbuild(trigger) => {
+                state.image.config.config.on_build.push(trigger.clone());
+            }
+            InstructionKind::Maintainer(name) => state.image.config.author = Some(name.clone()),
+            InstructionKind::Copy(args) => self.copy(stage, state, ins, args, false)?,
+            InstructionKind::Add(args) => self.copy(stage, state, ins, args, true)?,
+            InstructionKind::Run(_) => {
+                return Err(self.fail(line, "RUN is not supported without a container runtime"))
+            }
+        }
+        self.commit(state, ins)
+    }
+}
+
+/// Shell forms run under the stage's SHELL, as Docker documents (buildah 1.28
+/// ignores SHELL here; the comparison test records that difference).
+fn command_argv(shell: &[String], cmd: &Command) -> Vec<String> {
+    match cmd {
+        Command::Exec(argv) => argv.clone(),
+        Command::Shell(text) => {
+            let mut argv = if shell.is_empty() {
+                vec!["/bin/sh".to_string(), "-c".to_string()]
+            } else {
+                shell.to_vec()
+            };
+            argv.push(text.clone());
+            argv
+        }
+    }
+}
+
+/// `80`, `80/tcp`, `53/udp`, `8000-8002` → `80/tcp`, ...
+fn parse_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "EXPOSE {word}: invalid protocol {proto:?} (tcp, udp or sctp)"
+        ));
+    }
+    let port = |s: &str| -> Result<u32, String> {
+        s.parse::<u32>()
+            .ok()
+            .filter(|p| *p <= 65535)
+            .ok_or_else(|| format!("EXPOSE {word}: invalid port {s:?}"))
+    };
+    let (start, end) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if end < start {
+        return Err(format!("EXPOSE {word}: invalid port range"));
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn valid_signal(signal: &str) -> bool {
+    if let Ok(n) = signal.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let name = signal.strip_prefix("SIG").unwrap_or(signal);
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-')
+}
+
+fn health_config(h: &Healthcheck) -> HealthConfig {
+    let nanos = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64).unwrap_or(0);
+    HealthConfig {
+        test: h.test.clone(),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        start_period: nanos(h.start_period),
+        start_interval: nanos(h.start_interval),
+        retries: h.retries.map(u64::from).unwrap_or(0),
+    }
+}
