@@ -182,14 +182,7 @@ fn read_index(path: &Path) -> Result<ImageIndex, LayoutError> {
 
 /// Writes beside the target and renames, so readers never see half a file.
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    temp.write_all(bytes).map_err(io_err(path))?;
-    temp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    Ok(())
+    crate::files::write_atomic(path, bytes).map_err(io_err(path))
 }
 
 /// A deterministic tar writer: fixed mtime, root owner, sorted by the caller.

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod context;
 pub mod digest;
 pub mod dockerfile;
+mod files;
 pub mod image;
 pub mod layer;
 pub mod layout;

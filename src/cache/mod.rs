@@ -72,6 +72,7 @@ pub fn source_date_epoch() -> Result<u64, EpochError> {
 /// [`STAT_ENTRIES_MAX`] entries, the least recently used going first.
 pub mod layers {
     use crate::digest;
+    use crate::files::write_atomic;
     use crate::layer::{
         self, EntryData, FileHashes, FileSource, LayerEntry, LayerError, LayerInfo, LayerOptions,
         SegmentCache,
@@ -501,15 +502,6 @@ pub mod layers {
                 reused: AtomicUsize::new(0),
             }
         }
-    }
-
-    fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        io::Write::write_all(&mut tmp, bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
     }
 
     /// Marks a cached file as used, for [`prune`]'s LRU order.

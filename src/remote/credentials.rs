@@ -183,45 +183,7 @@ fn write_config(path: &Path, key: &str, username: &str, password: &str) -> Resul
         a.insert(key.to_string(), entry);
     }
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| format!("serialising config: {e}"))?;
-    write_private(path, &bytes).map_err(|e| format!("cannot write {shown}: {e}"))
-}
-
-/// Write atomically with mode 0600 (the file holds secrets).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        b.mode(0o700);
-    }
-    b.create(dir)?;
-    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        o.mode(0o600);
-    }
-    let res = (|| {
-        let mut f = o.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            // mode() is masked by umask and ignored for an existing file.
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    crate::files::write_private(path, &bytes).map_err(|e| format!("cannot write {shown}: {e}"))
 }
 
 /// `docker-credential-<name> store`, secret passed on stdin only.

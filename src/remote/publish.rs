@@ -35,16 +35,7 @@ impl PublishError {
 type MountRecord = BTreeMap<String, BTreeSet<String>>;
 
 fn record_path(cache_dir: &Path, registry: &str) -> PathBuf {
-    let safe: String = registry
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::files::safe_file_name(registry);
     cache_dir.join("mounts").join(format!("{safe}.json"))
 }
 
@@ -58,12 +49,7 @@ fn read_record(path: &Path) -> MountRecord {
 
 fn write_record(path: &Path, record: &MountRecord) {
     let write = || -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&mut tmp, record)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::files::write_atomic(path, &serde_json::to_vec(record)?)
     };
     if let Err(e) = write() {
         tracing::warn!("cannot update {}: {e}", path.display());

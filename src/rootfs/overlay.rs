@@ -127,14 +127,8 @@ pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
     let Some(path) = index_path(cache_dir, digest) else {
         return;
     };
-    let write = || -> io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&mut tmp, index)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
-    };
+    let write =
+        || -> io::Result<()> { crate::files::write_atomic(&path, &serde_json::to_vec(index)?) };
     if let Err(e) = write() {
         tracing::warn!("cannot write the layer index {}: {e}", path.display());
     }

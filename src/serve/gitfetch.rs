@@ -130,16 +130,7 @@ fn is_commit(sha: &str) -> bool {
 
 /// The cache folder for a repository: `<cache_root>/<owner>__<name>.git`.
 pub fn cache_path(cache_root: &Path, full_name: &str) -> PathBuf {
-    let safe: String = full_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::files::safe_file_name(full_name);
     cache_root.join(format!("{}.git", safe.trim_start_matches('.')))
 }
 
