@@ -2,7 +2,6 @@
 //! commit a build runs. Best effort: a failed post is logged, never fatal,
 //! and the token never reaches a log line.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,26 +50,16 @@ pub struct StatusClient {
     token: Token,
 }
 
-fn tls() -> Result<rustls::ClientConfig, StatusError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StatusError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
 impl StatusClient {
     pub fn new(base: &str, token: String) -> Result<StatusClient, StatusError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("dockless/", env!("CARGO_PKG_VERSION")))
-            .tls_backend_preconfigured(tls()?)
+            .tls_backend_preconfigured(
+                crate::remote::tls::client_config(&[])
+                    .map_err(|e| StatusError::Client(e.to_string()))?,
+            )
             .build()
             .map_err(|e| StatusError::Client(e.to_string()))?;
         Ok(StatusClient {
