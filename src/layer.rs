@@ -28,7 +28,6 @@ use tar::{EntryType, Header};
 
 pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// gzip level used unless the caller asks otherwise; part of the digest.
 /// On source trees zlib-rs level 5 gives the same size as 6 in about 20% less

@@ -511,7 +511,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::remote::publish::publish_artifact_from(
+        .block_on(dockless::remote::publish::publish_artifact(
             &store, &artifact, &target, &opts, &cache_dir, &sources,
         ))
         .map_err(|e| Failure {

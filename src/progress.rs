@@ -49,8 +49,8 @@ fn json_line(event: &PushEvent) -> serde_json::Value {
             digest,
             from: Some(from),
         } => json!({"event": "blob_uploaded", "digest": digest, "streamed_from": from}),
-        PushEvent::ManifestPushed { digest, tag } => {
-            json!({"event": "manifest_pushed", "digest": digest, "tag": tag})
+        PushEvent::ManifestPushed { digest, reference } => {
+            json!({"event": "manifest_pushed", "digest": digest, "tag": reference})
         }
     }
 }
@@ -114,8 +114,8 @@ impl Progress {
                 Some(from) => finish(&bars, digest, &format!("streamed from {from}")),
                 None => finish(&bars, digest, "pushed"),
             },
-            PushEvent::ManifestPushed { tag, .. } => {
-                let _ = multi.println(format!("manifest pushed as {tag}"));
+            PushEvent::ManifestPushed { reference, .. } => {
+                let _ = multi.println(format!("manifest pushed as {reference}"));
             }
         }
     }

@@ -25,9 +25,10 @@ pub enum PushEvent {
         digest: String,
         from: Option<String>,
     },
-    /// Manifest (or index) accepted; `tag` is a digest for the per-platform
-    /// manifests of an index, which are put by digest before it.
-    ManifestPushed { digest: String, tag: String },
+    /// Manifest (or index) accepted under `reference`: the tag, or the
+    /// digest for the per-platform manifests of an index, which are put by
+    /// digest before it.
+    ManifestPushed { digest: String, reference: String },
 }
 
 type Callback = dyn Fn(&PushEvent) + Send + Sync;

@@ -179,34 +179,10 @@ pub fn push_image_from(
     })
 }
 
-/// How a push reaches a base's registry when the caller did not say: the
-/// target's CA files, and plain HTTP only for the target itself when it is.
-fn default_sources(target: &Reference, opts: &PushOptions) -> RegistryOptions {
-    RegistryOptions {
-        insecure_registries: if opts.insecure {
-            vec![target.registry.clone()]
-        } else {
-            Vec::new()
-        },
-        ca_certs: opts.ca_certs.clone(),
-    }
-}
-
-/// Pushes the image and remembers that the target repository now holds its blobs.
+/// Pushes the image and remembers that the target repository now holds its
+/// blobs. Base layers that are not in the store are read from the base's
+/// registry, reached with `sources` (the build's registry options).
 pub async fn publish(
-    store: &BlobStore,
-    image: &BuiltImage,
-    target: &Reference,
-    opts: &PushOptions,
-    cache_dir: &Path,
-) -> Result<PushOutcome, PublishError> {
-    let sources = default_sources(target, opts);
-    publish_from(store, image, target, opts, cache_dir, &sources).await
-}
-
-/// [`publish`], reaching base registries with `sources` (the build's
-/// registry options) for base layers that are not in the store.
-pub async fn publish_from(
     store: &BlobStore,
     image: &BuiltImage,
     target: &Reference,
@@ -214,10 +190,24 @@ pub async fn publish_from(
     cache_dir: &Path,
     sources: &RegistryOptions,
 ) -> Result<PushOutcome, PublishError> {
+    publish_under(store, image, target, &target.tag, opts, cache_dir, sources).await
+}
+
+/// [`publish`], with the manifest put under `reference`: the target's tag,
+/// or the manifest's own digest for each image of an index.
+async fn publish_under(
+    store: &BlobStore,
+    image: &BuiltImage,
+    target: &Reference,
+    reference: &str,
+    opts: &PushOptions,
+    cache_dir: &Path,
+    sources: &RegistryOptions,
+) -> Result<PushOutcome, PublishError> {
     let record_file = record_path(cache_dir, &target.registry);
     let record = read_record(&record_file);
     let push = push_image_from(store, image, &record, target, Some(sources))?;
-    let outcome = push::push(&push, target, opts).await?;
+    let outcome = push::push_under(&push, target, reference, opts).await?;
     let mut record = read_record(&record_file);
     for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))
     {
@@ -232,19 +222,8 @@ pub async fn publish_from(
 
 /// Pushes an image, or every per-platform image of an index (by digest) and
 /// then the index under the tag, so the tag appears only once all is there.
+/// Base registries are reached with `sources`, as in [`publish`].
 pub async fn publish_artifact(
-    store: &BlobStore,
-    artifact: &Artifact,
-    target: &Reference,
-    opts: &PushOptions,
-    cache_dir: &Path,
-) -> Result<String, PublishError> {
-    let sources = default_sources(target, opts);
-    publish_artifact_from(store, artifact, target, opts, cache_dir, &sources).await
-}
-
-/// [`publish_artifact`], reaching base registries with `sources`.
-pub async fn publish_artifact_from(
     store: &BlobStore,
     artifact: &Artifact,
     target: &Reference,
@@ -254,18 +233,15 @@ pub async fn publish_artifact_from(
 ) -> Result<String, PublishError> {
     let index = match artifact {
         Artifact::Image(image) => {
-            return Ok(publish_from(store, image, target, opts, cache_dir, sources)
+            return Ok(publish(store, image, target, opts, cache_dir, sources)
                 .await?
                 .manifest_digest)
         }
         Artifact::Index(index) => index,
     };
     for image in &index.images {
-        let by_digest = Reference {
-            tag: image.manifest_digest.clone(),
-            ..target.clone()
-        };
-        publish_from(store, image, &by_digest, opts, cache_dir, sources).await?;
+        let digest = &image.manifest_digest;
+        publish_under(store, image, target, digest, opts, cache_dir, sources).await?;
     }
     let session = Session::open(&target.registry, opts).await?;
     session

@@ -388,17 +388,18 @@ impl Session {
         Ok(BlobResult::Uploaded)
     }
 
-    /// PUTs a manifest (or index) under `tag` and reports it; returns its
+    /// PUTs a manifest (or index) under `reference` (a tag, or its own
+    /// digest) and reports it; returns its
     /// digest, computed here from the exact bytes (the registry's
     /// `Docker-Content-Digest` is not trusted).
     pub(crate) async fn put_manifest(
         &self,
         repo: &str,
-        tag: &str,
+        reference: &str,
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String> {
-        let url = self.t.url(&format!("/v2/{repo}/manifests/{tag}"))?;
+        let url = self.t.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let resp = self
             .send(
                 Method::PUT,
@@ -418,7 +419,7 @@ impl Session {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         self.events.emit(PushEvent::ManifestPushed {
             digest: digest.clone(),
-            tag: tag.to_string(),
+            reference: reference.to_string(),
         });
         Ok(digest)
     }
@@ -585,8 +586,21 @@ pub async fn push(
     target: &Reference,
     opts: &PushOptions,
 ) -> Result<PushOutcome> {
+    push_under(image, target, &target.tag, opts).await
+}
+
+/// [`push`], with the manifest put under `reference`: the target's tag, or
+/// the manifest's own digest for each image of an index.
+pub(super) async fn push_under(
+    image: &PushImage,
+    target: &Reference,
+    reference: &str,
+    opts: &PushOptions,
+) -> Result<PushOutcome> {
+    // As `Reference` shows itself, with `reference` in the tag's place.
+    let target_shown = format!("{}/{}:{reference}", target.registry, target.repository);
     let session = Session::open(&target.registry, opts).await?;
-    debug!(target = %target, authenticated = session.auth.has_credential(), "pushing");
+    debug!(target = %target_shown, authenticated = session.auth.has_credential(), "pushing");
     session.ping().await?;
 
     // Config and layers may share digests (and layers may repeat): push each once.
@@ -634,14 +648,9 @@ pub async fn push(
     }
 
     let manifest_digest = session
-        .put_manifest(
-            repo,
-            &target.tag,
-            &image.manifest_media_type,
-            &image.manifest,
-        )
+        .put_manifest(repo, reference, &image.manifest_media_type, &image.manifest)
         .await?;
-    info!(target = %target, digest = %manifest_digest, "pushed");
+    info!(target = %target_shown, digest = %manifest_digest, "pushed");
     outcome.manifest_digest = manifest_digest;
     Ok(outcome)
 }

@@ -426,7 +426,7 @@ async fn build_one(
         ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
         ..PushOptions::default()
     };
-    let outcome = crate::remote::publish::publish_from(
+    let outcome = crate::remote::publish::publish(
         &built.store,
         &built.image,
         &image.target,
