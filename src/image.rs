@@ -147,8 +147,10 @@ fn env_key(entry: &str) -> &str {
     entry.split_once('=').map(|(k, _)| k).unwrap_or(entry)
 }
 
+/// The config's `rootfs`: the diff IDs of the image's layers, bottom first
+/// (the filesystem itself is modelled by [`crate::rootfs::RootFs`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
+pub struct ConfigRootFs {
     #[serde(rename = "type")]
     pub kind: String,
     pub diff_ids: Vec<String>,
@@ -180,7 +182,7 @@ pub struct ImageConfig {
     pub variant: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub config: ContainerConfig,
-    pub rootfs: RootFs,
+    pub rootfs: ConfigRootFs,
     #[serde(
         default,
         deserialize_with = "null_default",
@@ -203,7 +205,7 @@ impl ImageConfig {
                 working_dir: "/".into(),
                 ..ContainerConfig::default()
             },
-            rootfs: RootFs {
+            rootfs: ConfigRootFs {
                 kind: "layers".into(),
                 diff_ids: Vec::new(),
             },
