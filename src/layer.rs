@@ -924,7 +924,7 @@ mod tests {
 
     type SegmentTable = Vec<(String, u64, u64)>;
 
-    /// A segment cache in memory, standing in for `cache::layers::SegmentIndex`.
+    /// A segment cache in memory, standing in for `cache::SegmentIndex`.
     #[derive(Default)]
     struct MemSegments {
         store: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,

@@ -55,7 +55,7 @@ enum CacheCommand {
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    dockless::cache::layers::parse_size(text)
+    dockless::cache::parse_size(text)
 }
 
 #[derive(Args)]
@@ -281,7 +281,7 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
 
 fn run_prune(max_size: u64) -> Result<(), Failure> {
     let dir = dockless::cache::default_dir();
-    let report = dockless::cache::layers::prune(&dir, max_size, &Default::default())
+    let report = dockless::cache::prune(&dir, max_size, &Default::default())
         .with_context(|| format!("pruning {}", dir.display()))?;
     eprintln!(
         "removed {} blobs ({} bytes); {} bytes kept in {}",
@@ -297,7 +297,7 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
 fn prune_after_build(flags: &BuildFlags, built: &build::BuiltSet) {
     let keep = built.artifact.blob_digests().into_iter().collect();
     let dir = dockless::cache::default_dir();
-    if let Err(e) = dockless::cache::layers::prune(&dir, flags.cache_max_size, &keep) {
+    if let Err(e) = dockless::cache::prune(&dir, flags.cache_max_size, &keep) {
         tracing::warn!("cannot prune the cache {}: {e}", dir.display());
     }
 }

@@ -185,7 +185,7 @@ fn a_missing_blob_is_rebuilt_and_pruning_keeps_the_cap() {
 
     // A cap of zero removes every blob not kept, and the records that named them.
     let keep = [first.image.config_digest.clone()].into_iter().collect();
-    let report = dockless::cache::layers::prune(&cache, 0, &keep).unwrap();
+    let report = dockless::cache::prune(&cache, 0, &keep).unwrap();
     assert!(report.blobs_removed >= 2, "{report:?}");
     assert!(second.store.contains(&first.image.config_digest));
     assert!(!second.store.contains(&layer));
@@ -523,7 +523,7 @@ fn pruning_counts_and_evicts_layer_indexes_by_last_use() {
     let new_blob = put(format!("blobs/sha256/{}", hex('e')), 5);
 
     let keep = [format!("sha256:{}", hex('c'))].into_iter().collect();
-    let report = dockless::cache::layers::prune(cache, 3000, &keep).unwrap();
+    let report = dockless::cache::prune(cache, 3000, &keep).unwrap();
     assert_eq!(report.bytes_removed, 2000, "{report:?}");
     assert_eq!(report.blobs_removed, 1, "{report:?}");
     assert_eq!(report.bytes_kept, 3000, "{report:?}");

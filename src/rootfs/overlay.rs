@@ -117,7 +117,7 @@ pub fn load_index(cache_dir: &Path, digest: &str, diff_id: &str) -> Option<Layer
     let index: LayerIndex = serde_json::from_slice(&bytes).ok()?;
     let current = index.version == INDEX_VERSION && index.diff_id == diff_id;
     if current {
-        crate::cache::layers::touch(&path);
+        crate::cache::touch(&path);
     }
     current.then_some(index)
 }

@@ -446,13 +446,13 @@ async fn build_one(
 /// Keeps the service's cache under `$DOCKLESS_CACHE_MAX_SIZE` (default 10G),
 /// as the CLI does after each build, never removing the image just pushed.
 fn prune_cache(cache_dir: &Path, image: &crate::image::BuiltImage) {
-    use crate::cache::layers;
+    use crate::cache;
     let max = std::env::var("DOCKLESS_CACHE_MAX_SIZE")
         .ok()
-        .and_then(|v| layers::parse_size(&v).ok())
-        .unwrap_or(layers::DEFAULT_MAX_SIZE);
+        .and_then(|v| cache::parse_size(&v).ok())
+        .unwrap_or(cache::DEFAULT_MAX_SIZE);
     let keep = image.blob_digests().into_iter().collect();
-    if let Err(e) = layers::prune(cache_dir, max, &keep) {
+    if let Err(e) = cache::prune(cache_dir, max, &keep) {
         tracing::warn!("cannot prune the cache {}: {e}", cache_dir.display());
     }
 }

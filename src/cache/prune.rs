@@ -1,0 +1,151 @@
+//! Keeping the cache under a size cap: least recently used blobs first,
+//! then the records that pointed at them.
+
+use crate::digest;
+use crate::layer::LayerInfo;
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default cap of the blob store, in bytes (10 GiB).
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
+/// Marks a cached file as used, for [`prune`]'s LRU order.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PruneReport {
+    pub blobs_removed: usize,
+    pub bytes_removed: u64,
+    pub bytes_kept: u64,
+}
+
+/// Removes least recently used blobs and base-layer header indexes
+/// (`layer-index/`, kept apart from their blobs on purpose: they let a
+/// build skip the download) until both together hold at most
+/// `max_bytes`, never those named in `keep`; then drops layer and segment
+/// records that point at removed blobs.
+pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Result<PruneReport> {
+    let blob_dir = cache_dir.join("blobs").join("sha256");
+    let mut entries = cached_files(&blob_dir, "")?;
+    entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
+    let mut total: u64 = entries.iter().map(|e| e.len).sum();
+    let mut report = PruneReport::default();
+    if total > max_bytes {
+        entries.sort_by_key(|e| e.used);
+        for e in &entries {
+            if total <= max_bytes {
+                break;
+            }
+            if keep.contains(&format!("sha256:{}", e.hex)) {
+                continue;
+            }
+            if fs::remove_file(&e.path).is_ok() {
+                total -= e.len;
+                report.bytes_removed += e.len;
+                if e.path.starts_with(&blob_dir) {
+                    report.blobs_removed += 1;
+                }
+            }
+        }
+    }
+    report.bytes_kept = total;
+    if report.blobs_removed > 0 {
+        drop_dangling(cache_dir, &blob_dir);
+    }
+    Ok(report)
+}
+
+/// A file in the cache that pruning may remove, named by a digest's hex.
+struct CachedFile {
+    used: SystemTime,
+    hex: String,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The files in `dir` named `<hex><suffix>`; none if `dir` is missing.
+fn cached_files(dir: &Path, suffix: &str) -> io::Result<Vec<CachedFile>> {
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in listing {
+        let entry = entry?;
+        let md = entry.metadata()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_suffix(suffix) else {
+            continue;
+        };
+        if !md.is_file() {
+            continue;
+        }
+        out.push(CachedFile {
+            used: md.modified().unwrap_or(UNIX_EPOCH),
+            hex: hex.to_string(),
+            path: entry.path(),
+            len: md.len(),
+        });
+    }
+    Ok(out)
+}
+
+fn drop_dangling(cache_dir: &Path, blob_dir: &Path) {
+    let gone =
+        |digest: &str| digest::hex_part(digest).is_none_or(|hex| !blob_dir.join(hex).is_file());
+    let layers = cache_dir.join("layers");
+    let records = fs::read_dir(layers.join("index"))
+        .into_iter()
+        .chain(fs::read_dir(layers.join("shapes")))
+        .flatten()
+        .flatten();
+    for entry in records {
+        let info: Option<LayerInfo> = fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if info.is_none_or(|i| gone(&i.digest)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let segments = cache_dir.join("segments");
+    for entry in walkdir::WalkDir::new(&segments).into_iter().flatten() {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let text = fs::read_to_string(entry.path()).unwrap_or_default();
+        if gone(text.split_whitespace().next().unwrap_or("")) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `10G`, `512M`, `100K` or a byte count.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("invalid size {text:?}: use K, M, G or T")),
+            };
+            (&t[..i], mult)
+        }
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 10G, 512M or 1000000"))
+}
