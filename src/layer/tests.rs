@@ -1,0 +1,290 @@
+//! Layers: deterministic bytes, digests, compression and segment reuse.
+
+use super::*;
+use flate2::read::MultiGzDecoder as GzDecoder;
+
+fn file_entry(dir: &std::path::Path, name: &str, body: &[u8]) -> LayerEntry {
+    let path = dir.join(name.replace('/', "_"));
+    std::fs::write(&path, body).unwrap();
+    LayerEntry {
+        path: name.into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        data: EntryData::File {
+            source: FileSource::Path(path),
+            size: body.len() as u64,
+        },
+    }
+}
+
+fn read_back(store: &BlobStore, info: &LayerInfo) -> Vec<(String, EntryType, u64, u64)> {
+    let file = std::fs::File::open(store.existing(&info.digest).unwrap()).unwrap();
+    let mut archive = tar::Archive::new(GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                e.path().unwrap().display().to_string(),
+                h.entry_type(),
+                h.mtime().unwrap(),
+                h.uid().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn layer_is_sorted_deterministic_and_digests_match() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let long = format!("app/{}/x.txt", "d".repeat(150));
+    let entries = vec![
+        file_entry(src.path(), "app/b.txt", b"bbb"),
+        LayerEntry {
+            path: "app".into(),
+            mode: 0o755,
+            uid: 1000,
+            gid: 1000,
+            data: EntryData::Dir,
+        },
+        file_entry(src.path(), &long, b"deep"),
+        LayerEntry {
+            path: "app/link".into(),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            data: EntryData::Symlink("b.txt".into()),
+        },
+    ];
+    let opts = LayerOptions {
+        mtime: 1234,
+        gzip_level: 6,
+        ..Default::default()
+    };
+    let a = write_layer(&entries, &store, opts).unwrap();
+    let mut reversed = entries.clone();
+    reversed.reverse();
+    let b = write_layer(&reversed, &store, opts).unwrap();
+    assert_eq!(a, b);
+
+    let blob = std::fs::read(store.existing(&a.digest).unwrap()).unwrap();
+    assert_eq!(crate::digest::sha256(&blob), a.digest);
+    let mut tar_bytes = Vec::new();
+    GzDecoder::new(&blob[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    assert_eq!(crate::digest::sha256(&tar_bytes), a.diff_id);
+    assert_eq!(tar_bytes.len() as u64, a.uncompressed_size);
+
+    let listed = read_back(&store, &a);
+    let paths: Vec<&str> = listed.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(paths, vec!["app/", "app/b.txt", long.as_str(), "app/link"]);
+    assert!(listed.iter().all(|e| e.2 == 1234));
+    assert_eq!(listed[0].3, 1000);
+}
+
+#[test]
+fn hashing_files_on_the_way_changes_no_byte() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let mut entries = big_tree(src.path());
+    entries.push(file_entry(src.path(), "app/empty", b""));
+    let plain = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+    let (hashed, hashes) =
+        write_layer_hashed(&entries, &store, LayerOptions::default(), None).unwrap();
+    assert_eq!(plain, hashed);
+    assert_eq!(hashes.len(), entries.len());
+    for e in &entries {
+        let EntryData::File {
+            source: FileSource::Path(path),
+            ..
+        } = &e.data
+        else {
+            unreachable!()
+        };
+        let (expected, _) = crate::digest::sha256_file(path).unwrap();
+        assert_eq!(format!("sha256:{}", hashes[path]), expected);
+    }
+}
+
+#[test]
+fn gzip_level_changes_the_digest_but_not_the_diff_id() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let body = "hello world ".repeat(1000);
+    let entries = vec![file_entry(src.path(), "f", body.as_bytes())];
+    let fast = write_layer(
+        &entries,
+        &store,
+        LayerOptions {
+            gzip_level: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let best = write_layer(
+        &entries,
+        &store,
+        LayerOptions {
+            gzip_level: 9,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fast.diff_id, best.diff_id);
+    assert_ne!(fast.digest, best.digest);
+}
+
+#[test]
+fn a_file_that_shrank_fails_the_layer() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let mut entry = file_entry(src.path(), "f", b"abc");
+    if let EntryData::File { size, .. } = &mut entry.data {
+        *size = 10;
+    }
+    let err = write_layer(&[entry], &store, LayerOptions::default()).unwrap_err();
+    assert!(matches!(err, LayerError::Changed { .. }), "{err}");
+}
+
+/// A few MB of text-like files, so the layer has several segments.
+fn big_tree(dir: &std::path::Path) -> Vec<LayerEntry> {
+    (0..40)
+        .map(|i| {
+            let body: String = (0..2000 + i * 150)
+                .map(|n| format!("line {n} of file {i}: value = {}\n", n * 7 % 13))
+                .collect();
+            file_entry(dir, &format!("app/m{i:02}.py"), body.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn bytes_do_not_depend_on_the_thread_count() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let entries = big_tree(src.path());
+    for compression in [LayerCompression::Gzip, LayerCompression::Zstd] {
+        let with = |threads| {
+            let opts = LayerOptions {
+                threads,
+                compression,
+                ..Default::default()
+            };
+            write_layer(&entries, &store, opts).unwrap()
+        };
+        let one = with(1);
+        assert!(one.uncompressed_size > 2 * SEGMENT_MIN as u64);
+        assert_eq!(one, with(2));
+        assert_eq!(one, with(7));
+        assert_eq!(one.media_type, compression.media_type());
+    }
+}
+
+#[test]
+fn a_multi_member_gzip_layer_reads_back_whole() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let entries = big_tree(src.path());
+    let info = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+    let blob = std::fs::read(store.existing(&info.digest).unwrap()).unwrap();
+    // More than one gzip member, each with the host-independent header.
+    let members = blob
+        .windows(10)
+        .filter(|w| w[..4] == [0x1f, 0x8b, 8, 0] && w[4..8] == [0; 4] && w[9] == 255)
+        .count();
+    assert!(members > 1, "{members} members");
+    let mut tar_bytes = Vec::new();
+    GzDecoder::new(&blob[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    assert_eq!(crate::digest::sha256(&tar_bytes), info.diff_id);
+    assert_eq!(read_back(&store, &info).len(), entries.len());
+}
+
+#[test]
+fn zstd_layers_decode_to_the_same_tar() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let entries = big_tree(src.path());
+    let gz = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+    let zst = write_layer(
+        &entries,
+        &store,
+        LayerOptions {
+            compression: LayerCompression::Zstd,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(gz.diff_id, zst.diff_id);
+    assert_ne!(gz.digest, zst.digest);
+    let blob = std::fs::read(store.existing(&zst.digest).unwrap()).unwrap();
+    let tar_bytes = zstd::decode_all(&blob[..]).unwrap();
+    assert_eq!(crate::digest::sha256(&tar_bytes), zst.diff_id);
+}
+
+type SegmentTable = Vec<(String, u64, u64)>;
+
+/// A segment cache in memory, standing in for `cache::SegmentIndex`.
+#[derive(Default)]
+struct MemSegments {
+    store: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    blobs: std::sync::Mutex<Vec<(String, SegmentTable)>>,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl SegmentCache for MemSegments {
+    fn lookup(&self, key: &str) -> Option<Vec<u8>> {
+        let found = self.store.lock().unwrap().get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+    fn record(&self, blob: &str, segments: &[(String, u64, u64)]) {
+        self.blobs
+            .lock()
+            .unwrap()
+            .push((blob.to_string(), segments.to_vec()));
+    }
+}
+
+#[test]
+fn reused_segments_give_the_same_bytes_as_a_cold_write() {
+    let src = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let mut entries = big_tree(src.path());
+    let cache = MemSegments::default();
+    let first =
+        write_layer_cached(&entries, &store, LayerOptions::default(), Some(&cache)).unwrap();
+    // Fill the cache from the recorded table, as the on-disk index does.
+    let blob = std::fs::read(store.existing(&first.digest).unwrap()).unwrap();
+    for (_, table) in cache.blobs.lock().unwrap().iter() {
+        for (key, off, len) in table {
+            let bytes = blob[*off as usize..(*off + *len) as usize].to_vec();
+            cache.store.lock().unwrap().insert(key.clone(), bytes);
+        }
+    }
+    let segments = cache.store.lock().unwrap().len();
+    assert!(segments > 2);
+    // Change one file near the end: only its segment is compressed again.
+    entries[38] = file_entry(src.path(), "app/m38.py", b"changed\n");
+    let warm = write_layer_cached(&entries, &store, LayerOptions::default(), Some(&cache)).unwrap();
+    let cold = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+    assert_eq!(warm, cold);
+    let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(hits >= segments - 2, "{hits} of {segments} reused");
+}
