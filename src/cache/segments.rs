@@ -9,7 +9,6 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Where compressed segments of stored blobs lie (see [`LayerCache`]).
 /// Where compressed segments of stored blobs lie (see [`LayerCache`](super::layers::LayerCache)).
 pub struct SegmentIndex<'a> {
     dir: PathBuf,

@@ -44,7 +44,7 @@ pub struct Config {
     pub webhook_secret_file: Option<PathBuf>,
     /// Enables commit statuses.
     pub github_token: Option<String>,
-    /// Defaults to https://api.github.com (GitHub Enterprise: https://HOST/api/v3).
+    /// Defaults to <https://api.github.com> (GitHub Enterprise: `https://HOST/api/v3`).
     pub github_api_url: Option<String>,
     #[serde(default)]
     pub repos: Vec<RepoConfig>,
