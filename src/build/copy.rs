@@ -133,7 +133,7 @@ impl Builder<'_> {
                     let entries = self
                         .context()?
                         .resolve_source(&src)
-                        .map_err(|e| self.fail(line, e.to_string()))?;
+                        .map_err(|e| self.fail_because(line, "", e))?;
                     for entry in entries {
                         sources.push(
                             self.context_source(is_add, entry)
@@ -152,11 +152,8 @@ impl Builder<'_> {
         }
         let (puid, pgid) = owner.unwrap_or((0, 0));
         let file = self.file.clone();
-        let fs_err = |e: FsError| BuildError::Instruction {
-            file: file.clone(),
-            line,
-            message: format!("{verb} to {dest_raw}: {e}"),
-        };
+        let fs_err =
+            |e: FsError| super::fail_because(&file, line, &format!("{verb} to {dest_raw}"), e);
         let several = sources.len() > 1;
         // --split-layers: dependency paths first, as a layer of their own. Only
         // for plain trees (archives keep their place in the order), and each
@@ -215,7 +212,7 @@ impl Builder<'_> {
                         .map_err(fs_err)?;
                     let staging = self.staging_dir()?;
                     archive::extract(&path, kind, &mut state.fs, &dir, owner, &staging)
-                        .map_err(|e: ArchiveError| self.fail(line, e.to_string()))?;
+                        .map_err(|e: ArchiveError| self.fail_because(line, "", e))?;
                 }
                 Source::Tree { root, children, .. } if root.is_dir() => {
                     // Only the contents are copied: a missing destination is made like

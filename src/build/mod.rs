@@ -27,7 +27,7 @@ use crate::platform::{Platform, PlatformError};
 use crate::remote::pull::{self, RegistryOptions};
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
+use base::{apply_base_layer, block_on, BaseLayerError, LazyBlobs, RemoteLayer};
 use source::is_remote;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,19 +109,22 @@ pub enum BuildError {
     ReadDockerfile { path: PathBuf, source: FileError },
     #[error(transparent)]
     Parse(#[from] ParseError),
-    /// A problem with one instruction, named by file and line.
+    /// A problem with one instruction, named by file and line; `cause` is
+    /// the typed error the message quotes, when there is one.
     #[error("{file}:{line}: {message}")]
     Instruction {
         file: String,
         line: usize,
         message: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("--target {0:?}: no stage of that name in the Dockerfile")]
     UnknownTarget(String),
     #[error("{file}: no FROM instruction, so there is nothing to build")]
     NoStages { file: String },
     #[error("build context: {0}")]
-    Context(ContextError),
+    Context(#[source] ContextError),
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error(transparent)]
@@ -221,6 +224,26 @@ pub fn build_platforms(
     })
 }
 
+/// An instruction's error at `file:line`, keeping the error that caused it:
+/// `prefix: cause`, or the cause's own text when `prefix` is empty.
+fn fail_because(
+    file: &str,
+    line: usize,
+    prefix: &str,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    let message = match prefix {
+        "" => cause.to_string(),
+        _ => format!("{prefix}: {cause}"),
+    };
+    BuildError::Instruction {
+        file: file.to_string(),
+        line,
+        message,
+        cause: Some(Box::new(cause)),
+    }
+}
+
 /// What a FROM or a COPY --from names.
 #[derive(Debug, Clone)]
 enum BaseRef {
@@ -315,7 +338,19 @@ impl<'a> Builder<'a> {
             file: self.file.clone(),
             line,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// [`fail`](Self::fail) with the error that caused it: `prefix: cause`,
+    /// or the cause's own text when `prefix` is empty.
+    fn fail_because(
+        &self,
+        line: usize,
+        prefix: &str,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
+        fail_because(&self.file, line, prefix, cause)
     }
 
     fn automatic_args(&self) -> BTreeMap<String, String> {
@@ -470,19 +505,15 @@ impl<'a> Builder<'a> {
             return Ok(key);
         }
         let file = self.file.clone();
-        let fail = |e: &dyn std::fmt::Display| BuildError::Instruction {
-            file: file.clone(),
-            line,
-            message: format!("{what}: {e}"),
-        };
+        let fail = |e: BaseLayerError| fail_because(&file, line, what, e);
         let base = block_on(pull::pull(
             image,
             platform,
             &self.store,
             &self.opts.registry,
         ))
-        .map_err(|e| fail(&e))?
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(BaseLayerError::Runtime(e)))?
+        .map_err(|e| fail(e.into()))?;
         let mut fs = RootFs::default();
         let mut layers = base.layers.clone();
         for layer in &mut layers {
@@ -500,7 +531,7 @@ impl<'a> Builder<'a> {
                 &self.opts.cache_dir,
                 &mut self.lazy_blobs,
             )
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());

@@ -112,10 +112,10 @@ impl Builder<'_> {
             }) {
                 self.lazy_blobs
                     .ensure_entries(&entries)
-                    .map_err(|e| self.fail(line, e))?;
+                    .map_err(|e| self.fail_because(line, "", e))?;
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
-                    .map_err(|e| self.fail(line, e.to_string()))?;
+                    .map_err(|e| self.fail_because(line, "", e))?;
             }
             let info = match &self.layer_cache {
                 Some(cache) => {
