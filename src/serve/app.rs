@@ -29,6 +29,9 @@ pub(super) struct App {
     pub(super) slots: Arc<Slots>,
     /// The memory unverified bodies may take together.
     pub(super) bodies: BodyBudget,
+    /// A test seam: a pause before each image's build (see
+    /// `worker::TEST_BUILD_DELAY_VAR`); `None` outside tests.
+    pub(super) test_build_delay: Option<Duration>,
 }
 
 pub(super) const RESPONSE_CODES: [u16; 12] =

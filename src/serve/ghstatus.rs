@@ -23,18 +23,18 @@ impl std::fmt::Debug for Token {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum CommitState {
     Pending,
     Success,
     Failure,
 }
 
-impl State {
+impl CommitState {
     fn as_str(self) -> &'static str {
         match self {
-            State::Pending => "pending",
-            State::Success => "success",
-            State::Failure => "failure",
+            CommitState::Pending => "pending",
+            CommitState::Success => "success",
+            CommitState::Failure => "failure",
         }
     }
 }
@@ -74,7 +74,7 @@ impl StatusClient {
         &self,
         repository: &str,
         sha: &str,
-        state: State,
+        state: CommitState,
         description: &str,
         target_url: Option<&str>,
     ) -> Result<(), StatusError> {

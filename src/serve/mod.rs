@@ -120,6 +120,7 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
             env_positive("DOCKLESS_BODY_BUDGET_BYTES")
                 .map_or(admission::DEFAULT_BODY_BUDGET, |n| n as usize),
         ),
+        test_build_delay: worker::test_build_delay_from_env(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
