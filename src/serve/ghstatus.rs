@@ -41,7 +41,7 @@ impl CommitState {
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// The `context` GitHub shows next to the status.
-pub const CONTEXT: &str = "dockless";
+pub const STATUS_CONTEXT: &str = "dockless";
 
 #[derive(Debug, Clone)]
 pub struct StatusClient {
@@ -83,7 +83,7 @@ impl StatusClient {
         let description: String = description.chars().take(140).collect();
         let mut body = serde_json::json!({
             "state": state.as_str(),
-            "context": CONTEXT,
+            "context": STATUS_CONTEXT,
             "description": description,
         });
         if let Some(t) = target_url {

@@ -149,8 +149,8 @@ pub async fn run_worker(app: Arc<App>, worker: usize) {
             break;
         }
         // Register for a wake-up before looking, so a build queued in between is not missed.
-        let woken = app.wake.notified();
-        match tokio::task::block_in_place(|| app.store.claim()) {
+        let woken = app.build_queued.notified();
+        match tokio::task::block_in_place(|| app.job_store.claim()) {
             Ok(Some(Claim::GaveUp(job))) => report_given_up(&app, &job).await,
             Ok(Some(Claim::Run(job))) => {
                 tracing::info!(
@@ -201,7 +201,7 @@ impl BuildLog {
 }
 
 async fn post_commit_status(app: &App, job: &Job, state: CommitState, description: &str) {
-    if let Some(client) = &app.statuses {
+    if let Some(client) = &app.commit_statuses {
         if let Err(e) = client
             .post(&job.repository, &job.commit, state, description, None)
             .await
@@ -219,8 +219,8 @@ async fn record_outcome(app: &App, id: i64, outcome: &Outcome) {
     let mut pause = Duration::from_millis(200);
     loop {
         let res = tokio::task::block_in_place(|| match outcome {
-            Outcome::Done(status, error) => app.store.finish(id, *status, error.as_deref()),
-            Outcome::Requeue { reason, .. } => app.store.requeue(id, reason),
+            Outcome::Done(status, error) => app.job_store.finish(id, *status, error.as_deref()),
+            Outcome::Requeue { reason, .. } => app.job_store.requeue(id, reason),
         });
         match res {
             Ok(()) => return,
@@ -361,10 +361,10 @@ async fn fetch_and_build_images(
         })
         .collect();
     let results: Vec<ImageResult> = images.iter().map(|i| i.result.clone()).collect();
-    let _ = tokio::task::block_in_place(|| app.store.set_images(job.id, &results));
+    let _ = tokio::task::block_in_place(|| app.job_store.set_images(job.id, &results));
     // One image per write: the list is written once, not once per image.
     let record_image = |i: usize, image: &ImageResult| {
-        let _ = tokio::task::block_in_place(|| app.store.set_image(job.id, i, image));
+        let _ = tokio::task::block_in_place(|| app.job_store.set_image(job.id, i, image));
     };
     for (i, entry) in entries.iter().enumerate() {
         let image = &mut images[i];
