@@ -9,7 +9,7 @@ use super::source::{
 };
 use super::{is_dependency_path, BaseRef, BuildError, Builder, StageState};
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
-use crate::dockerfile::{CopyArgs, Instruction};
+use crate::dockerfile::{self, CopyArgs, Instruction};
 use crate::layer::FileSource;
 use crate::rootfs::{basename, clean, FsError, Node, NodeKind};
 use std::path::PathBuf;
@@ -271,18 +271,8 @@ impl Builder<'_> {
         content: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, BuildError> {
-        // Expand line by line so quotes in the text stay as written.
-        let mut out = String::new();
-        for piece in content.split_inclusive('\n') {
-            let (body, nl) = piece
-                .strip_suffix('\n')
-                .map(|b| (b, "\n"))
-                .unwrap_or((piece, ""));
-            let quoted = body.replace('"', "\\\"").replace('\'', "\\'");
-            out.push_str(&self.expand(line, &quoted, lookup)?);
-            out.push_str(nl);
-        }
-        Ok(out)
+        dockerfile::expand_heredoc(content, lookup)
+            .map_err(|e| self.fail(line, format!("heredoc: {e}")))
     }
 
     fn heredoc_source(&mut self, name: &str, content: &str) -> Result<Source, BuildError> {

@@ -373,7 +373,7 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, BuildError> {
         dockerfile::expand_word(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
     }
 
     fn expand_words(
