@@ -19,7 +19,9 @@ mod stage;
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
 use crate::context::{BuildContext, ContextError};
-use crate::dockerfile::{self, ArgDecl, Dockerfile, Instruction, InstructionKind, ParseError};
+use crate::dockerfile::{
+    self, ArgDecl, CopyArgs, Dockerfile, Instruction, InstructionKind, ParseError,
+};
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
 use crate::name::reference::ImageRef;
@@ -383,7 +385,27 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, BuildError> {
         dockerfile::expand_words(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
+    }
+
+    /// ENV and LABEL pairs, names and values all expanded against the
+    /// variables as they were before the instruction.
+    fn expand_pairs(
+        &self,
+        line: usize,
+        pairs: &[(String, String)],
+        state: &StageState,
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let lookup = |n: &str| state.lookup(n);
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    self.expand(line, k, &lookup)?,
+                    self.expand(line, v, &lookup)?,
+                ))
+            })
+            .collect()
     }
 
     fn global_lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
@@ -438,7 +460,9 @@ impl<'a> Builder<'a> {
     fn stage_base(&self, index: usize) -> Result<BaseRef, BuildError> {
         let from = &self.df.stages[index].from;
         let image = self.expand(from.line, &from.image, &self.global_lookup())?;
-        if image.eq_ignore_ascii_case("scratch") {
+        // Only the lower-case name is the empty image (BuildKit's
+        // `emptyImageName`); `SCRATCH` is an image name, refused as upper-case.
+        if image == "scratch" {
             return Ok(BaseRef::Scratch);
         }
         self.base_ref(from.line, &image, index, "FROM")
@@ -450,8 +474,22 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         from: &str,
     ) -> Result<BaseRef, BuildError> {
-        let name = self.expand(ins.line, from, &self.global_lookup())?;
-        self.base_ref(ins.line, &name, index, "COPY --from")
+        self.check_literal_from(ins, from)?;
+        self.base_ref(ins.line, from, index, "COPY --from")
+    }
+
+    /// BuildKit takes `--from` as written (`dockerfile2llb/convert.go`
+    /// `toCommand`, since dockerfile/1.18.0): anything that expansion would
+    /// change is refused, for every stage, built or not.
+    fn check_literal_from(&self, ins: &Instruction, from: &str) -> Result<(), BuildError> {
+        match dockerfile::expand_word(from, self.df.escape, &|_| None) {
+            Ok(same) if same == from => Ok(()),
+            _ => Err(self.fail(
+                ins.line,
+                "variable expansion is not supported for --from, define a new stage with FROM \
+                 using ARG from global scope as a workaround",
+            )),
+        }
     }
 
     /// A registry image as a stage result: pulled, verified and laid out as a
@@ -526,6 +564,16 @@ impl<'a> Builder<'a> {
     /// Every stage the target needs, found and checked before anything is
     /// written, so an unsupported step fails the build at once.
     fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+        for stage in &self.df.stages {
+            for ins in &stage.instructions {
+                if let InstructionKind::Copy(CopyArgs {
+                    from: Some(from), ..
+                }) = &ins.kind
+                {
+                    self.check_literal_from(ins, from)?;
+                }
+            }
+        }
         let mut needed = BTreeSet::new();
         let mut pending = vec![target];
         while let Some(index) = pending.pop() {

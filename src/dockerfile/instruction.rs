@@ -255,9 +255,9 @@ pub(super) fn parse_kind(
         }
         "USER" | "STOPSIGNAL" => {
             reject_flags(kw, flag_words)?;
-            let n = split_words_raw(args, escape).len();
-            if n != 1 {
-                return Err(format!("{kw} requires exactly one argument, got {n}"));
+            // BuildKit's `parseString`: the rest of the line is the one argument.
+            if args.is_empty() {
+                return Err(format!("{kw} requires exactly one argument"));
             }
             Ok(if kw == "USER" {
                 InstructionKind::User(args.to_string())
@@ -276,7 +276,7 @@ pub(super) fn parse_kind(
                 return Err("VOLUME requires at least one argument".to_string());
             }
             if vols.iter().any(String::is_empty) {
-                return Err("VOLUME paths can not be empty strings".to_string());
+                return Err("VOLUME specified can not be an empty string".to_string());
             }
             Ok(InstructionKind::Volume(vols))
         }

@@ -186,6 +186,9 @@ fn expose_volume_user_workdir_stopsignal_maintainer() {
         ("VOLUME /a /b", Volume(s(&["/a", "/b"]))),
         ("VOLUME [\"/a b\", \" /c \"]", Volume(s(&["/a b", "/c"]))),
         ("USER app:app", User("app:app".into())),
+        // BuildKit's `parseString`: the whole rest is the one argument.
+        ("USER a b", User("a b".into())),
+        ("STOPSIGNAL SIGTERM foo", StopSignal("SIGTERM foo".into())),
         ("WORKDIR /path with spaces/$X", Workdir("/path with spaces/$X".into())),
         ("STOPSIGNAL SIGTERM", StopSignal("SIGTERM".into())),
         ("MAINTAINER Jane <j@example.com>", Maintainer("Jane <j@example.com>".into())),
