@@ -207,8 +207,8 @@ impl Builder<'_> {
         for source in sources {
             match source {
                 Source::Archive { path, kind } => {
-                    // As in buildah, --chown only owns the folders this creates (the
-                    // tar's entries keep their owners) and --chmod is ignored.
+                    // --chown owns the folders this makes and every entry;
+                    // --chmod is not used (BuildKit's `unpack`).
                     let dir = state
                         .fs
                         .mkdir_all(&dest, 0o755, puid, pgid)
@@ -309,31 +309,48 @@ impl Builder<'_> {
             }
         }
         let name = basename(&entry.rel).to_string();
-        let root = context_node(&entry);
-        let children = if entry.kind == EntryKind::Dir {
+        let below = if entry.kind == EntryKind::Dir {
             let ctx = self.context().map_err(|e| e.to_string())?;
-            let prefix_len = if entry.rel.is_empty() {
-                0
-            } else {
-                entry.rel.len() + 1
-            };
-            ctx.walk(&entry)
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|child| {
-                    (
-                        child.rel.get(prefix_len..).unwrap_or_default().to_string(),
-                        context_node(child),
-                    )
-                })
-                .collect()
+            ctx.walk(&entry).map_err(|e| e.to_string())?
         } else {
             Vec::new()
         };
+        let has_socket = std::iter::once(&entry)
+            .chain(&below)
+            .any(|e| e.kind == EntryKind::Socket);
+        let empty = if has_socket {
+            self.empty_file().map_err(|e| e.to_string())?
+        } else {
+            PathBuf::new()
+        };
+        let prefix_len = if entry.rel.is_empty() {
+            0
+        } else {
+            entry.rel.len() + 1
+        };
+        let children = below
+            .iter()
+            .map(|child| {
+                (
+                    child.rel.get(prefix_len..).unwrap_or_default().to_string(),
+                    context_node(child, &empty),
+                )
+            })
+            .collect();
         Ok(Source::Tree {
             name,
-            root,
+            root: context_node(&entry, &empty),
             children,
         })
+    }
+
+    /// An empty staged file, the content of a socket in the context.
+    fn empty_file(&mut self) -> Result<PathBuf, BuildError> {
+        let path = self.staging_dir()?.join("empty");
+        std::fs::write(&path, b"").map_err(|source| BuildError::Staging {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
     }
 }

@@ -5,7 +5,7 @@ use super::archive;
 use crate::context::{ContextEntry, EntryKind};
 use crate::layer::FileSource;
 use crate::rootfs::{basename, clean, Node, NodeKind, RootFs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Paths of an earlier stage or image, with wildcards, following symlinks inside it.
 pub(super) fn stage_sources(fs: &RootFs, src: &str) -> Result<Vec<Source>, String> {
@@ -65,7 +65,9 @@ pub(super) enum Source {
     },
 }
 
-pub(super) fn context_node(entry: &ContextEntry) -> Node {
+/// A context entry as a node; a socket becomes an empty file (`empty`, a
+/// staged empty file), as BuildKit's context transfer makes it.
+pub(super) fn context_node(entry: &ContextEntry, empty: &Path) -> Node {
     let kind = match &entry.kind {
         EntryKind::Dir => NodeKind::Dir,
         EntryKind::Symlink(target) => NodeKind::Symlink(target.to_string_lossy().into_owned()),
@@ -73,6 +75,12 @@ pub(super) fn context_node(entry: &ContextEntry) -> Node {
             source: FileSource::Path(entry.path.clone()),
             size: entry.size,
             link_key: (entry.nlink > 1).then_some((entry.dev, entry.ino)),
+        },
+        EntryKind::Fifo => NodeKind::Fifo,
+        EntryKind::Socket => NodeKind::File {
+            source: FileSource::Path(empty.to_path_buf()),
+            size: 0,
+            link_key: None,
         },
     };
     // The context never carries owners: files land as root unless --chown says otherwise.

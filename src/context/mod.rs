@@ -15,7 +15,7 @@ pub use error::ContextError;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use dockerignore::{compile_glob, translate_pattern};
@@ -27,6 +27,12 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink(PathBuf),
+    /// A named pipe: copied as one, as BuildKit's context transfer keeps it.
+    Fifo,
+    /// A Unix socket: BuildKit's context transfer (fsutil `stat.go` `mkstat`
+    /// clears the socket bit) turns it into an empty regular file with the
+    /// socket's permissions.
+    Socket,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +49,7 @@ pub struct ContextEntry {
 }
 
 impl ContextEntry {
-    /// None for sockets, fifos and devices, which a build never copies.
+    /// None for devices, which a rootless build cannot make.
     fn from_metadata(
         rel: String,
         path: PathBuf,
@@ -56,6 +62,10 @@ impl ContextEntry {
             EntryKind::Dir
         } else if ft.is_file() {
             EntryKind::File
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_socket() {
+            EntryKind::Socket
         } else {
             return Ok(None);
         };
