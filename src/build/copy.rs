@@ -83,12 +83,7 @@ impl Builder<'_> {
         let chmod = match &args.chmod {
             Some(raw) => {
                 let text = self.expand(line, raw, &|n| state.lookup(n))?;
-                Some(parse_chmod(&text).ok_or_else(|| {
-                    self.fail(
-                        line,
-                        format!("{verb} --chmod={text}: expected an octal mode such as 755"),
-                    )
-                })?)
+                Some(parse_chmod(&text).map_err(|e| self.fail(line, format!("{verb} {e}")))?)
             }
             None => None,
         };
@@ -151,6 +146,10 @@ impl Builder<'_> {
             ));
         }
         let (puid, pgid) = owner.unwrap_or((0, 0));
+        // Folders made for the destination take --chmod too (fsutil 183e7fb
+        // "copy: fix custom chmod for parent directories", BuildKit v0.21.0);
+        // an archive's are always 0755.
+        let dir_mode = chmod.unwrap_or(0o755);
         let file = self.file.clone();
         let fs_err = |e: FsError| BuildError::Instruction {
             file: file.clone(),
@@ -191,7 +190,7 @@ impl Builder<'_> {
                 }
                 let dir = state
                     .fs
-                    .mkdir_all(&dest, 0o755, puid, pgid)
+                    .mkdir_all(&dest, dir_mode, puid, pgid)
                     .map_err(fs_err)?;
                 for (rel, node) in deps {
                     state
@@ -219,12 +218,12 @@ impl Builder<'_> {
                 }
                 Source::Tree { root, children, .. } if root.is_dir() => {
                     // Only the contents are copied: a missing destination is made like
-                    // any other new folder (0755, --chown owner or root) and an existing
-                    // one keeps its metadata; the source folder's own mode and owner are
-                    // not carried over, as in buildah.
+                    // any other new folder (--chmod or 0755, --chown owner or root) and
+                    // an existing one keeps its metadata; the source folder's own mode
+                    // and owner are not carried over.
                     let dir = state
                         .fs
-                        .mkdir_all(&dest, 0o755, puid, pgid)
+                        .mkdir_all(&dest, dir_mode, puid, pgid)
                         .map_err(fs_err)?;
                     for (rel, node) in children {
                         if split && !hard_linked(&node) && is_dependency_path(&clean(&dest, &rel)) {
@@ -242,14 +241,17 @@ impl Builder<'_> {
                         || state
                             .fs
                             .is_dir(&state.fs.resolve(&dest, true).map_err(fs_err)?);
+                    // A destination that is a symlink (dangling or not) is written
+                    // through, resolved inside the image, as fsutil's `Copy` does with
+                    // continuity's `RootPath`; a name joined to a folder is not.
                     let target = if into_dir {
                         clean(&dest, &name)
                     } else {
-                        dest.clone()
+                        state.fs.resolve(&dest, true).map_err(fs_err)?
                     };
                     let parent = state
                         .fs
-                        .mkdir_all(parent_of(&target), 0o755, puid, pgid)
+                        .mkdir_all(parent_of(&target), dir_mode, puid, pgid)
                         .map_err(fs_err)?;
                     let path = clean(&parent, basename(&target));
                     if path.is_empty() {

@@ -151,7 +151,9 @@ impl BuildContext {
     /// context), wildcard components are matched against visible entries,
     /// and symlinks anywhere in the path are followed with the root acting as
     /// `/`. Each result has `rel` = the path as matched and `path`/metadata of
-    /// the resolved target; results are sorted by `rel`.
+    /// the resolved target; results are sorted by `rel`. A wildcard that
+    /// matches nothing gives no result, but the folders before the first
+    /// wildcard component must exist.
     pub fn resolve_source(&self, src: &str) -> Result<Vec<ContextEntry>, ContextError> {
         if src.is_empty() {
             return Err(ContextError::NotFound {
@@ -252,6 +254,12 @@ impl BuildContext {
                     });
                 }
             }
+        }
+        // A wildcard that matches nothing is skipped once the folder it
+        // searches exists (BuildKit: `AllowEmptyWildcard` in the frontend's
+        // `dispatchCopy`, `solver/llbsolver/file/backend.go` `docopy`).
+        if out.is_empty() && wildcard_seen {
+            return Ok(out);
         }
         if out.is_empty() {
             return Err(if saw_excluded {
