@@ -94,6 +94,10 @@ pub struct LayerEntry {
     pub uid: u32,
     pub gid: u32,
     pub data: EntryData,
+    /// Seconds since the epoch; `None` takes [`LayerOptions::mtime`] (COPY
+    /// and ADD stamp every entry alike, a RUN step keeps each file's own,
+    /// clamped).
+    pub mtime: Option<u64>,
 }
 
 /// How layer blobs are compressed.
@@ -571,7 +575,7 @@ fn base_header(entry: &LayerEntry, mtime: u64) -> Header {
     header.set_mode(entry.mode & 0o7777);
     header.set_uid(entry.uid.into());
     header.set_gid(entry.gid.into());
-    header.set_mtime(mtime);
+    header.set_mtime(entry.mtime.unwrap_or(mtime));
     header.set_size(0);
     header
 }

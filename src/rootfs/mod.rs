@@ -326,6 +326,7 @@ impl RootFs {
                     mode: node.mode,
                     uid: node.uid,
                     gid: node.gid,
+                    mtime: None,
                     data,
                 })
             })
