@@ -516,3 +516,17 @@ fn copy_through_a_link_to_a_folder_as_buildah() {
     let files: &[(&str, &[u8])] = &[("links.tar", &links), ("new.txt", b"new\n")];
     compare_inline("link-dir", dockerfile, files, &BuildKit::default());
 }
+
+/// `ADD <url>`: the file is 0600 and root's, named after the decoded URL
+/// path, or the destination itself (BuildKit `source/http/source.go`).
+#[test]
+fn add_url_matches_buildah() {
+    let server = common::http::FileServer::start(None);
+    server.put("/file.txt", common::http::Reply::ok(b"hello\n"));
+    server.put("/a%20b.txt", common::http::Reply::ok(b"spaced\n"));
+    let dockerfile = format!(
+        "FROM scratch\nADD {0}/file.txt?q=1 /u/\nADD {0}/file.txt /u2\nADD {0}/a%20b.txt /u4/\n",
+        server.url("")
+    );
+    compare_inline("add-url", &dockerfile, &[], &BuildKit::default());
+}

@@ -7,7 +7,7 @@ use super::owner::resolve_owner;
 use super::source::{
     apply_owner, context_node, hard_linked, parent_of, parse_chmod, stage_sources, Source,
 };
-use super::{is_dependency_path, BaseRef, BuildError, Builder, StageState};
+use super::{is_dependency_path, url, BaseRef, BuildError, Builder, StageState};
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
 use crate::dockerfile::{self, CopyArgs, Instruction};
 use crate::layer::FileSource;
@@ -88,6 +88,7 @@ impl Builder<'_> {
             None => None,
         };
         let apply = |node: Node| apply_owner(node, owner, chmod);
+        let checksum = self.checksum(line, args, &|n| state.lookup(n))?;
 
         let mut sources: Vec<Source> = Vec::new();
         for raw in &args.sources {
@@ -101,6 +102,11 @@ impl Builder<'_> {
                 continue;
             }
             let src = self.expand(line, raw, &|n| state.lookup(n))?;
+            if let Some(kind) = url::remote_kind(&src) {
+                let source = self.remote_source(line, is_add, kind, &src, checksum.as_deref())?;
+                sources.push(source);
+                continue;
+            }
             match &args.from {
                 Some(from) => {
                     // Borrowed, not cloned: a base image's model can be large.

@@ -15,6 +15,7 @@ mod copy;
 mod owner;
 mod source;
 mod stage;
+mod url;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
@@ -30,7 +31,6 @@ use crate::remote::pull::{self, RegistryOptions};
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
 use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
-use source::is_remote;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -71,9 +71,16 @@ pub struct BuildOptions {
     /// Reuse layers and compressed segments from the cache folder (see `cache::layers`).
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
-    /// How to reach registries for base images and `COPY --from=<image>`.
+    /// How to reach registries for base images and `COPY --from=<image>`;
+    /// its CA files are trusted for `ADD <url>` too.
     pub registry: RegistryOptions,
+    /// The most bytes one `ADD <url>` may download (before and after a
+    /// gzip transfer encoding is decoded).
+    pub add_url_max_size: u64,
 }
+
+/// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
+pub const DEFAULT_ADD_URL_MAX_SIZE: u64 = 1 << 30;
 
 impl BuildOptions {
     pub fn new(context_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> BuildOptions {
@@ -92,6 +99,7 @@ impl BuildOptions {
             layer_cache: true,
             cache_dir: cache_dir.into(),
             registry: RegistryOptions::default(),
+            add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
         }
     }
 
@@ -281,6 +289,8 @@ struct Builder<'a> {
     /// Base layers applied from their header index, fetched when read.
     lazy_blobs: LazyBlobs,
     staged_files: usize,
+    /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
+    url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
 }
@@ -305,6 +315,7 @@ impl<'a> Builder<'a> {
             images: HashMap::new(),
             lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
+            url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
         };
@@ -606,12 +617,11 @@ impl<'a> Builder<'a> {
                  built by another tool)",
             )),
             InstructionKind::Add(args) => {
-                if let Some(url) = args.sources.iter().find(|s| is_remote(s)) {
+                let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
+                if let Some(repo) = args.sources.iter().find(git) {
                     return Err(self.fail(
                         ins.line,
-                        format!(
-                            "ADD {url}: adding from a URL or git repository is not supported yet"
-                        ),
+                        format!("ADD {repo}: adding a git repository is not supported yet"),
                     ));
                 }
                 if args.from.is_some() {

@@ -148,13 +148,6 @@ pub(super) fn has_wildcard(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-pub(super) fn is_remote(src: &str) -> bool {
-    let lower = src.to_ascii_lowercase();
-    ["http://", "https://", "git@", "git://", "ssh://"]
-        .iter()
-        .any(|p| lower.starts_with(p))
-}
-
 /// A numeric `--chmod`, as BuildKit's `dispatchCopy` reads it
 /// (`strconv.ParseUint(s, 8, 32)`, at most 0o7777, any number of digits).
 pub(super) fn parse_chmod(text: &str) -> Result<u32, String> {

@@ -82,6 +82,15 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         if state.fs.has_changes() {
             let mut entries = state.fs.take_changes();
+            for entry in &mut entries {
+                if let layer::EntryData::File {
+                    source: FileSource::Path(path),
+                    ..
+                } = &entry.data
+                {
+                    entry.mtime = self.url_mtimes.get(path).copied();
+                }
+            }
             let opts = LayerOptions {
                 mtime: self.opts.source_date_epoch,
                 gzip_level: self.opts.gzip_level,

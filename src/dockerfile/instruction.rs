@@ -163,10 +163,7 @@ pub(super) fn parse_kind(
                 &["chown", "chmod", "link", "checksum"]
             };
             let mut flags = check_flags(kw, flag_words, allowed)?;
-            if flags.contains_key("checksum") {
-                // Silently ignoring a checksum would defeat its purpose.
-                return Err("ADD --checksum is not supported".to_string());
-            }
+            let checksum = string_flag(kw, &mut flags, "checksum")?;
             let from = string_flag(kw, &mut flags, "from")?;
             let chown = string_flag(kw, &mut flags, "chown")?;
             let chmod = string_flag(kw, &mut flags, "chmod")?;
@@ -195,6 +192,7 @@ pub(super) fn parse_kind(
                 from,
                 chown,
                 chmod,
+                checksum,
                 link,
                 heredocs: heredocs.to_vec(),
             })

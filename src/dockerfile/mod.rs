@@ -108,6 +108,8 @@ pub struct CopyArgs {
     pub from: Option<String>,
     pub chown: Option<String>,
     pub chmod: Option<String>,
+    /// `ADD --checksum=sha256:...`, raw.
+    pub checksum: Option<String>,
     pub link: bool,
     pub heredocs: Vec<Heredoc>,
 }

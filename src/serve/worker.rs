@@ -416,6 +416,7 @@ async fn build_one(
             .push(app.cfg.registry.clone());
     }
     opts.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    opts.add_url_max_size = app.cfg.add_url_max_size();
     let sources = opts.registry.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await

@@ -2,6 +2,8 @@
 //! contexts, and reading images back with independent tools.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

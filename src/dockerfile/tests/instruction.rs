@@ -167,6 +167,8 @@ fn add_with_url_and_link() {
     let c = copy_args(one("ADD --link https://example.com/a.tgz?x=1&y=2 /tmp/"));
     assert_eq!(c.sources, s(&["https://example.com/a.tgz?x=1&y=2"]));
     assert!(c.link);
+    let c = copy_args(one("ADD --checksum=$SUM https://example.com/a.tgz /tmp/"));
+    assert_eq!(c.checksum.as_deref(), Some("$SUM"));
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn malformed_flag_values() {
         ("FROM a\nCOPY --link=maybe a b\n", 2, "COPY flag --link expects true or false, got \"maybe\""),
         ("FROM a\nCOPY --from=x --from=y a b\n", 2, "duplicate flag for COPY: --from"),
         ("FROM --platform a\n", 1, "FROM flag --platform requires a value (--platform=...)"),
-        ("FROM a\nADD --checksum=sha256:abc https://x/y /y\n", 2, "ADD --checksum is not supported"),
+        ("FROM a\nCOPY --checksum=sha256:abc https://x/y /y\n", 2, "unknown flag for COPY: --checksum"),
     ];
     assert_errs(&cases);
 }
