@@ -8,6 +8,7 @@ use super::source::{
     apply_owner, context_node, hard_linked, parent_of, parse_chmod, stage_sources, Source,
 };
 use super::{is_dependency_path, url, BaseRef, BuildError, Builder, StageState};
+use crate::context::untrusted::excerpt;
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
 use crate::dockerfile::{self, CopyArgs, Instruction};
 use crate::layer::FileSource;
@@ -83,7 +84,10 @@ impl Builder<'_> {
         let chmod = match &args.chmod {
             Some(raw) => {
                 let text = self.expand(line, raw, &|n| state.lookup(n))?;
-                Some(parse_chmod(&text).map_err(|e| self.fail(line, format!("{verb} {e}")))?)
+                let shown = excerpt(&text);
+                let mode = parse_chmod(&text)
+                    .map_err(|e| self.fail(line, format!("{verb} --chmod={shown}: {e}")))?;
+                Some(mode)
             }
             None => None,
         };

@@ -151,18 +151,16 @@ pub(super) fn has_wildcard(path: &str) -> bool {
 /// A numeric `--chmod`, as BuildKit's `dispatchCopy` reads it
 /// (`strconv.ParseUint(s, 8, 32)`, at most 0o7777, any number of digits).
 pub(super) fn parse_chmod(text: &str) -> Result<u32, String> {
-    let shown = excerpt(text);
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return u32::from_str_radix(text, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
             .ok_or_else(|| {
                 format!(
-                    "invalid chmod parameter: '{shown}'. it should be octal string and between 0 and 07777"
+                    "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777",
+                    excerpt(text)
                 )
             });
     }
-    Err(format!(
-        "--chmod={shown}: expected an octal mode such as 755 (symbolic modes are not supported)"
-    ))
+    Err("expected an octal mode such as 755 (symbolic modes are not supported)".into())
 }
