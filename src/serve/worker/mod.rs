@@ -429,6 +429,7 @@ async fn build_and_push_image(
             .push(app.cfg.registry.clone());
     }
     build.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    build.add_url_max_size = app.cfg.add_url_max_size();
     let opts = PipelineOptions {
         build,
         platforms: Vec::new(),
