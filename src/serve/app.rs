@@ -13,9 +13,18 @@ use std::time::Duration;
 pub(super) struct App {
     pub(super) cfg: Config,
     pub(super) secret: Secret,
-    pub(super) job_store: JobStore,
-    /// Rung when a build is queued.
-    pub(super) build_queued: tokio::sync::Notify,
+    pub(super) job_store: Box<dyn JobStore>,
+    /// This replica's name (see `Config::replica`).
+    pub(super) replica: String,
+    /// How long idle workers wait before looking for expired leases
+    /// when no wake-up came.
+    pub(super) idle_poll: Duration,
+    /// Builds this replica lost to another after its lease expired, and
+    /// builds it took over from another.
+    pub(super) leases_lost: AtomicU64,
+    pub(super) leases_taken_over: AtomicU64,
+    /// Rung when a build is queued (here, or by another replica).
+    pub(super) build_queued: Arc<tokio::sync::Notify>,
     /// Set on SIGTERM: workers take no new builds.
     pub(super) stopping: AtomicBool,
     pub(super) commit_statuses: Option<StatusClient>,
