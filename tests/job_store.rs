@@ -65,13 +65,18 @@ async fn lifecycle(store: &dyn JobStore) {
         .await
         .unwrap());
     assert!(store
-        .finish(first.lease(), Status::Succeeded, None)
+        .finish(first.lease(), Status::Succeeded, None, None)
         .await
         .unwrap());
     let second = claim_run(store).await;
     assert_eq!(second.id, b);
     assert!(store
-        .finish(second.lease(), Status::Failed, Some("boom"))
+        .finish(
+            second.lease(),
+            Status::Failed,
+            Some("boom"),
+            Some(&[image("w", Status::Failed)])
+        )
         .await
         .unwrap());
     assert!(store.claim("replica-a", LEASE).await.unwrap().is_none());
@@ -84,6 +89,8 @@ async fn lifecycle(store: &dyn JobStore) {
     assert_eq!(recent[1].images, vec![img]);
     let failed = store.get(b).await.unwrap().unwrap();
     assert_eq!(failed.error.as_deref(), Some("boom"));
+    // The outcome carries the images' final state.
+    assert_eq!(failed.images, vec![image("w", Status::Failed)]);
     assert!(store.get(999_999).await.unwrap().is_none());
 }
 
@@ -107,7 +114,7 @@ async fn one_build_per_live_commit(store: &dyn JobStore) {
     assert_eq!(job.id, a);
     assert_eq!(store.enqueue(&new_job("d-5")).await.unwrap(), (a, false));
     store
-        .finish(job.lease(), Status::Succeeded, None)
+        .finish(job.lease(), Status::Succeeded, None, None)
         .await
         .unwrap();
     assert_eq!(store.enqueue(&new_job("d-6")).await.unwrap(), (a, false));
@@ -126,7 +133,7 @@ async fn failed_commit_builds_again_and_requeue_keeps_attempts(store: &dyn JobSt
     let job = claim_run(store).await;
     assert_eq!(job.attempts, 2);
     store
-        .finish(job.lease(), Status::Failed, Some("boom"))
+        .finish(job.lease(), Status::Failed, Some("boom"), None)
         .await
         .unwrap();
     // A finished build's lease is spent.
@@ -188,7 +195,7 @@ async fn an_expired_lease_is_taken_over_and_fenced(store: &dyn JobStore) {
     assert_eq!((fresh.id, fresh.attempts), (a, 2));
     assert!(fresh.lease_token > stale.lease_token);
     assert!(store
-        .finish(fresh.lease(), Status::Succeeded, None)
+        .finish(fresh.lease(), Status::Succeeded, None, None)
         .await
         .unwrap());
     // The stale claimant wakes up: nothing it writes lands.
@@ -198,7 +205,7 @@ async fn an_expired_lease_is_taken_over_and_fenced(store: &dyn JobStore) {
         .await
         .unwrap());
     assert!(!store
-        .finish(stale.lease(), Status::Failed, Some("stale"))
+        .finish(stale.lease(), Status::Failed, Some("stale"), None)
         .await
         .unwrap());
     assert!(!store.requeue(stale.lease(), "stale").await.unwrap());
@@ -329,7 +336,7 @@ async fn postgres_replicas_agree_on_builds_and_claims() {
                     };
                     claimed.fetch_add(1, Ordering::SeqCst);
                     assert!(store
-                        .finish(job.lease(), Status::Succeeded, None)
+                        .finish(job.lease(), Status::Succeeded, None, None)
                         .await
                         .unwrap());
                     mine.push(job.id);

@@ -240,8 +240,16 @@ pub trait JobStore: Send + Sync {
     /// changes nothing.
     async fn set_image(&self, lease: Lease, index: usize, image: &ImageResult) -> Result<bool>;
 
-    /// Ends a running build; its attempt counts as finished.
-    async fn finish(&self, lease: Lease, status: Status, error: Option<&str>) -> Result<bool>;
+    /// Ends a running build; its attempt counts as finished. `images`, when
+    /// given, replaces the progress recorded so far (whose writes may have
+    /// failed while the store was away).
+    async fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        error: Option<&str>,
+        images: Option<&[ImageResult]>,
+    ) -> Result<bool>;
 
     async fn get(&self, id: i64) -> Result<Option<Job>>;
 

@@ -265,12 +265,20 @@ impl JobStore for PgStore {
         .await
     }
 
-    async fn finish(&self, lease: Lease, status: Status, error: Option<&str>) -> Result<bool> {
+    async fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        error: Option<&str>,
+        images: Option<&[ImageResult]>,
+    ) -> Result<bool> {
+        let images = images.map(images_json).transpose()?;
         let set = format!(
             "status = $3, error = $4, finished_ms = {NOW_MS}, lease_expires_ms = NULL,
-             unfinished = unfinished - 1"
+             unfinished = unfinished - 1, images = COALESCE($5::text::jsonb, images)"
         );
-        self.fenced(lease, &set, &[&status.as_str(), &error]).await
+        self.fenced(lease, &set, &[&status.as_str(), &error, &images])
+            .await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Job>> {

@@ -234,12 +234,19 @@ impl SqliteStore {
         )
     }
 
-    pub fn finish(&self, lease: Lease, status: Status, error: Option<&str>) -> Result<bool> {
+    pub fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        error: Option<&str>,
+        images: Option<&[ImageResult]>,
+    ) -> Result<bool> {
+        let images = images.map(images_json).transpose()?;
         self.fenced(
             lease,
             "status = ?3, error = ?4, finished_ms = ?5, lease_expires_ms = NULL,
-             unfinished = unfinished - 1",
-            &[&status.as_str(), &error, &now_ms()],
+             unfinished = unfinished - 1, images = COALESCE(?6, images)",
+            &[&status.as_str(), &error, &now_ms(), &images],
         )
     }
 
@@ -326,8 +333,14 @@ impl JobStore for SqliteStore {
     async fn set_image(&self, lease: Lease, index: usize, image: &ImageResult) -> Result<bool> {
         blocking(|| SqliteStore::set_image(self, lease, index, image))
     }
-    async fn finish(&self, lease: Lease, status: Status, error: Option<&str>) -> Result<bool> {
-        blocking(|| SqliteStore::finish(self, lease, status, error))
+    async fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        error: Option<&str>,
+        images: Option<&[ImageResult]>,
+    ) -> Result<bool> {
+        blocking(|| SqliteStore::finish(self, lease, status, error, images))
     }
     async fn get(&self, id: i64) -> Result<Option<Job>> {
         blocking(|| SqliteStore::get(self, id))
@@ -444,9 +457,11 @@ mod tests {
         let again = claim_run(&store);
         assert_eq!((again.id, again.attempts), (a, 2));
         // The earlier claim's lease is gone with it.
-        assert!(!store.finish(first.lease(), Status::Failed, None).unwrap());
+        assert!(!store
+            .finish(first.lease(), Status::Failed, None, None)
+            .unwrap());
         assert!(store
-            .finish(again.lease(), Status::Succeeded, None)
+            .finish(again.lease(), Status::Succeeded, None, None)
             .unwrap());
         assert_eq!(store.integrity_check().unwrap(), "ok");
     }
@@ -493,7 +508,9 @@ mod tests {
         // Its earlier attempts are not known to have killed anything.
         let job = claim_run(&store);
         assert_eq!((job.attempts, job.lease_token), (10, 1));
-        assert!(store.finish(job.lease(), Status::Succeeded, None).unwrap());
+        assert!(store
+            .finish(job.lease(), Status::Succeeded, None, None)
+            .unwrap());
         assert_eq!(store.integrity_check().unwrap(), "ok");
     }
 }

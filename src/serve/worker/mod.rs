@@ -206,17 +206,25 @@ async fn run_build_under_lease(app: &App, job: Job) -> Option<Duration> {
     }
 }
 
-/// Renews the lease until it is found taken (returns then). A renewal the
-/// store cannot answer is tried again at the next tick: the lease may
-/// still hold, and if it does not, the writes of this claim are fenced.
+/// Renews the lease until it is lost (returns then): found taken by
+/// another claim, or not renewed for a whole lease (the store away), after
+/// which another replica may hold it. The lease is counted from before each
+/// renewal was sent, so this side gives up no later than the store does.
 async fn keep_lease(app: &App, lease: Lease) {
-    let every = app.cfg.lease() / 3;
+    let duration = app.cfg.lease();
+    let mut held_until = tokio::time::Instant::now() + duration;
     loop {
-        tokio::time::sleep(every).await;
-        match app.job_store.renew(lease, app.cfg.lease()).await {
-            Ok(true) => {}
+        tokio::time::sleep(duration / 3).await;
+        let sent = tokio::time::Instant::now();
+        match app.job_store.renew(lease, duration).await {
+            Ok(true) => held_until = sent + duration,
             Ok(false) => return,
-            Err(e) => tracing::warn!(build_id = lease.build_id, "lease not renewed: {e}"),
+            Err(e) => {
+                tracing::warn!(build_id = lease.build_id, "lease not renewed: {e}");
+                if tokio::time::Instant::now() >= held_until {
+                    return;
+                }
+            }
         }
     }
 }
@@ -258,14 +266,21 @@ async fn post_commit_status(app: &App, job: &Job, state: CommitState, descriptio
 /// disk, the database away): a build must not stay `running` while nothing
 /// runs it. Gives up only when the server stops; the build is then
 /// `running` in the store and goes back to the queue at the next start or
-/// when its lease expires. False when the lease was lost: the outcome
-/// belongs to whoever took the build over.
-async fn record_outcome(app: &App, lease: Lease, outcome: &Outcome) -> bool {
+/// when its lease expires. The images' final state goes with the outcome.
+/// False when the lease was lost: the outcome belongs to whoever took the
+/// build over.
+async fn record_outcome(
+    app: &App,
+    lease: Lease,
+    outcome: &Outcome,
+    images: Option<&[ImageResult]>,
+) -> bool {
     let mut pause = Duration::from_millis(200);
     loop {
         let res = match outcome {
             Outcome::Done(status, error) => {
-                app.job_store.finish(lease, *status, error.as_deref()).await
+                let error = error.as_deref();
+                app.job_store.finish(lease, *status, error, images).await
             }
             Outcome::Requeue { reason, .. } => app.job_store.requeue(lease, reason).await,
         };
@@ -311,13 +326,17 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
     )
     .await;
     let work = work_dir(app, &job);
-    let outcome = match fetch_and_build_images(app, &job, &work, &mut log).await {
-        Ok(images) => Outcome::of_images(&images, &job),
-        Err(failure) => Outcome::of_failure(&failure, &job),
+    let (outcome, images) = match fetch_and_build_images(app, &job, &work, &mut log).await {
+        Ok(images) => {
+            let outcome = Outcome::of_images(&images, &job);
+            let results: Vec<ImageResult> = images.into_iter().map(|i| i.result).collect();
+            (outcome, Some(results))
+        }
+        Err(failure) => (Outcome::of_failure(&failure, &job), None),
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
-    if !record_outcome(app, job.lease(), &outcome).await {
+    if !record_outcome(app, job.lease(), &outcome, images.as_deref()).await {
         app.leases_lost.fetch_add(1, Ordering::Relaxed);
         log.line(
             "lease lost: another replica took the build over; this attempt's result is dropped",
