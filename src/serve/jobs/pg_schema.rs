@@ -50,6 +50,9 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Ve
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // Quiet: "already exists, skipping" at every start is not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS dockless_migrations (
             version INTEGER PRIMARY KEY,
