@@ -189,6 +189,14 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // The RUN sandbox's helper, re-executed per step: hidden, and before
+    // anything else so it stays single-threaded and quick to start.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dockless::sandbox::HELPER_ARG)
+    {
+        dockless::sandbox::helper_main();
+    }
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -1,0 +1,440 @@
+//! RUN's sandbox: runs one command in an isolated root filesystem, without
+//! root on the host (issue 14).
+//!
+//! A step gets a user namespace (IDs from `/etc/subuid`, see [`idmap`]),
+//! mount, PID, IPC and UTS namespaces, `pivot_root` into its rootfs, `/proc`,
+//! a minimal `/dev`, a read-only `/sys`, the host's `resolv.conf` and
+//! `hosts` read-only, and the host network unless [`Network::None`]. The
+//! command runs under Docker's default capabilities; whatever it leaves
+//! running dies with the step's PID namespace. [`Sandbox::run`] re-executes
+//! dockless as a single-threaded helper (`dockless __sandbox`, see
+//! [`helper`]) that does the work.
+//!
+//! `--isolation=chroot` is for dockless running as root in a throwaway
+//! container (kaniko's case): no user namespace, the other namespaces if
+//! allowed, else a plain chroot.
+
+mod diagnose;
+mod exec;
+mod helper;
+pub mod idmap;
+mod init;
+mod mounts;
+mod protocol;
+mod sys;
+pub mod user;
+
+pub use diagnose::in_container;
+pub use exec::DEFAULT_PATH;
+pub use helper::helper_main;
+pub use idmap::{IdMapping, IdRange};
+pub use protocol::{Mode, HELPER_ARG};
+pub use user::{resolve_user, ResolvedUser, UserError};
+
+use protocol::{Report, Request};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One step: what runs, where, as whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The step's root filesystem on the host, owned as the mapping says
+    /// (container root is [`IdMapping::host_uid`]`(0)`).
+    pub rootfs: PathBuf,
+    /// The command, already through `SHELL` for the shell form.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`; `PATH` defaults to [`DEFAULT_PATH`].
+    pub env: Vec<String>,
+    /// Absolute, inside the rootfs; created (as root, 0755) when missing.
+    pub cwd: String,
+    pub user: Ids,
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    /// Kills the step, and all it started, after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Spec {
+    /// A root step running `argv` in `/` of `rootfs`, host network.
+    pub fn new(rootfs: impl Into<PathBuf>, argv: &[&str]) -> Spec {
+        Spec {
+            rootfs: rootfs.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: Ids::default(),
+            hostname: "dockless".into(),
+            mounts: Vec::new(),
+            network: Network::Host,
+            timeout: None,
+        }
+    }
+}
+
+/// The step's IDs inside its user namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl From<&ResolvedUser> for Ids {
+    fn from(u: &ResolvedUser) -> Ids {
+        Ids {
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path inside the rootfs; created for the step when missing
+    /// and removed after it if still empty.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host file or folder (a cache mount, a secret, a bind from a stage).
+    Bind {
+        source: PathBuf,
+        readonly: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network namespace (Docker's default for RUN).
+    #[default]
+    Host,
+    /// A namespace of its own with only `lo`, up.
+    None,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// A user namespace; when there is none and dockless is root inside a
+    /// container, chroot with a warning; otherwise an error naming the fix.
+    #[default]
+    Auto,
+    /// A user namespace or an error.
+    Userns,
+    /// No user namespace, as the host's root.
+    Chroot,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Isolation::Auto),
+            "userns" | "rootless" => Ok(Isolation::Userns),
+            "chroot" => Ok(Isolation::Chroot),
+            _ => Err(format!(
+                "--isolation {s:?}: expected auto, userns or chroot"
+            )),
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut(Duration),
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited(code) => write!(f, "exit status {code}"),
+            Outcome::Signaled(signal) => write!(f, "killed by signal {signal}"),
+            Outcome::TimedOut(after) => write!(f, "killed after the run timeout ({after:?})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SandboxError {
+    #[error("RUN needs user namespaces, which this machine does not allow: {cause}. Fix: {fix}")]
+    NoUserNamespaces { cause: String, fix: String },
+    #[error("the RUN sandbox could not be set up ({what}): {detail}")]
+    Setup { what: String, detail: String },
+    #[error("{what}: {detail}")]
+    Exec { what: String, detail: String },
+    #[error("the step's user {uid}:{gid} is not mapped into the sandbox: {fix}")]
+    Unmapped { uid: u32, gid: u32, fix: String },
+    #[error("the step is malformed: {0}")]
+    Spec(String),
+    #[error("the sandbox helper {helper} failed: {detail}")]
+    Helper { helper: String, detail: String },
+}
+
+/// Where the command's output goes (a step header's stderr, a log file).
+pub struct StepIo {
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// What [`Sandbox::run_captured`] returns.
+#[derive(Debug)]
+pub struct Captured {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs steps; decides the isolation and ID mapping once.
+pub struct Sandbox {
+    helper: PathBuf,
+    isolation: Isolation,
+    mode: OnceLock<Result<Mode, SandboxError>>,
+}
+
+static WARNED: std::sync::Once = std::sync::Once::new();
+
+fn warn_once(message: &str) {
+    WARNED.call_once(|| tracing::warn!("{message}"));
+}
+
+impl Sandbox {
+    /// `helper` is the dockless binary (`/proc/self/exe` from dockless).
+    pub fn new(helper: impl Into<PathBuf>, isolation: Isolation) -> Sandbox {
+        Sandbox {
+            helper: helper.into(),
+            isolation,
+            mode: OnceLock::new(),
+        }
+    }
+
+    /// Decides the isolation and checks that a sandbox can be set up here,
+    /// running nothing; done once, before a build's first step.
+    pub fn check(&self) -> Result<&Mode, SandboxError> {
+        self.mode
+            .get_or_init(|| self.decide())
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn decide(&self) -> Result<Mode, SandboxError> {
+        if self.isolation == Isolation::Chroot {
+            tracing::warn!("--isolation=chroot: RUN steps run as this machine's root with no user namespace; use it only inside a throwaway container");
+            return Ok(Mode::Chroot);
+        }
+        let (mapping, warning) = idmap::for_current_user();
+        if let Some(w) = warning {
+            warn_once(&w);
+        }
+        let mode = Mode::Userns(mapping);
+        match self.probe(&mode) {
+            Err(SandboxError::NoUserNamespaces { cause, .. })
+                if self.isolation == Isolation::Auto
+                    && rustix::process::geteuid().is_root()
+                    && in_container() =>
+            {
+                tracing::warn!("no user namespaces here ({cause}); as root in a container, RUN steps use --isolation=chroot");
+                Ok(Mode::Chroot)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(mode),
+        }
+    }
+
+    fn probe(&self, mode: &Mode) -> Result<(), SandboxError> {
+        let scratch = tempfile::tempdir().map_err(|e| self.helper_error(e))?;
+        let request = Request {
+            spec: Spec::new(scratch.path(), &[]),
+            mode: mode.clone(),
+            probe: true,
+        };
+        let io = StepIo {
+            stdout: Stdio::null(),
+            stderr: Stdio::inherit(),
+        };
+        self.exchange(&request, io).map(|_| ())
+    }
+
+    /// Runs one step; its output goes to `io` as it comes.
+    pub fn run(&self, spec: &Spec, io: StepIo) -> Result<Outcome, SandboxError> {
+        validate(spec)?;
+        let mode = self.check()?.clone();
+        if let Mode::Userns(mapping) = &mode {
+            check_mapped(mapping, &spec.user)?;
+        }
+        let mut spec = spec.clone();
+        // The helper's paths must not depend on where it is started.
+        spec.rootfs = std::path::absolute(&spec.rootfs).map_err(|e| self.helper_error(e))?;
+        for m in &mut spec.mounts {
+            if let MountKind::Bind { source, .. } = &mut m.kind {
+                *source = std::path::absolute(&*source).map_err(|e| self.helper_error(e))?;
+            }
+        }
+        let request = Request {
+            spec,
+            mode,
+            probe: false,
+        };
+        self.exchange(&request, io)
+    }
+
+    /// [`Sandbox::run`] with the output collected (for tests and probes).
+    pub fn run_captured(&self, spec: &Spec) -> Result<Captured, SandboxError> {
+        let (out_read, out_write) = self.pipe()?;
+        let (err_read, err_write) = self.pipe()?;
+        let drain = |fd: OwnedFd| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = std::fs::File::from(fd).read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let (stdout, stderr) = (drain(out_read), drain(err_read));
+        let io = StepIo {
+            stdout: Stdio::from(out_write),
+            stderr: Stdio::from(err_write),
+        };
+        let outcome = self.run(spec, io);
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        Ok(Captured {
+            outcome: outcome?,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn pipe(&self) -> Result<(OwnedFd, OwnedFd), SandboxError> {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| self.helper_error(std::io::Error::from(e)))
+    }
+
+    fn helper_error(&self, e: impl std::fmt::Display) -> SandboxError {
+        SandboxError::Helper {
+            helper: self.helper.display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Starts the helper, sends the request, and reads its reports.
+    fn exchange(&self, request: &Request, io: StepIo) -> Result<Outcome, SandboxError> {
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| self.helper_error(e))?;
+        let mut cmd = Command::new(&self.helper);
+        cmd.arg(HELPER_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(io.stdout)
+            .stderr(io.stderr);
+        if let Some(log) = std::env::var_os("DOCKLESS_LOG") {
+            cmd.env("DOCKLESS_LOG", log);
+        }
+        crate::process::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| self.helper_error(e))?;
+        // Our copies of the child's ends must close, or no EOF ever comes.
+        drop(cmd);
+        let sent = serde_json::to_writer(&ours, request)
+            .map_err(std::io::Error::from)
+            .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
+        let reports = read_reports(&ours);
+        let status = child.wait().map_err(|e| self.helper_error(e))?;
+        if let Err(e) = sent {
+            return Err(self.helper_error(format!("sending the step: {e}")));
+        }
+        for report in &reports {
+            if let Report::Warning(w) = report {
+                tracing::warn!("{w}");
+            }
+        }
+        let last = reports
+            .into_iter()
+            .rfind(|r| !matches!(r, Report::Warning(_)));
+        match last {
+            Some(Report::Exited(code)) => Ok(Outcome::Exited(code)),
+            Some(Report::Signaled(signal)) => Ok(Outcome::Signaled(signal)),
+            Some(Report::TimedOut { after_ms }) => {
+                Ok(Outcome::TimedOut(Duration::from_millis(after_ms)))
+            }
+            Some(Report::Failed(failure)) => Err(diagnose::explain(&failure)),
+            Some(Report::Warning(_)) | None => {
+                Err(self.helper_error(format!("it ended without a report ({status})")))
+            }
+        }
+    }
+}
+
+fn read_reports(channel: &std::os::unix::net::UnixStream) -> Vec<Report> {
+    BufReader::new(channel)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect()
+}
+
+fn validate(spec: &Spec) -> Result<(), SandboxError> {
+    let bad = |m: String| Err(SandboxError::Spec(m));
+    if spec.argv.is_empty() {
+        return bad("no command".into());
+    }
+    if !spec.cwd.starts_with('/') {
+        return bad(format!(
+            "the working directory {:?} is not absolute",
+            spec.cwd
+        ));
+    }
+    if !spec.rootfs.is_dir() {
+        return bad(format!(
+            "the rootfs {} is not a folder",
+            spec.rootfs.display()
+        ));
+    }
+    if let Some(m) = spec
+        .mounts
+        .iter()
+        .find(|m| !Path::new(&m.target).is_absolute())
+    {
+        return bad(format!("the mount target {:?} is not absolute", m.target));
+    }
+    Ok(())
+}
+
+fn check_mapped(mapping: &IdMapping, ids: &Ids) -> Result<(), SandboxError> {
+    let gids_ok = std::iter::once(ids.gid)
+        .chain(ids.groups.iter().copied())
+        .all(|g| mapping.host_gid(g).is_some());
+    if mapping.host_uid(ids.uid).is_some() && gids_ok {
+        return Ok(());
+    }
+    let fix = if mapping.is_single() {
+        "without a subordinate ID range only root (0:0) exists in a step; add a range to /etc/subuid and /etc/subgid (see the warning above)"
+    } else {
+        "the subordinate ID range in /etc/subuid and /etc/subgid is too small; give it 65536 IDs"
+    };
+    Err(SandboxError::Unmapped {
+        uid: ids.uid,
+        gid: ids.gid,
+        fix: fix.into(),
+    })
+}

@@ -1,0 +1,402 @@
+//! The step's root: the rootfs bind-mounted on itself and made `/` with
+//! `pivot_root`, then `/proc`, `/sys`, a minimal `/dev`, the host's
+//! `resolv.conf` and `hosts`, and the spec's mounts.
+//!
+//! Host paths are opened before `pivot_root`, while this process still has
+//! the host user's file access (so a cache under a 0700 home is reachable);
+//! every path inside the rootfs is created and mounted on after it, so a
+//! hostile symlink in the image resolves inside the rootfs, never on the host.
+//! Mount points that had to be created are removed again afterwards, so they
+//! never reach the layer.
+
+use super::protocol::{failed, Failure, Stage};
+use super::user::resolve_in_root;
+use super::{MountKind, Network, Spec};
+use rustix::mount::{
+    mount, mount_bind, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
+    MountPropagationFlags, UnmountFlags,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Kernel knobs a step may read but not change (Docker's list, trimmed).
+const READ_ONLY_PROC: [&str; 4] = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+/// Files that leak host state; hidden under /dev/null.
+const MASKED_PROC: [&str; 3] = ["/proc/kcore", "/proc/keys", "/proc/timer_list"];
+
+/// Host files and folders, opened before leaving the host's root.
+struct HostSources {
+    sys: OwnedFd,
+    devices: Vec<(&'static str, OwnedFd)>,
+    resolv_conf: Option<OwnedFd>,
+    hosts: Option<OwnedFd>,
+    /// One per spec mount: the bind's source, `None` for a tmpfs.
+    binds: Vec<Option<(OwnedFd, bool)>>,
+}
+
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{open, Mode, OFlags};
+    Ok(open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn open_sources(spec: &Spec) -> Result<HostSources, Failure> {
+    let fail = |what: String| failed(Stage::Mount, what);
+    let sys = open_path(Path::new("/sys")).map_err(fail("opening /sys".into()))?;
+    let mut devices = Vec::new();
+    for name in DEVICES {
+        let path = Path::new("/dev").join(name);
+        let fd = open_path(&path).map_err(fail(format!("opening {}", path.display())))?;
+        devices.push((name, fd));
+    }
+    let mut binds = Vec::new();
+    for m in &spec.mounts {
+        binds.push(match &m.kind {
+            MountKind::Bind { source, .. } => {
+                let what = format!("opening {} for the mount on {}", source.display(), m.target);
+                let fd = open_path(source).map_err(fail(what))?;
+                Some((fd, source.is_dir()))
+            }
+            MountKind::Tmpfs { .. } => None,
+        });
+    }
+    Ok(HostSources {
+        sys,
+        devices,
+        resolv_conf: open_path(Path::new("/etc/resolv.conf")).ok(),
+        hosts: open_path(Path::new("/etc/hosts")).ok(),
+        binds,
+    })
+}
+
+/// What the set-up added to the rootfs and must take away again.
+#[derive(Default)]
+pub(crate) struct Root {
+    /// Mounts on mount points the set-up created, in the order made: they
+    /// must go before the mount points can be removed. (The others go with
+    /// the mount namespace; each unmount costs an RCU grace period.)
+    mounted: Vec<PathBuf>,
+    /// Paths created as mount points, with their parent's times before.
+    created: Vec<(PathBuf, Option<[rustix::fs::Timespec; 2]>)>,
+}
+
+/// Enters the rootfs as `/` of this mount namespace, recording in `root`
+/// what to undo (also when it fails half-way). `become_root` runs once the
+/// host paths are open (it drops the host user's file access).
+pub(crate) fn enter(
+    spec: &Spec,
+    probe: bool,
+    become_root: impl FnOnce() -> Result<(), Failure>,
+    root: &mut Root,
+) -> Result<(), Failure> {
+    let rootfs = &spec.rootfs;
+    let root_fail = |what: &str| failed(Stage::Root, format!("{what} {}", rootfs.display()));
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(root_fail("making the mounts private before entering"))?;
+    if probe {
+        mount("tmpfs", rootfs, "tmpfs", MountFlags::empty(), None)
+            .map_err(root_fail("mounting a tmpfs on"))?;
+    }
+    mount_bind_recursive(rootfs, rootfs).map_err(root_fail("bind-mounting"))?;
+    rustix::process::chdir(rootfs).map_err(root_fail("entering"))?;
+    let sources = open_sources(spec)?;
+    become_root()?;
+    rustix::process::pivot_root(".", ".").map_err(root_fail("pivot_root into"))?;
+    // The host's root now sits on top of ours until it is detached below;
+    // paths from "/" already resolve in the rootfs, and /proc can only be
+    // mounted while the host's /proc is still visible.
+    root.mount_proc()?;
+    root.mount_sys(&sources.sys, spec.network)?;
+    root.mount_dev(&sources.devices)?;
+    for (file, fd) in [
+        ("/etc/resolv.conf", &sources.resolv_conf),
+        ("/etc/hosts", &sources.hosts),
+    ] {
+        if let Some(fd) = fd {
+            root.bind(fd, Path::new(file), false, true)?;
+        }
+    }
+    for (m, source) in spec.mounts.iter().zip(&sources.binds) {
+        root.spec_mount(m, source.as_ref())?;
+    }
+    protect_proc(&sources.devices)?;
+    rustix::process::chdir("/").map_err(root_fail("re-entering"))?;
+    unmount(".", UnmountFlags::DETACH).map_err(root_fail("detaching the host's root from"))?;
+    Ok(())
+}
+
+impl Root {
+    /// Makes sure `path` exists in the rootfs, creating it and missing
+    /// parents (recorded, to be removed after the step).
+    fn mount_point(&mut self, path: &Path, dir: bool) -> Result<PathBuf, Failure> {
+        let fail = |e: std::io::Error| {
+            Failure::os(
+                Stage::Mount,
+                format!("creating the mount point {}", path.display()),
+                e,
+            )
+        };
+        // Follows the image's symlinks as the kernel would; we are in the
+        // rootfs already, so "/" is its root.
+        let real = resolve_in_root(Path::new("/"), &path.to_string_lossy()).map_err(fail)?;
+        let mut missing = Vec::new();
+        let mut at = real.as_path();
+        while std::fs::symlink_metadata(at).is_err() {
+            missing.push(at.to_path_buf());
+            match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        for (i, p) in missing.iter().rev().enumerate() {
+            let times = p.parent().and_then(times_of);
+            let is_leaf = i + 1 == missing.len();
+            if is_leaf && !dir {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(p)
+                    .map_err(fail)?;
+            } else {
+                std::fs::create_dir(p).map_err(fail)?;
+            }
+            self.created.push((p.clone(), times));
+        }
+        Ok(real)
+    }
+
+    /// Records a mount on `target`, to be taken down after the step if the
+    /// set-up created its mount point.
+    fn record_mount(&mut self, target: PathBuf) {
+        if self.created.iter().any(|(p, _)| target.starts_with(p)) {
+            self.mounted.push(target);
+        }
+    }
+
+    fn mount_proc(&mut self) -> Result<(), Failure> {
+        let target = self.mount_point(Path::new("/proc"), true)?;
+        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        mount("proc", &target, "proc", flags, None)
+            .map_err(|e| Failure::os(Stage::Proc, "mounting proc on /proc", e))?;
+        self.record_mount(target);
+        Ok(())
+    }
+
+    fn mount_sys(&mut self, host_sys: &OwnedFd, network: Network) -> Result<(), Failure> {
+        let target = self.mount_point(Path::new("/sys"), true)?;
+        let what = "mounting /sys read-only".to_string();
+        if network == Network::None {
+            // The step owns its network namespace, so it may have a sysfs of
+            // its own (showing only its `lo`).
+            let flags =
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+            mount("sysfs", &target, "sysfs", flags, None).map_err(failed(Stage::Mount, what))?;
+        } else {
+            mount_bind_recursive(fd_path(host_sys), &target)
+                .map_err(failed(Stage::Mount, what.clone()))?;
+            read_only_tree(&target).map_err(failed(Stage::Mount, what))?;
+        }
+        self.record_mount(target);
+        Ok(())
+    }
+
+    fn mount_dev(&mut self, devices: &[(&'static str, OwnedFd)]) -> Result<(), Failure> {
+        let target = self.mount_point(Path::new("/dev"), true)?;
+        let tmpfs = |path: &Path, flags: MountFlags, data: &std::ffi::CStr| {
+            mount("tmpfs", path, "tmpfs", flags, Some(data)).map_err(failed(
+                Stage::Mount,
+                format!("mounting a tmpfs on {}", path.display()),
+            ))
+        };
+        tmpfs(
+            &target,
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            c"mode=755,size=65536k",
+        )?;
+        self.record_mount(target);
+        let create = |what: &str, r: std::io::Result<()>| {
+            r.map_err(|e| Failure::os(Stage::Mount, format!("creating {what}"), e))
+        };
+        for (name, fd) in devices {
+            let node = Path::new("/dev").join(name);
+            create(&node.to_string_lossy(), std::fs::write(&node, b""))?;
+            mount_bind(fd_path(fd), &node)
+                .map_err(failed(Stage::Mount, format!("binding {}", node.display())))?;
+        }
+        create("/dev/shm", std::fs::create_dir("/dev/shm"))?;
+        let shm_flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        tmpfs(Path::new("/dev/shm"), shm_flags, c"mode=1777,size=65536k")?;
+        create("/dev/pts", std::fs::create_dir("/dev/pts"))?;
+        // A private devpts; without it only /dev/ptmx-less programs work,
+        // so a kernel that refuses it inside a user namespace is tolerated.
+        let pts_flags = MountFlags::NOSUID | MountFlags::NOEXEC;
+        let _ = mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            pts_flags,
+            Some(c"newinstance,ptmxmode=0666,mode=620"),
+        );
+        for (link, target) in [
+            ("/dev/ptmx", "pts/ptmx"),
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+        ] {
+            create(link, std::os::unix::fs::symlink(target, link))?;
+        }
+        Ok(())
+    }
+
+    fn bind(
+        &mut self,
+        fd: &OwnedFd,
+        target: &Path,
+        dir: bool,
+        readonly: bool,
+    ) -> Result<(), Failure> {
+        let real = self.mount_point(target, dir)?;
+        let what = format!("bind-mounting onto {}", target.display());
+        mount_bind_recursive(fd_path(fd), &real).map_err(failed(Stage::Mount, what.clone()))?;
+        self.record_mount(real.clone());
+        if readonly {
+            remount_read_only(&real).map_err(failed(Stage::Mount, what))?;
+        }
+        Ok(())
+    }
+
+    fn spec_mount(
+        &mut self,
+        m: &super::Mount,
+        source: Option<&(OwnedFd, bool)>,
+    ) -> Result<(), Failure> {
+        let target = Path::new(&m.target);
+        match (&m.kind, source) {
+            (MountKind::Bind { readonly, .. }, Some((fd, is_dir))) => {
+                self.bind(fd, target, *is_dir, *readonly)
+            }
+            (MountKind::Tmpfs { size, mode }, _) => {
+                let real = self.mount_point(target, true)?;
+                let size = size.map(|s| format!(",size={s}")).unwrap_or_default();
+                let data =
+                    std::ffi::CString::new(format!("mode={mode:o}{size}")).unwrap_or_default();
+                let flags = MountFlags::NOSUID | MountFlags::NODEV;
+                mount("tmpfs", &real, "tmpfs", flags, Some(data.as_c_str())).map_err(failed(
+                    Stage::Mount,
+                    format!("mounting a tmpfs on {}", m.target),
+                ))?;
+                self.record_mount(real);
+                Ok(())
+            }
+            (MountKind::Bind { source, .. }, None) => Err(Failure::other(
+                Stage::Mount,
+                format!("binding {} onto {}", source.display(), m.target),
+                "its source was not opened",
+            )),
+        }
+    }
+
+    /// Takes the mounts down and removes the mount points the set-up made,
+    /// putting their parents' times back; a mount point the step filled stays.
+    pub(crate) fn leave(self) {
+        for target in self.mounted.iter().rev() {
+            let _ = unmount(target, UnmountFlags::DETACH);
+        }
+        for (path, times) in self.created.iter().rev() {
+            let removed = match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir(path).is_ok(),
+                Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(path).is_ok(),
+                _ => false,
+            };
+            if let (true, Some(times), Some(parent)) = (removed, times, path.parent()) {
+                let _ = rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    parent,
+                    &rustix::fs::Timestamps {
+                        last_access: times[0],
+                        last_modification: times[1],
+                    },
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                );
+            }
+        }
+    }
+}
+
+fn times_of(path: &Path) -> Option<[rustix::fs::Timespec; 2]> {
+    let st = rustix::fs::lstat(path).ok()?;
+    let ts = |sec: i64, nsec: u64| rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    Some([
+        ts(st.st_atime as i64, st.st_atime_nsec as u64),
+        ts(st.st_mtime as i64, st.st_mtime_nsec as u64),
+    ])
+}
+
+/// The mount flags a read-only remount must repeat: inside a user namespace
+/// the kernel refuses to drop nosuid, nodev, noexec or the atime flags of a
+/// mount that came from outside.
+fn kept_flags(path: &Path) -> rustix::io::Result<MountFlags> {
+    let kept = 0x1 | 0x2 | 0x4 | 0x8 | 0x400 | 0x800 | 0x1000;
+    let st = rustix::fs::statvfs(path)?;
+    Ok(MountFlags::from_bits_retain((st.f_flag.bits() & kept) as _))
+}
+
+fn remount_read_only(path: &Path) -> rustix::io::Result<()> {
+    let flags = kept_flags(path)? | MountFlags::BIND | MountFlags::RDONLY;
+    mount_remount(path, flags, "")
+}
+
+/// Remounts `top` and every mount below it read-only (a recursive bind
+/// brings the host's cgroup and other mounts under /sys along).
+fn read_only_tree(top: &Path) -> rustix::io::Result<()> {
+    remount_read_only(top)?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", top.display());
+    // The host's root, not yet detached, lists the same paths again.
+    let points: std::collections::BTreeSet<String> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| point.replace("\\040", " "))
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    for point in points {
+        // Best effort: a mount that vanished or refuses stays as it was,
+        // still owned by the host and so not writable by the step.
+        let _ = remount_read_only(Path::new(&point));
+    }
+    Ok(())
+}
+
+/// Docker's read-only and masked /proc paths; they matter most with
+/// `--isolation=chroot`, where the step's root is the host's root.
+fn protect_proc(devices: &[(&'static str, OwnedFd)]) -> Result<(), Failure> {
+    for path in READ_ONLY_PROC {
+        if Path::new(path).exists() {
+            mount_bind(path, path).map_err(failed(Stage::Mount, format!("protecting {path}")))?;
+            remount_read_only(Path::new(path))
+                .map_err(failed(Stage::Mount, format!("protecting {path}")))?;
+        }
+    }
+    let null = devices
+        .iter()
+        .find(|(name, _)| *name == "null")
+        .map(|(_, fd)| fd);
+    for (path, null) in MASKED_PROC.iter().zip(std::iter::repeat(null)) {
+        if let (true, Some(null)) = (Path::new(path).exists(), null) {
+            mount_bind(fd_path(null), *path)
+                .map_err(failed(Stage::Mount, format!("masking {path}")))?;
+        }
+    }
+    Ok(())
+}
