@@ -471,6 +471,13 @@ fn no_user_namespaces_fails_before_running_anything_with_the_fix() {
         "{stdout}"
     );
     assert!(!dir.path().join("rootfs/ran").exists(), "the step ran");
+    // As root (of that namespace), and without user namespaces, auto
+    // isolation runs the step in a chroot instead, with a warning.
+    assert!(
+        stdout.contains("inner: auto fell back to chroot"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("rootfs/chrooted").exists());
 }
 
 #[test]
@@ -478,8 +485,8 @@ fn no_user_namespaces_fails_before_running_anything_with_the_fix() {
 fn inner_no_userns() {
     let dir = inner_env();
     let rootfs = busybox_rootfs(&dir, &|_| 0);
-    // Not Auto: as root in a container (/.dockerenv) Auto would fall back
-    // to chroot.
+    // Not Auto: as root (here, of the test's namespace) Auto falls back to
+    // chroot, as shown below.
     let err = sandbox(Isolation::Userns)
         .run_captured(&Spec::new(&rootfs, &["/bin/touch", "/ran"]))
         .unwrap_err();
@@ -488,6 +495,11 @@ fn inner_no_userns() {
         "{err:?}"
     );
     println!("inner: {err}");
+    let fallback = sandbox(Isolation::Auto)
+        .run_captured(&Spec::new(&rootfs, &["/bin/touch", "/chrooted"]))
+        .unwrap();
+    assert!(fallback.outcome.success(), "{}", text(&fallback.stderr));
+    println!("inner: auto fell back to chroot");
 }
 
 /// An unprivileged user with a subordinate range gets 65536 IDs: chown works

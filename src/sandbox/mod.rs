@@ -129,8 +129,9 @@ pub enum Network {
 /// `--isolation`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Isolation {
-    /// A user namespace; when there is none and dockless is root inside a
-    /// container, chroot with a warning; otherwise an error naming the fix.
+    /// A user namespace whenever one can be made (also as root, also in a
+    /// container); when there is none and dockless is root, chroot with a
+    /// warning; otherwise an error naming the fix.
     #[default]
     Auto,
     /// A user namespace or an error.
@@ -250,12 +251,12 @@ impl Sandbox {
         }
         let mode = Mode::Userns(mapping);
         match self.probe(&mode) {
+            // Only the lack of user namespaces falls back, and only as
+            // root: a user namespace is used whenever one can be made.
             Err(SandboxError::NoUserNamespaces { cause, .. })
-                if self.isolation == Isolation::Auto
-                    && rustix::process::geteuid().is_root()
-                    && in_container() =>
+                if self.isolation == Isolation::Auto && rustix::process::geteuid().is_root() =>
             {
-                tracing::warn!("no user namespaces here ({cause}); as root in a container, RUN steps use --isolation=chroot");
+                tracing::warn!("no user namespaces here ({cause}); as root, RUN steps fall back to --isolation=chroot: they run as this machine's root with no user namespace");
                 Ok(Mode::Chroot)
             }
             Err(e) => Err(e),
