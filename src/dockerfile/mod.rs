@@ -15,6 +15,7 @@ mod expand;
 mod instruction;
 mod json;
 mod parse;
+mod run;
 mod words;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod tests;
 
 pub use expand::{expand_word, expand_words};
 pub use parse::parse;
+pub use run::{CacheSharing, MountType, RunMount, RunNetwork};
 
 use std::time::Duration;
 
@@ -91,7 +93,7 @@ pub enum InstructionKind {
     Volume(Vec<String>),
     Entrypoint(Command),
     Cmd(Command),
-    Run(Command),
+    Run(RunArgs),
     Shell(Vec<String>),
     StopSignal(String),
     Healthcheck(Healthcheck),
@@ -109,6 +111,25 @@ pub struct CopyArgs {
     pub chmod: Option<String>,
     pub link: bool,
     pub heredocs: Vec<Heredoc>,
+}
+
+/// RUN's command and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub command: Command,
+    pub mounts: Vec<RunMount>,
+    pub network: RunNetwork,
+}
+
+impl RunArgs {
+    /// A command with no flags.
+    pub fn plain(command: Command) -> RunArgs {
+        RunArgs {
+            command,
+            mounts: Vec::new(),
+            network: RunNetwork::Default,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
