@@ -286,6 +286,7 @@ impl RootFs {
                     mode: node.mode,
                     uid: node.uid,
                     gid: node.gid,
+                    mtime: None,
                     data,
                 })
             })
