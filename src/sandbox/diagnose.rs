@@ -104,6 +104,10 @@ pub(crate) fn explain(failure: &Failure) -> SandboxError {
             what: failure.what.clone(),
             detail: failure.detail.clone(),
         },
+        Stage::Disk => SandboxError::Disk {
+            what: failure.what.clone(),
+            detail: failure.detail.clone(),
+        },
         _ => setup(failure, ""),
     }
 }

@@ -8,9 +8,11 @@
 //! (PID 1 of the step) → command. Each dies with its parent.
 
 use super::init::{self, Plan};
-use super::protocol::{failed, Failure, Mode, Report, Reporter, Request, Stage};
+use super::mounts;
+use super::protocol::{failed, Failure, Job, Mode, Report, Reporter, Request, Stage};
 use super::sys;
 use super::Network;
+use crate::rootfs::disk::{self, Done, Task};
 use rustix::process::{Pid, Signal};
 use rustix::thread::UnshareFlags;
 use std::io::{Read, Write};
@@ -35,16 +37,79 @@ pub fn helper_main() -> ! {
 
 fn helper() -> std::io::Result<i32> {
     let channel = take_channel()?;
-    let request: Request = serde_json::from_reader(&channel)?;
+    let job: Job = serde_json::from_reader(&channel)?;
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     let mut out = Reporter::new(channel);
-    match supervise(&request, &mut out) {
+    let result = match job {
+        Job::Step(request) => supervise(&request, &mut out),
+        Job::Disk { task, mode } => disk_job(task, &mode).map(|done| out.send(&Report::Disk(done))),
+        Job::OverlayProbe { dir, mode } => overlay_probe(&dir, &mode)
+            .map(|()| out.send(&Report::Disk(crate::rootfs::disk::Done::Nothing))),
+    };
+    match result {
         Ok(()) => Ok(0),
         Err(failure) => {
             out.send(&Report::Failed(failure));
             Ok(1)
         }
     }
+}
+
+/// Whether the namespace allows setgroups (not so with one mapped ID).
+fn may_setgroups(mapping: &super::idmap::IdMapping) -> bool {
+    !matches!(
+        mapping.writer,
+        super::idmap::MapWriter::Direct {
+            deny_setgroups: true
+        }
+    )
+}
+
+/// Enters the user namespace (if any) as its root: what is written then
+/// belongs to container root, and files of any mapped owner can be read.
+fn become_namespace_root(mode: &Mode) -> Result<(), Failure> {
+    if let Mode::Userns(mapping) = mode {
+        enter_user_namespace(mapping)?;
+        init::become_root(Plan {
+            namespaced: false,
+            userns: true,
+            may_setgroups: may_setgroups(mapping),
+        })?;
+    }
+    Ok(())
+}
+
+/// A filesystem task: its paths are opened first, with the host user's
+/// file access, then it runs as the namespace's root; a layer goes to stdout.
+fn disk_job(mut task: Task, mode: &Mode) -> Result<Done, Failure> {
+    let held = disk::hold(&mut task).map_err(failed(Stage::Disk, "opening the task's files"))?;
+    become_namespace_root(mode)?;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(failed(Stage::Disk, "taking stdout"))?;
+    disk::run(&task, held, std::fs::File::from(stdout))
+        .map_err(|e| Failure::other(Stage::Disk, "preparing the step's files", e.to_string()))
+}
+
+/// Mounts a small overlay in `dir` (a fresh folder) the way a step's root
+/// is mounted, and checks that both kinds of whiteout hide what they should.
+fn overlay_probe(dir: &std::path::Path, mode: &Mode) -> Result<(), Failure> {
+    let fail = |what: &'static str| failed(Stage::Disk, what);
+    // The folder is entered with the host user's access; the new mount
+    // namespace moves the working directory to its own copy of the mount,
+    // which an overlay's folders must be on.
+    rustix::process::chdir(dir).map_err(fail("entering the probe's folder"))?;
+    become_namespace_root(mode)?;
+    unshare(UnshareFlags::NEWNS).map_err(fail("creating a mount namespace"))?;
+    let here = rustix::fs::open(
+        ".",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(fail("opening the probe's folder"))?;
+    let userns = matches!(mode, Mode::Userns(_));
+    mounts::probe_overlay(&here, userns)
 }
 
 /// Moves the socket off fd 0 (to a close-on-exec fd the command never
@@ -109,16 +174,10 @@ fn enter_namespaces(request: &Request, out: &mut Reporter) -> Result<Plan, Failu
         Mode::Userns(mapping) => {
             enter_user_namespace(mapping)?;
             unshare(flags).map_err(fail)?;
-            let may_setgroups = !matches!(
-                mapping.writer,
-                super::idmap::MapWriter::Direct {
-                    deny_setgroups: true
-                }
-            );
             Ok(Plan {
                 namespaced: true,
                 userns: true,
-                may_setgroups,
+                may_setgroups: may_setgroups(mapping),
             })
         }
         Mode::Chroot => match unshare(flags) {

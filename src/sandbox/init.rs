@@ -31,7 +31,7 @@ pub(crate) fn run(request: &Request, plan: Plan, out: &mut Reporter) -> ! {
     sys::exit_now(0)
 }
 
-fn become_root(plan: Plan) -> Result<(), Failure> {
+pub(crate) fn become_root(plan: Plan) -> Result<(), Failure> {
     if !plan.userns {
         return Ok(());
     }
@@ -66,7 +66,7 @@ fn init(request: &Request, plan: Plan) -> Result<Report, Failure> {
 /// The step's root, hostname and network.
 fn enter(request: &Request, plan: Plan, root: &mut mounts::Root) -> Result<(), Failure> {
     let spec = &request.spec;
-    mounts::enter(spec, request.probe, || become_root(plan), root)?;
+    mounts::enter(spec, request.probe, plan.userns, || become_root(plan), root)?;
     rustix::system::sethostname(spec.hostname.as_bytes())
         .map_err(failed(Stage::Namespaces, "setting the hostname"))?;
     if spec.network == Network::None {

@@ -29,9 +29,10 @@ pub use exec::DEFAULT_PATH;
 pub use helper::helper_main;
 pub use idmap::{IdMapping, IdRange};
 pub use protocol::{Mode, HELPER_ARG};
-pub use user::{resolve_user, ResolvedUser, UserError};
+pub use user::{resolve_user, resolve_user_with, ResolvedUser, UserError};
 
-use protocol::{Report, Request};
+use crate::rootfs::disk::{Done, Task};
+use protocol::{Job, Report, Request};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
@@ -58,6 +59,19 @@ pub struct Spec {
     pub network: Network,
     /// Kills the step, and all it started, after this long.
     pub timeout: Option<Duration>,
+    /// When set, `rootfs` is an empty folder on which these layers are
+    /// mounted as an overlay (writes go to the upper folder) instead of a
+    /// root on disk.
+    pub overlay: Option<Overlay>,
+}
+
+/// An overlayfs root: layer folders in overlay form (see `rootfs::disk`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    /// Top first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 impl Spec {
@@ -73,6 +87,7 @@ impl Spec {
             mounts: Vec::new(),
             network: Network::Host,
             timeout: None,
+            overlay: None,
         }
     }
 }
@@ -192,6 +207,9 @@ pub enum SandboxError {
     Spec(String),
     #[error("the sandbox helper {helper} failed: {detail}")]
     Helper { helper: String, detail: String },
+    /// A filesystem task (unpacking a layer, reading a step's changes).
+    #[error("{what}: {detail}")]
+    Disk { what: String, detail: String },
 }
 
 /// Where the command's output goes (a step header's stderr, a log file).
@@ -275,7 +293,35 @@ impl Sandbox {
             stdout: Stdio::null(),
             stderr: Stdio::inherit(),
         };
-        self.exchange(&request, io).map(|_| ())
+        self.exchange(&Job::Step(request), io).map(|_| ())
+    }
+
+    /// Runs a filesystem task in the step's user namespace (see
+    /// `rootfs::disk`); a layer it writes goes to `out`.
+    pub fn disk(&self, task: Task, out: Stdio) -> Result<Done, SandboxError> {
+        let mode = self.check()?.clone();
+        let io = StepIo {
+            stdout: out,
+            stderr: Stdio::inherit(),
+        };
+        match self.exchange(&Job::Disk { task, mode }, io)? {
+            Report::Disk(done) => Ok(done),
+            other => Err(self.helper_error(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Whether a step's root can be an overlay of layer folders here, tried
+    /// in `dir` (a fresh folder the namespace's root owns, on the
+    /// filesystem the layers are on). The error says why not.
+    pub fn overlay_works(&self, dir: &Path) -> Result<(), SandboxError> {
+        let mode = self.check()?.clone();
+        let dir = std::path::absolute(dir).map_err(|e| self.helper_error(e))?;
+        let io = StepIo {
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        };
+        self.exchange(&Job::OverlayProbe { dir, mode }, io)
+            .map(|_| ())
     }
 
     /// Runs one step; its output goes to `io` as it comes.
@@ -288,6 +334,15 @@ impl Sandbox {
         let mut spec = spec.clone();
         // The helper's paths must not depend on where it is started.
         spec.rootfs = std::path::absolute(&spec.rootfs).map_err(|e| self.helper_error(e))?;
+        if let Some(overlay) = &mut spec.overlay {
+            for dir in overlay
+                .lowers
+                .iter_mut()
+                .chain([&mut overlay.upper, &mut overlay.work])
+            {
+                *dir = std::path::absolute(&*dir).map_err(|e| self.helper_error(e))?;
+            }
+        }
         for m in &mut spec.mounts {
             if let MountKind::Bind { source, .. } = &mut m.kind {
                 *source = std::path::absolute(&*source).map_err(|e| self.helper_error(e))?;
@@ -298,7 +353,12 @@ impl Sandbox {
             mode,
             probe: false,
         };
-        self.exchange(&request, io)
+        match self.exchange(&Job::Step(request), io)? {
+            Report::Exited(code) => Ok(Outcome::Exited(code)),
+            Report::Signaled(signal) => Ok(Outcome::Signaled(signal)),
+            Report::TimedOut { after_ms } => Ok(Outcome::TimedOut(Duration::from_millis(after_ms))),
+            other => Err(self.helper_error(format!("unexpected answer {other:?}"))),
+        }
     }
 
     /// [`Sandbox::run`] with the output collected (for tests and probes).
@@ -340,7 +400,7 @@ impl Sandbox {
     }
 
     /// Starts the helper, sends the request, and reads its reports.
-    fn exchange(&self, request: &Request, io: StepIo) -> Result<Outcome, SandboxError> {
+    fn exchange(&self, job: &Job, io: StepIo) -> Result<Report, SandboxError> {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| self.helper_error(e))?;
         let mut cmd = Command::new(&self.helper);
@@ -356,7 +416,7 @@ impl Sandbox {
         let mut child = cmd.spawn().map_err(|e| self.helper_error(e))?;
         // Our copies of the child's ends must close, or no EOF ever comes.
         drop(cmd);
-        let sent = serde_json::to_writer(&ours, request)
+        let sent = serde_json::to_writer(&ours, job)
             .map_err(std::io::Error::from)
             .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
         let reports = read_reports(&ours);
@@ -373,15 +433,11 @@ impl Sandbox {
             .into_iter()
             .rfind(|r| !matches!(r, Report::Warning(_)));
         match last {
-            Some(Report::Exited(code)) => Ok(Outcome::Exited(code)),
-            Some(Report::Signaled(signal)) => Ok(Outcome::Signaled(signal)),
-            Some(Report::TimedOut { after_ms }) => {
-                Ok(Outcome::TimedOut(Duration::from_millis(after_ms)))
-            }
             Some(Report::Failed(failure)) => Err(diagnose::explain(&failure)),
             Some(Report::Warning(_)) | None => {
                 Err(self.helper_error(format!("it ended without a report ({status})")))
             }
+            Some(report) => Ok(report),
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use super::protocol::{failed, Failure, Stage};
 use super::user::resolve_in_root;
-use super::{MountKind, Network, Spec};
+use super::{MountKind, Network, Overlay, Spec};
 use rustix::mount::{
     mount, mount_bind, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
     MountPropagationFlags, UnmountFlags,
@@ -90,6 +90,7 @@ pub(crate) struct Root {
 pub(crate) fn enter(
     spec: &Spec,
     probe: bool,
+    userns: bool,
     become_root: impl FnOnce() -> Result<(), Failure>,
     root: &mut Root,
 ) -> Result<(), Failure> {
@@ -104,10 +105,29 @@ pub(crate) fn enter(
         mount("tmpfs", rootfs, "tmpfs", MountFlags::empty(), None)
             .map_err(root_fail("mounting a tmpfs on"))?;
     }
-    mount_bind_recursive(rootfs, rootfs).map_err(root_fail("bind-mounting"))?;
-    rustix::process::chdir(rootfs).map_err(root_fail("entering"))?;
+    // An overlay is mounted as the namespace's root (its copy-ups are made
+    // with the mounter's credentials), from folders opened before; a plain
+    // root is bound onto itself.
+    let overlay = match &spec.overlay {
+        Some(layers) => {
+            let fds = OverlayFds::open(layers)?;
+            let parent = rootfs.parent().unwrap_or(Path::new("/"));
+            rustix::process::chdir(parent).map_err(root_fail("entering the folder of"))?;
+            Some(fds)
+        }
+        None => {
+            mount_bind_recursive(rootfs, rootfs).map_err(root_fail("bind-mounting"))?;
+            rustix::process::chdir(rootfs).map_err(root_fail("entering"))?;
+            None
+        }
+    };
     let sources = open_sources(spec)?;
     become_root()?;
+    if let Some(fds) = overlay {
+        let name = rootfs.file_name().unwrap_or_default();
+        fds.mount(Path::new(name), userns)?;
+        rustix::process::chdir(name).map_err(root_fail("entering the overlay on"))?;
+    }
     rustix::process::pivot_root(".", ".").map_err(root_fail("pivot_root into"))?;
     // The host's root now sits on top of ours until it is detached below;
     // paths from "/" already resolve in the rootfs, and /proc can only be
@@ -399,4 +419,120 @@ fn protect_proc(devices: &[(&'static str, OwnedFd)]) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// An overlay's folders, opened with the host user's access; the mount
+/// names them as `/proc/self/fd/N`, which also keeps its options short.
+pub(crate) struct OverlayFds {
+    lowers: Vec<OwnedFd>,
+    upper: OwnedFd,
+    work: OwnedFd,
+}
+
+fn open_dir(path: &Path, what: &str) -> Result<OwnedFd, Failure> {
+    use rustix::fs::{open, Mode, OFlags};
+    open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(failed(
+        Stage::Root,
+        format!("opening the {what} {}", path.display()),
+    ))
+}
+
+impl OverlayFds {
+    pub(crate) fn open(layers: &Overlay) -> Result<OverlayFds, Failure> {
+        Ok(OverlayFds {
+            lowers: layers
+                .lowers
+                .iter()
+                .map(|l| open_dir(l, "layer"))
+                .collect::<Result<_, _>>()?,
+            upper: open_dir(&layers.upper, "upper folder")?,
+            work: open_dir(&layers.work, "overlay work folder")?,
+        })
+    }
+
+    /// Mounts the overlay on `target`: a plain diff in the upper folder (no
+    /// index, metacopy or redirects), with `user.` xattrs in a user namespace.
+    pub(crate) fn mount(&self, target: &Path, userns: bool) -> Result<(), Failure> {
+        let lowers: Vec<String> = self.lowers.iter().map(fd_path).collect();
+        // userxattr turns redirects off itself and refuses redirect_dir=off.
+        let extra = if userns {
+            ",userxattr"
+        } else {
+            ",redirect_dir=off"
+        };
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={},index=off,metacopy=off{extra}",
+            lowers.join(":"),
+            fd_path(&self.upper),
+            fd_path(&self.work),
+        );
+        let data = std::ffi::CString::new(data).unwrap_or_default();
+        mount(
+            "overlay",
+            target,
+            "overlay",
+            MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .map_err(failed(
+            Stage::Root,
+            format!("mounting the layers as an overlay on {}", target.display()),
+        ))
+    }
+}
+
+/// Mounts a two-layer overlay in the folder `dir` (open) and checks that a
+/// whiteout device and an opaque folder hide the lower files.
+pub(crate) fn probe_overlay(dir: &OwnedFd, userns: bool) -> Result<(), Failure> {
+    use crate::rootfs::disk::OpaqueXattr;
+    let base = Path::new(&fd_path(dir)).to_path_buf();
+    let fail = |what: &'static str| move |e: std::io::Error| Failure::os(Stage::Disk, what, e);
+    for sub in ["lower/dir", "upper/dir", "work", "merged"] {
+        std::fs::create_dir_all(base.join(sub)).map_err(fail("making the probe's folders"))?;
+    }
+    for file in ["lower/kept", "lower/gone", "lower/dir/hidden"] {
+        std::fs::write(base.join(file), b"").map_err(fail("writing the probe's files"))?;
+    }
+    use rustix::fs::{makedev, mknodat, FileType, Mode, XattrFlags, CWD};
+    mknodat(
+        CWD,
+        base.join("upper/gone"),
+        FileType::CharacterDevice,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .map_err(|e| Failure::os(Stage::Disk, "making a whiteout device", e))?;
+    let xattr = if userns {
+        OpaqueXattr::User
+    } else {
+        OpaqueXattr::Trusted
+    };
+    rustix::fs::setxattr(
+        base.join("upper/dir"),
+        xattr.name(),
+        b"y",
+        XattrFlags::empty(),
+    )
+    .map_err(|e| Failure::os(Stage::Disk, "marking a folder opaque", e))?;
+    let layers = Overlay {
+        lowers: vec![base.join("lower")],
+        upper: base.join("upper"),
+        work: base.join("work"),
+    };
+    OverlayFds::open(&layers)?.mount(&base.join("merged"), userns)?;
+    let seen = |p: &str| base.join("merged").join(p).symlink_metadata().is_ok();
+    if seen("kept") && !seen("gone") && !seen("dir/hidden") {
+        Ok(())
+    } else {
+        Err(Failure::other(
+            Stage::Disk,
+            "checking an overlay's whiteouts",
+            "the overlay shows files its whiteouts should hide",
+        ))
+    }
 }

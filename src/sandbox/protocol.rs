@@ -5,11 +5,29 @@
 
 use super::idmap::IdMapping;
 use super::Spec;
+use crate::rootfs::disk::{Done, Task};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::path::PathBuf;
 
 /// The hidden subcommand that runs the helper.
 pub const HELPER_ARG: &str = "__sandbox";
+
+/// What the helper is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Job {
+    Step(Request),
+    /// A filesystem task in the user namespace only (no mounts, no command).
+    Disk {
+        task: Task,
+        mode: Mode,
+    },
+    /// Whether an overlay can be mounted, with its whiteouts, in `dir`.
+    OverlayProbe {
+        dir: PathBuf,
+        mode: Mode,
+    },
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Request {
@@ -41,6 +59,8 @@ pub(crate) enum Stage {
     Credentials,
     Exec,
     Helper,
+    /// A [`Job::Disk`] task or the overlay probe.
+    Disk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +109,7 @@ pub(crate) enum Report {
     TimedOut { after_ms: u64 },
     Failed(Failure),
     Warning(String),
+    Disk(Done),
 }
 
 /// Writes reports to the parent; a broken channel is ignored (the parent is

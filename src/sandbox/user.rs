@@ -67,13 +67,22 @@ fn group_entries(text: &str) -> impl Iterator<Item = Entry<'_>> {
 /// Resolves `USER user[:group]` against the rootfs at `rootfs`. An empty
 /// spec is root. A numeric uid needs no passwd entry; a name does.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
+    resolve_user_with(spec, &|file| read_in_root(rootfs, file))
+}
+
+/// [`resolve_user`] with the image's files read by `read_file` (given
+/// `/etc/passwd` or `/etc/group`; a missing file reads as empty).
+pub fn resolve_user_with(
+    spec: &str,
+    read_file: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<ResolvedUser, UserError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let user = if user.is_empty() { "0" } else { user };
     let read = |file: &'static str| {
-        read_in_root(rootfs, file).map_err(|reason| UserError::Unreadable {
+        read_file(file).map_err(|reason| UserError::Unreadable {
             spec: spec.to_string(),
             file,
             reason,
