@@ -4,7 +4,8 @@
 //! Both give the same entries for the same change: what is new or changed,
 //! with every parent folder (as Docker's layers carry them); a deletion as
 //! a `.wh.NAME` whiteout; a folder that replaced a folder as opaque
-//! (`.wh..wh..opq`) with all its content. A folder is changed when its
+//! (`.wh..wh..opq`) with all its content (a folder with another inode or
+//! birth time replaced the one before). A folder is changed when its
 //! mode, owner or mtime is (not its ctime: the sandbox's mount points
 //! change it); a file or link also when its ctime, inode or size is, so a
 //! same-size rewrite with the mtime put back is still seen (kaniko's
@@ -35,6 +36,9 @@ struct Stat {
     mtime: (i64, i64),
     ctime: (i64, i64),
     ino: u64,
+    /// A folder's birth time where the filesystem keeps one: an inode
+    /// number can be reused at once (`rmdir d && mkdir d`), a birth time not.
+    born: Option<(i64, u32)>,
     link: Option<PathBuf>,
 }
 
@@ -53,8 +57,14 @@ impl Stat {
             mtime: (md.mtime(), md.mtime_nsec()),
             ctime: (md.ctime(), md.ctime_nsec()),
             ino: md.ino(),
+            born: md.is_dir().then(|| birth_time(path)).flatten(),
             link,
         }
+    }
+
+    /// Whether `after` is another folder at the same path.
+    fn replaced_dir(&self, after: &Stat) -> bool {
+        self.dir && after.dir && (self.ino != after.ino || self.born != after.born)
     }
 
     /// Whether `after` differs from this: a folder by mode, owner and mtime.
@@ -68,6 +78,13 @@ impl Stat {
 }
 
 type Snapshot = BTreeMap<String, Stat>;
+
+fn birth_time(path: &Path) -> Option<(i64, u32)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let st = statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BTIME).ok()?;
+    (st.stx_mask & StatxFlags::BTIME.bits() != 0)
+        .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec))
+}
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
     move |source| DiskError::Io {
@@ -289,7 +306,7 @@ pub(super) fn walk_entries(
         let now = Stat::of(&root.join(rel), md);
         match before.get(rel) {
             None => entries.add(rel, md)?,
-            Some(was) if was.dir && now.dir && was.ino != now.ino => {
+            Some(was) if was.replaced_dir(&now) => {
                 entries.add(rel, md)?;
                 entries.marker(rel, OPAQUE_WHITEOUT);
                 replaced.push(rel.clone());
