@@ -58,6 +58,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     dockless::cache::parse_size(text)
 }
 
+fn parse_isolation(text: &str) -> Result<dockless::sandbox::Isolation, String> {
+    text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 10m, 1h30m)"))
+}
+
 #[derive(Args)]
 struct BuildArgs {
     /// Image name and tag (NAME[:TAG]); defaults to the context folder's name.
@@ -158,9 +166,17 @@ struct BuildFlags {
     /// COPY in a layer of their own, before the rest.
     #[arg(long)]
     split_layers: bool,
-    /// Do not reuse layers or compressed segments from the cache.
-    #[arg(long)]
+    /// Do not reuse layers, compressed segments or RUN steps from the cache.
+    #[arg(long, visible_alias = "no-cache")]
     no_layer_cache: bool,
+    /// How RUN steps are isolated: auto (a user namespace whenever one can
+    /// be made; as root without one, chroot with a warning), userns, or
+    /// chroot (no user namespace: only as root in a throwaway container).
+    #[arg(long, default_value = "auto", value_parser = parse_isolation)]
+    isolation: dockless::sandbox::Isolation,
+    /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
+    #[arg(long, value_parser = parse_duration)]
+    run_timeout: Option<std::time::Duration>,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
@@ -284,6 +300,8 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.isolation = args.isolation;
+    opts.run_timeout = args.run_timeout;
     Ok(opts)
 }
 
@@ -334,6 +352,8 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
         layers_written = c.layers_written,
         files_hashed = c.files_hashed,
         segments_reused = c.segments_reused,
+        steps_run = c.steps_run,
+        steps_from_cache = c.steps_from_cache,
         "layer cache"
     );
     prune_after_build(flags, &built);

@@ -13,8 +13,12 @@ pub mod archive;
 mod base;
 mod copy;
 mod owner;
+mod run;
 mod source;
 mod stage;
+mod workspace;
+
+pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
@@ -26,6 +30,7 @@ use crate::name::reference::ImageRef;
 use crate::platform::{Platform, PlatformError};
 use crate::remote::pull::{self, RegistryOptions};
 use crate::rootfs::{clean, RootFs};
+use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
 use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
 use source::is_remote;
@@ -71,6 +76,14 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`.
     pub registry: RegistryOptions,
+    /// How RUN steps are isolated (see `sandbox`).
+    pub isolation: Isolation,
+    /// Kills a RUN step that runs longer.
+    pub run_timeout: Option<std::time::Duration>,
+    /// The dockless binary, re-executed as the sandbox helper.
+    pub sandbox_helper: PathBuf,
+    /// Where RUN steps' headers and output go (appended); dockless's stderr when None.
+    pub step_log: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -90,6 +103,10 @@ impl BuildOptions {
             layer_cache: true,
             cache_dir: cache_dir.into(),
             registry: RegistryOptions::default(),
+            isolation: Isolation::Auto,
+            run_timeout: None,
+            sandbox_helper: PathBuf::from("/proc/self/exe"),
+            step_log: None,
         }
     }
 
@@ -202,10 +219,7 @@ pub fn build_platforms(
         let built = build(&one)?;
         images.push(built.image);
         unused.extend(built.unused_build_args);
-        cache.layers_from_cache += built.cache.layers_from_cache;
-        cache.layers_written += built.cache.layers_written;
-        cache.files_hashed += built.cache.files_hashed;
-        cache.segments_reused += built.cache.segments_reused;
+        cache.add(&built.cache);
         store = Some(built.store);
     }
     let store = match store {
@@ -243,6 +257,10 @@ struct StageState {
     args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (an ENTRYPOINT only resets an inherited one).
     cmd_set_here: bool,
+    /// The stage's name and where its current instruction is among the
+    /// steps BuildKit counts (FROM, RUN, COPY, ADD, WORKDIR): (step, of).
+    name: Option<String>,
+    step: (usize, usize),
 }
 
 impl StageState {
@@ -258,6 +276,15 @@ impl StageState {
 
     fn workdir(&self) -> String {
         clean("", &self.image.config.config.working_dir)
+    }
+
+    /// `build 2/5` (`2/5` in an unnamed stage), as `docker buildx` labels steps.
+    fn step_label(&self) -> String {
+        let (at, of) = self.step;
+        match &self.name {
+            Some(name) => format!("{name} {at}/{of}"),
+            None => format!("{at}/{of}"),
+        }
     }
 }
 
@@ -281,6 +308,8 @@ struct Builder<'a> {
     staged_files: usize,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
+    /// RUN's roots on disk and its sandbox, made at the first step that runs.
+    workspace: Option<workspace::Workspace>,
 }
 
 impl<'a> Builder<'a> {
@@ -305,6 +334,7 @@ impl<'a> Builder<'a> {
             staged_files: 0,
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
+            workspace: None,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -551,12 +581,16 @@ impl<'a> Builder<'a> {
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(_) => Err(self.fail(
-                ins.line,
-                "RUN is not supported: dockless builds images without a container runtime, \
-                 so it cannot execute commands (do that work before the build, or in a stage \
-                 built by another tool)",
-            )),
+            InstructionKind::Run(args) => match args.mounts.first() {
+                Some(m) => Err(self.fail(
+                    ins.line,
+                    format!(
+                        "RUN --mount={}: mounts are not supported yet; remove the flag or do that work in another step",
+                        crate::context::untrusted::excerpt(&m.spec)
+                    ),
+                )),
+                None => Ok(()),
+            },
             InstructionKind::Add(args) => {
                 if let Some(url) = args.sources.iter().find(|s| is_remote(s)) {
                     return Err(self.fail(

@@ -42,13 +42,23 @@ impl Builder<'_> {
                 ),
             ));
         }
+        let steps = stage
+            .instructions
+            .iter()
+            .filter(|i| counts_as_step(i))
+            .count();
         let mut state = StageState {
             image: base.image,
             fs: base.fs,
             args: BTreeMap::new(),
             cmd_set_here: false,
+            name: stage.from.alias.clone(),
+            step: (1, steps + 1),
         };
         for ins in &stage.instructions {
+            if counts_as_step(ins) {
+                state.step.0 += 1;
+            }
             self.run_instruction(index, &mut state, ins)?;
         }
         Ok(StageResult {
@@ -255,12 +265,21 @@ impl Builder<'_> {
             InstructionKind::Maintainer(name) => state.image.config.author = Some(name.clone()),
             InstructionKind::Copy(args) => self.copy(stage, state, ins, args, false)?,
             InstructionKind::Add(args) => self.copy(stage, state, ins, args, true)?,
-            InstructionKind::Run(_) => {
-                return Err(self.fail(line, "RUN is not supported without a container runtime"))
-            }
+            InstructionKind::Run(args) => return self.run_step(stage, state, ins, args),
         }
         self.commit(state, ins)
     }
+}
+
+/// Whether `docker buildx` counts the instruction as a step of its own.
+fn counts_as_step(ins: &Instruction) -> bool {
+    matches!(
+        ins.kind,
+        InstructionKind::Run(_)
+            | InstructionKind::Copy(_)
+            | InstructionKind::Add(_)
+            | InstructionKind::Workdir(_)
+    )
 }
 
 /// Shell forms run under the stage's SHELL, as Docker documents (buildah 1.28

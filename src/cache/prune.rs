@@ -1,6 +1,7 @@
 //! Keeping the cache under a size cap: least recently used blobs first,
 //! then the records that pointed at them.
 
+use super::layers::StepRecord;
 use crate::digest;
 use crate::layer::LayerInfo;
 use std::collections::HashSet;
@@ -112,6 +113,23 @@ fn drop_dangling(cache_dir: &Path, blob_dir: &Path) {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if info.is_none_or(|i| gone(&i.digest)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    for entry in fs::read_dir(layers.join("steps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let record: Option<StepRecord> = fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let dangling = match record {
+            Some(StepRecord { layer: Some(info) }) => gone(&info.digest),
+            Some(StepRecord { layer: None }) => false,
+            None => true,
+        };
+        if dangling {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -168,5 +168,11 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// The delimiter of a heredoc word (`<<EOF`, `<<-"EOF"`), or None when the
+/// word is not one.
+pub fn heredoc_name(word: &str) -> Option<String> {
+    words::parse_heredoc_word(word).map(|h| h.name)
+}
+
 /// The most of a Dockerfile that is read.
 pub const MAX_BYTES: u64 = 2 << 20;

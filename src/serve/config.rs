@@ -48,6 +48,19 @@ pub struct Config {
     pub github_api_url: Option<String>,
     #[serde(default)]
     pub repos: Vec<RepoConfig>,
+    /// Kills a RUN step that runs longer, e.g. `"30m"`.
+    #[serde(default, deserialize_with = "duration")]
+    pub run_timeout: Option<std::time::Duration>,
+}
+
+/// A humantime duration such as `"10m"` or `"1h 30m"`.
+fn duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (e.g. \"30m\")")))
 }
 
 impl std::fmt::Debug for Config {
@@ -64,6 +77,7 @@ impl std::fmt::Debug for Config {
                 &self.github_token.as_ref().map(|_| "<redacted>"),
             )
             .field("repos", &self.repos)
+            .field("run_timeout", &self.run_timeout)
             .finish_non_exhaustive()
     }
 }

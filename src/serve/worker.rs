@@ -126,13 +126,17 @@ pub async fn run_worker(app: Arc<App>, n: usize) {
 struct BuildLog(Option<std::fs::File>);
 
 impl BuildLog {
+    fn path(state_dir: &Path, id: i64) -> PathBuf {
+        state_dir.join("logs").join(format!("{id}.log"))
+    }
+
     fn open(state_dir: &Path, id: i64) -> BuildLog {
-        let dir = state_dir.join("logs");
-        let file = std::fs::create_dir_all(&dir).and_then(|_| {
+        let path = BuildLog::path(state_dir, id);
+        let file = std::fs::create_dir_all(state_dir.join("logs")).and_then(|_| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{id}.log")))
+                .open(&path)
         });
         BuildLog(file.ok())
     }
@@ -333,7 +337,8 @@ async fn execute(
     for (i, entry) in entries.iter().enumerate() {
         results[i].status = Status::Running;
         record_image(i, &results[i]);
-        let outcome = build_one(app, entry, &checkout).await;
+        let step_log = BuildLog::path(&app.cfg.state_dir, job.id);
+        let outcome = build_one(app, entry, &checkout, &step_log).await;
         match outcome {
             Ok(reference) => {
                 log.line(&format!("pushed {reference}"));
@@ -394,10 +399,12 @@ impl From<String> for ImageFailure {
 }
 
 /// Builds and pushes one entry; returns `REGISTRY/NAME:VERSION@DIGEST`.
+/// RUN steps write their output to `step_log` (the build's log).
 async fn build_one(
     app: &App,
     entry: &imagespec::RawEntry,
     checkout: &Path,
+    step_log: &Path,
 ) -> Result<String, ImageFailure> {
     let image = imagespec::resolve(entry, checkout, &app.cfg.registry)?;
     if let Some(d) = test_delay() {
@@ -416,6 +423,8 @@ async fn build_one(
             .push(app.cfg.registry.clone());
     }
     opts.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    opts.run_timeout = app.cfg.run_timeout;
+    opts.step_log = Some(step_log.to_path_buf());
     let sources = opts.registry.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await
