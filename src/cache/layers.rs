@@ -38,8 +38,8 @@
 //! prune --max-size SIZE` runs it by hand. The stat map keeps at most
 //! [`STAT_ENTRIES_MAX`] entries, the least recently used going first.
 
-use super::prune::touch;
 use super::segments::SegmentIndex;
+use super::touch;
 use crate::digest;
 use crate::files::write_atomic;
 use crate::layer::{

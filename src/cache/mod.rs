@@ -6,11 +6,18 @@ pub mod layers;
 mod prune;
 mod segments;
 
-pub(crate) use prune::touch;
 pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE};
 pub use segments::SegmentIndex;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Marks a cached file as used, for [`prune()`]'s LRU order.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
 
 /// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
 pub fn default_dir() -> PathBuf {

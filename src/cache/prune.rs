@@ -13,13 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Default cap of the blob store, in bytes (10 GiB).
 pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
 
-/// Marks a cached file as used, for [`prune`]'s LRU order.
-pub(crate) fn touch(path: &Path) {
-    if let Ok(f) = fs::File::options().append(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
-    }
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PruneReport {
     pub blobs_removed: usize,

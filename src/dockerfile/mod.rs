@@ -22,7 +22,7 @@ mod words;
 mod tests;
 
 pub use expand::{expand_word, expand_words};
-pub use parse::parse;
+pub use parse::{heredoc_name, parse};
 pub use run::{CacheSharing, MountType, RunMount, RunNetwork};
 
 use std::time::Duration;
@@ -166,12 +166,6 @@ pub struct ParseError {
     pub file: String,
     pub line: usize,
     pub message: String,
-}
-
-/// The delimiter of a heredoc word (`<<EOF`, `<<-"EOF"`), or None when the
-/// word is not one.
-pub fn heredoc_name(word: &str) -> Option<String> {
-    words::parse_heredoc_word(word).map(|h| h.name)
 }
 
 /// The most of a Dockerfile that is read.

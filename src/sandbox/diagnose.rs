@@ -1,8 +1,8 @@
 //! Turns a failed set-up into its likely cause and the fix, from the
 //! kernel's knobs (BuildKit's rootless guide lists the same culprits).
 
+use super::error::SandboxError;
 use super::protocol::{Failure, Stage};
-use super::SandboxError;
 
 fn sysctl(name: &str) -> Option<String> {
     let path = format!("/proc/sys/{}", name.replace('.', "/"));

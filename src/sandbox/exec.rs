@@ -2,8 +2,8 @@
 //! directory and capabilities, then execs.
 
 use super::protocol::{failed, Failure, Stage};
+use super::spec::Spec;
 use super::sys;
-use super::Spec;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;

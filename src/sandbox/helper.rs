@@ -10,8 +10,8 @@
 use super::init::{self, Plan};
 use super::mounts;
 use super::protocol::{failed, Failure, Job, Mode, Report, Reporter, Request, Stage};
+use super::spec::Network;
 use super::sys;
-use super::Network;
 use crate::rootfs::disk::{self, Done, Task};
 use rustix::process::{Pid, Signal};
 use rustix::thread::UnshareFlags;
@@ -25,6 +25,8 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the helper; the exit code says only whether it could report.
 pub fn helper_main() -> ! {
+    // Started as /proc/self/exe it would be "exe" in a step's `ps`.
+    let _ = rustix::thread::set_name(c"dockless");
     let code = match helper() {
         Ok(code) => code,
         Err(e) => {

@@ -5,8 +5,8 @@
 use super::exec;
 use super::mounts;
 use super::protocol::{failed, Failure, Report, Reporter, Request, Stage};
+use super::spec::Network;
 use super::sys;
-use super::Network;
 use rustix::process::{Pid, Signal};
 use std::time::Instant;
 

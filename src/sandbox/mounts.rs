@@ -10,8 +10,8 @@
 //! never reach the layer.
 
 use super::protocol::{failed, Failure, Stage};
+use super::spec::{Mount, MountKind, Network, Overlay, Spec};
 use super::user::resolve_in_root;
-use super::{MountKind, Network, Overlay, Spec};
 use rustix::mount::{
     mount, mount_bind, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
     MountPropagationFlags, UnmountFlags,
@@ -293,11 +293,7 @@ impl Root {
         Ok(())
     }
 
-    fn spec_mount(
-        &mut self,
-        m: &super::Mount,
-        source: Option<&(OwnedFd, bool)>,
-    ) -> Result<(), Failure> {
+    fn spec_mount(&mut self, m: &Mount, source: Option<&(OwnedFd, bool)>) -> Result<(), Failure> {
         let target = Path::new(&m.target);
         match (&m.kind, source) {
             (MountKind::Bind { readonly, .. }, Some((fd, is_dir))) => {

@@ -4,7 +4,7 @@
 //! process writes reports at a time: init while it lives, the helper after.
 
 use super::idmap::IdMapping;
-use super::Spec;
+use super::spec::Spec;
 use crate::rootfs::disk::{Done, Task};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
