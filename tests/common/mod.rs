@@ -306,3 +306,30 @@ pub fn push_busybox_base(addr: &str, work: &Path) -> String {
     );
     reference
 }
+
+/// Runs a bundle umoci unpacked with runc (its own state folder in the
+/// bundle; no terminal, rlimits or cgroup resources, which a test runner
+/// may lack) and returns the container's stdout.
+pub fn runc_run(bundle: &Path, id: &str) -> String {
+    require_tool("runc");
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("config.json");
+    let process = config["process"].as_object_mut().expect("process");
+    process.remove("rlimits");
+    process.insert("terminal".into(), serde_json::Value::Bool(false));
+    if let Some(linux) = config["linux"].as_object_mut() {
+        linux.remove("resources");
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = run_ok(
+        Command::new("runc")
+            .arg("--root")
+            .arg(bundle.join("runc-state"))
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(format!("{id}-{}", std::process::id()))
+            .stdin(std::process::Stdio::null()),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
