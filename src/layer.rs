@@ -82,6 +82,8 @@ pub enum EntryData {
     Symlink(String),
     /// A hard link to another path of the same layer.
     HardLink(String),
+    /// A named pipe.
+    Fifo,
 }
 
 /// One entry of a layer; `path` is relative to the image root with no leading `/`.
@@ -644,6 +646,11 @@ fn append_entry<W: Write>(
         EntryData::HardLink(target) => {
             header.set_entry_type(EntryType::Link);
             tar.append_link(&mut header, &entry.path, target)
+                .map_err(write_err)
+        }
+        EntryData::Fifo => {
+            header.set_entry_type(EntryType::Fifo);
+            tar.append_data(&mut header, &entry.path, io::empty())
                 .map_err(write_err)
         }
         EntryData::File { source, size } => {

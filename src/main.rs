@@ -180,6 +180,9 @@ struct BuildFlags {
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
+    /// The most one `ADD <url>` may download, e.g. 512M.
+    #[arg(long, env = "DOCKLESS_ADD_URL_MAX_SIZE", default_value = "1G", value_parser = parse_size)]
+    add_url_max_size: u64,
 }
 
 /// An error with the exit code it deserves.
@@ -302,6 +305,7 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.layer_cache = !args.no_layer_cache;
     opts.isolation = args.isolation;
     opts.run_timeout = args.run_timeout;
+    opts.add_url_max_size = args.add_url_max_size;
     Ok(opts)
 }
 

@@ -16,6 +16,7 @@ mod owner;
 mod run;
 mod source;
 mod stage;
+mod url;
 mod workspace;
 
 pub use workspace::ROOT_ENV;
@@ -23,7 +24,9 @@ pub use workspace::ROOT_ENV;
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
 use crate::context::{BuildContext, ContextError};
-use crate::dockerfile::{self, ArgDecl, Dockerfile, Instruction, InstructionKind, ParseError};
+use crate::dockerfile::{
+    self, ArgDecl, CopyArgs, Dockerfile, Instruction, InstructionKind, ParseError,
+};
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
 use crate::name::reference::ImageRef;
@@ -33,7 +36,6 @@ use crate::rootfs::{clean, RootFs};
 use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
 use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
-use source::is_remote;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -74,7 +76,8 @@ pub struct BuildOptions {
     /// Reuse layers and compressed segments from the cache folder (see `cache::layers`).
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
-    /// How to reach registries for base images and `COPY --from=<image>`.
+    /// How to reach registries for base images and `COPY --from=<image>`;
+    /// its CA files are trusted for `ADD <url>` too.
     pub registry: RegistryOptions,
     /// How RUN steps are isolated (see `sandbox`).
     pub isolation: Isolation,
@@ -84,7 +87,13 @@ pub struct BuildOptions {
     pub sandbox_helper: PathBuf,
     /// Where RUN steps' headers and output go (appended); dockless's stderr when None.
     pub step_log: Option<PathBuf>,
+    /// The most bytes one `ADD <url>` may download (before and after a
+    /// gzip transfer encoding is decoded).
+    pub add_url_max_size: u64,
 }
+
+/// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
+pub const DEFAULT_ADD_URL_MAX_SIZE: u64 = 1 << 30;
 
 impl BuildOptions {
     pub fn new(context_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> BuildOptions {
@@ -107,6 +116,7 @@ impl BuildOptions {
             run_timeout: None,
             sandbox_helper: PathBuf::from("/proc/self/exe"),
             step_log: None,
+            add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
         }
     }
 
@@ -306,6 +316,8 @@ struct Builder<'a> {
     /// Base layers applied from their header index, fetched when read.
     lazy_blobs: LazyBlobs,
     staged_files: usize,
+    /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
+    url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
     /// RUN's roots on disk and its sandbox, made at the first step that runs.
@@ -332,6 +344,7 @@ impl<'a> Builder<'a> {
             images: HashMap::new(),
             lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
+            url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
             workspace: None,
@@ -403,7 +416,7 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, BuildError> {
         dockerfile::expand_word(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
     }
 
     fn expand_words(
@@ -413,7 +426,27 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, BuildError> {
         dockerfile::expand_words(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
+    }
+
+    /// ENV and LABEL pairs, names and values all expanded against the
+    /// variables as they were before the instruction.
+    fn expand_pairs(
+        &self,
+        line: usize,
+        pairs: &[(String, String)],
+        state: &StageState,
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let lookup = |n: &str| state.lookup(n);
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    self.expand(line, k, &lookup)?,
+                    self.expand(line, v, &lookup)?,
+                ))
+            })
+            .collect()
     }
 
     fn global_lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
@@ -468,7 +501,9 @@ impl<'a> Builder<'a> {
     fn stage_base(&self, index: usize) -> Result<BaseRef, BuildError> {
         let from = &self.df.stages[index].from;
         let image = self.expand(from.line, &from.image, &self.global_lookup())?;
-        if image.eq_ignore_ascii_case("scratch") {
+        // Only the lower-case name is the empty image (BuildKit's
+        // `emptyImageName`); `SCRATCH` is an image name, refused as upper-case.
+        if image == "scratch" {
             return Ok(BaseRef::Scratch);
         }
         self.base_ref(from.line, &image, index, "FROM")
@@ -480,8 +515,22 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         from: &str,
     ) -> Result<BaseRef, BuildError> {
-        let name = self.expand(ins.line, from, &self.global_lookup())?;
-        self.base_ref(ins.line, &name, index, "COPY --from")
+        self.check_literal_from(ins, from)?;
+        self.base_ref(ins.line, from, index, "COPY --from")
+    }
+
+    /// BuildKit takes `--from` as written (`dockerfile2llb/convert.go`
+    /// `toCommand`, since dockerfile/1.18.0): anything that expansion would
+    /// change is refused, for every stage, built or not.
+    fn check_literal_from(&self, ins: &Instruction, from: &str) -> Result<(), BuildError> {
+        match dockerfile::expand_word(from, self.df.escape, &|_| None) {
+            Ok(same) if same == from => Ok(()),
+            _ => Err(self.fail(
+                ins.line,
+                "variable expansion is not supported for --from, define a new stage with FROM \
+                 using ARG from global scope as a workaround",
+            )),
+        }
     }
 
     /// A registry image as a stage result: pulled, verified and laid out as a
@@ -556,6 +605,16 @@ impl<'a> Builder<'a> {
     /// Every stage the target needs, found and checked before anything is
     /// written, so an unsupported step fails the build at once.
     fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+        for stage in &self.df.stages {
+            for ins in &stage.instructions {
+                if let InstructionKind::Copy(CopyArgs {
+                    from: Some(from), ..
+                }) = &ins.kind
+                {
+                    self.check_literal_from(ins, from)?;
+                }
+            }
+        }
         let mut needed = BTreeSet::new();
         let mut pending = vec![target];
         while let Some(index) = pending.pop() {
@@ -592,12 +651,11 @@ impl<'a> Builder<'a> {
                 None => Ok(()),
             },
             InstructionKind::Add(args) => {
-                if let Some(url) = args.sources.iter().find(|s| is_remote(s)) {
+                let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
+                if let Some(repo) = args.sources.iter().find(git) {
                     return Err(self.fail(
                         ins.line,
-                        format!(
-                            "ADD {url}: adding from a URL or git repository is not supported yet"
-                        ),
+                        format!("ADD {repo}: adding a git repository is not supported yet"),
                     ));
                 }
                 if args.from.is_some() {

@@ -165,6 +165,7 @@ impl ScannedLayer {
                 EntryData::Dir => ("d", String::new()),
                 EntryData::Symlink(t) => ("s", t.clone()),
                 EntryData::HardLink(t) => ("h", t.clone()),
+                EntryData::Fifo => ("p", String::new()),
                 EntryData::File { source, size } => {
                     let id = match source {
                         FileSource::Path(p) => match streamed {

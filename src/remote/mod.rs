@@ -35,6 +35,7 @@ mod transport;
 pub use auth::Scope;
 pub use challenge::{parse_www_authenticate, Challenge};
 pub use credentials::{config_key, docker_config_path, load_credential, Credential};
+pub(crate) use error::error_chain;
 pub use error::RegistryError;
 pub use login::{login, LoginOptions};
 pub use options::{EventSink, PushEvent, PushOptions, DEFAULT_CHUNK_SIZE};

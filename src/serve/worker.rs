@@ -425,6 +425,7 @@ async fn build_one(
     opts.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
     opts.run_timeout = app.cfg.run_timeout;
     opts.step_log = Some(step_log.to_path_buf());
+    opts.add_url_max_size = app.cfg.add_url_max_size();
     let sources = opts.registry.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await
