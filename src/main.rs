@@ -174,6 +174,10 @@ struct BuildFlags {
     /// chroot (no user namespace: only as root in a throwaway container).
     #[arg(long, default_value = "auto", value_parser = parse_isolation)]
     isolation: dockless::sandbox::Isolation,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (as `docker buildx build --secret`); repeatable. Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
     /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
     #[arg(long, value_parser = parse_duration)]
     run_timeout: Option<std::time::Duration>,
@@ -306,6 +310,11 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.isolation = args.isolation;
     opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
+    for text in &args.secrets {
+        let (id, source) =
+            dockless::build::SecretSource::parse(text).map_err(|e| usage(anyhow::anyhow!(e)))?;
+        opts.secrets.insert(id, source);
+    }
     Ok(opts)
 }
 
@@ -456,6 +465,7 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--label", !flags.labels.is_empty()),
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
+        ("--secret", !flags.secrets.is_empty()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(

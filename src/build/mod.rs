@@ -12,6 +12,7 @@
 pub mod archive;
 mod base;
 mod copy;
+mod mounts;
 mod owner;
 mod run;
 mod source;
@@ -19,6 +20,7 @@ mod stage;
 mod url;
 mod workspace;
 
+pub use mounts::SecretSource;
 pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
@@ -90,6 +92,8 @@ pub struct BuildOptions {
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// `RUN --mount=type=secret` sources, by id (`--secret`).
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -117,6 +121,7 @@ impl BuildOptions {
             sandbox_helper: PathBuf::from("/proc/self/exe"),
             step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -633,6 +638,9 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
+                if let InstructionKind::Run(args) = &ins.kind {
+                    pending.extend(self.mount_stages(index, &args.mounts));
+                }
             }
         }
         Ok(needed)
@@ -640,16 +648,7 @@ impl<'a> Builder<'a> {
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(args) => match args.mounts.first() {
-                Some(m) => Err(self.fail(
-                    ins.line,
-                    format!(
-                        "RUN --mount={}: mounts are not supported yet; remove the flag or do that work in another step",
-                        crate::context::untrusted::excerpt(&m.spec)
-                    ),
-                )),
-                None => Ok(()),
-            },
+            InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
             InstructionKind::Add(args) => {
                 let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
                 if let Some(repo) = args.sources.iter().find(git) {

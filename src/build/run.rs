@@ -8,6 +8,7 @@
 //! out, WorkingDir, USER, the platform, the network mode, the mount specs,
 //! and what decides the layer's bytes (compression, level, epoch).
 
+use super::mounts::Planned;
 use super::owner::read_stage_file;
 use super::workspace::{ChainLayer, Workspace};
 use super::{BuildError, Builder, StageState, HISTORY_COMMENT};
@@ -42,6 +43,13 @@ const SCRIPT_DIR: &str = "/dev/pipes";
 
 /// The hostname a step sees.
 const HOSTNAME: &str = "dockless";
+
+/// Which step runs: its stage, its line and the instruction as written.
+struct StepPlace {
+    stage: usize,
+    line: usize,
+    what: String,
+}
 
 /// The command line a RUN runs.
 struct StepCommand {
@@ -147,6 +155,7 @@ impl Builder<'_> {
             self.used_args.insert(name.clone());
         }
         let env = step_env(state, &proxies);
+        let (mounts, mounts_key) = self.plan_mounts(stage, state, line, &args.mounts)?;
         let history = History {
             created: Some(self.created.clone()),
             created_by: Some(format!("RUN {}", command.argv.join(" "))),
@@ -154,7 +163,7 @@ impl Builder<'_> {
             comment: Some(HISTORY_COMMENT.into()),
             empty_layer: false,
         };
-        let key = self.step_key(state, &command, &env, args.network);
+        let key = self.step_key(state, &command, &env, args.network, mounts_key);
         let header = format!("[{}] {}", state.step_label(), ins.original);
         if let Some(done) = self
             .layer_cache
@@ -188,7 +197,12 @@ impl Builder<'_> {
             spec.mounts.push(self.script_mount(name, content)?);
         }
         self.step_output(line, &header)?;
-        let made = self.run_in_sandbox(stage, state, line, spec, &ins.original)?;
+        let place = StepPlace {
+            stage,
+            line,
+            what: ins.original.clone(),
+        };
+        let made = self.run_in_sandbox(state, &place, spec, &mounts)?;
         self.cache_stats.steps_run += 1;
         if let Some(cache) = &self.layer_cache {
             cache.record_step(&key, made.as_ref());
@@ -199,12 +213,12 @@ impl Builder<'_> {
     /// Runs the step over the stage's layers; the layer it made, if any.
     fn run_in_sandbox(
         &mut self,
-        stage: usize,
         state: &StageState,
-        line: usize,
+        step: &StepPlace,
         mut spec: Spec,
-        what: &str,
+        mounts: &[Planned],
     ) -> Result<Option<LayerInfo>, BuildError> {
+        let line = step.line;
         let mut ws = match self.workspace.take() {
             Some(ws) => ws,
             None => {
@@ -212,7 +226,7 @@ impl Builder<'_> {
                 Workspace::open(sandbox, &self.opts.cache_dir).map_err(|e| self.fail(line, e))?
             }
         };
-        let result = self.run_with(&mut ws, stage, state, line, &mut spec, what);
+        let result = self.run_with(&mut ws, state, step, &mut spec, mounts);
         self.workspace = Some(ws);
         result
     }
@@ -220,34 +234,30 @@ impl Builder<'_> {
     fn run_with(
         &self,
         ws: &mut Workspace,
-        stage: usize,
         state: &StageState,
-        line: usize,
+        step: &StepPlace,
         spec: &mut Spec,
-        what: &str,
+        mounts: &[Planned],
     ) -> Result<Option<LayerInfo>, BuildError> {
-        let chain: Vec<ChainLayer> = state
-            .image
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(ChainLayer {
-                    diff_id: l.diff_id.clone(),
-                    blob: self.store.path(&l.digest)?,
-                })
-            })
-            .collect::<Result<_, BuildError>>()?;
+        let (stage, line, what) = (step.stage, step.line, step.what.as_str());
+        let chain = self.chain_of(&state.image)?;
         let ensure = |blob: &std::path::Path| self.lazy_blobs.ensure(blob);
         let prepared = ws
             .prepare(stage, &chain, &ensure)
             .map_err(|e| self.fail(line, format!("{what}: preparing its root: {e}")))?;
         spec.rootfs = prepared.rootfs.clone();
         spec.overlay = prepared.overlay.clone();
+        let ready = self
+            .mount_ready(ws, mounts)
+            .map_err(|e| self.fail(line, format!("{what}: {e}")))?;
+        spec.mounts.extend(ready.mounts);
+        spec.env.extend(ready.env);
         let io = self.step_io().map_err(|e| self.fail(line, e))?;
         let outcome = ws
             .sandbox()
             .run(spec, io)
             .map_err(|e| self.fail(line, format!("{what}: {e}")))?;
+        drop(ready.held);
         if !outcome.success() {
             return Err(self.fail(line, format!("{what}: {outcome}")));
         }
@@ -262,6 +272,23 @@ impl Builder<'_> {
             .map_err(|e| self.fail(line, format!("{what}: reading what it changed: {e}")))?;
         ws.finish(prepared, made.as_ref());
         Ok(made)
+    }
+
+    /// The layers of `image` and where their blobs are (fetched on demand).
+    pub(super) fn chain_of(
+        &self,
+        image: &crate::image::Image,
+    ) -> Result<Vec<ChainLayer>, BuildError> {
+        image
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(ChainLayer {
+                    diff_id: l.diff_id.clone(),
+                    blob: self.store.path(&l.digest)?,
+                })
+            })
+            .collect()
     }
 
     /// The step's user (resolved in the stage's own passwd and group files,
@@ -302,6 +329,7 @@ impl Builder<'_> {
         command: &StepCommand,
         env: &[String],
         network: RunNetwork,
+        mounts: serde_json::Value,
     ) -> String {
         let config = &state.image.config.config;
         let keyed_env: Vec<&String> = env.iter().filter(|e| !is_proxy(e)).collect();
@@ -321,7 +349,7 @@ impl Builder<'_> {
             "user": config.user,
             "platform": state.image.platform().to_string(),
             "network": network.name(),
-            "mounts": Vec::<String>::new(),
+            "mounts": mounts,
             "layer": layer.format_key(),
         });
         hex::encode(Sha256::digest(key.to_string()))

@@ -32,7 +32,7 @@ pub use exec::DEFAULT_PATH;
 pub use helper::helper_main;
 pub use idmap::{IdMapping, IdRange};
 pub use protocol::{Mode, HELPER_ARG};
-pub use spec::{Ids, Isolation, Mount, MountKind, Network, Outcome, Overlay, Spec};
+pub use spec::{Ids, Isolation, Mount, MountKind, Network, Outcome, Overlay, Spec, TreeRoot};
 pub use user::{resolve_user, resolve_user_with, ResolvedUser, UserError};
 
 use crate::rootfs::disk::{Done, Task};
