@@ -1,6 +1,7 @@
 //! What a base image brings to RUN: its ONBUILD triggers run right after
 //! FROM (COPY and RUN too; chained ONBUILD and FROM refused as docker
-//! refuses them).
+//! refuses them), and a RUN for a platform this host cannot execute fails
+//! before anything runs, naming the fix.
 
 mod common;
 mod regsupport;
@@ -126,4 +127,54 @@ fn chained_onbuild_and_from_triggers_are_refused_naming_the_from_line() {
         );
         assert!(!stderr.contains("must-not-run"), "{stderr}");
     }
+}
+
+#[test]
+fn a_run_for_a_platform_the_host_cannot_execute_fails_before_running() {
+    let host = dockless::platform::Platform::host();
+    let foreign = if host.architecture == "s390x" {
+        "arm64"
+    } else {
+        "s390x"
+    };
+    let binfmt = fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if binfmt > 2 {
+        eprintln!("binfmt_misc handlers are registered here; the refusal may not apply");
+    }
+    let f = Fixture::new();
+    // An image for the foreign platform: only its config says so, since
+    // nothing in it runs.
+    let base = f.context("foreign-base", "FROM {BASE}\nLABEL x=1\n", &[]);
+    let platform = format!("linux/{foreign}");
+    f.build_ok(&base, "base-layout", &[]);
+    edit_config(&f.path("base-layout"), |c| {
+        c["architecture"] = foreign.into()
+    });
+    let reference = push_layout(&f, "base-layout", "foreign/base");
+    let child = f.path("foreign");
+    write_context(
+        &child,
+        &format!("FROM {reference}\nRUN echo must-not-run > /x\n"),
+        &[],
+    );
+    let out = f.build(&child, "layout", &["--platform", &platform]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if binfmt > 2 && out.status.success() {
+        return;
+    }
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let host = format!("{}/{}", host.os, host.architecture);
+    assert!(
+        stderr.contains(&format!(
+            ":2: RUN echo must-not-run > /x: cannot run {platform} binaries on this {host} host"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("qemu-user-static"), "{stderr}");
+    assert!(
+        !stderr.contains("[2/2] RUN"),
+        "the step did not start: {stderr}"
+    );
 }

@@ -174,6 +174,8 @@ impl Builder<'_> {
             self.cache_stats.steps_from_cache += 1;
             return self.add_step_layer(state, line, done, history);
         }
+        crate::sandbox::check_runnable(&state.image.platform())
+            .map_err(|e| self.fail(line, format!("{}: {e}", ins.original)))?;
         let user = self.step_user(state, line)?;
         let mut env = env;
         if !env.iter().any(|e| e.starts_with("HOME=")) {

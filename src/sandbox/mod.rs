@@ -14,6 +14,7 @@
 //! container (kaniko's case): no user namespace, the other namespaces if
 //! allowed, else a plain chroot.
 
+mod binfmt;
 mod diagnose;
 mod error;
 mod exec;
@@ -26,6 +27,7 @@ mod spec;
 mod sys;
 pub mod user;
 
+pub use binfmt::check_runnable;
 pub use diagnose::in_container;
 pub use error::SandboxError;
 pub use exec::DEFAULT_PATH;
