@@ -198,6 +198,9 @@ impl Builder<'_> {
         if let Some((name, content)) = &command.script {
             spec.mounts.push(self.script_mount(name, content)?);
         }
+        if self.workspace.is_none() {
+            self.workspace = Some(self.open_workspace(line)?);
+        }
         self.step_output(line, &header)?;
         let place = StepPlace {
             stage,
@@ -212,6 +215,14 @@ impl Builder<'_> {
         self.add_step_layer(state, line, made, history)
     }
 
+    /// The sandbox and the roots on disk, made at the first step that
+    /// runs: when there is no isolation, the build fails here, before
+    /// anything runs.
+    fn open_workspace(&self, line: usize) -> Result<Workspace, BuildError> {
+        let sandbox = Sandbox::new(&self.opts.sandbox_helper, self.opts.isolation);
+        Workspace::open(sandbox, &self.opts.cache_dir).map_err(|e| self.fail(line, e))
+    }
+
     /// Runs the step over the stage's layers; the layer it made, if any.
     fn run_in_sandbox(
         &mut self,
@@ -223,10 +234,7 @@ impl Builder<'_> {
         let line = step.line;
         let mut ws = match self.workspace.take() {
             Some(ws) => ws,
-            None => {
-                let sandbox = Sandbox::new(&self.opts.sandbox_helper, self.opts.isolation);
-                Workspace::open(sandbox, &self.opts.cache_dir).map_err(|e| self.fail(line, e))?
-            }
+            None => self.open_workspace(line)?,
         };
         let result = self.run_with(&mut ws, state, step, &mut spec, mounts);
         self.workspace = Some(ws);
