@@ -6,9 +6,10 @@
 
 use dockless::image::{Image, ImageConfig};
 use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::name::Reference;
 use dockless::platform::Platform;
 use dockless::remote::publish::push_image;
-use dockless::remote::{push, PushOptions, Reference};
+use dockless::remote::{push, Options};
 use dockless::store::BlobStore;
 use std::io::Write;
 use std::net::TcpListener;
@@ -117,11 +118,7 @@ fn main() {
     dockless::layout::write_oci_layout(&layout, &store, &artifact, "bench").unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let opts = PushOptions {
-        insecure: true,
-        ..PushOptions::default()
-    };
-    let nowhere = Reference::parse("127.0.0.1:1/unused:v1").unwrap();
+    let nowhere = Reference::parse_tag("127.0.0.1:1/unused:v1").unwrap();
     let pushed = push_image(&store, &built, &Default::default(), &nowhere).unwrap();
 
     let mut ours = Vec::new();
@@ -132,8 +129,9 @@ fn main() {
         let dir = work.path().join(format!("reg-dockless-{run}"));
         std::fs::create_dir(&dir).unwrap();
         let (_registry, addr) = start_registry(&dir);
-        let target = Reference::parse(&format!("{addr}/dockless:v1")).unwrap();
+        let target = Reference::parse_tag(&format!("{addr}/dockless:v1")).unwrap();
         let start = Instant::now();
+        let opts = Options::default().insecure(&addr);
         runtime.block_on(push(&pushed, &target, &opts)).unwrap();
         ours.push(start.elapsed().as_secs_f64());
 

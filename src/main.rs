@@ -4,9 +4,9 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use dockless::build::{self, BuildError, BuildOptions};
 use dockless::layout::Output;
-use dockless::name::naming::{self, NameTag};
+use dockless::name::{self, Reference};
 use dockless::platform::Platform;
-use dockless::remote::{PushOptions, Reference};
+use dockless::remote;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -266,8 +266,8 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
     opts.labels = key_values(&args.labels, "--label", false)?;
     opts.target = args.target.clone();
-    opts.registry.insecure_registries = args.insecure_registries.clone();
-    opts.registry.ca_certs = args.ca_certs.clone();
+    opts.remote.insecure_registries = args.insecure_registries.clone();
+    opts.remote.ca_certs = args.ca_certs.clone();
     opts.source_date_epoch = dockless::cache::source_date_epoch().map_err(usage)?;
     opts.gzip_level = args.gzip_level;
     opts.compression = args
@@ -332,21 +332,29 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
     Ok(built)
 }
 
+/// The name to tag with: `-t`, else the context folder's.
+fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, Failure> {
+    match tag {
+        Some(t) => Reference::parse_tag(t).map_err(usage),
+        None => Reference::parse_tag(&name::default_name(context)).map_err(usage),
+    }
+}
+
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = match &args.tag {
-        Some(t) => NameTag::parse(t).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
-    };
+    let name = tag_name(args.tag.as_deref(), &args.flags.context)?.as_written();
     let output = match &args.output {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
     let build_opts = build_options(&args.flags)?;
-    let sources = build_opts.registry.clone();
+    let sources = build_opts.remote.clone();
+    // The build's registry requests run on this runtime.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _entered = runtime.enter();
     let built = run_image_build(&args.flags, build_opts)?;
     // Base layers may still be in their registry; a layout holds every blob.
-    tokio::runtime::Runtime::new()?
-        .block_on(dockless::remote::pull::ensure_blobs(
+    runtime
+        .block_on(remote::pull::ensure_blobs(
             &built.store,
             &built.artifact,
             &sources,
@@ -356,7 +364,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
             error: anyhow::Error::from(e).context("downloading the base image's layers"),
         })?;
     output
-        .write(&built.store, &built.artifact, &name.to_string())
+        .write(&built.store, &built.artifact, &name)
         .with_context(|| {
             format!(
                 "writing the image to {}",
@@ -372,7 +380,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
 struct LayoutSource {
     path: PathBuf,
     archive: bool,
-    name: Option<NameTag>,
+    name: Option<Reference>,
 }
 
 fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Failure> {
@@ -383,7 +391,7 @@ fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Fail
         _ => return Ok(None),
     };
     let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(NameTag::parse(name).map_err(usage)?)),
+        Some((path, name)) => (path, Some(Reference::parse_tag(name).map_err(usage)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
@@ -407,12 +415,12 @@ fn read_layout(
     } else {
         (layout.path.clone(), None)
     };
-    let wanted = layout.name.map(|n| n.to_string());
+    let wanted = layout.name.map(|n| n.as_written());
     let mut image = dockless::layout::read_artifact(&dir, wanted.as_deref()).map_err(usage)?;
     // Unnamed in the layout: named after the layout's file or folder.
     image
         .name
-        .get_or_insert_with(|| naming::default_name(&layout.path));
+        .get_or_insert_with(|| name::default_name(&layout.path));
     Ok((image, scratch))
 }
 
@@ -438,60 +446,47 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
 /// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
 fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
     let default = match default_name {
-        Some(n) => NameTag::parse(n).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
+        Some(n) => Reference::parse_tag(n).map_err(usage)?,
+        None => tag_name(None, &args.flags.context)?,
     };
-    let (default_repo, default_tag) = (default.name, default.tag);
-    let (name, tag) = match args.tag.as_deref() {
-        None => (default_repo, default_tag),
-        Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
-        Some(t) => {
-            let n = NameTag::parse(t).map_err(usage)?;
-            (n.name, n.tag)
+    let named = match args.tag.as_deref() {
+        None => default,
+        Some(t) if !t.contains([':', '/']) => {
+            Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
         }
+        Some(t) => Reference::parse_tag(t).map_err(usage)?,
     };
-    let has_host = name
-        .split_once('/')
-        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
-    let full = match (&args.registry, has_host) {
-        (_, true) => format!("{name}:{tag}"),
-        (Some(registry), false) => format!("{}/{name}:{tag}", registry.trim_end_matches('/')),
-        (None, false) => {
-            return Err(usage(anyhow::anyhow!(
-                "no registry for {name}:{tag}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
-            )))
+    if named.names_registry() {
+        return Ok(named);
+    }
+    let name = named.as_written();
+    match &args.registry {
+        Some(registry) => {
+            Reference::parse_tag(&format!("{}/{name}", registry.trim_end_matches('/'))).map_err(usage)
         }
-    };
-    Reference::parse(&full).map_err(usage)
+        None => Err(usage(anyhow::anyhow!(
+            "no registry for {name}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
+        ))),
+    }
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _entered = runtime.enter();
     // `_unpacked` keeps an unpacked oci-archive until the push is done.
-    let (target, store, artifact, sources, _unpacked) = match layout_source(&args.flags.context)? {
+    let (target, store, artifact, _unpacked) = match layout_source(&args.flags.context)? {
         Some(layout) => {
             refuse_build_flags(&args.flags)?;
             let (image, scratch) = read_layout(layout)?;
             let target = push_target(&args, image.name.as_deref())?;
-            (
-                target,
-                image.store,
-                image.artifact,
-                Default::default(),
-                scratch,
-            )
+            (target, image.store, image.artifact, scratch)
         }
         None => {
             let target = push_target(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
-            if args.insecure {
-                build_opts
-                    .registry
-                    .insecure_registries
-                    .push(target.registry.clone());
-            }
-            let sources = build_opts.registry.clone();
+            build_opts.remote = remote_options(&args, &target);
             let built = run_image_build(&args.flags, build_opts)?;
-            (target, built.store, built.artifact, sources, None)
+            (target, built.store, built.artifact, None)
         }
     };
     let progress = progress::Progress::new(if args.quiet {
@@ -501,29 +496,38 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let opts = PushOptions {
-        insecure: args.insecure,
-        ca_certs: args.flags.ca_certs.clone(),
+    let opts = remote::Options {
         concurrency: args.concurrency.max(1),
         events: progress.sink(),
-        ..PushOptions::default()
+        ..remote_options(&args, &target)
     };
     let cache_dir = dockless::cache::default_dir();
-    let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::remote::publish::publish_artifact(
-            &store, &artifact, &target, &opts, &cache_dir, &sources,
+        .block_on(remote::publish::publish_artifact(
+            &store, &artifact, &target, &opts, &cache_dir,
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
     progress.finish();
-    println!(
-        "{}/{}:{}@{}",
-        target.registry, target.repository, target.tag, digest
-    );
+    println!("{target}@{digest}");
     Ok(())
+}
+
+/// How `push` reaches registries: `--insecure-registry` hosts and the
+/// target with `--insecure` over plain HTTP, `--ca-cert` trusted.
+fn remote_options(args: &PushArgs, target: &Reference) -> remote::Options {
+    let opts = remote::Options {
+        insecure_registries: args.flags.insecure_registries.clone(),
+        ca_certs: args.flags.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    if args.insecure {
+        opts.insecure(target.registry())
+    } else {
+        opts
+    }
 }
 
 fn run_login(args: LoginArgs) -> Result<(), Failure> {
@@ -549,13 +553,18 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let opts = dockless::remote::LoginOptions {
-        insecure: args.insecure,
+    let opts = remote::Options {
         ca_certs: args.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    let opts = if args.insecure {
+        opts.insecure(&args.registry)
+    } else {
+        opts
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
-        .block_on(dockless::remote::login(
+        .block_on(remote::login(
             &args.registry,
             &args.username,
             &password,

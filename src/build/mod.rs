@@ -22,12 +22,12 @@ use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::{self, ArgDecl, Dockerfile, Instruction, InstructionKind, ParseError};
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
-use crate::name::reference::ImageRef;
+use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
-use crate::remote::pull::{self, RegistryOptions};
+use crate::remote;
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
+use base::Bases;
 use source::is_remote;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,7 +70,10 @@ pub struct BuildOptions {
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`.
-    pub registry: RegistryOptions,
+    /// Their futures run on the caller's tokio runtime when the build runs
+    /// inside one (a multi-thread runtime, or `spawn_blocking`), else on one
+    /// the build starts.
+    pub remote: remote::Options,
 }
 
 impl BuildOptions {
@@ -89,7 +92,7 @@ impl BuildOptions {
             split_layers: false,
             layer_cache: true,
             cache_dir: cache_dir.into(),
-            registry: RegistryOptions::default(),
+            remote: remote::Options::default(),
         }
     }
 
@@ -226,7 +229,7 @@ pub fn build_platforms(
 enum BaseRef {
     Scratch,
     Stage(usize),
-    Image(ImageRef),
+    Image(Reference),
 }
 
 /// What an earlier stage leaves for later ones.
@@ -276,8 +279,9 @@ struct Builder<'a> {
     results: Vec<Option<StageResult>>,
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
-    /// Base layers applied from their header index, fetched when read.
-    lazy_blobs: LazyBlobs,
+    /// Registry images: their puller, and base layers applied from their
+    /// header index, fetched when read.
+    bases: Bases,
     staged_files: usize,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
@@ -292,6 +296,7 @@ impl<'a> Builder<'a> {
             opts,
             df,
             file,
+            bases: Bases::new(&opts.remote, &store),
             store,
             context: None,
             staging: None,
@@ -301,7 +306,6 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             results,
             images: HashMap::new(),
-            lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
@@ -426,7 +430,7 @@ impl<'a> Builder<'a> {
         if let Some(i) = self.stage_ref(name, before) {
             return Ok(BaseRef::Stage(i));
         }
-        ImageRef::parse(name).map(BaseRef::Image).map_err(|e| {
+        Reference::parse(name).map(BaseRef::Image).map_err(|e| {
             self.fail(
                 line,
                 format!("{what} {name}: not an earlier build stage, and {e}"),
@@ -462,7 +466,7 @@ impl<'a> Builder<'a> {
         &mut self,
         line: usize,
         what: &str,
-        image: &ImageRef,
+        image: &Reference,
         platform: &Platform,
     ) -> Result<String, BuildError> {
         let key = format!("{image}|{platform}");
@@ -475,33 +479,12 @@ impl<'a> Builder<'a> {
             line,
             message: format!("{what}: {e}"),
         };
-        let base = block_on(pull::pull(
-            image,
-            platform,
-            &self.store,
-            &self.opts.registry,
-        ))
-        .map_err(|e| fail(&e))?
-        .map_err(|e| fail(&e))?;
+        let base = self.bases.pull(image, platform).map_err(|e| fail(&e))?;
         let mut fs = RootFs::default();
-        let mut layers = base.layers.clone();
-        for layer in &mut layers {
-            let remote = RemoteLayer {
-                image: image.clone(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-                store: self.store.clone(),
-                registry: self.opts.registry.clone(),
-            };
-            layer.uncompressed_size = apply_base_layer(
-                &mut fs,
-                remote,
-                &layer.diff_id,
-                &self.opts.cache_dir,
-                &mut self.lazy_blobs,
-            )
+        let layers = self
+            .bases
+            .apply(&mut fs, &base, &self.opts.cache_dir)
             .map_err(|e| fail(&e))?;
-        }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());
         let result = StageResult {
@@ -509,8 +492,8 @@ impl<'a> Builder<'a> {
                 config,
                 layers,
                 base: Some(BaseInfo {
-                    registry: image.registry.clone(),
-                    repository: image.repository.clone(),
+                    registry: image.registry().to_string(),
+                    repository: image.repository().to_string(),
                     name: image.to_string(),
                     digest: base.resolved_digest.clone(),
                     layer_count: base.layers.len(),
@@ -523,30 +506,33 @@ impl<'a> Builder<'a> {
         Ok(key)
     }
 
-    /// Every stage the target needs, found and checked before anything is
-    /// written, so an unsupported step fails the build at once.
-    fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+    /// Every stage the target needs, and the registry images they read,
+    /// found and checked before anything is written, so an unsupported step
+    /// fails the build at once.
+    fn plan(&self, target: usize) -> Result<(BTreeSet<usize>, Vec<Reference>), BuildError> {
         let mut needed = BTreeSet::new();
+        let mut images = Vec::new();
         let mut pending = vec![target];
+        let mut follow = |base: BaseRef, pending: &mut Vec<usize>| match base {
+            BaseRef::Stage(i) => pending.push(i),
+            BaseRef::Image(image) => images.push(image),
+            BaseRef::Scratch => {}
+        };
         while let Some(index) = pending.pop() {
             if !needed.insert(index) {
                 continue;
             }
-            if let BaseRef::Stage(base) = self.stage_base(index)? {
-                pending.push(base);
-            }
+            follow(self.stage_base(index)?, &mut pending);
             for ins in &self.df.stages[index].instructions {
                 self.check_supported(ins)?;
                 if let InstructionKind::Copy(args) = &ins.kind {
                     if let Some(from) = &args.from {
-                        if let BaseRef::Stage(i) = self.copy_from_ref(index, ins, from)? {
-                            pending.push(i);
-                        }
+                        follow(self.copy_from_ref(index, ins, from)?, &mut pending);
                     }
                 }
             }
         }
-        Ok(needed)
+        Ok((needed, images))
     }
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
@@ -577,7 +563,8 @@ impl<'a> Builder<'a> {
 
     fn run(&mut self) -> Result<Built, BuildError> {
         let target = self.target_index()?;
-        let needed = self.plan(target)?;
+        let (needed, images) = self.plan(target)?;
+        self.bases.expect(&images);
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);

@@ -18,7 +18,6 @@ use super::ghstatus::State;
 use super::imagespec;
 use super::jobs::{Claim, ImageResult, Job, Status};
 use crate::build::{self, BuildOptions};
-use crate::remote::PushOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -411,28 +410,20 @@ async fn build_one(
         crate::cache::source_date_epoch().map_err(|e| ImageFailure::from(e.to_string()))?;
     // Bases on the service's own registry are reached as its pushes are.
     if app.cfg.insecure_registry {
-        opts.registry
-            .insecure_registries
-            .push(app.cfg.registry.clone());
+        opts.remote = opts.remote.insecure(&app.cfg.registry);
     }
-    opts.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
-    let sources = opts.registry.clone();
+    opts.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    let remote = opts.remote.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await
         .map_err(|e| ImageFailure::from(format!("build: {e}")))?
         .map_err(|e| ImageFailure::from(format!("build: {e}")))?;
-    let push = PushOptions {
-        insecure: app.cfg.insecure_registry,
-        ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
-        ..PushOptions::default()
-    };
     let outcome = crate::remote::publish::publish(
         &built.store,
         &built.image,
         &image.target,
-        &push,
+        &remote,
         &cache_dir,
-        &sources,
     )
     .await
     .map_err(|e| ImageFailure {
