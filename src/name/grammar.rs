@@ -6,7 +6,28 @@
 //! the `base.name` annotation, and so the digests, of images built FROM an
 //! untagged digest), and checks the length after adding `library/`.
 
-use super::Problem;
+/// What is wrong with a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("the name is empty")]
+    Empty,
+    #[error(
+        "repository path components are lowercase letters and digits, separated by '.', '_', '__' or '-'"
+    )]
+    Format,
+    #[error("repository names are lowercase")]
+    Uppercase,
+    #[error("the repository path is longer than 255 characters")]
+    TooLong,
+    #[error("a tag is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'")]
+    Tag,
+    #[error("the digest must be sha256: followed by 64 lowercase hex digits")]
+    Digest,
+    #[error("64 hex digits are an image ID, not a name")]
+    Identifier,
+    #[error("a digest cannot be a name to tag and push; use a tag")]
+    DigestNotTag,
+}
 
 /// A reference split into its parts, as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

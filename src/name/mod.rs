@@ -11,35 +11,14 @@ mod tests;
 
 use std::fmt;
 
+pub use grammar::Problem;
+
 /// Docker Hub's name, and its legacy one.
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 /// Docker Hub's namespace for single-component names.
 const OFFICIAL_PREFIX: &str = "library/";
 const DEFAULT_TAG: &str = "latest";
-
-/// What is wrong with a reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    #[error("the name is empty")]
-    Empty,
-    #[error(
-        "repository path components are lowercase letters and digits, separated by '.', '_', '__' or '-'"
-    )]
-    Format,
-    #[error("repository names are lowercase")]
-    Uppercase,
-    #[error("the repository path is longer than 255 characters")]
-    TooLong,
-    #[error("a tag is 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'")]
-    Tag,
-    #[error("the digest must be sha256: followed by 64 lowercase hex digits")]
-    Digest,
-    #[error("64 hex digits are an image ID, not a name")]
-    Identifier,
-    #[error("a digest cannot be a name to tag and push; use a tag")]
-    DigestNotTag,
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid image {what} {text:?}: {problem}")]

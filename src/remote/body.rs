@@ -7,41 +7,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use super::client::Client;
 use super::error::{error_chain, RegistryError, Result};
 use super::options::{EventSink, PushEvent};
 
 /// The bytes of a streamed request body.
 pub(crate) type ByteStream =
     Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
-
-/// A request body that can be rebuilt for a retry.
-#[derive(Clone, Copy)]
-pub(crate) enum ReqBody<'a> {
-    Empty,
-    Bytes(&'a [u8]),
-    File {
-        path: &'a Path,
-        offset: u64,
-        len: u64,
-        /// Reported in progress events.
-        digest: &'a str,
-        /// Absolute blob size, for progress totals.
-        total: u64,
-    },
-    /// Bytes of a blob in another registry, GET anew for every request, so
-    /// a retry re-opens the source.
-    Remote {
-        source: &'a Source,
-        range: RemoteRange<'a>,
-        /// Set when the source failed or sent wrong bytes.
-        fault: &'a SourceFault,
-    },
-}
 
 /// Why a streamed body was cut by its source, so that the error blames the
 /// source rather than the target the body was going to. The first fault of
@@ -73,15 +47,6 @@ pub(crate) enum Fault {
     WrongBytes(String),
     /// The download broke off or stalled: worth another try.
     Transfer(String),
-}
-
-/// A registry repository that holds blobs the target lacks, and the
-/// client that reads it.
-pub(crate) struct Source {
-    pub(super) client: std::sync::Arc<Client>,
-    pub(super) repository: String,
-    /// `registry/repository`, for messages and events.
-    pub(super) name: String,
 }
 
 /// A streamed body of `len` bytes from `path` at `offset`.
@@ -126,41 +91,30 @@ pub(crate) struct RemoteRange<'a> {
     pub(crate) total: u64,
 }
 
-/// A streamed body of bytes GET from the source registry. A whole blob is
-/// hashed on the way: if its bytes do not match the digest (or the size is
+impl RemoteRange<'_> {
+    /// Whether the range is the whole blob (then its digest is checked).
+    pub(crate) fn whole(&self) -> bool {
+        self.offset == 0 && self.len == self.total
+    }
+}
+
+/// The body of a source registry's answer, checked on the way. A whole
+/// blob is hashed: if its bytes do not match the digest (or the size is
 /// wrong), the last chunk is withheld and the stream fails, so the target
 /// never receives a complete body, and `slot` says why.
-pub(super) async fn remote_body(
-    source: &Source,
+pub(super) fn checked(
+    resp: reqwest::Response,
     range: RemoteRange<'_>,
     events: EventSink,
     slot: &SourceFault,
-) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let RemoteRange {
         offset,
         len,
         digest,
         total,
     } = range;
-    let client = &source.client;
-    let url = client.blob_url(&source.repository, digest)?;
-    let whole = offset == 0 && len == total;
-    let mut headers = Vec::new();
-    if !whole {
-        let last = (offset + len).saturating_sub(1);
-        headers.push(("range", format!("bytes={offset}-{last}")));
-    }
-    let resp = client.get_retrying(&url, &headers).await?;
-    let ok = if whole {
-        resp.status() == StatusCode::OK
-    } else {
-        resp.status() == StatusCode::PARTIAL_CONTENT
-    };
-    if !ok {
-        return Err(client
-            .fail(&format!("blob download {digest} for streaming"), resp)
-            .await);
-    }
+    let whole = range.whole();
     let slot = slot.clone();
     let record = move |fault: Fault| -> std::io::Error {
         let why = match &fault {
@@ -179,7 +133,7 @@ pub(super) async fn remote_body(
         record,
         events,
     );
-    let stream = futures_util::stream::unfold(
+    futures_util::stream::unfold(
         state,
         move |(mut inner, mut hasher, mut seen, done, record, events)| {
             let expected = expected.clone();
@@ -231,6 +185,5 @@ pub(super) async fn remote_body(
                 Some((item, (inner, hasher, seen, done, record, events)))
             }
         },
-    );
-    Ok(stream)
+    )
 }

@@ -3,13 +3,16 @@
 //! the one token for that access and the connections, and sends every
 //! request with them, retried on transient faults.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use reqwest::header::{HeaderValue, CONTENT_LENGTH};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 use url::Url;
 
 use super::auth::{Access, AuthState};
-use super::body::{file_body, remote_body, ByteStream, ReqBody};
+use super::body::{self, file_body, ByteStream, RemoteRange, SourceFault};
 use super::credentials;
 use super::error::{RegistryError, Result};
 use super::options::{EventSink, Options, DEFAULT_CHUNK_SIZE};
@@ -17,6 +20,39 @@ use super::origin;
 use super::retry::RetryPolicy;
 use super::stall::Liveness;
 use super::transport::{error_from_response, Transport};
+
+/// A request body that can be rebuilt for a retry.
+#[derive(Clone, Copy)]
+pub(crate) enum ReqBody<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        /// Reported in progress events.
+        digest: &'a str,
+        /// Absolute blob size, for progress totals.
+        total: u64,
+    },
+    /// Bytes of a blob in another registry, GET anew for every request, so
+    /// a retry re-opens the source.
+    Remote {
+        source: &'a Source,
+        range: RemoteRange<'a>,
+        /// Set when the source failed or sent wrong bytes.
+        fault: &'a SourceFault,
+    },
+}
+
+/// A registry repository that holds blobs the target lacks, and the
+/// client that reads it.
+pub(crate) struct Source {
+    pub(super) client: Arc<Client>,
+    pub(super) repository: String,
+    /// `registry/repository`, for messages and events.
+    pub(super) name: String,
+}
 
 /// A registry client bound to the repositories it was opened for.
 pub struct Client {
@@ -319,4 +355,36 @@ impl Client {
     pub(super) fn blob_url(&self, repo: &str, digest: &str) -> Result<Url> {
         self.t.url(&format!("/v2/{repo}/blobs/{digest}"))
     }
+}
+
+/// A streamed body of bytes GET from the source registry, checked on the
+/// way (see [`body::checked`]).
+async fn remote_body(
+    source: &Source,
+    range: RemoteRange<'_>,
+    events: EventSink,
+    slot: &SourceFault,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+    let client = &source.client;
+    let url = client.blob_url(&source.repository, range.digest)?;
+    let mut headers = Vec::new();
+    if !range.whole() {
+        let last = (range.offset + range.len).saturating_sub(1);
+        headers.push(("range", format!("bytes={}-{last}", range.offset)));
+    }
+    let resp = client.get_retrying(&url, &headers).await?;
+    let ok = if range.whole() {
+        resp.status() == StatusCode::OK
+    } else {
+        resp.status() == StatusCode::PARTIAL_CONTENT
+    };
+    if !ok {
+        return Err(client
+            .fail(
+                &format!("blob download {} for streaming", range.digest),
+                resp,
+            )
+            .await);
+    }
+    Ok(body::checked(resp, range, events, slot))
 }

@@ -4,8 +4,7 @@
 //! on the way.
 
 use super::auth::Access;
-use super::body::ReqBody;
-use super::client::Client;
+use super::client::{Client, ReqBody};
 use super::error::RegistryError;
 use super::options::{EventSink, Options};
 use crate::digest::{self, HashingWriter};

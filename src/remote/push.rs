@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::auth::Access;
-use super::body::{Fault, RemoteRange, ReqBody, Source, SourceFault};
-use super::client::Client;
+use super::body::{Fault, RemoteRange, SourceFault};
+use super::client::{Client, ReqBody, Source};
 use super::error::{retryable_status, RegistryError, Result};
 use super::options::{Options, PushEvent};
 use super::origin;
