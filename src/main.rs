@@ -139,7 +139,7 @@ struct BuildFlags {
     /// Several give one image per platform under an OCI index.
     #[arg(long)]
     platform: Option<String>,
-    /// Registry host[:port] to reach over plain HTTP for base images; repeatable.
+    /// Registry host[:port] to reach over plain HTTP (base images, push targets); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
     /// Extra CA certificate (PEM) to trust; repeatable.
