@@ -44,6 +44,7 @@ fn push_base(work: &Path, base: &Reference, opts: &Options, runtime: &tokio::run
             mode: 0o644,
             uid: 0,
             gid: 0,
+            mtime: None,
             data: EntryData::File {
                 source: FileSource::Path(payload),
                 size: (LAYER_MB << 20) as u64,

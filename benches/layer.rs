@@ -40,6 +40,7 @@ fn source_tree(dir: &std::path::Path, files: usize, size: usize) -> Vec<LayerEnt
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
+                mtime: None,
                 data: EntryData::File {
                     source: FileSource::Path(path),
                     size: size as u64,

@@ -31,6 +31,7 @@ fn main() {
         mode: 0o644,
         uid: 0,
         gid: 0,
+        mtime: None,
         data: EntryData::File {
             source: FileSource::Path(payload.clone()),
             size: (LAYER_MB << 20) as u64,

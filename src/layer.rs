@@ -82,6 +82,8 @@ pub enum EntryData {
     Symlink(String),
     /// A hard link to another path of the same layer.
     HardLink(String),
+    /// A named pipe.
+    Fifo,
 }
 
 /// One entry of a layer; `path` is relative to the image root with no leading `/`.
@@ -92,6 +94,10 @@ pub struct LayerEntry {
     pub uid: u32,
     pub gid: u32,
     pub data: EntryData,
+    /// Seconds since the epoch; `None` takes [`LayerOptions::mtime`] (COPY
+    /// and ADD stamp every entry alike, a RUN step keeps each file's own,
+    /// clamped).
+    pub mtime: Option<u64>,
 }
 
 /// How layer blobs are compressed.
@@ -569,7 +575,7 @@ fn base_header(entry: &LayerEntry, mtime: u64) -> Header {
     header.set_mode(entry.mode & 0o7777);
     header.set_uid(entry.uid.into());
     header.set_gid(entry.gid.into());
-    header.set_mtime(mtime);
+    header.set_mtime(entry.mtime.unwrap_or(mtime));
     header.set_size(0);
     header
 }
@@ -599,6 +605,11 @@ fn append_entry<W: Write>(
         EntryData::HardLink(target) => {
             header.set_entry_type(EntryType::Link);
             tar.append_link(&mut header, &entry.path, target)
+                .map_err(write_err)
+        }
+        EntryData::Fifo => {
+            header.set_entry_type(EntryType::Fifo);
+            tar.append_data(&mut header, &entry.path, io::empty())
                 .map_err(write_err)
         }
         EntryData::File { source, size } => {

@@ -164,6 +164,9 @@ struct BuildFlags {
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
+    /// The most one `ADD <url>` may download, e.g. 512M.
+    #[arg(long, env = "DOCKLESS_ADD_URL_MAX_SIZE", default_value = "1G", value_parser = parse_size)]
+    add_url_max_size: u64,
 }
 
 /// An error with the exit code it deserves.
@@ -276,6 +279,7 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.add_url_max_size = args.add_url_max_size;
     Ok(opts)
 }
 

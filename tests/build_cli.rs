@@ -382,8 +382,8 @@ fn malformed_dockerfiles_name_file_line_and_problem() {
             "Dockerfile:2: COPY --from=nowhere",
         ),
         (
-            "FROM scratch\nADD https://example.com/x /\n",
-            "Dockerfile:2: ADD https://example.com/x",
+            "FROM scratch\nADD https://example.com/x.git /\n",
+            "Dockerfile:2: ADD https://example.com/x.git: adding a git repository is not supported yet",
         ),
         // An unreachable registry base fails clearly, naming the host.
         (

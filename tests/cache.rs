@@ -395,6 +395,7 @@ fn tree_entries(dir: &Path) -> Vec<dockless::layer::LayerEntry> {
                 mode: md.permissions().mode() & 0o7777,
                 uid: 0,
                 gid: 0,
+                mtime: None,
                 data,
             }
         })

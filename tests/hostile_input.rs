@@ -204,11 +204,12 @@ proptest! {
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
+                mtime: None,
                 data: EntryData::File { source: FileSource::Path(src), size: bytes.len() as u64 },
             });
         }
         for d in dirs {
-            entries.push(LayerEntry { path: d, mode: 0o755, uid: 0, gid: 0, data: EntryData::Dir });
+            entries.push(LayerEntry { path: d, mode: 0o755, uid: 0, gid: 0, mtime: None, data: EntryData::Dir });
         }
         let first = write_layer(&entries, &store, LayerOptions::default()).unwrap();
         // A seeded shuffle (Fisher–Yates with xorshift).

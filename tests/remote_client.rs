@@ -34,6 +34,7 @@ fn layered_image(store: &BlobStore, dir: &Path, count: usize, size: usize) -> Bu
             mode: 0o644,
             uid: 0,
             gid: 0,
+            mtime: None,
             data: EntryData::File {
                 source: FileSource::Path(path),
                 size: size as u64,

@@ -1,30 +1,31 @@
-//! `ADD` of a local tar archive: its entries become nodes of the stage's
-//! root filesystem model. Nothing is extracted by path on disk, so `../`,
-//! absolute names and hostile symlinks cannot reach outside the image root.
+//! `ADD` of a local tar archive, plain or compressed with gzip, bzip2, xz or
+//! zstd: its entries become nodes of the stage's root filesystem model, as
+//! BuildKit's unpack (`solver/llbsolver/file/unpack.go`, go-archive
+//! `Unpack`) puts them on disk. Nothing is extracted by path on disk, so
+//! `../`, absolute names and hostile symlinks cannot reach outside the image
+//! root.
 
 use crate::layer::FileSource;
-use crate::rootfs::{clean, FsError, Node, NodeKind, RootFs};
-use flate2::read::MultiGzDecoder;
+use crate::rootfs::{basename, clean, FsError, Node, NodeKind, RootFs};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     #[error("{archive}: {source}")]
     Io { archive: PathBuf, source: io::Error },
-    #[error("{archive}: entry {entry:?} points outside the destination")]
-    Breakout { archive: PathBuf, entry: String },
     #[error("{archive}: hard link {entry:?} targets {target:?}, which is not a file earlier in the archive")]
     BadHardLink {
         archive: PathBuf,
         entry: String,
         target: String,
     },
-    #[error("{archive}: {kind} archives are not supported yet (use tar or tar.gz)")]
-    Unsupported {
+    #[error("{archive}: entry {entry:?}: unhandled tar header type {typeflag}")]
+    UnhandledType {
         archive: PathBuf,
-        kind: &'static str,
+        entry: String,
+        typeflag: u8,
     },
     #[error("{archive}: entry {entry:?}: {source}")]
     Fs {
@@ -38,40 +39,66 @@ pub enum ArchiveError {
 pub enum ArchiveKind {
     Tar,
     TarGz,
+    TarBz2,
+    TarXz,
+    TarZst,
 }
 
-/// Tells whether `ADD` should extract a file, as Docker does by content, not by name.
+/// The compression go-archive's `compression.Detect` finds in the first
+/// bytes (checked in its order: bzip2, gzip, xz, zstd).
+fn compression_of(head: &[u8]) -> ArchiveKind {
+    let zstd_skippable = head
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0xFFFF_FFF0 == 0x184D_2A50)
+        .unwrap_or(false);
+    if head.starts_with(b"BZh") {
+        ArchiveKind::TarBz2
+    } else if head.starts_with(&[0x1f, 0x8b, 0x08]) {
+        ArchiveKind::TarGz
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ArchiveKind::TarXz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || zstd_skippable {
+        ArchiveKind::TarZst
+    } else {
+        ArchiveKind::Tar
+    }
+}
+
+/// The decompressed stream. Every decoder reads concatenated members or
+/// streams to the end, as pigz, pbzip2 and `xz -T` write them.
+/// bzip2: the `bzip2` crate (its default backend is pure Rust); xz:
+/// `liblzma`, the maintained fork of `xz2` (xz itself, built from source);
+/// zstd: the `zstd` crate the layers already use.
+fn decoder(kind: ArchiveKind, file: File) -> io::Result<Box<dyn Read>> {
+    let file = BufReader::new(file);
+    Ok(match kind {
+        ArchiveKind::Tar => Box::new(file),
+        ArchiveKind::TarGz => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        ArchiveKind::TarBz2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        ArchiveKind::TarXz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+        ArchiveKind::TarZst => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+    })
+}
+
+/// Tells whether `ADD` should extract a file, as BuildKit's `isArchivePath`
+/// does, by content and never by name: once decompressed (when it is
+/// compressed at all), it must start with a tar header. Anything else, a
+/// compressed file that is not a tar included, is copied as it is.
 pub fn detect(path: &Path) -> Result<Option<ArchiveKind>, ArchiveError> {
     let io_err = |source| ArchiveError::Io {
         archive: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io_err)?;
-    let mut head = [0u8; 512];
-    let n = read_up_to(&mut file, &mut head).map_err(io_err)?;
-    let head = &head[..n];
-    let unsupported = |kind| {
-        Err(ArchiveError::Unsupported {
-            archive: path.to_path_buf(),
-            kind,
-        })
+    let mut head = [0u8; 10];
+    let n = read_up_to(&mut File::open(path).map_err(io_err)?, &mut head).map_err(io_err)?;
+    let kind = compression_of(&head[..n]);
+    let Ok(mut stream) = decoder(kind, File::open(path).map_err(io_err)?) else {
+        return Ok(None);
     };
-    if head.starts_with(&[0x1f, 0x8b]) {
-        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let mut inner = [0u8; 512];
-        let m = read_up_to(&mut MultiGzDecoder::new(file), &mut inner).unwrap_or(0);
-        return Ok(is_tar_header(&inner[..m]).then_some(ArchiveKind::TarGz));
-    }
-    if head.starts_with(b"BZh") {
-        return unsupported("bzip2");
-    }
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return unsupported("xz");
-    }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return unsupported("zstd");
-    }
-    Ok(is_tar_header(head).then_some(ArchiveKind::Tar))
+    let mut block = [0u8; 512];
+    // A stream that does not decode is not an archive, as in BuildKit.
+    let m = read_up_to(&mut stream, &mut block).unwrap_or(0);
+    Ok(is_tar_header(&block[..m]).then_some(kind))
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -87,7 +114,9 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// A tar header block has a valid checksum (and usually the ustar magic).
+/// A tar header block: its checksum matches, summed over unsigned or (as
+/// some old tars wrote it) signed bytes, as Go's `archive/tar` accepts.
+/// An all-zero block (an empty archive) is not one.
 fn is_tar_header(block: &[u8]) -> bool {
     if block.len() < 512 {
         return false;
@@ -95,117 +124,105 @@ fn is_tar_header(block: &[u8]) -> bool {
     let stored = std::str::from_utf8(&block[148..156])
         .ok()
         .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
-        .and_then(|s| u32::from_str_radix(s, 8).ok());
-    let sum: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                u32::from(b' ')
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    stored == Some(sum)
+        .and_then(|s| i64::from_str_radix(s, 8).ok());
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, b) in block[..512].iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { *b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    stored.is_some_and(|s| s == unsigned || s == signed)
 }
 
-/// Owner from `--chown` for the folders an archive implies without listing them.
+/// `ADD --chown`'s owner: with it, every extracted entry gets this owner
+/// (BuildKit v0.23.0, commit 46e52f472 "file: add chown to archive unpack
+/// from copy"); without it, entries keep the tar's.
 pub type Owner = Option<(u32, u32)>;
 
 /// Extracts `archive` into `fs` below `dest`, writing file bodies to fresh
-/// files in `staging`. Entries keep the owners and modes the tar gives them;
-/// folders the archive needs but does not list are made 0755 and owned by
-/// `implied_owner` (root when None), as buildah extracts with `ADD --chown`.
+/// files in `staging`, as go-archive's `Unpack` in a chroot at `dest` does:
+/// - names are rooted at `dest`: `../x`, `/x` and `a/../../x` are `dest/x`;
+/// - the archive's own `./` entry leaves `dest` as it is;
+/// - directories the archive implies without listing are root's, 0755;
+/// - an entry replaces whatever is at its path, unless both are directories,
+///   in which case the directory takes the entry's metadata;
+/// - FIFOs are kept; devices are skipped (a rootless build cannot make
+///   them), and so are global PAX headers.
 pub fn extract(
     archive: &Path,
     kind: ArchiveKind,
     fs: &mut RootFs,
     dest: &str,
-    implied_owner: Owner,
+    chown: Owner,
     staging: &Path,
 ) -> Result<(), ArchiveError> {
     let io_err = |source| ArchiveError::Io {
         archive: archive.to_path_buf(),
         source,
     };
-    let file = BufReader::new(File::open(archive).map_err(io_err)?);
-    let reader: Box<dyn Read> = match kind {
-        ArchiveKind::Tar => Box::new(file),
-        // pigz and parallel gzip write several members; read them all.
-        ArchiveKind::TarGz => Box::new(MultiGzDecoder::new(file)),
-    };
+    let reader = decoder(kind, File::open(archive).map_err(io_err)?).map_err(io_err)?;
     let mut tar = tar::Archive::new(reader);
     for (n, entry) in tar.entries().map_err(io_err)?.enumerate() {
         let mut entry = entry.map_err(io_err)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let rel = relative_inside(&name).ok_or_else(|| ArchiveError::Breakout {
-            archive: archive.to_path_buf(),
-            entry: name.clone(),
-        })?;
         let header = entry.header().clone();
-        let mode = header.mode().map_err(io_err)? & 0o7777;
-        let uid = u32::try_from(header.uid().map_err(io_err)?).unwrap_or(u32::MAX);
-        let gid = u32::try_from(header.gid().map_err(io_err)?).unwrap_or(u32::MAX);
         let fs_err = |source| ArchiveError::Fs {
             archive: archive.to_path_buf(),
             entry: name.clone(),
             source,
         };
+        let rel = clean("", &name);
+        let mode = header.mode().map_err(io_err)? & 0o7777;
+        let (uid, gid) = match chown {
+            Some(owner) => owner,
+            None => (
+                u32::try_from(header.uid().map_err(io_err)?).unwrap_or(u32::MAX),
+                u32::try_from(header.gid().map_err(io_err)?).unwrap_or(u32::MAX),
+            ),
+        };
+        let typeflag = header.as_bytes()[156];
+        // Go's reader takes an old-style regular entry named `x/` for a directory.
+        let is_dir = header.entry_type() == tar::EntryType::Directory
+            || (typeflag == 0 && name.ends_with('/'));
         if rel.is_empty() {
-            // The archive's own root entry sets the destination folder's mode and
-            // owner, as buildah applies it; the image root itself has no node to change.
-            if header.entry_type() == tar::EntryType::Directory && !dest.is_empty() {
+            // `.` never touches the destination; a name that cleans to `/`
+            // is not `.` to go-archive, so it sets the destination's metadata.
+            if is_dir && name.starts_with('/') && !dest.is_empty() {
                 fs.insert(dest, Node::dir(mode, uid, gid)).map_err(fs_err)?;
             }
             continue;
         }
-        let target_path = clean(dest, &rel);
-        let parent = target_path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
-        // Parents resolve through symlinks already extracted, but only within the model.
+        // Parents resolve through symlinks already there, with `dest` as the
+        // root, as in BuildKit's chroot; implied directories are root's.
+        let parent_rel = rel.rsplit_once('/').map_or("", |(p, _)| p);
         let parent = fs
-            .mkdir_all(
-                parent,
-                0o755,
-                implied_owner.map_or(0, |o| o.0),
-                implied_owner.map_or(0, |o| o.1),
-            )
+            .mkdir_all_within(dest, parent_rel, Node::dir(0o755, 0, 0))
             .map_err(fs_err)?;
-        let path = clean(&parent, crate::rootfs::basename(&target_path));
+        let path = clean(&parent, basename(&rel));
         let kind = match header.entry_type() {
-            tar::EntryType::Directory => NodeKind::Dir,
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                NodeKind::Symlink(target)
-            }
+            _ if is_dir => NodeKind::Dir,
+            tar::EntryType::Symlink => NodeKind::Symlink(link_name(&entry)),
+            tar::EntryType::Fifo => NodeKind::Fifo,
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                let bad = || ArchiveError::BadHardLink {
-                    archive: archive.to_path_buf(),
-                    entry: name.clone(),
-                    target: target.clone(),
+                let target = link_name(&entry);
+                let linked_path = fs.resolve_within(dest, &target, false).map_err(fs_err)?;
+                let node = Node {
+                    kind: NodeKind::Dir,
+                    mode,
+                    uid,
+                    gid,
                 };
-                let inside = relative_inside(&target).ok_or_else(bad)?;
-                let linked_path = clean(dest, &inside);
-                let mut linked = fs.get(&linked_path).cloned().ok_or_else(bad)?;
-                let NodeKind::File { link_key, .. } = &mut linked.kind else {
-                    return Err(bad());
-                };
-                // Both names share one key, so the layer writes a hard link as the tar had.
-                if link_key.is_none() {
-                    *link_key = Some(synthetic_link_key());
-                    fs.insert(&linked_path, linked.clone()).map_err(fs_err)?;
-                }
-                fs.insert(&path, linked).map_err(fs_err)?;
+                hard_link(fs, &linked_path, &path, node).map_err(|e| match e {
+                    Some(source) => fs_err(source),
+                    None => ArchiveError::BadHardLink {
+                        archive: archive.to_path_buf(),
+                        entry: name.clone(),
+                        target: target.clone(),
+                    },
+                })?;
                 continue;
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            tar::EntryType::Regular | tar::EntryType::GNUSparse => {
                 let staged = staging.join(format!("add-{n}"));
                 let mut out = File::create(&staged).map_err(io_err)?;
                 let size = io::copy(&mut entry, &mut out).map_err(io_err)?;
@@ -216,10 +233,19 @@ pub fn extract(
                     link_key: None,
                 }
             }
-            // Devices, fifos and metadata records have no place in a rootless build.
-            _ => continue,
+            // Devices need root; a global PAX header is no file.
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::XGlobalHeader => {
+                continue
+            }
+            _ => {
+                return Err(ArchiveError::UnhandledType {
+                    archive: archive.to_path_buf(),
+                    entry: name.clone(),
+                    typeflag,
+                })
+            }
         };
-        fs.insert(
+        fs.replace(
             &path,
             Node {
                 kind,
@@ -233,36 +259,40 @@ pub fn extract(
     Ok(())
 }
 
+fn link_name(entry: &tar::Entry<impl Read>) -> String {
+    entry
+        .link_name_bytes()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Makes `path` a second name of the file at `target`. The inode is shared,
+/// so the link entry's mode and owner (in `meta`) apply to both names, as
+/// go-archive's chown and chmod of the link do. `Err(None)` when `target`
+/// is not a file.
+fn hard_link(fs: &mut RootFs, target: &str, path: &str, meta: Node) -> Result<(), Option<FsError>> {
+    let mut linked = fs.get(target).cloned().ok_or(None)?;
+    let NodeKind::File { link_key, .. } = &mut linked.kind else {
+        return Err(None);
+    };
+    // Both names share one key, so the layer writes a hard link as the tar had.
+    link_key.get_or_insert_with(synthetic_link_key);
+    linked.mode = meta.mode;
+    linked.uid = meta.uid;
+    linked.gid = meta.gid;
+    fs.insert(target, linked.clone()).map_err(Some)?;
+    if path != target {
+        fs.replace(path, linked).map_err(Some)?;
+    }
+    Ok(())
+}
+
 /// A (device, inode) pair no real file has, to tie together the names of
 /// one extracted file: device u64::MAX with a counter as the inode.
 fn synthetic_link_key() -> (u64, u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     (u64::MAX, NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The entry name as a path below the destination, or None when it climbs out.
-/// A leading `/` is dropped, as Docker does.
-fn relative_inside(name: &str) -> Option<String> {
-    let mut depth: i32 = 0;
-    let mut parts = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return None;
-                }
-                parts.pop();
-            }
-            p => {
-                depth += 1;
-                parts.push(p);
-            }
-        }
-    }
-    Some(parts.join("/"))
 }
 
 #[cfg(test)]
@@ -300,14 +330,23 @@ mod tests {
     }
 
     fn extract_bytes(bytes: &[u8]) -> Result<RootFs, ArchiveError> {
+        extract_into(bytes, RootFs::default(), None)
+    }
+
+    /// Extracts into `fs` below `dest` (made first, 0755 root), with `chown`.
+    fn extract_into(bytes: &[u8], mut fs: RootFs, chown: Owner) -> Result<RootFs, ArchiveError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.tar");
         std::fs::write(&path, bytes).unwrap();
         assert_eq!(detect(&path).unwrap(), Some(ArchiveKind::Tar));
-        let mut fs = RootFs::default();
         fs.mkdir_all("dest", 0o755, 0, 0).unwrap();
-        extract(&path, ArchiveKind::Tar, &mut fs, "dest", None, dir.path())?;
+        extract(&path, ArchiveKind::Tar, &mut fs, "dest", chown, dir.path())?;
         Ok(fs)
+    }
+
+    fn meta(fs: &RootFs, path: &str) -> (u32, u32, u32) {
+        let n = fs.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        (n.uid, n.gid, n.mode)
     }
 
     #[test]
@@ -340,46 +379,119 @@ mod tests {
         assert_eq!(h.data, crate::layer::EntryData::HardLink("dest/f".into()));
     }
 
+    /// go-archive `Unpack` skips an entry named `.` over the existing
+    /// destination (a change from buildah 1.28, which applies it).
     #[test]
-    fn root_entry_sets_the_destination_folder() {
+    fn root_entry_leaves_the_destination_as_it_is() {
         let t = tar_with(&[
             ("./", tar::EntryType::Directory, ""),
             ("f", tar::EntryType::Regular, "hi"),
         ]);
         let fs = extract_bytes(&t).unwrap();
-        let d = fs.get("dest").unwrap();
-        assert!(d.is_dir());
-        assert_eq!((d.uid, d.gid, d.mode), (7, 8, 0o640));
+        assert_eq!(meta(&fs, "dest"), (0, 0, 0o755));
+        // A name that cleans to `/` is not `.` there: it sets the destination.
+        let t = tar_with(&[("/", tar::EntryType::Directory, "")]);
+        assert_eq!(meta(&extract_bytes(&t).unwrap(), "dest"), (7, 8, 0o640));
     }
 
+    /// Extraction is rooted at the destination, as BuildKit's chroot makes
+    /// it (go-archive `chrootarchive.Untar`): climbing names, absolute names
+    /// and hard-link targets all land inside.
     #[test]
-    fn dotdot_entries_are_refused() {
-        let t = tar_with(&[("../evil", tar::EntryType::Regular, "x")]);
-        assert!(matches!(
-            extract_bytes(&t),
-            Err(ArchiveError::Breakout { .. })
-        ));
-    }
-
-    #[test]
-    fn absolute_names_land_below_the_destination() {
-        let t = tar_with(&[("/etc/passwd", tar::EntryType::Regular, "x")]);
+    fn climbing_and_absolute_names_land_inside_the_destination() {
+        let t = tar_with(&[
+            ("../up.txt", tar::EntryType::Regular, "x"),
+            ("/abs.txt", tar::EntryType::Regular, "x"),
+            ("a/../../up2.txt", tar::EntryType::Regular, "x"),
+            ("hl", tar::EntryType::Link, "../../abs.txt"),
+            ("/etc/passwd", tar::EntryType::Regular, "x"),
+        ]);
         let fs = extract_bytes(&t).unwrap();
-        assert!(fs.get("dest/etc/passwd").is_some());
-        assert!(fs.get("etc/passwd").is_none());
+        for p in [
+            "dest/up.txt",
+            "dest/abs.txt",
+            "dest/up2.txt",
+            "dest/etc/passwd",
+        ] {
+            assert!(fs.get(p).is_some(), "{p}");
+        }
+        assert_eq!(
+            fs.get("dest/hl").unwrap().kind,
+            fs.get("dest/abs.txt").unwrap().kind
+        );
+        let outside: Vec<&String> = fs.paths().filter(|p| !p.starts_with("dest")).collect();
+        assert!(outside.is_empty(), "{outside:?}");
     }
 
     #[test]
-    fn writes_through_an_outward_symlink_stay_in_the_image() {
+    fn writes_through_an_outward_symlink_stay_in_the_destination() {
         let t = tar_with(&[
             ("esc", tar::EntryType::Symlink, "/../../../../tmp"),
             ("esc/pwned", tar::EntryType::Regular, "x"),
+            ("up", tar::EntryType::Symlink, "../../.."),
+            ("up/pwned2", tar::EntryType::Regular, "x"),
         ]);
         let fs = extract_bytes(&t).unwrap();
+        let paths: Vec<&String> = fs.paths().collect();
+        assert!(fs.get("dest/tmp/pwned").is_some(), "{paths:?}");
+        assert!(fs.get("dest/pwned2").is_some(), "{paths:?}");
+        assert!(fs.get("tmp").is_none(), "{paths:?}");
+    }
+
+    /// go-archive `Unpack` removes whatever is at an entry's path unless both
+    /// are directories; a directory entry over a directory sets its metadata.
+    #[test]
+    fn entries_replace_what_is_there_unless_both_are_directories() {
+        let mut fs = RootFs::default();
+        fs.mkdir_all("dest/dir/sub", 0o755, 0, 0).unwrap();
+        fs.mkdir_all("dest/merged", 0o700, 0, 0).unwrap();
+        fs.mkdir_all("dest/merged/kept", 0o755, 0, 0).unwrap();
+        let t = tar_with(&[
+            ("dir", tar::EntryType::Regular, "now a file"),
+            ("merged/", tar::EntryType::Directory, ""),
+        ]);
+        let fs = extract_into(&t, fs, None).unwrap();
+        assert!(!fs.get("dest/dir").unwrap().is_dir());
+        assert!(fs.get("dest/dir/sub").is_none());
+        assert_eq!(meta(&fs, "dest/merged"), (7, 8, 0o640));
+        assert!(fs.get("dest/merged/kept").is_some());
+    }
+
+    /// With --chown every entry gets the owner (BuildKit v0.23.0, commit
+    /// 46e52f472, test `testDockerfileAddChownArchive`), while directories
+    /// the archive only implies are root's, 0755 (go-archive
+    /// `createImpliedDirectories`); buildah 1.28 does both the other way.
+    #[test]
+    fn chown_owns_every_entry_but_implied_folders_are_roots() {
+        let t = tar_with(&[
+            ("implied/sub/f", tar::EntryType::Regular, "x"),
+            ("listed/", tar::EntryType::Directory, ""),
+            ("sl", tar::EntryType::Symlink, "/nowhere"),
+        ]);
+        let fs = extract_into(&t, RootFs::default(), Some((11, 12))).unwrap();
+        assert_eq!(meta(&fs, "dest/implied"), (0, 0, 0o755));
+        assert_eq!(meta(&fs, "dest/implied/sub"), (0, 0, 0o755));
+        for p in ["dest/implied/sub/f", "dest/listed", "dest/sl"] {
+            assert_eq!(meta(&fs, p), (11, 12, 0o640), "{p}");
+        }
+        let fs = extract_bytes(&t).unwrap();
+        assert_eq!(meta(&fs, "dest/implied/sub/f"), (7, 8, 0o640));
+    }
+
+    #[test]
+    fn fifos_are_kept_and_devices_skipped() {
+        let t = tar_with(&[
+            ("pipe", tar::EntryType::Fifo, ""),
+            ("null", tar::EntryType::Char, ""),
+        ]);
+        let fs = extract_bytes(&t).unwrap();
+        assert_eq!(fs.get("dest/pipe").unwrap().kind, NodeKind::Fifo);
+        assert!(fs.get("dest/null").is_none());
+        let t = tar_with(&[("odd", tar::EntryType::Continuous, "")]);
+        let e = extract_bytes(&t).unwrap_err();
         assert!(
-            fs.get("tmp/pwned").is_some(),
-            "{:?}",
-            fs.paths().collect::<Vec<_>>()
+            e.to_string().contains("unhandled tar header type 55"),
+            "{e}"
         );
     }
 
@@ -412,5 +524,84 @@ mod tests {
         let path = dir.path().join("x.txt");
         std::fs::write(&path, "just text").unwrap();
         assert_eq!(detect(&path).unwrap(), None);
+    }
+
+    fn compressed(kind: ArchiveKind, data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        match kind {
+            ArchiveKind::Tar => data.to_vec(),
+            ArchiveKind::TarGz => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            ArchiveKind::TarBz2 => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), Default::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            ArchiveKind::TarXz => {
+                let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            ArchiveKind::TarZst => zstd::encode_all(data, 3).unwrap(),
+        }
+    }
+
+    /// BuildKit's `isArchivePath`: detected by content (go-archive
+    /// `compression.Detect`), extracted when it decompresses to a tar,
+    /// copied otherwise, however it is compressed.
+    #[test]
+    fn compressed_tars_are_extracted_and_other_compressed_files_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tar_with(&[("f.txt", tar::EntryType::Regular, "inside")]);
+        for kind in [
+            ArchiveKind::Tar,
+            ArchiveKind::TarGz,
+            ArchiveKind::TarBz2,
+            ArchiveKind::TarXz,
+            ArchiveKind::TarZst,
+        ] {
+            let path = dir.path().join(format!("{kind:?}"));
+            std::fs::write(&path, compressed(kind, &t)).unwrap();
+            assert_eq!(detect(&path).unwrap(), Some(kind));
+            let mut fs = RootFs::default();
+            extract(&path, kind, &mut fs, "", None, dir.path()).unwrap();
+            assert!(fs.get("f.txt").is_some(), "{kind:?}");
+            std::fs::write(&path, compressed(kind, b"notes, not a tar\n")).unwrap();
+            assert_eq!(detect(&path).unwrap(), None, "{kind:?} text");
+        }
+        // An empty tar (only zero blocks) is not an archive to Go's reader.
+        let path = dir.path().join("empty.tar");
+        std::fs::write(&path, [0u8; 1024]).unwrap();
+        assert_eq!(detect(&path).unwrap(), None);
+        // A zstd skippable frame before the data is still zstd.
+        let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        skippable.extend(compressed(ArchiveKind::TarZst, &t));
+        std::fs::write(&path, skippable).unwrap();
+        assert_eq!(detect(&path).unwrap(), Some(ArchiveKind::TarZst));
+    }
+
+    /// Old tars summed the header as signed bytes; Go's reader takes both.
+    #[test]
+    fn signed_header_checksums_are_tars() {
+        let mut t = tar_with(&[("\u{e9}t\u{e9}.txt", tar::EntryType::Regular, "x")]);
+        let signed: i64 = t[..512]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    i64::from(*b as i8)
+                }
+            })
+            .sum();
+        t[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signed.tar");
+        std::fs::write(&path, &t).unwrap();
+        assert_eq!(detect(&path).unwrap(), Some(ArchiveKind::Tar));
     }
 }

@@ -109,6 +109,16 @@ impl Bases {
         self.run(self.puller.pull(image, platform, &self.store))
     }
 
+    /// Runs a future of the build (an `ADD <url>` download) where its
+    /// registry requests run.
+    pub(super) fn block_on<F>(&self, future: F) -> std::io::Result<F::Output>
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        self.runner.run(future)
+    }
+
     fn run<T: Send>(
         &self,
         future: impl std::future::Future<Output = Result<T, PullError>> + Send,

@@ -7,9 +7,10 @@ use super::owner::resolve_owner;
 use super::source::{
     apply_owner, context_node, hard_linked, parent_of, parse_chmod, stage_sources, Source,
 };
-use super::{is_dependency_path, BaseRef, BuildError, Builder, StageState};
+use super::{is_dependency_path, url, BaseRef, BuildError, Builder, StageState};
+use crate::context::untrusted::excerpt;
 use crate::context::{BuildContext, ContextEntry, ContextError, EntryKind};
-use crate::dockerfile::{CopyArgs, Instruction};
+use crate::dockerfile::{self, CopyArgs, Instruction};
 use crate::layer::FileSource;
 use crate::rootfs::{basename, clean, FsError, Node, NodeKind};
 use std::path::PathBuf;
@@ -83,16 +84,15 @@ impl Builder<'_> {
         let chmod = match &args.chmod {
             Some(raw) => {
                 let text = self.expand(line, raw, &|n| state.lookup(n))?;
-                Some(parse_chmod(&text).ok_or_else(|| {
-                    self.fail(
-                        line,
-                        format!("{verb} --chmod={text}: expected an octal mode such as 755"),
-                    )
-                })?)
+                let shown = excerpt(&text);
+                let mode = parse_chmod(&text)
+                    .map_err(|e| self.fail(line, format!("{verb} --chmod={shown}: {e}")))?;
+                Some(mode)
             }
             None => None,
         };
         let apply = |node: Node| apply_owner(node, owner, chmod);
+        let checksum = self.checksum(line, args, &|n| state.lookup(n))?;
 
         let mut sources: Vec<Source> = Vec::new();
         for raw in &args.sources {
@@ -106,6 +106,11 @@ impl Builder<'_> {
                 continue;
             }
             let src = self.expand(line, raw, &|n| state.lookup(n))?;
+            if let Some(kind) = url::remote_kind(&src) {
+                let source = self.remote_source(line, is_add, kind, &src, checksum.as_deref())?;
+                sources.push(source);
+                continue;
+            }
             match &args.from {
                 Some(from) => {
                     // Borrowed, not cloned: a base image's model can be large.
@@ -151,6 +156,10 @@ impl Builder<'_> {
             ));
         }
         let (puid, pgid) = owner.unwrap_or((0, 0));
+        // Folders made for the destination take --chmod too (fsutil 183e7fb
+        // "copy: fix custom chmod for parent directories", BuildKit v0.21.0);
+        // an archive's are always 0755.
+        let dir_mode = chmod.unwrap_or(0o755);
         let file = self.file.clone();
         let fs_err = |e: FsError| BuildError::Instruction {
             file: file.clone(),
@@ -191,7 +200,7 @@ impl Builder<'_> {
                 }
                 let dir = state
                     .fs
-                    .mkdir_all(&dest, 0o755, puid, pgid)
+                    .mkdir_all(&dest, dir_mode, puid, pgid)
                     .map_err(fs_err)?;
                 for (rel, node) in deps {
                     state
@@ -207,8 +216,8 @@ impl Builder<'_> {
         for source in sources {
             match source {
                 Source::Archive { path, kind } => {
-                    // As in buildah, --chown only owns the folders this creates (the
-                    // tar's entries keep their owners) and --chmod is ignored.
+                    // --chown owns the folders this makes and every entry;
+                    // --chmod is not used (BuildKit's `unpack`).
                     let dir = state
                         .fs
                         .mkdir_all(&dest, 0o755, puid, pgid)
@@ -219,12 +228,12 @@ impl Builder<'_> {
                 }
                 Source::Tree { root, children, .. } if root.is_dir() => {
                     // Only the contents are copied: a missing destination is made like
-                    // any other new folder (0755, --chown owner or root) and an existing
-                    // one keeps its metadata; the source folder's own mode and owner are
-                    // not carried over, as in buildah.
+                    // any other new folder (--chmod or 0755, --chown owner or root) and
+                    // an existing one keeps its metadata; the source folder's own mode
+                    // and owner are not carried over.
                     let dir = state
                         .fs
-                        .mkdir_all(&dest, 0o755, puid, pgid)
+                        .mkdir_all(&dest, dir_mode, puid, pgid)
                         .map_err(fs_err)?;
                     for (rel, node) in children {
                         if split && !hard_linked(&node) && is_dependency_path(&clean(&dest, &rel)) {
@@ -242,14 +251,17 @@ impl Builder<'_> {
                         || state
                             .fs
                             .is_dir(&state.fs.resolve(&dest, true).map_err(fs_err)?);
+                    // A destination that is a symlink (dangling or not) is written
+                    // through, resolved inside the image, as fsutil's `Copy` does with
+                    // continuity's `RootPath`; a name joined to a folder is not.
                     let target = if into_dir {
                         clean(&dest, &name)
                     } else {
-                        dest.clone()
+                        state.fs.resolve(&dest, true).map_err(fs_err)?
                     };
                     let parent = state
                         .fs
-                        .mkdir_all(parent_of(&target), 0o755, puid, pgid)
+                        .mkdir_all(parent_of(&target), dir_mode, puid, pgid)
                         .map_err(fs_err)?;
                     let path = clean(&parent, basename(&target));
                     if path.is_empty() {
@@ -271,18 +283,8 @@ impl Builder<'_> {
         content: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, BuildError> {
-        // Expand line by line so quotes in the text stay as written.
-        let mut out = String::new();
-        for piece in content.split_inclusive('\n') {
-            let (body, nl) = piece
-                .strip_suffix('\n')
-                .map(|b| (b, "\n"))
-                .unwrap_or((piece, ""));
-            let quoted = body.replace('"', "\\\"").replace('\'', "\\'");
-            out.push_str(&self.expand(line, &quoted, lookup)?);
-            out.push_str(nl);
-        }
-        Ok(out)
+        dockerfile::expand_heredoc(content, lookup)
+            .map_err(|e| self.fail(line, format!("heredoc: {e}")))
     }
 
     fn heredoc_source(&mut self, name: &str, content: &str) -> Result<Source, BuildError> {
@@ -319,31 +321,48 @@ impl Builder<'_> {
             }
         }
         let name = basename(&entry.rel).to_string();
-        let root = context_node(&entry);
-        let children = if entry.kind == EntryKind::Dir {
+        let below = if entry.kind == EntryKind::Dir {
             let ctx = self.context().map_err(|e| e.to_string())?;
-            let prefix_len = if entry.rel.is_empty() {
-                0
-            } else {
-                entry.rel.len() + 1
-            };
-            ctx.walk(&entry)
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|child| {
-                    (
-                        child.rel.get(prefix_len..).unwrap_or_default().to_string(),
-                        context_node(child),
-                    )
-                })
-                .collect()
+            ctx.walk(&entry).map_err(|e| e.to_string())?
         } else {
             Vec::new()
         };
+        let has_socket = std::iter::once(&entry)
+            .chain(&below)
+            .any(|e| e.kind == EntryKind::Socket);
+        let empty = if has_socket {
+            self.empty_file().map_err(|e| e.to_string())?
+        } else {
+            PathBuf::new()
+        };
+        let prefix_len = if entry.rel.is_empty() {
+            0
+        } else {
+            entry.rel.len() + 1
+        };
+        let children = below
+            .iter()
+            .map(|child| {
+                (
+                    child.rel.get(prefix_len..).unwrap_or_default().to_string(),
+                    context_node(child, &empty),
+                )
+            })
+            .collect();
         Ok(Source::Tree {
             name,
-            root,
+            root: context_node(&entry, &empty),
             children,
         })
+    }
+
+    /// An empty staged file, the content of a socket in the context.
+    fn empty_file(&mut self) -> Result<PathBuf, BuildError> {
+        let path = self.staging_dir()?.join("empty");
+        std::fs::write(&path, b"").map_err(|source| BuildError::Staging {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
     }
 }

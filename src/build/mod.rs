@@ -15,11 +15,14 @@ mod copy;
 mod owner;
 mod source;
 mod stage;
+mod url;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
 use crate::context::{BuildContext, ContextError};
-use crate::dockerfile::{self, ArgDecl, Dockerfile, Instruction, InstructionKind, ParseError};
+use crate::dockerfile::{
+    self, ArgDecl, CopyArgs, Dockerfile, Instruction, InstructionKind, ParseError,
+};
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
 use crate::name::Reference;
@@ -28,7 +31,6 @@ use crate::remote;
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
 use base::Bases;
-use source::is_remote;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -69,12 +71,18 @@ pub struct BuildOptions {
     /// Reuse layers and compressed segments from the cache folder (see `cache::layers`).
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
-    /// How to reach registries for base images and `COPY --from=<image>`.
-    /// Their futures run on the caller's tokio runtime when the build runs
-    /// inside one (a multi-thread runtime, or `spawn_blocking`), else on one
-    /// the build starts.
+    /// How to reach registries for base images and `COPY --from=<image>`;
+    /// its CA files are trusted for `ADD <url>` too. Registry futures run
+    /// on the caller's tokio runtime when the build runs inside a
+    /// multi-thread one (or `spawn_blocking`), else on one the build starts.
     pub remote: remote::Options,
+    /// The most bytes one `ADD <url>` may download (before and after a
+    /// gzip transfer encoding is decoded).
+    pub add_url_max_size: u64,
 }
+
+/// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
+pub const DEFAULT_ADD_URL_MAX_SIZE: u64 = 1 << 30;
 
 impl BuildOptions {
     pub fn new(context_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> BuildOptions {
@@ -93,6 +101,7 @@ impl BuildOptions {
             layer_cache: true,
             cache_dir: cache_dir.into(),
             remote: remote::Options::default(),
+            add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
         }
     }
 
@@ -283,6 +292,8 @@ struct Builder<'a> {
     /// header index, fetched when read.
     bases: Bases,
     staged_files: usize,
+    /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
+    url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
 }
@@ -307,6 +318,7 @@ impl<'a> Builder<'a> {
             results,
             images: HashMap::new(),
             staged_files: 0,
+            url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
         };
@@ -377,7 +389,7 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, BuildError> {
         dockerfile::expand_word(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
     }
 
     fn expand_words(
@@ -387,7 +399,27 @@ impl<'a> Builder<'a> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, BuildError> {
         dockerfile::expand_words(raw, self.df.escape, lookup)
-            .map_err(|e| self.fail(line, format!("cannot expand {raw:?}: {e}")))
+            .map_err(|e| self.fail(line, format!("failed to process {raw:?}: {e}")))
+    }
+
+    /// ENV and LABEL pairs, names and values all expanded against the
+    /// variables as they were before the instruction.
+    fn expand_pairs(
+        &self,
+        line: usize,
+        pairs: &[(String, String)],
+        state: &StageState,
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let lookup = |n: &str| state.lookup(n);
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    self.expand(line, k, &lookup)?,
+                    self.expand(line, v, &lookup)?,
+                ))
+            })
+            .collect()
     }
 
     fn global_lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
@@ -442,7 +474,9 @@ impl<'a> Builder<'a> {
     fn stage_base(&self, index: usize) -> Result<BaseRef, BuildError> {
         let from = &self.df.stages[index].from;
         let image = self.expand(from.line, &from.image, &self.global_lookup())?;
-        if image.eq_ignore_ascii_case("scratch") {
+        // Only the lower-case name is the empty image (BuildKit's
+        // `emptyImageName`); `SCRATCH` is an image name, refused as upper-case.
+        if image == "scratch" {
             return Ok(BaseRef::Scratch);
         }
         self.base_ref(from.line, &image, index, "FROM")
@@ -454,8 +488,22 @@ impl<'a> Builder<'a> {
         ins: &Instruction,
         from: &str,
     ) -> Result<BaseRef, BuildError> {
-        let name = self.expand(ins.line, from, &self.global_lookup())?;
-        self.base_ref(ins.line, &name, index, "COPY --from")
+        self.check_literal_from(ins, from)?;
+        self.base_ref(ins.line, from, index, "COPY --from")
+    }
+
+    /// BuildKit takes `--from` as written (`dockerfile2llb/convert.go`
+    /// `toCommand`, since dockerfile/1.18.0): anything that expansion would
+    /// change is refused, for every stage, built or not.
+    fn check_literal_from(&self, ins: &Instruction, from: &str) -> Result<(), BuildError> {
+        match dockerfile::expand_word(from, self.df.escape, &|_| None) {
+            Ok(same) if same == from => Ok(()),
+            _ => Err(self.fail(
+                ins.line,
+                "variable expansion is not supported for --from, define a new stage with FROM \
+                 using ARG from global scope as a workaround",
+            )),
+        }
     }
 
     /// A registry image as a stage result: pulled, verified and laid out as a
@@ -510,6 +558,16 @@ impl<'a> Builder<'a> {
     /// found and checked before anything is written, so an unsupported step
     /// fails the build at once.
     fn plan(&self, target: usize) -> Result<(BTreeSet<usize>, Vec<Reference>), BuildError> {
+        for stage in &self.df.stages {
+            for ins in &stage.instructions {
+                if let InstructionKind::Copy(CopyArgs {
+                    from: Some(from), ..
+                }) = &ins.kind
+                {
+                    self.check_literal_from(ins, from)?;
+                }
+            }
+        }
         let mut needed = BTreeSet::new();
         let mut images = Vec::new();
         let mut pending = vec![target];
@@ -544,12 +602,11 @@ impl<'a> Builder<'a> {
                  built by another tool)",
             )),
             InstructionKind::Add(args) => {
-                if let Some(url) = args.sources.iter().find(|s| is_remote(s)) {
+                let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
+                if let Some(repo) = args.sources.iter().find(git) {
                     return Err(self.fail(
                         ins.line,
-                        format!(
-                            "ADD {url}: adding from a URL or git repository is not supported yet"
-                        ),
+                        format!("ADD {repo}: adding a git repository is not supported yet"),
                     ));
                 }
                 if args.from.is_some() {

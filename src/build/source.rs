@@ -2,10 +2,11 @@
 //! to it (owner, mode, wildcards, dependency folders).
 
 use super::archive;
+use crate::context::untrusted::excerpt;
 use crate::context::{ContextEntry, EntryKind};
 use crate::layer::FileSource;
 use crate::rootfs::{basename, clean, Node, NodeKind, RootFs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Paths of an earlier stage or image, with wildcards, following symlinks inside it.
 pub(super) fn stage_sources(fs: &RootFs, src: &str) -> Result<Vec<Source>, String> {
@@ -21,8 +22,17 @@ pub(super) fn stage_sources(fs: &RootFs, src: &str) -> Result<Vec<Source>, Strin
             .cloned()
             .collect()
     } else {
-        vec![wanted]
+        vec![wanted.clone()]
     };
+    if paths.is_empty() {
+        // Skipped, as for the context, once the folder it searches exists.
+        let searched = wildcard_base(&wanted);
+        let found = fs.resolve(searched, true).map_err(|e| e.to_string())?;
+        if !fs.is_dir(&found) {
+            return Err(format!("/{searched}: no such file or directory"));
+        }
+        return Ok(Vec::new());
+    }
     let mut sources = Vec::new();
     for path in paths {
         let resolved = fs.resolve(&path, true).map_err(|e| e.to_string())?;
@@ -44,10 +54,24 @@ pub(super) fn stage_sources(fs: &RootFs, src: &str) -> Result<Vec<Source>, Strin
             children,
         });
     }
-    if sources.is_empty() {
-        return Err("no matching files".into());
-    }
     Ok(sources)
+}
+
+/// The components before the first one with a wildcard (fsutil's
+/// `splitWildcards`): the folder a wildcard source searches.
+fn wildcard_base(path: &str) -> &str {
+    let mut end = 0;
+    for (i, part) in path.split('/').enumerate() {
+        if has_wildcard(part) {
+            break;
+        }
+        end = if i == 0 {
+            part.len()
+        } else {
+            end + 1 + part.len()
+        };
+    }
+    &path[..end]
 }
 
 /// One matched COPY/ADD source.
@@ -65,7 +89,9 @@ pub(super) enum Source {
     },
 }
 
-pub(super) fn context_node(entry: &ContextEntry) -> Node {
+/// A context entry as a node; a socket becomes an empty file (`empty`, a
+/// staged empty file), as BuildKit's context transfer makes it.
+pub(super) fn context_node(entry: &ContextEntry, empty: &Path) -> Node {
     let kind = match &entry.kind {
         EntryKind::Dir => NodeKind::Dir,
         EntryKind::Symlink(target) => NodeKind::Symlink(target.to_string_lossy().into_owned()),
@@ -73,6 +99,12 @@ pub(super) fn context_node(entry: &ContextEntry) -> Node {
             source: FileSource::Path(entry.path.clone()),
             size: entry.size,
             link_key: (entry.nlink > 1).then_some((entry.dev, entry.ino)),
+        },
+        EntryKind::Fifo => NodeKind::Fifo,
+        EntryKind::Socket => NodeKind::File {
+            source: FileSource::Path(empty.to_path_buf()),
+            size: 0,
+            link_key: None,
         },
     };
     // The context never carries owners: files land as root unless --chown says otherwise.
@@ -116,16 +148,19 @@ pub(super) fn has_wildcard(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-pub(super) fn is_remote(src: &str) -> bool {
-    let lower = src.to_ascii_lowercase();
-    ["http://", "https://", "git@", "git://", "ssh://"]
-        .iter()
-        .any(|p| lower.starts_with(p))
-}
-
-pub(super) fn parse_chmod(text: &str) -> Option<u32> {
-    if text.is_empty() || text.len() > 4 {
-        return None;
+/// A numeric `--chmod`, as BuildKit's `dispatchCopy` reads it
+/// (`strconv.ParseUint(s, 8, 32)`, at most 0o7777, any number of digits).
+pub(super) fn parse_chmod(text: &str) -> Result<u32, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return u32::from_str_radix(text, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                format!(
+                    "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777",
+                    excerpt(text)
+                )
+            });
     }
-    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
+    Err("expected an octal mode such as 755 (symbolic modes are not supported)".into())
 }

@@ -4,6 +4,7 @@
 
 use super::owner::resolve_owner;
 use super::{BaseRef, BuildError, Builder, StageResult, StageState, HISTORY_COMMENT};
+use crate::context::untrusted::excerpt;
 use crate::dockerfile::{Command, Healthcheck, Instruction, InstructionKind};
 use crate::image::{HealthConfig, History, Image, ImageConfig};
 use crate::layer::{self, FileSource, LayerOptions};
@@ -81,6 +82,15 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         if state.fs.has_changes() {
             let mut entries = state.fs.take_changes();
+            for entry in &mut entries {
+                if let layer::EntryData::File {
+                    source: FileSource::Path(path),
+                    ..
+                } = &entry.data
+                {
+                    entry.mtime = self.url_mtimes.get(path).copied();
+                }
+            }
             let opts = LayerOptions {
                 mtime: self.opts.source_date_epoch,
                 gzip_level: self.opts.gzip_level,
@@ -151,30 +161,36 @@ impl Builder<'_> {
                         None if decl.default.is_none() => self.global_args.get(&decl.name).cloned(),
                         None => self.arg_value(decl, &|n| state.lookup(n))?,
                     };
-                    state
-                        .args
-                        .insert(decl.name.clone(), value.unwrap_or_default());
+                    // A bare ARG with no value anywhere leaves the variable as it
+                    // was (unset if never set), as BuildKit's `dispatchArg` does.
+                    if let Some(value) = value {
+                        state.args.insert(decl.name.clone(), value);
+                    }
                 }
                 // Docker keeps ARG out of the image history.
                 return Ok(());
             }
             InstructionKind::Env(pairs) => {
-                for (key, raw) in pairs {
-                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
-                    state.image.config.config.set_env(key, &value);
+                // Every name and value is expanded before any is set, so
+                // `ENV a=new b=$a` gives b the old a (BuildKit's `dispatch` expands
+                // the whole command, then `dispatchEnv` applies it).
+                for (key, value) in self.expand_pairs(line, pairs, state)? {
+                    if key.is_empty() {
+                        return Err(self.fail(line, "ENV names can not be empty"));
+                    }
+                    state.image.config.config.set_env(&key, &value);
                 }
             }
             InstructionKind::Label(pairs) => {
-                for (raw_key, raw) in pairs {
-                    let key = self.expand(line, raw_key, &|n| state.lookup(n))?;
-                    let value = self.expand(line, raw, &|n| state.lookup(n))?;
+                for (key, value) in self.expand_pairs(line, pairs, state)? {
                     state.image.config.config.labels.insert(key, value);
                 }
             }
             InstructionKind::Workdir(raw) => {
                 let dir = self.expand(line, raw, &|n| state.lookup(n))?;
-                let path = clean(&state.workdir(), &dir);
-                state.image.config.config.working_dir = format!("/{path}");
+                let working_dir = next_workdir(&state.image.config.config.working_dir, &dir);
+                let path = clean("", &working_dir);
+                state.image.config.config.working_dir = working_dir;
                 // New directories belong to the USER, as buildah and BuildKit make them;
                 // a user or group the stage cannot resolve falls back to root, as in buildah.
                 let user = &state.image.config.config.user;
@@ -208,20 +224,15 @@ impl Builder<'_> {
                 state.image.config.config.user = user;
             }
             InstructionKind::Volume(raws) => {
+                // Each word as parsed is one volume, whatever its expansion holds
+                // (BuildKit `instructions/commands.go` `VolumeCommand.Expand`).
                 for raw in raws {
-                    for v in self.expand_words(line, raw, &|n| state.lookup(n))? {
-                        if v.trim().is_empty() {
-                            return Err(
-                                self.fail(line, "VOLUME specified can not be an empty string")
-                            );
-                        }
-                        state
-                            .image
-                            .config
-                            .config
-                            .volumes
-                            .insert(v, Default::default());
+                    let v = self.expand(line, raw, &|n| state.lookup(n))?;
+                    if v.is_empty() {
+                        return Err(self.fail(line, "VOLUME specified can not be an empty string"));
                     }
+                    let volumes = &mut state.image.config.config.volumes;
+                    volumes.insert(v, Default::default());
                 }
             }
             InstructionKind::Entrypoint(cmd) => {
@@ -240,10 +251,11 @@ impl Builder<'_> {
             InstructionKind::StopSignal(raw) => {
                 let signal = self.expand(line, raw, &|n| state.lookup(n))?;
                 if !valid_signal(&signal) {
-                    return Err(
-                        self.fail(line, format!("STOPSIGNAL {signal:?} is not a valid signal"))
-                    );
+                    let shown = excerpt(&signal);
+                    return Err(self.fail(line, format!("invalid signal: {shown}")));
                 }
+                // Kept as written (`sigquit` stays `sigquit`), as BuildKit's
+                // `dispatchStopSignal` stores it.
                 state.image.config.config.stop_signal = Some(signal);
             }
             InstructionKind::Healthcheck(h) => {
@@ -307,15 +319,52 @@ fn parse_ports(word: &str) -> Result<Vec<String>, String> {
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
+/// moby/sys `signal.ParseSignal` (signal/signal.go, signal_linux.go), as
+/// BuildKit's `dispatchStopSignal` checks STOPSIGNAL: any non-zero number
+/// Go's `strconv.Atoi` reads, or a Linux signal name in any case with at most
+/// one `SIG` prefix.
 fn valid_signal(signal: &str) -> bool {
-    if let Ok(n) = signal.parse::<u32>() {
-        return (1..=64).contains(&n);
+    if let Ok(n) = signal.parse::<i64>() {
+        return n != 0;
     }
-    let name = signal.strip_prefix("SIG").unwrap_or(signal);
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-')
+    let upper = signal.to_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if SIGNAL_NAMES.contains(&name) || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    // RTMIN+1..RTMIN+15 and RTMAX-14..RTMAX-1 (glibc's SIGRTMIN is 34, SIGRTMAX 64).
+    let offset = |prefix: &str, max: u32| {
+        name.strip_prefix(prefix)
+            .filter(|n| !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=max).contains(&n))
+    };
+    offset("RTMIN+", 15) || offset("RTMAX-", 14)
+}
+
+const SIGNAL_NAMES: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+];
+
+/// The working directory after `WORKDIR dir`, as BuildKit's
+/// `system.NormalizeWorkdir` (util/system/path.go) gives it: an absolute
+/// path exactly as written, a relative one joined to the current one and
+/// cleaned, an empty one the current one.
+fn next_workdir(current: &str, dir: &str) -> String {
+    let parent = match current {
+        "" => "/".to_string(),
+        c if c.starts_with('/') => c.to_string(),
+        c => format!("/{}", clean("", c)),
+    };
+    if dir.starts_with('/') {
+        dir.to_string()
+    } else if dir.is_empty() {
+        parent
+    } else {
+        format!("/{}", clean(&clean("", &parent), dir))
+    }
 }
 
 fn health_config(h: &Healthcheck) -> HealthConfig {

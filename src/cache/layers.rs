@@ -140,6 +140,7 @@ impl ScannedLayer {
                 EntryData::Dir => ("d", String::new()),
                 EntryData::Symlink(t) => ("s", t.clone()),
                 EntryData::HardLink(t) => ("h", t.clone()),
+                EntryData::Fifo => ("p", String::new()),
                 EntryData::File { source, size } => {
                     let id = match source {
                         FileSource::Path(p) => match streamed {
@@ -156,12 +157,13 @@ impl ScannedLayer {
                     ("f", format!("{size}:{id}"))
                 }
             };
-            for part in [
-                e.path.as_str(),
-                kind,
-                &format!("{:o}:{}:{}", e.mode, e.uid, e.gid),
-                &detail,
-            ] {
+            // An entry's own mtime counts only when it has one, so keys of
+            // layers stamped with the build's mtime stay as they were.
+            let meta = match e.mtime {
+                None => format!("{:o}:{}:{}", e.mode, e.uid, e.gid),
+                Some(mtime) => format!("{:o}:{}:{}:m{mtime}", e.mode, e.uid, e.gid),
+            };
+            for part in [e.path.as_str(), kind, &meta, &detail] {
                 h.update((part.len() as u64).to_le_bytes());
                 h.update(part.as_bytes());
             }

@@ -30,7 +30,7 @@ pub enum ContextError {
     },
     #[error("COPY source {src:?}: too many levels of symbolic links")]
     SymlinkLoop { src: String },
-    #[error("COPY source {src:?}: {path} is a socket, fifo or device and cannot be copied")]
+    #[error("COPY source {src:?}: {path} is a device, which a rootless build cannot copy")]
     Unsupported { src: String, path: PathBuf },
     #[error("build context {path:?} is not a directory")]
     ContextNotDir { path: PathBuf },

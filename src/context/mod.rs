@@ -15,7 +15,7 @@ pub use error::ContextError;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use dockerignore::{compile_glob, translate_pattern};
@@ -27,6 +27,12 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink(PathBuf),
+    /// A named pipe: copied as one, as BuildKit's context transfer keeps it.
+    Fifo,
+    /// A Unix socket: BuildKit's context transfer (fsutil `stat.go` `mkstat`
+    /// clears the socket bit) turns it into an empty regular file with the
+    /// socket's permissions.
+    Socket,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +49,7 @@ pub struct ContextEntry {
 }
 
 impl ContextEntry {
-    /// None for sockets, fifos and devices, which a build never copies.
+    /// None for devices, which a rootless build cannot make.
     fn from_metadata(
         rel: String,
         path: PathBuf,
@@ -56,6 +62,10 @@ impl ContextEntry {
             EntryKind::Dir
         } else if ft.is_file() {
             EntryKind::File
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_socket() {
+            EntryKind::Socket
         } else {
             return Ok(None);
         };
@@ -141,7 +151,9 @@ impl BuildContext {
     /// context), wildcard components are matched against visible entries,
     /// and symlinks anywhere in the path are followed with the root acting as
     /// `/`. Each result has `rel` = the path as matched and `path`/metadata of
-    /// the resolved target; results are sorted by `rel`.
+    /// the resolved target; results are sorted by `rel`. A wildcard that
+    /// matches nothing gives no result, but the folders before the first
+    /// wildcard component must exist.
     pub fn resolve_source(&self, src: &str) -> Result<Vec<ContextEntry>, ContextError> {
         if src.is_empty() {
             return Err(ContextError::NotFound {
@@ -242,6 +254,12 @@ impl BuildContext {
                     });
                 }
             }
+        }
+        // A wildcard that matches nothing is skipped once the folder it
+        // searches exists (BuildKit: `AllowEmptyWildcard` in the frontend's
+        // `dispatchCopy`, `solver/llbsolver/file/backend.go` `docopy`).
+        if out.is_empty() && wildcard_seen {
+            return Ok(out);
         }
         if out.is_empty() {
             return Err(if saw_excluded {

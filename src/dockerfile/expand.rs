@@ -1,21 +1,25 @@
-//! Variable expansion.
+//! Variable expansion, as BuildKit's shell lexer does it
+//! (`frontend/dockerfile/shell/lex.go`): quotes, escapes, `$NAME`, the
+//! special parameters, and `${NAME...}` with `-`, `+`, `?` (each with or
+//! without `:`), `#`, `##`, `%`, `%%`, `/` and `//`. The messages are
+//! BuildKit's.
 
-use crate::context::untrusted::excerpt;
+use super::pattern::{replace, trim_prefix, trim_suffix};
 
 /// Bounds `${a:-${b:-...}}` nesting so hostile input cannot overflow the stack.
 const MAX_EXPANSION_DEPTH: usize = 64;
 
-/// Docker's shell-word processing for one word: removes quotes and escapes,
-/// and substitutes `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-/// `${VAR:+alt}`, `${VAR+alt}`, `${VAR:?msg}`, `${VAR?msg}`. Single quotes
-/// prevent substitution. Unknown variables expand to "".
+/// Docker's shell-word processing for one word: removes quotes and escapes
+/// and substitutes variables. Single quotes prevent substitution; unknown
+/// variables expand to "".
 pub fn expand_word(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
-    let mut lex = Lexer::new(word, escape, lookup);
-    lex.process(None, 0).map(|(s, _)| s)
+    Lexer::new(word, escape, false, lookup)
+        .process(None, 0)
+        .map(|(s, _)| s)
 }
 
 /// Like [`expand_word`], but splits the result into words on unquoted
@@ -25,8 +29,22 @@ pub fn expand_words(
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, String> {
-    let mut lex = Lexer::new(word, escape, lookup);
-    lex.process(None, 0).map(|(_, w)| w.finish())
+    Lexer::new(word, escape, false, lookup)
+        .process(None, 0)
+        .map(|(_, w)| w.finish())
+}
+
+/// A heredoc body with an unquoted delimiter, expanded as BuildKit's
+/// `SourcesAndDest.ExpandRaw` does (`instructions/commands.go`): once over
+/// the whole body, with backslash as the escape character whatever the
+/// `# escape=` directive says, and quotes as ordinary characters.
+pub fn expand_heredoc(
+    content: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    Lexer::new(content, '\\', true, lookup)
+        .process(None, 0)
+        .map(|(s, _)| s)
 }
 
 #[derive(Default)]
@@ -73,15 +91,39 @@ struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
+    /// Heredoc bodies: `'` and `"` are ordinary characters.
+    skip_quotes: bool,
+    /// Inside a `#`, `%` or `/` pattern the escape char is kept with the
+    /// char it escapes, so the pattern still sees `\*`.
+    raw_escapes: bool,
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
+/// Shell special parameters (`$@`, `$#`, ...); BuildKit reads them as names
+/// that no variable has, so they expand to "".
+fn is_special_param(c: char) -> bool {
+    matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+fn unsupported(modifier: &str) -> String {
+    format!("unsupported modifier ({modifier}) in substitution")
+}
+
+const MISSING_BRACE: &str = "syntax error: missing '}'";
+
 impl<'a> Lexer<'a> {
-    fn new(word: &str, escape: char, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+    fn new(
+        word: &str,
+        escape: char,
+        skip_quotes: bool,
+        lookup: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
         Lexer {
             chars: word.chars().collect(),
             pos: 0,
             escape,
+            skip_quotes,
+            raw_escapes: false,
             lookup,
         }
     }
@@ -98,7 +140,7 @@ impl<'a> Lexer<'a> {
         c
     }
 
-    /// Processes until `stop` (consumed) or end of input.
+    /// Processes until `stop` (consumed) or the end of input.
     fn process(
         &mut self,
         stop: Option<char>,
@@ -109,39 +151,32 @@ impl<'a> Lexer<'a> {
         }
         let mut out = String::new();
         let mut words = WordSplitter::default();
-        loop {
-            let Some(c) = self.peek() else {
-                if stop.is_some() {
-                    return Err("missing '}' in variable substitution".to_string());
-                }
-                return Ok((out, words));
-            };
+        while let Some(c) = self.peek() {
             if Some(c) == stop {
                 self.pos += 1;
                 return Ok((out, words));
             }
-            if c == '\'' {
-                let s = self.single_quoted()?;
-                words.add_raw_str(&s);
-                out.push_str(&s);
-            } else if c == '"' {
-                let s = self.double_quoted(depth)?;
-                words.add_raw_str(&s);
-                out.push_str(&s);
-            } else if c == '$' {
+            if c == '$' {
                 let s = self.dollar(depth)?;
                 // Unquoted substitution results are subject to word splitting.
                 words.add_str(&s);
                 out.push_str(&s);
+            } else if c == '\'' && !self.skip_quotes {
+                let s = self.single_quoted()?;
+                words.add_raw_str(&s);
+                out.push_str(&s);
+            } else if c == '"' && !self.skip_quotes {
+                let s = self.double_quoted(depth)?;
+                words.add_raw_str(&s);
+                out.push_str(&s);
             } else if c == self.escape {
                 self.pos += 1;
-                // A trailing escape is dropped, as Docker does.
-                let Some(n) = self.bump() else {
-                    return match stop {
-                        Some(_) => Err("missing '}' in variable substitution".to_string()),
-                        None => Ok((out, words)),
-                    };
-                };
+                if self.raw_escapes {
+                    words.add_raw_char(c);
+                    out.push(c);
+                }
+                // A trailing escape is dropped, as BuildKit does.
+                let Some(n) = self.bump() else { break };
                 words.add_raw_char(n);
                 out.push(n);
             } else {
@@ -150,6 +185,25 @@ impl<'a> Lexer<'a> {
                 out.push(c);
             }
         }
+        match stop {
+            Some(s) => Err(format!(
+                "unexpected end of statement while looking for matching {s}"
+            )),
+            None => Ok((out, words)),
+        }
+    }
+
+    /// [`Self::process`] with `raw_escapes` set for the span of the call.
+    fn process_raw(
+        &mut self,
+        stop: char,
+        raw: bool,
+        depth: usize,
+    ) -> Result<(String, WordSplitter), String> {
+        let saved = std::mem::replace(&mut self.raw_escapes, raw);
+        let result = self.process(Some(stop), depth);
+        self.raw_escapes = saved;
+        result
     }
 
     fn single_quoted(&mut self) -> Result<String, String> {
@@ -158,7 +212,10 @@ impl<'a> Lexer<'a> {
         loop {
             match self.bump() {
                 None => {
-                    return Err("unexpected end of input: missing closing single quote".to_string());
+                    return Err(
+                        "unexpected end of statement while looking for matching single-quote"
+                            .to_string(),
+                    );
                 }
                 Some('\'') => return Ok(out),
                 Some(c) => out.push(c),
@@ -172,52 +229,64 @@ impl<'a> Lexer<'a> {
         loop {
             match self.peek() {
                 None => {
-                    return Err("unexpected end of input: missing closing double quote".to_string());
+                    return Err(
+                        "unexpected end of statement while looking for matching double-quote"
+                            .to_string(),
+                    );
                 }
                 Some('"') => {
                     self.pos += 1;
                     return Ok(out);
                 }
                 Some('$') => out.push_str(&self.dollar(depth)?),
-                Some(c) if c == self.escape => {
-                    self.pos += 1;
-                    // Only these are escapable inside double quotes; otherwise
-                    // the escape char stays literally.
-                    match self.peek() {
-                        Some(n) if n == '"' || n == '$' || n == self.escape => {
-                            self.pos += 1;
-                            out.push(n);
-                        }
-                        _ => out.push(c),
-                    }
-                }
                 Some(c) => {
                     self.pos += 1;
-                    out.push(c);
+                    let mut ch = c;
+                    if c == self.escape {
+                        if self.raw_escapes {
+                            out.push(c);
+                        }
+                        // Only these are escapable inside double quotes; any
+                        // other escape char stays as it is.
+                        match self.peek() {
+                            None => continue,
+                            Some(n) if n == '"' || n == '$' || n == self.escape => {
+                                self.pos += 1;
+                                ch = n;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    out.push(ch);
                 }
             }
         }
     }
 
+    /// A variable name: digits only when it starts with one, a single
+    /// special parameter, or letters, digits and `_`.
     fn name(&mut self) -> String {
         let mut name = String::new();
         match self.peek() {
-            Some(c) if c.is_ascii_digit() => {
-                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+            Some(c) if c.is_numeric() => {
+                while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
                     name.push(d);
                     self.pos += 1;
                 }
             }
-            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            Some(c) if is_special_param(c) => {
+                self.pos += 1;
+                name.push(c);
+            }
+            _ => {
                 while let Some(d) = self
                     .peek()
-                    .filter(|d| d.is_ascii_alphanumeric() || *d == '_')
+                    .filter(|d| d.is_alphabetic() || d.is_numeric() || *d == '_')
                 {
                     name.push(d);
                     self.pos += 1;
                 }
             }
-            _ => {}
         }
         name
     }
@@ -226,63 +295,120 @@ impl<'a> Lexer<'a> {
         (self.lookup)(name)
     }
 
-    /// Expands a `$` at the current position.
+    /// Expands a `$` at the current position (BuildKit's `processDollar`).
     fn dollar(&mut self, depth: usize) -> Result<String, String> {
         self.pos += 1;
-        match self.peek() {
-            Some('{') => {}
-            Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
-                let name = self.name();
-                return Ok(self.var(&name).unwrap_or_default());
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".to_string());
             }
-            // `$` not followed by a name is literal.
-            _ => return Ok("$".to_string()),
+            return Ok(self.var(&name).unwrap_or_default());
         }
         self.pos += 1;
-        let name = self.name();
-        if name.is_empty() {
-            return Err("bad substitution: missing variable name after ${".to_string());
+        match self.peek() {
+            None => return Err(MISSING_BRACE.to_string()),
+            Some('{' | '}' | ':') => return Err("syntax error: bad substitution".to_string()),
+            Some(_) => {}
         }
-        let value = self.var(&name);
-        let colon = self.peek() == Some(':');
-        if colon {
+        let name = self.name();
+        match self.bump() {
+            // BuildKit names the end of input as an odd modifier; say what is missing.
+            None => Err(MISSING_BRACE.to_string()),
+            Some('}') => Ok(self.var(&name).unwrap_or_default()),
+            Some(':') => {
+                let modifier = self.bump();
+                let shown = format!(":{}", modifier.map(String::from).unwrap_or_default());
+                if matches!(modifier, Some('#' | '%')) {
+                    return Err(unsupported(&shown));
+                }
+                let word = self.modifier_word(false, depth)?;
+                apply_modifier(&name, modifier, &shown, self.var(&name), word, true)
+            }
+            Some(m @ ('+' | '-' | '?' | '#' | '%')) => {
+                let word = self.modifier_word(matches!(m, '#' | '%'), depth)?;
+                let value = self.var(&name);
+                match m {
+                    '#' | '%' => trim(m, word, value.unwrap_or_default()),
+                    _ => apply_modifier(&name, Some(m), &m.to_string(), value, word, false),
+                }
+            }
+            Some('/') => self.substitute(&name, depth),
+            Some(m) => Err(unsupported(&m.to_string())),
+        }
+    }
+
+    /// The word after a modifier, up to the closing `}`.
+    fn modifier_word(&mut self, raw: bool, depth: usize) -> Result<String, String> {
+        match self.process_raw('}', raw, depth + 1) {
+            Ok((word, _)) => Ok(word),
+            Err(_) if self.peek().is_none() => Err(MISSING_BRACE.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `${NAME/pattern/replacement}` and `${NAME//pattern/replacement}`.
+    fn substitute(&mut self, name: &str, depth: usize) -> Result<String, String> {
+        let all = self.peek() == Some('/');
+        if all {
             self.pos += 1;
         }
-        let modifier = match self.bump() {
-            None => {
-                return Err(format!(
-                    "missing '}}' in substitution ${{{}",
-                    excerpt(&name)
-                ))
+        let pattern = match self.process_raw('/', true, depth + 1) {
+            Ok((p, _)) => p,
+            Err(_) if self.peek().is_none() => {
+                return Err("syntax error: missing '/' in ${}".to_string())
             }
-            Some('}') if !colon => return Ok(value.unwrap_or_default()),
-            Some(m @ ('-' | '+' | '?')) => m,
-            Some(m) => {
-                let shown = if colon {
-                    format!(":{m}")
-                } else {
-                    m.to_string()
-                };
-                return Err(format!(
-                    "unsupported modifier {shown:?} in substitution ${{{}...}}",
-                    excerpt(&name)
-                ));
-            }
+            Err(e) => return Err(e),
         };
-        let (word, _) = self.process(Some('}'), depth + 1)?;
-        // With a colon, an empty value counts as unset.
-        let set = match &value {
-            Some(v) => !(colon && v.is_empty()),
-            None => false,
+        let replacement = match self.process_raw('}', true, depth + 1) {
+            Ok((r, _)) => r,
+            Err(_) if self.peek().is_none() => return Err(MISSING_BRACE.to_string()),
+            Err(e) => return Err(e),
         };
-        match modifier {
-            '-' if set => Ok(value.unwrap_or_default()),
-            '-' => Ok(word),
-            '+' if set => Ok(word),
-            '+' => Ok(String::new()),
-            _ if set => Ok(value.unwrap_or_default()),
-            _ if word.is_empty() => Err(format!("{name}: is not allowed to be unset")),
-            _ => Err(format!("{name}: {word}")),
+        let value = self.var(name).unwrap_or_default();
+        replace(&pattern, &value, &replacement, all)
+    }
+}
+
+/// `-`, `+` and `?`; with a colon (`null_is_unset`) an empty value counts as unset.
+fn apply_modifier(
+    name: &str,
+    modifier: Option<char>,
+    shown: &str,
+    value: Option<String>,
+    word: String,
+    null_is_unset: bool,
+) -> Result<String, String> {
+    let is_set = value
+        .as_ref()
+        .is_some_and(|v| !(null_is_unset && v.is_empty()));
+    match modifier {
+        Some('-') if is_set => Ok(value.unwrap_or_default()),
+        Some('-') => Ok(word),
+        Some('+') if is_set => Ok(word),
+        Some('+') => Ok(String::new()),
+        Some('?') if is_set => Ok(value.unwrap_or_default()),
+        Some('?') => {
+            let problem = match value {
+                _ if !word.is_empty() => word,
+                None => "is not allowed to be unset".to_string(),
+                Some(_) => "is not allowed to be empty".to_string(),
+            };
+            Err(format!("{name}: {problem}"))
         }
+        _ => Err(unsupported(shown)),
+    }
+}
+
+/// `#`/`##` (prefix) and `%`/`%%` (suffix): a doubled modifier is greedy.
+fn trim(modifier: char, word: String, value: String) -> Result<String, String> {
+    let (greedy, pattern) = match word.strip_prefix(modifier) {
+        Some(rest) => (true, rest),
+        None => (false, word.as_str()),
+    };
+    if modifier == '%' {
+        trim_suffix(pattern, &value, greedy)
+    } else {
+        trim_prefix(pattern, &value, greedy)
     }
 }

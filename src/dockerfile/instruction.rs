@@ -163,10 +163,7 @@ pub(super) fn parse_kind(
                 &["chown", "chmod", "link", "checksum"]
             };
             let mut flags = check_flags(kw, flag_words, allowed)?;
-            if flags.contains_key("checksum") {
-                // Silently ignoring a checksum would defeat its purpose.
-                return Err("ADD --checksum is not supported".to_string());
-            }
+            let checksum = string_flag(kw, &mut flags, "checksum")?;
             let from = string_flag(kw, &mut flags, "from")?;
             let chown = string_flag(kw, &mut flags, "chown")?;
             let chmod = string_flag(kw, &mut flags, "chmod")?;
@@ -195,6 +192,7 @@ pub(super) fn parse_kind(
                 from,
                 chown,
                 chmod,
+                checksum,
                 link,
                 heredocs: heredocs.to_vec(),
             })
@@ -255,9 +253,9 @@ pub(super) fn parse_kind(
         }
         "USER" | "STOPSIGNAL" => {
             reject_flags(kw, flag_words)?;
-            let n = split_words_raw(args, escape).len();
-            if n != 1 {
-                return Err(format!("{kw} requires exactly one argument, got {n}"));
+            // BuildKit's `parseString`: the rest of the line is the one argument.
+            if args.is_empty() {
+                return Err(format!("{kw} requires exactly one argument"));
             }
             Ok(if kw == "USER" {
                 InstructionKind::User(args.to_string())
@@ -276,7 +274,7 @@ pub(super) fn parse_kind(
                 return Err("VOLUME requires at least one argument".to_string());
             }
             if vols.iter().any(String::is_empty) {
-                return Err("VOLUME paths can not be empty strings".to_string());
+                return Err("VOLUME specified can not be an empty string".to_string());
             }
             Ok(InstructionKind::Volume(vols))
         }

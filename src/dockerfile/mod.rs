@@ -9,18 +9,19 @@
 //! `parse` reads lines (directives, continuations, heredoc bodies),
 //! `instruction` reads each instruction's arguments and flags, `words`
 //! splits shell words, `json` reads the exec form, `expand` substitutes
-//! variables.
+//! variables (with `pattern` for `${V#pat}`, `${V%pat}` and `${V/pat/repl}`).
 
 mod expand;
 mod instruction;
 mod json;
 mod parse;
+mod pattern;
 mod words;
 
 #[cfg(test)]
 mod tests;
 
-pub use expand::{expand_word, expand_words};
+pub use expand::{expand_heredoc, expand_word, expand_words};
 pub use parse::parse;
 
 use std::time::Duration;
@@ -107,6 +108,8 @@ pub struct CopyArgs {
     pub from: Option<String>,
     pub chown: Option<String>,
     pub chmod: Option<String>,
+    /// `ADD --checksum=sha256:...`, raw.
+    pub checksum: Option<String>,
     pub link: bool,
     pub heredocs: Vec<Heredoc>,
 }

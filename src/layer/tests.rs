@@ -11,6 +11,7 @@ fn file_entry(dir: &std::path::Path, name: &str, body: &[u8]) -> LayerEntry {
         mode: 0o644,
         uid: 0,
         gid: 0,
+        mtime: None,
         data: EntryData::File {
             source: FileSource::Path(path),
             size: body.len() as u64,
@@ -50,6 +51,7 @@ fn layer_is_sorted_deterministic_and_digests_match() {
             mode: 0o755,
             uid: 1000,
             gid: 1000,
+            mtime: None,
             data: EntryData::Dir,
         },
         file_entry(src.path(), &long, b"deep"),
@@ -58,6 +60,7 @@ fn layer_is_sorted_deterministic_and_digests_match() {
             mode: 0o777,
             uid: 0,
             gid: 0,
+            mtime: None,
             data: EntryData::Symlink("b.txt".into()),
         },
     ];

@@ -114,7 +114,7 @@ pub(super) fn retryable_status(s: StatusCode) -> bool {
 }
 
 /// Source chain as text, skipping reqwest's own URL-bearing top line.
-pub(super) fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = cur {

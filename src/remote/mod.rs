@@ -39,6 +39,7 @@ pub use auth::Access;
 pub use challenge::{parse_www_authenticate, Challenge};
 pub use client::Client;
 pub use credentials::{config_key, docker_config_path, load_credential, Credential};
+pub(crate) use error::error_chain;
 pub use error::RegistryError;
 pub use login::login;
 pub use options::{EventSink, Options, PushEvent, DEFAULT_CHUNK_SIZE};

@@ -9,7 +9,7 @@ use super::error::{error_chain, RegistryError, Result};
 
 /// Find a rustls error anywhere in the chain. `io::Error` hides its inner
 /// error from `source()`, so look through `get_ref` explicitly.
-pub(super) fn tls_reason(e: &reqwest::Error) -> Option<String> {
+pub(crate) fn tls_reason(e: &reqwest::Error) -> Option<String> {
     fn find<'a>(
         e: &'a (dyn std::error::Error + 'static),
         depth: usize,

@@ -17,6 +17,8 @@ pub enum NodeKind {
         link_key: Option<(u64, u64)>,
     },
     Symlink(String),
+    /// A named pipe (no content).
+    Fifo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,15 +103,31 @@ impl RootFs {
     /// Follows symlinks in every component (and the last one when `follow_last`),
     /// resolving absolute targets from this root. Missing components are kept as they are.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, FsError> {
+        self.resolve_within("", path, follow_last)
+    }
+
+    /// [`Self::resolve`] with the directory `root` (a resolved path) acting as
+    /// `/`, as inside a chroot: absolute targets start there and `..` stops
+    /// there. `path` is relative to `root`; the result is an image path.
+    pub fn resolve_within(
+        &self,
+        root: &str,
+        path: &str,
+        follow_last: bool,
+    ) -> Result<String, FsError> {
+        let depth = root.split('/').filter(|p| !p.is_empty()).count();
         let mut pending: Vec<String> = clean("", path)
             .split('/')
             .rev()
             .filter(|p| !p.is_empty())
             .map(String::from)
             .collect();
-        let mut current = String::new();
+        let mut current = root.to_string();
         let mut hops = 0;
         while let Some(part) = pending.pop() {
+            if part == ".." && current.split('/').filter(|p| !p.is_empty()).count() <= depth {
+                continue;
+            }
             let candidate = clean(&current, &part);
             let is_last = pending.is_empty();
             match self.nodes.get(&candidate).map(|n| &n.kind) {
@@ -119,7 +137,7 @@ impl RootFs {
                         return Err(FsError::SymlinkLoop { path: candidate });
                     }
                     let (start, rest) = if target.starts_with('/') {
-                        (String::new(), target.as_str())
+                        (root.to_string(), target.as_str())
                     } else {
                         (current.clone(), target.as_str())
                     };
@@ -142,7 +160,18 @@ impl RootFs {
         uid: u32,
         gid: u32,
     ) -> Result<String, FsError> {
-        let resolved = self.resolve(path, true)?;
+        self.mkdir_all_within("", path, Node::dir(mode, uid, gid))
+    }
+
+    /// [`Self::mkdir_all`] for `path` below `root`, resolved with `root` as
+    /// `/` (see [`Self::resolve_within`]); new directories are copies of `dir`.
+    pub fn mkdir_all_within(
+        &mut self,
+        root: &str,
+        path: &str,
+        dir: Node,
+    ) -> Result<String, FsError> {
+        let resolved = self.resolve_within(root, path, true)?;
         let mut current = String::new();
         for part in resolved.split('/').filter(|p| !p.is_empty()) {
             current = clean(&current, part);
@@ -150,8 +179,7 @@ impl RootFs {
                 Some(node) if node.is_dir() => {}
                 Some(_) => return Err(FsError::NotADirectory { path: current }),
                 None => {
-                    self.nodes
-                        .insert(current.clone(), Node::dir(mode, uid, gid));
+                    self.nodes.insert(current.clone(), dir.clone());
                     self.changed.insert(current.clone());
                 }
             }
@@ -178,6 +206,17 @@ impl RootFs {
         self.nodes.insert(path.to_string(), node);
         self.changed.insert(path.to_string());
         Ok(())
+    }
+
+    /// [`Self::insert`], but whatever is at `path` is replaced unless both
+    /// are directories (which merge), as a tar extraction does. A directory
+    /// tree replaced by a file needs no whiteout: the layer's entry replaces
+    /// the lower directory when the layer is applied.
+    pub fn replace(&mut self, path: &str, node: Node) -> Result<(), FsError> {
+        if self.nodes.get(path).is_some_and(Node::is_dir) && !node.is_dir() {
+            self.remove_tree(path);
+        }
+        self.insert(path, node)
     }
 
     /// Sets a node as a base layer does: whatever was there (a whole tree too)
@@ -266,6 +305,7 @@ impl RootFs {
                 let data = match &node.kind {
                     NodeKind::Dir => EntryData::Dir,
                     NodeKind::Symlink(t) => EntryData::Symlink(t.clone()),
+                    NodeKind::Fifo => EntryData::Fifo,
                     NodeKind::File {
                         source,
                         size,
@@ -286,6 +326,7 @@ impl RootFs {
                     mode: node.mode,
                     uid: node.uid,
                     gid: node.gid,
+                    mtime: None,
                     data,
                 })
             })

@@ -383,6 +383,7 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            mtime: None,
             data,
         }
     }
@@ -451,6 +452,7 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            mtime: None,
             data: match &fs.get("etc/passwd").unwrap().kind {
                 NodeKind::File { source, size, .. } => EntryData::File {
                     source: source.clone(),

@@ -48,6 +48,9 @@ pub struct Config {
     pub github_api_url: Option<String>,
     #[serde(default)]
     pub repos: Vec<RepoConfig>,
+    /// The most one `ADD <url>` of a repository's Dockerfile may download,
+    /// e.g. "256M" (default 1G).
+    pub add_url_max_size: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -99,6 +102,9 @@ impl Config {
                 cfg.registry
             )));
         }
+        if let Some(size) = &cfg.add_url_max_size {
+            crate::cache::parse_size(size).map_err(|e| err(format!("add_url_max_size: {e}")))?;
+        }
         if cfg.branch.is_empty() {
             return Err(err("branch is empty".into()));
         }
@@ -111,6 +117,14 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+
+    /// The `ADD <url>` size cap in bytes (checked by `load`).
+    pub fn add_url_max_size(&self) -> u64 {
+        self.add_url_max_size
+            .as_deref()
+            .and_then(|s| crate::cache::parse_size(s).ok())
+            .unwrap_or(crate::build::DEFAULT_ADD_URL_MAX_SIZE)
     }
 
     /// `DOCKLESS_WEBHOOK_SECRET`, else the contents of `webhook_secret_file`.
@@ -174,6 +188,7 @@ state_dir = "state"
 branch = "main"
 max_concurrent_builds = 3
 webhook_secret_file = "secret"
+add_url_max_size = "256M"
 [[repos]]
 full_name = "Owner/Repo"
 clone_url = "file:///tmp/x"
@@ -188,6 +203,7 @@ full_name = "owner/other"
             Some(d.path().join("certs/domain.crt").as_path())
         );
         assert_eq!(cfg.max_concurrent_builds, 3);
+        assert_eq!(cfg.add_url_max_size(), 256 << 20);
         assert_eq!(cfg.repo("owner/repo").unwrap().url(), "file:///tmp/x");
         assert_eq!(
             cfg.repo("owner/other").unwrap().url(),
@@ -210,6 +226,7 @@ full_name = "owner/other"
             (cfg.branch.as_str(), cfg.max_concurrent_builds),
             ("develop", 2)
         );
+        assert_eq!(cfg.add_url_max_size(), 1 << 30);
         if std::env::var_os("DOCKLESS_WEBHOOK_SECRET").is_none() {
             assert!(matches!(cfg.secret(), Err(ServeError::NoSecret)));
         }
@@ -218,5 +235,11 @@ full_name = "owner/other"
             "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nmax_builds = 2\n",
         );
         assert!(Config::load(&typo).is_err());
+        let bad_size = write(
+            d.path(),
+            "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nadd_url_max_size = \"lots\"\n",
+        );
+        let e = Config::load(&bad_size).expect_err("refused").to_string();
+        assert!(e.contains("add_url_max_size"), "{e}");
     }
 }

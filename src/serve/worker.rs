@@ -413,6 +413,7 @@ async fn build_one(
         opts.remote = opts.remote.insecure(&app.cfg.registry);
     }
     opts.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    opts.add_url_max_size = app.cfg.add_url_max_size();
     let remote = opts.remote.clone();
     let built = tokio::task::spawn_blocking(move || build::build(&opts))
         .await

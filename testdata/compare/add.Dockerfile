@@ -11,3 +11,13 @@ ADD files/one.txt files/two.txt /many/
 ADD not-a-tar.tar /raw/
 WORKDIR /existing
 ADD archive.tar /existing/
+# Compressed archives are extracted whatever compresses them; compressed
+# files that are not tars are copied as they are.
+ADD archive.tar.xz archive.tar.bz2 archive.tar.zst /compressed/
+ADD notes.txt.xz notes.txt.bz2 notes.txt.zst notes.txt.gz /notes/
+# FIFOs are kept; climbing and absolute names land inside the destination;
+# a file replaces a directory.
+ADD special.tar /special-tar/
+ADD evil.tar /evil/
+COPY files/one.txt /replaced/dir/keep
+ADD dirfile.tar /replaced/

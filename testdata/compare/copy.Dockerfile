@@ -26,3 +26,5 @@ COPY links /links/
 COPY links/rel /followed
 COPY . /whole/
 COPY keepdir/ /keepdir-slash
+COPY special /special/
+COPY files/one.txt files/nomatch* /wild/

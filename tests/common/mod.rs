@@ -2,6 +2,8 @@
 //! contexts, and reading images back with independent tools.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -131,7 +133,7 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
 
 /// One line per path below `root`: path, type, mode, owner, link target and a content hash.
 pub fn describe_tree(root: &Path) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut lines = Vec::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.expect("walk");
@@ -150,6 +152,9 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
             )
         } else if ft.is_dir() {
             "d".to_string()
+        } else if ft.is_fifo() {
+            // Reading a FIFO would wait for a writer.
+            "p".to_string()
         } else {
             let bytes = std::fs::read(entry.path()).expect("read");
             format!("f {}", dockless::digest::sha256(&bytes))
@@ -221,4 +226,149 @@ pub fn compared_config(image: &serde_json::Value) -> serde_json::Map<String, ser
         out.insert(field.to_string(), image[field].clone());
     }
     out
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    layout.join("blobs").join(alg).join(hex)
+}
+
+/// The config of the (first) image in an OCI layout.
+pub fn layout_config(layout: &Path) -> serde_json::Value {
+    let index = read_json(&layout.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read_json(&blob_path(layout, manifest_digest));
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    read_json(&blob_path(layout, config_digest))
+}
+
+/// Writes a build context: a Dockerfile and files (parents made).
+pub fn write_context(ctx: &Path, dockerfile: &str, files: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, body) in files {
+        let path = ctx.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+}
+
+/// `dockless build CTX -o oci:LAYOUT` with `args`; the command's output.
+pub fn dockless_build(work: &Path, ctx: &Path, layout: &Path, args: &[&str]) -> Output {
+    dockless(&work.join("cache"))
+        .arg("build")
+        .arg(ctx)
+        .args(["-t", "test:v1", "-o"])
+        .arg(format!("oci:{}", layout.display()))
+        .args(args)
+        .output()
+        .expect("run dockless")
+}
+
+/// One tar member, written byte for byte (the tar crate's safe API refuses
+/// the `..` and absolute names hostile archives have).
+#[derive(Clone)]
+pub struct Member {
+    pub name: String,
+    pub kind: tar::EntryType,
+    pub body: Vec<u8>,
+    pub link: String,
+    pub mode: u32,
+    pub owner: (u64, u64),
+}
+
+impl Member {
+    fn new(name: &str, kind: tar::EntryType, mode: u32) -> Member {
+        Member {
+            name: name.into(),
+            kind,
+            body: Vec::new(),
+            link: String::new(),
+            mode,
+            owner: (0, 0),
+        }
+    }
+    pub fn file(name: &str, body: &str) -> Member {
+        Member {
+            body: body.as_bytes().to_vec(),
+            ..Member::new(name, tar::EntryType::Regular, 0o644)
+        }
+    }
+    pub fn dir(name: &str) -> Member {
+        Member::new(name, tar::EntryType::Directory, 0o755)
+    }
+    pub fn symlink(name: &str, target: &str) -> Member {
+        Member {
+            link: target.into(),
+            ..Member::new(name, tar::EntryType::Symlink, 0o777)
+        }
+    }
+    pub fn hard_link(name: &str, target: &str) -> Member {
+        Member {
+            link: target.into(),
+            ..Member::new(name, tar::EntryType::Link, 0o644)
+        }
+    }
+    pub fn fifo(name: &str) -> Member {
+        Member::new(name, tar::EntryType::Fifo, 0o640)
+    }
+    pub fn mode(mut self, mode: u32) -> Member {
+        self.mode = mode;
+        self
+    }
+    pub fn owner(mut self, uid: u64, gid: u64) -> Member {
+        self.owner = (uid, gid);
+        self
+    }
+}
+
+/// A tar of `members` (ustar headers, names of at most 100 bytes), ended by two zero blocks.
+pub fn tar_of(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in members {
+        let mut h = tar::Header::new_ustar();
+        h.as_ustar_mut().unwrap().name[..m.name.len()].copy_from_slice(m.name.as_bytes());
+        h.as_ustar_mut().unwrap().linkname[..m.link.len()].copy_from_slice(m.link.as_bytes());
+        h.set_entry_type(m.kind);
+        h.set_size(m.body.len() as u64);
+        h.set_mode(m.mode);
+        h.set_uid(m.owner.0);
+        h.set_gid(m.owner.1);
+        h.set_mtime(1_600_000_000);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&m.body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// `data` compressed as `gz`, `bz2`, `xz` or `zst`.
+pub fn compress(format: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    match format {
+        "gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "bz2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "zst" => zstd::encode_all(data, 3).unwrap(),
+        other => panic!("unknown compression {other}"),
+    }
 }

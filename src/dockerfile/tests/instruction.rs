@@ -167,6 +167,8 @@ fn add_with_url_and_link() {
     let c = copy_args(one("ADD --link https://example.com/a.tgz?x=1&y=2 /tmp/"));
     assert_eq!(c.sources, s(&["https://example.com/a.tgz?x=1&y=2"]));
     assert!(c.link);
+    let c = copy_args(one("ADD --checksum=$SUM https://example.com/a.tgz /tmp/"));
+    assert_eq!(c.checksum.as_deref(), Some("$SUM"));
 }
 
 #[test]
@@ -186,6 +188,9 @@ fn expose_volume_user_workdir_stopsignal_maintainer() {
         ("VOLUME /a /b", Volume(s(&["/a", "/b"]))),
         ("VOLUME [\"/a b\", \" /c \"]", Volume(s(&["/a b", "/c"]))),
         ("USER app:app", User("app:app".into())),
+        // BuildKit's `parseString`: the whole rest is the one argument.
+        ("USER a b", User("a b".into())),
+        ("STOPSIGNAL SIGTERM foo", StopSignal("SIGTERM foo".into())),
         ("WORKDIR /path with spaces/$X", Workdir("/path with spaces/$X".into())),
         ("STOPSIGNAL SIGTERM", StopSignal("SIGTERM".into())),
         ("MAINTAINER Jane <j@example.com>", Maintainer("Jane <j@example.com>".into())),

@@ -83,7 +83,7 @@ fn malformed_flag_values() {
         ("FROM a\nCOPY --link=maybe a b\n", 2, "COPY flag --link expects true or false, got \"maybe\""),
         ("FROM a\nCOPY --from=x --from=y a b\n", 2, "duplicate flag for COPY: --from"),
         ("FROM --platform a\n", 1, "FROM flag --platform requires a value (--platform=...)"),
-        ("FROM a\nADD --checksum=sha256:abc https://x/y /y\n", 2, "ADD --checksum is not supported"),
+        ("FROM a\nCOPY --checksum=sha256:abc https://x/y /y\n", 2, "unknown flag for COPY: --checksum"),
     ];
     assert_errs(&cases);
 }
@@ -186,12 +186,11 @@ fn malformed_simple_instructions() {
     #[rustfmt::skip]
     let cases = [
         ("FROM a\nEXPOSE\n", 2, "EXPOSE requires at least one argument"),
-        ("FROM a\nUSER a b\n", 2, "USER requires exactly one argument, got 2"),
-        ("FROM a\nUSER\n", 2, "USER requires exactly one argument, got 0"),
-        ("FROM a\nSTOPSIGNAL\n", 2, "STOPSIGNAL requires exactly one argument, got 0"),
+        ("FROM a\nUSER\n", 2, "USER requires exactly one argument"),
+        ("FROM a\nSTOPSIGNAL\n", 2, "STOPSIGNAL requires exactly one argument"),
         ("FROM a\nWORKDIR\n", 2, "WORKDIR requires exactly one argument"),
         ("FROM a\nVOLUME\n", 2, "VOLUME requires at least one argument"),
-        ("FROM a\nVOLUME [\"/a\", \"  \"]\n", 2, "VOLUME paths can not be empty strings"),
+        ("FROM a\nVOLUME [\"/a\", \"  \"]\n", 2, "VOLUME specified can not be an empty string"),
         ("FROM a\nMAINTAINER\n", 2, "MAINTAINER requires an argument"),
         ("FROM a\nENV --x=1 A=b\n", 2, "unknown flag for ENV: --x"),
     ];
