@@ -2,9 +2,10 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use dockless::build::{self, BuildError, BuildOptions};
+use dockless::build::BuildOptions;
 use dockless::layout::Output;
 use dockless::name::{self, Reference};
+use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
 use dockless::remote;
 use std::collections::BTreeMap;
@@ -297,15 +298,6 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Keeps the cache under its cap, never removing the blobs just built.
-fn prune_after_build(flags: &BuildFlags, built: &build::BuiltSet) {
-    let keep = built.artifact.blob_digests().into_iter().collect();
-    let dir = dockless::cache::default_dir();
-    if let Err(e) = dockless::cache::prune(&dir, flags.cache_max_size, &keep) {
-        tracing::warn!("cannot prune the cache {}: {e}", dir.display());
-    }
-}
-
 fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
     let Some(text) = &flags.platform else {
         return Ok(Vec::new());
@@ -315,12 +307,18 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
         .collect()
 }
 
-fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::BuiltSet, Failure> {
-    let platforms = platforms(flags)?;
-    let built = build::build_platforms(&opts, &platforms).map_err(|e: BuildError| Failure {
-        code: EXIT_BUILD,
-        error: e.into(),
-    })?;
+fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    Ok(PipelineOptions {
+        build,
+        platforms: platforms(flags)?,
+        cache_max_size: flags.cache_max_size,
+    })
+}
+
+/// What the CLI shows of a finished build: docker's warning for build args
+/// no ARG declares, and what the layer cache did (at info level).
+fn report_built(event: PipelineEvent<'_>) {
+    let PipelineEvent::Built(built) = event;
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
@@ -332,8 +330,42 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
         segments_reused = c.segments_reused,
         "layer cache"
     );
-    prune_after_build(flags, &built);
-    Ok(built)
+}
+
+/// Builds, delivers and prunes (see `dockless::pipeline`); returns the
+/// delivered digest, or the failed step's error with its exit code.
+fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<String, Failure> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(pipeline::run(opts, destination, &report_built))
+        .map_err(|e| match e {
+            // A panic in the build stays a panic, as when it ran on this thread.
+            PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
+                std::panic::resume_unwind(j.into_panic())
+            }
+            PipelineError::Write(e) => Failure {
+                code: 1,
+                error: anyhow::Error::from(e)
+                    .context(format!("writing the image to {}", output_text(destination))),
+            },
+            e @ PipelineError::Build(_) => Failure {
+                code: EXIT_BUILD,
+                error: e.into(),
+            },
+            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+                code: EXIT_REGISTRY,
+                error: e.into(),
+            },
+            e => e.into(),
+        })
+}
+
+/// Where the image goes, as the user named it (`--output` or the push target).
+fn output_text(destination: &Destination) -> String {
+    match destination {
+        Destination::Output { output, .. } => output.to_string(),
+        Destination::Registry { target, .. } => target.to_string(),
+    }
 }
 
 /// The name to tag with: `-t`, else the context folder's.
@@ -350,32 +382,13 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let build_opts = build_options(&args.flags)?;
-    let sources = build_opts.remote.clone();
-    // The build's registry requests run on this runtime.
-    let runtime = tokio::runtime::Runtime::new()?;
-    let _entered = runtime.enter();
-    let built = run_image_build(&args.flags, build_opts)?;
-    // Base layers may still be in their registry; a layout holds every blob.
-    runtime
-        .block_on(remote::pull::ensure_blobs(
-            &built.store,
-            &built.artifact,
-            &sources,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: anyhow::Error::from(e).context("downloading the base image's layers"),
-        })?;
-    output
-        .write(&built.store, &built.artifact, &name)
-        .with_context(|| {
-            format!(
-                "writing the image to {}",
-                args.output.as_deref().unwrap_or("oci:oci-layout")
-            )
-        })?;
-    println!("{name}@{}", built.artifact.digest());
+    let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
+    let destination = Destination::Output {
+        output,
+        name: name.clone(),
+    };
+    let digest = run_pipeline(opts, &destination)?;
+    println!("{name}@{digest}");
     Ok(())
 }
 
@@ -475,24 +488,6 @@ fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference,
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    let _entered = runtime.enter();
-    // `_unpacked` keeps an unpacked oci-archive until the push is done.
-    let (target, store, artifact, _unpacked) = match layout_source(&args.flags.context)? {
-        Some(layout) => {
-            refuse_build_flags(&args.flags)?;
-            let (image, scratch) = read_layout(layout)?;
-            let target = push_target(&args, image.name.as_deref())?;
-            (target, image.store, image.artifact, scratch)
-        }
-        None => {
-            let target = push_target(&args, None)?;
-            let mut build_opts = build_options(&args.flags)?;
-            build_opts.remote = remote_options(&args, &target);
-            let built = run_image_build(&args.flags, build_opts)?;
-            (target, built.store, built.artifact, None)
-        }
-    };
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
     } else if args.json {
@@ -500,23 +495,50 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let opts = remote::Options {
-        concurrency: args.concurrency.max(1),
-        events: progress.sink(),
-        ..remote_options(&args, &target)
+    let (target, digest) = match layout_source(&args.flags.context)? {
+        Some(layout) => push_layout(&args, layout, &progress)?,
+        None => {
+            let target = push_target(&args, None)?;
+            let mut build_opts = build_options(&args.flags)?;
+            build_opts.remote = remote_options(&args, &target);
+            let opts = pipeline_options(&args.flags, build_opts)?;
+            let destination = Destination::Registry {
+                push: push_options(&args, &target, &progress),
+                target: target.clone(),
+            };
+            (target, run_pipeline(opts, &destination)?)
+        }
     };
+    progress.finish();
+    println!("{target}@{digest}");
+    Ok(())
+}
+
+/// Pushes an image (or index) from an OCI layout as it is: no build, no prune.
+fn push_layout(
+    args: &PushArgs,
+    layout: LayoutSource,
+    progress: &progress::Progress,
+) -> Result<(Reference, String), Failure> {
+    refuse_build_flags(&args.flags)?;
+    // `_unpacked` keeps an unpacked oci-archive until the push is done.
+    let (image, _unpacked) = read_layout(layout)?;
+    let target = push_target(args, image.name.as_deref())?;
     let cache_dir = dockless::cache::default_dir();
+    let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
         .block_on(remote::publish::publish_artifact(
-            &store, &artifact, &target, &opts, &cache_dir,
+            &image.store,
+            &image.artifact,
+            &target,
+            &push_options(args, &target, progress),
+            &cache_dir,
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
-    progress.finish();
-    println!("{target}@{digest}");
-    Ok(())
+    Ok((target, digest))
 }
 
 /// How `push` reaches registries: `--insecure-registry` hosts and the
@@ -531,6 +553,20 @@ fn remote_options(args: &PushArgs, target: &Reference) -> remote::Options {
         opts.insecure(target.registry())
     } else {
         opts
+    }
+}
+
+/// [`remote_options`] for the upload itself: `--concurrency`, and its
+/// progress shown as `progress` says.
+fn push_options(
+    args: &PushArgs,
+    target: &Reference,
+    progress: &progress::Progress,
+) -> remote::Options {
+    remote::Options {
+        concurrency: args.concurrency.max(1),
+        events: progress.sink(),
+        ..remote_options(args, target)
     }
 }
 

@@ -8,12 +8,30 @@ use crate::name::Reference;
 use crate::platform::Platform;
 use crate::remote::pull::{BaseImage, PullError};
 use crate::remote::{BaseBlob, Options, Puller};
-use crate::rootfs::{overlay, RootFs};
-use crate::store::BlobStore;
+use crate::rootfs::overlay::{self, OverlayError};
+use crate::rootfs::RootFs;
+use crate::store::{BlobStore, StoreError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tokio::runtime::RuntimeFlavor;
+
+/// Why a base image or layer could not be fetched or read; the cause stays
+/// typed so the service can tell a full disk from the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseLayerError {
+    #[error(transparent)]
+    Fetch(#[from] PullError),
+    /// No runtime could be started for the registry client.
+    #[error("cannot start the registry client's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] OverlayError),
+    #[error("base layer {} is missing", .0.display())]
+    Missing(PathBuf),
+}
 
 /// Where the build's registry futures run: the caller's tokio runtime when
 /// the build runs on a multi-thread one (on a worker, or a `spawn_blocking`
@@ -105,7 +123,11 @@ impl Bases {
     }
 
     /// Resolves `image` for `platform`: its manifest and config.
-    pub(super) fn pull(&self, image: &Reference, platform: &Platform) -> Result<BaseImage, String> {
+    pub(super) fn pull(
+        &self,
+        image: &Reference,
+        platform: &Platform,
+    ) -> Result<BaseImage, BaseLayerError> {
         self.run(self.puller.pull(image, platform, &self.store))
     }
 
@@ -122,11 +144,8 @@ impl Bases {
     fn run<T: Send>(
         &self,
         future: impl std::future::Future<Output = Result<T, PullError>> + Send,
-    ) -> Result<T, String> {
-        match self.runner.run(future) {
-            Ok(done) => done.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot start the registry client's runtime: {e}")),
-        }
+    ) -> Result<T, BaseLayerError> {
+        Ok(self.runner.run(future).map_err(BaseLayerError::Runtime)??)
     }
 
     /// Applies `base`'s layers to `fs`, each from its cached header index,
@@ -139,7 +158,7 @@ impl Bases {
         fs: &mut RootFs,
         base: &BaseImage,
         cache_dir: &Path,
-    ) -> Result<Vec<LayerInfo>, String> {
+    ) -> Result<Vec<LayerInfo>, BaseLayerError> {
         let cached: Vec<Option<overlay::LayerIndex>> = base
             .layers
             .iter()
@@ -160,15 +179,14 @@ impl Bases {
         self.run(self.puller.fetch_blobs(&missing, &self.store))?;
         let mut layers = base.layers.clone();
         for (layer, index) in layers.iter_mut().zip(cached) {
-            let path = self.store.path(&layer.digest).map_err(|e| e.to_string())?;
+            let path = self.store.path(&layer.digest)?;
             let index = match index {
                 Some(index) => {
                     tracing::debug!(digest = %layer.digest, "base layer applied from its header index");
                     index
                 }
                 None => {
-                    let index =
-                        overlay::read_index(&path, &layer.diff_id).map_err(|e| e.to_string())?;
+                    let index = overlay::read_index(&path, &layer.diff_id)?;
                     overlay::save_index(cache_dir, &layer.digest, &index);
                     index
                 }
@@ -181,12 +199,15 @@ impl Bases {
     }
 
     /// Makes sure a blob is on disk before something reads it.
-    pub(super) fn ensure(&self, blob: &Path) -> Result<(), String> {
+    pub(super) fn ensure(&self, blob: &Path) -> Result<(), BaseLayerError> {
         self.ensure_all([blob])
     }
 
     /// Fetches every base blob the entries take file bodies from.
-    pub(super) fn ensure_entries(&self, entries: &[layer::LayerEntry]) -> Result<(), String> {
+    pub(super) fn ensure_entries(
+        &self,
+        entries: &[layer::LayerEntry],
+    ) -> Result<(), BaseLayerError> {
         self.ensure_all(entries.iter().filter_map(|entry| match &entry.data {
             layer::EntryData::File {
                 source: FileSource::Layer { blob, .. },
@@ -196,7 +217,10 @@ impl Bases {
         }))
     }
 
-    fn ensure_all<'a>(&self, blobs: impl IntoIterator<Item = &'a Path>) -> Result<(), String> {
+    fn ensure_all<'a>(
+        &self,
+        blobs: impl IntoIterator<Item = &'a Path>,
+    ) -> Result<(), BaseLayerError> {
         let mut wanted = Vec::new();
         for blob in blobs {
             if blob.is_file() {
@@ -204,12 +228,43 @@ impl Bases {
             }
             match self.lazy.get(blob) {
                 Some(remote) => wanted.push(remote.clone()),
-                None => return Err(format!("base layer {} is missing", blob.display())),
+                None => return Err(BaseLayerError::Missing(blob.to_path_buf())),
             }
         }
         if wanted.is_empty() {
             return Ok(());
         }
         self.run(self.puller.fetch_blobs(&wanted, &self.store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The service tells a full disk by the `io::Error` in an error's
+    /// sources: a base layer's failed download must keep it.
+    #[test]
+    fn a_failed_base_layer_download_keeps_its_io_error() {
+        let download = PullError::Io {
+            digest: format!("sha256:{}", "0".repeat(64)),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let failed = super::super::fail_because(
+            "Dockerfile",
+            1,
+            "FROM alpine",
+            BaseLayerError::from(download),
+        );
+        let mut next: Option<&(dyn Error + 'static)> = Some(&failed);
+        let mut kinds = Vec::new();
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                kinds.push(io.kind());
+            }
+            next = e.source();
+        }
+        assert_eq!(kinds, [std::io::ErrorKind::StorageFull]);
     }
 }
