@@ -182,12 +182,18 @@ fn secret_staging() -> std::io::Result<tempfile::TempDir> {
 }
 
 impl Builder<'_> {
-    /// The stages a RUN's `--mount from=` names, for the plan.
-    pub(super) fn mount_stages(&self, index: usize, mounts: &[RunMount]) -> Vec<usize> {
+    /// The stages and images a RUN's bind mounts name with `from=`, for the plan.
+    pub(super) fn mount_bases(
+        &self,
+        index: usize,
+        ins: &Instruction,
+        mounts: &[RunMount],
+    ) -> Result<Vec<BaseRef>, BuildError> {
         mounts
             .iter()
             .filter(|m| m.kind == MountType::Bind)
-            .filter_map(|m| self.stage_ref(m.from.as_deref()?, index))
+            .filter_map(|m| m.from.as_deref().filter(|f| !f.is_empty()))
+            .map(|from| self.base_ref(ins.line, from, index, "RUN --mount from="))
             .collect()
     }
 
@@ -486,7 +492,7 @@ impl Builder<'_> {
             env: Vec::new(),
             held: Held::default(),
         };
-        let ensure = |blob: &Path| self.lazy_blobs.ensure(blob);
+        let ensure = |blob: &Path| self.bases.ensure(blob).map_err(|e| e.to_string());
         for p in planned {
             match p {
                 Planned::Tmpfs { target, size } => ready.mounts.push(Mount {

@@ -251,7 +251,7 @@ impl Builder<'_> {
     ) -> Result<Option<LayerInfo>, BuildError> {
         let (stage, line, what) = (step.stage, step.line, step.what.as_str());
         let chain = self.chain_of(&state.image)?;
-        let ensure = |blob: &std::path::Path| self.lazy_blobs.ensure(blob);
+        let ensure = |blob: &std::path::Path| self.bases.ensure(blob).map_err(|e| e.to_string());
         let prepared = ws
             .prepare(stage, &chain, &ensure)
             .map_err(|e| self.fail(line, format!("{what}: preparing its root: {e}")))?;
@@ -306,7 +306,7 @@ impl Builder<'_> {
     fn step_user(&self, state: &StageState, line: usize) -> Result<(Ids, String), BuildError> {
         let spec = &state.image.config.config.user;
         let read = |file: &str| -> Result<String, String> {
-            let bytes = read_stage_file(&state.fs, &self.lazy_blobs, file.trim_start_matches('/'))?;
+            let bytes = read_stage_file(&state.fs, &self.bases, file.trim_start_matches('/'))?;
             Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
         };
         let user = resolve_user_with(spec, &read).map_err(|e| self.fail(line, e.to_string()))?;

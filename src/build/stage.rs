@@ -179,12 +179,12 @@ impl Builder<'_> {
                     }
                 )
             }) {
-                self.lazy_blobs
+                self.bases
                     .ensure_entries(&entries)
-                    .map_err(|e| self.fail(line, e))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
-                    .map_err(|e| self.fail(line, e.to_string()))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
             }
             let info = match &self.layer_cache {
                 Some(cache) => {
@@ -256,7 +256,7 @@ impl Builder<'_> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    resolve_owner(user, &state.fs, &self.lazy_blobs).unwrap_or((0, 0))
+                    resolve_owner(user, &state.fs, &self.bases).unwrap_or((0, 0))
                 };
                 state
                     .fs
