@@ -434,6 +434,7 @@ async fn build_and_push_image(
     build.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
     build.add_url_max_size = app.cfg.add_url_max_size();
     build.run_timeout = app.cfg.run_timeout;
+    build.secrets = app.cfg.secret_sources.clone();
     build.step_log = Some(step_log.to_path_buf());
     let destination = Destination::Registry {
         target: image.target.clone(),
