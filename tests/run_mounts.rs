@@ -199,7 +199,10 @@ fn binds_from_a_stage_and_from_the_context_show_their_files_and_keep_none() {
          RUN --mount=type=bind,target=/src \\\n\
              cat /src/input.txt > /from-context && ls /src > /listed\n\
          RUN --mount=type=bind,source=input.txt,target=/in.txt,rw \\\n\
-             echo changed > /in.txt && cat /in.txt > /rw-seen\n",
+             echo changed > /in.txt && cat /in.txt > /rw-seen\n\
+         WORKDIR /w\n\
+         RUN --mount=type=bind,from={BASE},source=/etc,target=image-etc \\\n\
+             head -n 1 image-etc/passwd > /from-image\n",
         &[
             ("input.txt", "from-context\n"),
             (".dockerignore", "ignored.txt\n"),
@@ -215,14 +218,28 @@ fn binds_from_a_stage_and_from_the_context_show_their_files_and_keep_none() {
     );
     assert_eq!(image_file(&f, "layout", "rw-seen"), "changed\n");
     assert_eq!(
+        image_file(&f, "layout", "from-image"),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+    assert_eq!(
         fs::read_to_string(ctx.join("input.txt")).unwrap(),
         "from-context\n"
     );
     let paths = layer_paths(&f.path("layout"), 1);
-    assert_eq!(paths, ["from-stage", "from-context", "listed", "rw-seen"]);
+    assert_eq!(
+        paths,
+        [
+            "from-stage",
+            "from-context",
+            "listed",
+            "rw-seen",
+            "w/",
+            "from-image"
+        ]
+    );
     // What a context bind shows is in the key.
     let (_, err) = f.build_ok(&ctx, "again", &[]);
-    assert_eq!(err.matches("(cached)").count(), 4, "{err}");
+    assert_eq!(err.matches("(cached)").count(), 5, "{err}");
     fs::write(ctx.join("input.txt"), "edited\n").unwrap();
     let (_, err) = f.build_ok(&ctx, "edited", &[]);
     assert_eq!(err.matches("(cached)").count(), 2, "{err}");
