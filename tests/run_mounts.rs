@@ -3,7 +3,8 @@
 //! in the step and nowhere else (no layer, config, history, log or cache
 //! file holds its bytes, and its content is not in the step's key); binds
 //! from a stage and from the context (what `.dockerignore` lets through,
-//! writes discarded); tmpfs; `type=ssh` is refused naming the line.
+//! writes discarded); a private cache another build holds is a fresh one;
+//! tmpfs; `type=ssh` is refused naming the line.
 
 mod common;
 mod regsupport;
@@ -291,4 +292,55 @@ fn an_ssh_mount_is_refused_naming_the_line_before_anything_runs() {
         "{stderr}"
     );
     assert!(!stderr.contains("must-not-run"), "{stderr}");
+}
+
+/// Waits (up to a minute) for `path` to exist.
+fn wait_for(path: &Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[test]
+fn a_private_cache_another_build_holds_is_a_fresh_one() {
+    use sha2::{Digest as _, Sha256};
+    let f = Fixture::new();
+    // A holds the cache "p" until the test lets it go.
+    let holder = f.context(
+        "holder",
+        "FROM {BASE}\n\
+         RUN --mount=type=cache,id=p,sharing=private,target=/c \\\n\
+             touch /c/held && until [ -e /c/release ]; do sleep 0.1; done && echo done > /held\n",
+        &[],
+    );
+    let mut a = f
+        .command(&holder, "a", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = f
+        .path("cache/run-cache")
+        .join(hex::encode(Sha256::digest(b"p")));
+    wait_for(&dir.join("held"));
+    let other = f.context(
+        "other",
+        "FROM {BASE}\n\
+         RUN --mount=type=cache,id=p,sharing=private,target=/c \\\n\
+             ls -A /c > /seen && touch /c/mine\n",
+        &[],
+    );
+    let b = f.build(&other, "b", &[]);
+    fs::write(dir.join("release"), "").unwrap();
+    assert!(a.wait().unwrap().success(), "the holder failed");
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(image_file(&f, "b", "seen"), "", "the held cache was shared");
+    assert!(
+        !dir.join("mine").exists(),
+        "the second build wrote in the held cache"
+    );
 }
