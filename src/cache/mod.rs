@@ -12,6 +12,9 @@ pub use segments::SegmentIndex;
 
 use std::path::PathBuf;
 
+/// Where the SBOM keeps what each layer's package files hold, by diff_id.
+pub const SBOM_LAYER_DIR: &str = "sbom-layer";
+
 /// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
 pub fn default_dir() -> PathBuf {
     let var = |name| {
