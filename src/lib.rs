@@ -11,6 +11,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod name;
+pub mod pipeline;
 pub mod platform;
 pub mod remote;
 pub mod rootfs;

@@ -2,9 +2,10 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use dockless::build::{self, BuildError, BuildOptions};
+use dockless::build::BuildOptions;
 use dockless::layout::Output;
 use dockless::name::naming::{self, NameTag};
+use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
 use dockless::remote::{PushOptions, Reference};
 use std::collections::BTreeMap;
@@ -297,15 +298,6 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Keeps the cache under its cap, never removing the blobs just built.
-fn prune_after_build(flags: &BuildFlags, built: &build::BuiltSet) {
-    let keep = built.artifact.blob_digests().into_iter().collect();
-    let dir = dockless::cache::default_dir();
-    if let Err(e) = dockless::cache::prune(&dir, flags.cache_max_size, &keep) {
-        tracing::warn!("cannot prune the cache {}: {e}", dir.display());
-    }
-}
-
 fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
     let Some(text) = &flags.platform else {
         return Ok(Vec::new());
@@ -315,12 +307,18 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
         .collect()
 }
 
-fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::BuiltSet, Failure> {
-    let platforms = platforms(flags)?;
-    let built = build::build_platforms(&opts, &platforms).map_err(|e: BuildError| Failure {
-        code: EXIT_BUILD,
-        error: e.into(),
-    })?;
+fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    Ok(PipelineOptions {
+        build,
+        platforms: platforms(flags)?,
+        cache_max_size: flags.cache_max_size,
+    })
+}
+
+/// What the CLI shows of a finished build: docker's warning for build args
+/// no ARG declares, and what the layer cache did (at info level).
+fn report_built(event: PipelineEvent<'_>) {
+    let PipelineEvent::Built(built) = event;
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
@@ -332,8 +330,42 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
         segments_reused = c.segments_reused,
         "layer cache"
     );
-    prune_after_build(flags, &built);
-    Ok(built)
+}
+
+/// Builds, delivers and prunes (see `dockless::pipeline`); returns the
+/// delivered digest, or the failed step's error with its exit code.
+fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<String, Failure> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(pipeline::run(opts, destination, &report_built))
+        .map_err(|e| match e {
+            // A panic in the build stays a panic, as when it ran on this thread.
+            PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
+                std::panic::resume_unwind(j.into_panic())
+            }
+            PipelineError::Write(e) => Failure {
+                code: 1,
+                error: anyhow::Error::from(e)
+                    .context(format!("writing the image to {}", output_text(destination))),
+            },
+            e @ PipelineError::Build(_) => Failure {
+                code: EXIT_BUILD,
+                error: e.into(),
+            },
+            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+                code: EXIT_REGISTRY,
+                error: e.into(),
+            },
+            e => e.into(),
+        })
+}
+
+/// Where the image goes, as the user named it (`--output` or the push target).
+fn output_text(destination: &Destination) -> String {
+    match destination {
+        Destination::Output { output, .. } => output.to_string(),
+        Destination::Registry { target, .. } => target.to_string(),
+    }
 }
 
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
@@ -345,29 +377,13 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let build_opts = build_options(&args.flags)?;
-    let sources = build_opts.registry.clone();
-    let built = run_image_build(&args.flags, build_opts)?;
-    // Base layers may still be in their registry; a layout holds every blob.
-    tokio::runtime::Runtime::new()?
-        .block_on(dockless::remote::pull::ensure_blobs(
-            &built.store,
-            &built.artifact,
-            &sources,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: anyhow::Error::from(e).context("downloading the base image's layers"),
-        })?;
-    output
-        .write(&built.store, &built.artifact, &name.to_string())
-        .with_context(|| {
-            format!(
-                "writing the image to {}",
-                args.output.as_deref().unwrap_or("oci:oci-layout")
-            )
-        })?;
-    println!("{name}@{}", built.artifact.digest());
+    let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
+    let destination = Destination::Output {
+        output,
+        name: name.to_string(),
+    };
+    let digest = run_pipeline(opts, &destination)?;
+    println!("{name}@{digest}");
     Ok(())
 }
 
@@ -470,20 +486,22 @@ fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference,
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
-    // `_unpacked` keeps an unpacked oci-archive until the push is done.
-    let (target, store, artifact, sources, _unpacked) = match layout_source(&args.flags.context)? {
-        Some(layout) => {
-            refuse_build_flags(&args.flags)?;
-            let (image, scratch) = read_layout(layout)?;
-            let target = push_target(&args, image.name.as_deref())?;
-            (
-                target,
-                image.store,
-                image.artifact,
-                Default::default(),
-                scratch,
-            )
-        }
+    let progress = progress::Progress::new(if args.quiet {
+        progress::Mode::Quiet
+    } else if args.json {
+        progress::Mode::Json
+    } else {
+        progress::Mode::Bars
+    });
+    let push = PushOptions {
+        insecure: args.insecure,
+        ca_certs: args.flags.ca_certs.clone(),
+        concurrency: args.concurrency.max(1),
+        events: progress.sink(),
+        ..PushOptions::default()
+    };
+    let (target, digest) = match layout_source(&args.flags.context)? {
+        Some(layout) => push_layout(&args, layout, &push)?,
         None => {
             let target = push_target(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
@@ -493,41 +511,48 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
                     .insecure_registries
                     .push(target.registry.clone());
             }
-            let sources = build_opts.registry.clone();
-            let built = run_image_build(&args.flags, build_opts)?;
-            (target, built.store, built.artifact, sources, None)
+            let opts = pipeline_options(&args.flags, build_opts)?;
+            let destination = Destination::Registry {
+                target: target.clone(),
+                push,
+            };
+            (target, run_pipeline(opts, &destination)?)
         }
     };
-    let progress = progress::Progress::new(if args.quiet {
-        progress::Mode::Quiet
-    } else if args.json {
-        progress::Mode::Json
-    } else {
-        progress::Mode::Bars
-    });
-    let opts = PushOptions {
-        insecure: args.insecure,
-        ca_certs: args.flags.ca_certs.clone(),
-        concurrency: args.concurrency.max(1),
-        events: progress.sink(),
-        ..PushOptions::default()
-    };
-    let cache_dir = dockless::cache::default_dir();
-    let runtime = tokio::runtime::Runtime::new()?;
-    let digest = runtime
-        .block_on(dockless::remote::publish::publish_artifact(
-            &store, &artifact, &target, &opts, &cache_dir, &sources,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: e.into(),
-        })?;
     progress.finish();
     println!(
         "{}/{}:{}@{}",
         target.registry, target.repository, target.tag, digest
     );
     Ok(())
+}
+
+/// Pushes an image (or index) from an OCI layout as it is: no build, no prune.
+fn push_layout(
+    args: &PushArgs,
+    layout: LayoutSource,
+    push: &PushOptions,
+) -> Result<(Reference, String), Failure> {
+    refuse_build_flags(&args.flags)?;
+    // `_unpacked` keeps an unpacked oci-archive until the push is done.
+    let (image, _unpacked) = read_layout(layout)?;
+    let target = push_target(args, image.name.as_deref())?;
+    let cache_dir = dockless::cache::default_dir();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let digest = runtime
+        .block_on(dockless::remote::publish::publish_artifact(
+            &image.store,
+            &image.artifact,
+            &target,
+            push,
+            &cache_dir,
+            &Default::default(),
+        ))
+        .map_err(|e| Failure {
+            code: EXIT_REGISTRY,
+            error: e.into(),
+        })?;
+    Ok((target, digest))
 }
 
 fn run_login(args: LoginArgs) -> Result<(), Failure> {

@@ -4,11 +4,29 @@
 
 use crate::layer::{self, FileSource};
 use crate::name::reference::ImageRef;
-use crate::remote::pull::{self, RegistryOptions};
-use crate::rootfs::{overlay, RootFs};
-use crate::store::BlobStore;
+use crate::remote::pull::{self, PullError, RegistryOptions};
+use crate::rootfs::overlay::{self, OverlayError};
+use crate::rootfs::RootFs;
+use crate::store::{BlobStore, StoreError};
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// Why a base layer could not be fetched or read; the cause stays typed so
+/// the service can tell a full disk from the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseLayerError {
+    #[error(transparent)]
+    Fetch(#[from] PullError),
+    /// No thread or runtime could be started for the download.
+    #[error("{0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] OverlayError),
+    #[error("base layer {} is missing", .0.display())]
+    Missing(PathBuf),
+}
 
 /// Runs a registry future to completion from synchronous build code, on a
 /// thread of its own so it works whether or not the caller is inside a runtime.
@@ -42,7 +60,7 @@ pub(super) struct RemoteLayer {
 
 impl RemoteLayer {
     /// Downloads the blob into its store path, verified.
-    pub(super) fn fetch(&self) -> Result<(), String> {
+    pub(super) fn fetch(&self) -> Result<(), BaseLayerError> {
         let (image, store, registry) = (&self.image, &self.store, &self.registry);
         block_on(pull::fetch_blob(
             image,
@@ -51,9 +69,8 @@ impl RemoteLayer {
             &self.digest,
             self.size,
         ))
-        .map_err(|e| e.to_string())?
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(BaseLayerError::Runtime)??;
+        Ok(())
     }
 }
 
@@ -63,18 +80,21 @@ pub(super) struct LazyBlobs(HashMap<PathBuf, RemoteLayer>);
 
 impl LazyBlobs {
     /// Makes sure a blob is on disk before something reads it.
-    pub(super) fn ensure(&self, blob: &std::path::Path) -> Result<(), String> {
+    pub(super) fn ensure(&self, blob: &std::path::Path) -> Result<(), BaseLayerError> {
         if blob.is_file() {
             return Ok(());
         }
         match self.0.get(blob) {
             Some(remote) => remote.fetch(),
-            None => Err(format!("base layer {} is missing", blob.display())),
+            None => Err(BaseLayerError::Missing(blob.to_path_buf())),
         }
     }
 
     /// Fetches every base blob the entries take file bodies from.
-    pub(super) fn ensure_entries(&self, entries: &[layer::LayerEntry]) -> Result<(), String> {
+    pub(super) fn ensure_entries(
+        &self,
+        entries: &[layer::LayerEntry],
+    ) -> Result<(), BaseLayerError> {
         for entry in entries {
             if let layer::EntryData::File {
                 source: FileSource::Layer { blob, .. },
@@ -98,11 +118,8 @@ pub(super) fn apply_base_layer(
     diff_id: &str,
     cache_dir: &std::path::Path,
     lazy: &mut LazyBlobs,
-) -> Result<u64, String> {
-    let blob = remote
-        .store
-        .path(&remote.digest)
-        .map_err(|e| e.to_string())?;
+) -> Result<u64, BaseLayerError> {
+    let blob = remote.store.path(&remote.digest)?;
     let index = match overlay::load_index(cache_dir, &remote.digest, diff_id) {
         Some(index) => {
             tracing::debug!(digest = %remote.digest, "base layer applied from its header index");
@@ -110,7 +127,7 @@ pub(super) fn apply_base_layer(
         }
         None => {
             remote.fetch()?;
-            let index = overlay::read_index(&blob, diff_id).map_err(|e| e.to_string())?;
+            let index = overlay::read_index(&blob, diff_id)?;
             overlay::save_index(cache_dir, &remote.digest, &index);
             index
         }

@@ -30,7 +30,7 @@ use crate::platform::{Platform, PlatformError};
 use crate::remote::pull::{self, RegistryOptions};
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
+use base::{apply_base_layer, block_on, BaseLayerError, LazyBlobs, RemoteLayer};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -119,19 +119,22 @@ pub enum BuildError {
     ReadDockerfile { path: PathBuf, source: FileError },
     #[error(transparent)]
     Parse(#[from] ParseError),
-    /// A problem with one instruction, named by file and line.
+    /// A problem with one instruction, named by file and line; `cause` is
+    /// the typed error the message quotes, when there is one.
     #[error("{file}:{line}: {message}")]
     Instruction {
         file: String,
         line: usize,
         message: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("--target {0:?}: no stage of that name in the Dockerfile")]
     UnknownTarget(String),
     #[error("{file}: no FROM instruction, so there is nothing to build")]
     NoStages { file: String },
     #[error("build context: {0}")]
-    Context(ContextError),
+    Context(#[source] ContextError),
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error(transparent)]
@@ -231,6 +234,21 @@ pub fn build_platforms(
     })
 }
 
+/// An instruction's error at `file:line` that keeps the error it quotes.
+fn fail_because(
+    file: &str,
+    line: usize,
+    message: impl Into<String>,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    BuildError::Instruction {
+        file: file.to_string(),
+        line,
+        message: message.into(),
+        cause: Some(Box::new(cause)),
+    }
+}
+
 /// What a FROM or a COPY --from names.
 #[derive(Debug, Clone)]
 enum BaseRef {
@@ -328,7 +346,18 @@ impl<'a> Builder<'a> {
             file: self.file.clone(),
             line,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// [`fail`](Self::fail), keeping the error the message quotes.
+    fn fail_because(
+        &self,
+        line: usize,
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
+        fail_because(&self.file, line, message, cause)
     }
 
     fn automatic_args(&self) -> BTreeMap<String, String> {
@@ -519,19 +548,15 @@ impl<'a> Builder<'a> {
             return Ok(key);
         }
         let file = self.file.clone();
-        let fail = |e: &dyn std::fmt::Display| BuildError::Instruction {
-            file: file.clone(),
-            line,
-            message: format!("{what}: {e}"),
-        };
+        let fail = |e: BaseLayerError| fail_because(&file, line, format!("{what}: {e}"), e);
         let base = block_on(pull::pull(
             image,
             platform,
             &self.store,
             &self.opts.registry,
         ))
-        .map_err(|e| fail(&e))?
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(BaseLayerError::Runtime(e)))?
+        .map_err(|e| fail(e.into()))?;
         let mut fs = RootFs::default();
         let mut layers = base.layers.clone();
         for layer in &mut layers {
@@ -549,7 +574,7 @@ impl<'a> Builder<'a> {
                 &self.opts.cache_dir,
                 &mut self.lazy_blobs,
             )
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());

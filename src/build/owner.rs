@@ -59,9 +59,10 @@ fn lookup_id(
     let bytes = match source {
         FileSource::Path(path) => FileRef::Given(path.clone()).read(ID_FILE_MAX_BYTES).ok()?,
         // The layer may still be in its registry.
-        FileSource::Layer { blob, path } => match lazy.ensure(blob).and_then(|()| {
-            overlay::read_member(blob, path, ID_FILE_MAX_BYTES).map_err(|e| e.to_string())
-        }) {
+        FileSource::Layer { blob, path } => match lazy
+            .ensure(blob)
+            .and_then(|()| Ok(overlay::read_member(blob, path, ID_FILE_MAX_BYTES)?))
+        {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!("cannot read /{file} of the stage: {e}");

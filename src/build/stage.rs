@@ -122,10 +122,10 @@ impl Builder<'_> {
             }) {
                 self.lazy_blobs
                     .ensure_entries(&entries)
-                    .map_err(|e| self.fail(line, e))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
-                    .map_err(|e| self.fail(line, e.to_string()))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
             }
             let info = match &self.layer_cache {
                 Some(cache) => {

@@ -83,8 +83,8 @@ impl Builder<'_> {
             &opts.registry.ca_certs,
             opts.add_url_max_size,
         ))
-        .map_err(|e| self.fail(line, format!("ADD {}: {e}", shown(&url))))?
-        .map_err(|e| self.fail(line, format!("ADD {e}")))?;
+        .map_err(|e| self.fail_because(line, format!("ADD {}: {e}", shown(&url)), e))?
+        .map_err(|e| self.fail_because(line, format!("ADD {e}"), e))?;
         if let Some(want) = checksum {
             if fetched.digest != want {
                 let got = &fetched.digest;

@@ -43,7 +43,7 @@ pub struct RawEntry {
 
 /// An entry that passed every check: what to build and where to push it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageJob {
+pub struct CheckedEntry {
     pub service_name: String,
     pub version: String,
     pub kind: String,
@@ -149,7 +149,7 @@ pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String
 }
 
 /// Checks an entry against the registry it will be pushed to and the checkout.
-pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob, String> {
+pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<CheckedEntry, String> {
     let (name, version) = (excerpt(&entry.service_name), excerpt(&entry.version));
     if entry.service_name.is_empty() {
         return Err("missing \"service_name\"".into());
@@ -202,7 +202,7 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob
         ));
     }
     let dockerfile = dockerfile_in(entry, repo, &context_dir)?;
-    Ok(ImageJob {
+    Ok(CheckedEntry {
         service_name: entry.service_name.clone(),
         version: entry.version.clone(),
         kind: entry.kind.clone(),
