@@ -3,6 +3,7 @@
 //! (`statement`), signatures in cosign's formats (`sign`), and where they
 //! go (`attach`).
 
+pub mod attach;
 pub mod provenance;
 pub mod sbom;
 pub mod sign;
