@@ -6,10 +6,11 @@
 
 use crate::build::{self, BuildError, BuildOptions, BuiltSet};
 use crate::layout::{LayoutError, Output};
+use crate::name::Reference;
 use crate::platform::Platform;
 use crate::remote::publish::{self, PublishError};
-use crate::remote::pull::{self, PullError, RegistryOptions};
-use crate::remote::{PushOptions, Reference};
+use crate::remote::pull::{self, PullError};
+use crate::remote::Options;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -25,14 +26,14 @@ pub struct PipelineOptions {
 }
 
 /// Where the built image goes.
+// Made once per pipeline and passed by reference: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Destination {
     /// Pushed to `target` (base layers mounted or streamed registry to
-    /// registry, see `remote::publish`); `push.events` gets its progress.
-    Registry {
-        target: Reference,
-        push: PushOptions,
-    },
+    /// registry, see `remote::publish`); `push` says how to reach the target
+    /// and the base images' registries, and `push.events` gets its progress.
+    Registry { target: Reference, push: Options },
     /// Written to an OCI layout or archive under `name` (`NAME:TAG`), with
     /// base layers still in their registry downloaded first.
     Output { output: Output, name: String },
@@ -80,7 +81,7 @@ pub async fn run(
         cache_max_size,
     } = opts;
     let cache_dir = build.cache_dir.clone();
-    let sources = build.registry.clone();
+    let sources = build.remote.clone();
     // Builds read and write files for a long time: off the async threads.
     let built = tokio::task::spawn_blocking(move || build::build_platforms(&build, &platforms))
         .await
@@ -96,18 +97,15 @@ async fn deliver(
     built: BuiltSet,
     destination: &Destination,
     cache_dir: &std::path::Path,
-    sources: &RegistryOptions,
+    sources: &Options,
 ) -> Result<String, PipelineError> {
     match destination {
-        Destination::Registry { target, push } => Ok(publish::publish_artifact(
-            &built.store,
-            &built.artifact,
-            target,
-            push,
-            cache_dir,
-            sources,
-        )
-        .await?),
+        Destination::Registry { target, push } => {
+            Ok(
+                publish::publish_artifact(&built.store, &built.artifact, target, push, cache_dir)
+                    .await?,
+            )
+        }
         Destination::Output { output, name } => {
             // Base layers may still be in their registry; a layout holds every blob.
             pull::ensure_blobs(&built.store, &built.artifact, sources)

@@ -25,12 +25,12 @@ use crate::dockerfile::{
 };
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
-use crate::name::reference::ImageRef;
+use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
-use crate::remote::pull::{self, RegistryOptions};
+use crate::remote;
 use crate::rootfs::{clean, RootFs};
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, BaseLayerError, LazyBlobs, RemoteLayer};
+use base::{BaseLayerError, Bases};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -72,8 +72,10 @@ pub struct BuildOptions {
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`;
-    /// its CA files are trusted for `ADD <url>` too.
-    pub registry: RegistryOptions,
+    /// its CA files are trusted for `ADD <url>` too. Registry futures run
+    /// on the caller's tokio runtime when the build runs inside a
+    /// multi-thread one (or `spawn_blocking`), else on one the build starts.
+    pub remote: remote::Options,
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
@@ -98,7 +100,7 @@ impl BuildOptions {
             split_layers: false,
             layer_cache: true,
             cache_dir: cache_dir.into(),
-            registry: RegistryOptions::default(),
+            remote: remote::Options::default(),
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
         }
     }
@@ -275,7 +277,7 @@ fn fail_because(
 enum BaseRef {
     Scratch,
     Stage(usize),
-    Image(ImageRef),
+    Image(Reference),
 }
 
 /// What an earlier stage leaves for later ones.
@@ -325,8 +327,9 @@ struct Builder<'a> {
     results: Vec<Option<StageResult>>,
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
-    /// Base layers applied from their header index, fetched when read.
-    lazy_blobs: LazyBlobs,
+    /// Registry images: their puller, and base layers applied from their
+    /// header index, fetched when read.
+    bases: Bases,
     staged_files: usize,
     /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
     url_mtimes: HashMap<PathBuf, u64>,
@@ -343,6 +346,7 @@ impl<'a> Builder<'a> {
             opts,
             df,
             file,
+            bases: Bases::new(&opts.remote, &store),
             store,
             context: None,
             staging: None,
@@ -352,7 +356,6 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             results,
             images: HashMap::new(),
-            lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
@@ -509,7 +512,7 @@ impl<'a> Builder<'a> {
         if let Some(i) = self.stage_ref(name, before) {
             return Ok(BaseRef::Stage(i));
         }
-        ImageRef::parse(name).map(BaseRef::Image).map_err(|e| {
+        Reference::parse(name).map(BaseRef::Image).map_err(|e| {
             self.fail(
                 line,
                 format!("{what} {name}: not an earlier build stage, and {e}"),
@@ -561,7 +564,7 @@ impl<'a> Builder<'a> {
         &mut self,
         line: usize,
         what: &str,
-        image: &ImageRef,
+        image: &Reference,
         platform: &Platform,
     ) -> Result<String, BuildError> {
         let key = format!("{image}|{platform}");
@@ -570,33 +573,12 @@ impl<'a> Builder<'a> {
         }
         let file = self.file.clone();
         let fail = |e: BaseLayerError| fail_because(&file, line, format!("{what}: {e}"), e);
-        let base = block_on(pull::pull(
-            image,
-            platform,
-            &self.store,
-            &self.opts.registry,
-        ))
-        .map_err(|e| fail(BaseLayerError::Runtime(e)))?
-        .map_err(|e| fail(e.into()))?;
+        let base = self.bases.pull(image, platform).map_err(fail)?;
         let mut fs = RootFs::default();
-        let mut layers = base.layers.clone();
-        for layer in &mut layers {
-            let remote = RemoteLayer {
-                image: image.clone(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-                store: self.store.clone(),
-                registry: self.opts.registry.clone(),
-            };
-            layer.uncompressed_size = apply_base_layer(
-                &mut fs,
-                remote,
-                &layer.diff_id,
-                &self.opts.cache_dir,
-                &mut self.lazy_blobs,
-            )
+        let layers = self
+            .bases
+            .apply(&mut fs, &base, &self.opts.cache_dir)
             .map_err(fail)?;
-        }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());
         let result = StageResult {
@@ -604,8 +586,8 @@ impl<'a> Builder<'a> {
                 config,
                 layers,
                 base: Some(BaseInfo {
-                    registry: image.registry.clone(),
-                    repository: image.repository.clone(),
+                    registry: image.registry().to_string(),
+                    repository: image.repository().to_string(),
                     name: image.to_string(),
                     digest: base.resolved_digest.clone(),
                     layer_count: base.layers.len(),
@@ -618,9 +600,10 @@ impl<'a> Builder<'a> {
         Ok(key)
     }
 
-    /// Every stage the target needs, found and checked before anything is
-    /// written, so an unsupported step fails the build at once.
-    fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+    /// Every stage the target needs, and the registry images they read,
+    /// found and checked before anything is written, so an unsupported step
+    /// fails the build at once.
+    fn plan(&self, target: usize) -> Result<(BTreeSet<usize>, Vec<Reference>), BuildError> {
         for stage in &self.df.stages {
             for ins in &stage.instructions {
                 if let InstructionKind::Copy(CopyArgs {
@@ -632,26 +615,28 @@ impl<'a> Builder<'a> {
             }
         }
         let mut needed = BTreeSet::new();
+        let mut images = Vec::new();
         let mut pending = vec![target];
+        let mut follow = |base: BaseRef, pending: &mut Vec<usize>| match base {
+            BaseRef::Stage(i) => pending.push(i),
+            BaseRef::Image(image) => images.push(image),
+            BaseRef::Scratch => {}
+        };
         while let Some(index) = pending.pop() {
             if !needed.insert(index) {
                 continue;
             }
-            if let BaseRef::Stage(base) = self.stage_base(index)? {
-                pending.push(base);
-            }
+            follow(self.stage_base(index)?, &mut pending);
             for ins in &self.df.stages[index].instructions {
                 self.check_supported(ins)?;
                 if let InstructionKind::Copy(args) = &ins.kind {
                     if let Some(from) = &args.from {
-                        if let BaseRef::Stage(i) = self.copy_from_ref(index, ins, from)? {
-                            pending.push(i);
-                        }
+                        follow(self.copy_from_ref(index, ins, from)?, &mut pending);
                     }
                 }
             }
         }
-        Ok(needed)
+        Ok((needed, images))
     }
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
@@ -681,7 +666,8 @@ impl<'a> Builder<'a> {
 
     fn run(&mut self) -> Result<Built, BuildError> {
         let target = self.target_index()?;
-        let needed = self.plan(target)?;
+        let (needed, images) = self.plan(target)?;
+        self.bases.expect(&images);
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);

@@ -1,17 +1,13 @@
 //! `--chown` and `USER` names resolved in the stage's own `/etc/passwd`
 //! and `/etc/group`.
 
-use super::base::LazyBlobs;
+use super::base::Bases;
 use crate::context::untrusted::FileRef;
 use crate::layer::FileSource;
 use crate::rootfs::{overlay, NodeKind, RootFs};
 
 /// `user[:group]` by number, or by name from the stage's /etc/passwd and /etc/group.
-pub(super) fn resolve_owner(
-    spec: &str,
-    fs: &RootFs,
-    lazy: &LazyBlobs,
-) -> Result<(u32, u32), String> {
+pub(super) fn resolve_owner(spec: &str, fs: &RootFs, lazy: &Bases) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -47,7 +43,7 @@ const ID_FILE_MAX_BYTES: u64 = 1 << 20;
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(
     fs: &RootFs,
-    lazy: &LazyBlobs,
+    lazy: &Bases,
     file: &str,
     name: &str,
     id_field: usize,

@@ -120,7 +120,7 @@ impl Builder<'_> {
                     }
                 )
             }) {
-                self.lazy_blobs
+                self.bases
                     .ensure_entries(&entries)
                     .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                 let staging = self.staging_dir()?;
@@ -197,7 +197,7 @@ impl Builder<'_> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    resolve_owner(user, &state.fs, &self.lazy_blobs).unwrap_or((0, 0))
+                    resolve_owner(user, &state.fs, &self.bases).unwrap_or((0, 0))
                 };
                 state
                     .fs

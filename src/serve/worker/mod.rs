@@ -19,7 +19,6 @@ use super::imagespec;
 use super::jobs::{Claim, ImageResult, Job, Status};
 use crate::build::BuildOptions;
 use crate::pipeline::{self, Destination, PipelineOptions};
-use crate::remote::PushOptions;
 use failure::{BuildFailure, Hindrance, ImageFailure};
 use std::io::Write as _;
 use std::path::Path;
@@ -423,25 +422,18 @@ async fn build_and_push_image(
     build.source_date_epoch = crate::cache::source_date_epoch()?;
     // Bases on the service's own registry are reached as its pushes are.
     if app.cfg.insecure_registry {
-        build
-            .registry
-            .insecure_registries
-            .push(app.cfg.registry.clone());
+        build.remote = build.remote.insecure(&app.cfg.registry);
     }
-    build.registry.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
+    build.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
     build.add_url_max_size = app.cfg.add_url_max_size();
+    let destination = Destination::Registry {
+        target: image.target.clone(),
+        push: build.remote.clone(),
+    };
     let opts = PipelineOptions {
         build,
         platforms: Vec::new(),
         cache_max_size: cache_max_size(),
-    };
-    let destination = Destination::Registry {
-        target: image.target.clone(),
-        push: PushOptions {
-            insecure: app.cfg.insecure_registry,
-            ca_certs: app.cfg.ca_cert.iter().cloned().collect(),
-            ..PushOptions::default()
-        },
     };
     // The service logs nothing of a finished build beyond its outcome.
     let digest = pipeline::run(opts, &destination, &|_| {})
