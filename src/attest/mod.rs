@@ -8,3 +8,5 @@ pub mod provenance;
 pub mod sbom;
 pub mod sign;
 pub mod statement;
+pub mod supply;
+pub mod verify;

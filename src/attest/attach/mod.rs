@@ -15,6 +15,7 @@
 //! `.att`) are read first and merged into, as cosign and the spec do.
 
 mod layout;
+mod registry;
 mod shapes;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use super::sign::{simple_signing_payload, Envelope, Signer256};
 use super::statement::PAYLOAD_TYPE;
 use crate::image::MEDIA_TYPE_INDEX;
 pub use layout::LayoutTarget;
+pub use registry::RegistryTarget;
 pub use shapes::{Blob, Layer, Manifest};
 use std::collections::BTreeMap;
 
