@@ -117,10 +117,24 @@ pub async fn run(
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
     let result = async {
         let finished = supply::now();
-        let (built, plans) =
-            plan_attachments(built, build, supply, destination, started, finished).await?;
-        let store = built.store.clone();
+        let built_record = BuiltRecord {
+            artifact: built.artifact.clone(),
+            store: built.store.clone(),
+            bases: built.bases.clone(),
+            dockerfile_digest: built.dockerfile_digest.clone(),
+        };
         let digest = deliver(built, destination, &cache_dir, &sources).await?;
+        // After delivery: a push fails on its own terms (a source serving
+        // wrong bytes, say) before the SBOM reads anything.
+        let store = built_record.store.clone();
+        let plans = plan_attachments(
+            built_record,
+            build,
+            supply,
+            destination,
+            (started, finished),
+        )
+        .await?;
         let attached = attach(&plans, destination, &store).await?;
         Ok(Delivered { digest, attached })
     }
@@ -143,24 +157,38 @@ fn repository_of(destination: &Destination) -> String {
     }
 }
 
-/// The SBOM and provenance of `built`, planned for attaching (off the
-/// async threads: layers are read).
+/// What the documents need of a build once it is delivered.
+struct BuiltRecord {
+    artifact: crate::image::Artifact,
+    store: crate::store::BlobStore,
+    bases: Vec<crate::image::BaseInfo>,
+    dockerfile_digest: String,
+}
+
+/// The SBOM and provenance of what was built, planned for attaching (off
+/// the async threads: layers are read).
 async fn plan_attachments(
-    built: BuiltSet,
+    built: BuiltRecord,
     build: BuildOptions,
     supply: SupplyOptions,
     destination: &Destination,
-    started: u64,
-    finished: u64,
-) -> Result<(BuiltSet, Vec<Plan>), PipelineError> {
+    (started, finished): (u64, u64),
+) -> Result<Vec<Plan>, PipelineError> {
     if supply.is_off() {
-        return Ok((built, Vec::new()));
+        return Ok(Vec::new());
     }
     let repository = repository_of(destination);
-    let blobs = StoreOrRegistry::new(&built.store, &built, &build.remote);
+    let blobs = StoreOrRegistry::new(
+        &built.store,
+        &built.artifact,
+        &build.remote,
+        &build.cache_dir,
+    );
     tokio::task::spawn_blocking(move || {
         let inputs = supply::Inputs {
-            built: &built,
+            artifact: &built.artifact,
+            bases: &built.bases,
+            dockerfile_digest: &built.dockerfile_digest,
             build_args: &build.build_args,
             target: build.target.as_deref(),
             repository: &repository,
@@ -168,8 +196,7 @@ async fn plan_attachments(
             started,
             finished,
         };
-        let plans = supply::prepare(&supply, &inputs, &blobs)?;
-        Ok((built, plans))
+        Ok(supply::prepare(&supply, &inputs, &blobs)?)
     })
     .await
     .map_err(PipelineError::SupplyAborted)?
@@ -188,7 +215,12 @@ async fn attach(
     match destination {
         Destination::Registry { target, push } => {
             let shown = target.to_string();
-            let pusher = crate::remote::Pusher::open(target, &[], push)
+            // Progress and --json events describe the image, not these.
+            let quiet = Options {
+                events: crate::remote::EventSink::default(),
+                ..push.clone()
+            };
+            let pusher = crate::remote::Pusher::open(target, &[], &quiet)
                 .await
                 .map_err(|source| PipelineError::AttachTarget {
                     target: shown.clone(),

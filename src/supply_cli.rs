@@ -108,6 +108,9 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<Verified> {
     for a in &verified.attestations {
         println!("attestation verified: {a}");
     }
+    for a in &verified.unverified {
+        println!("attestation not signed by this key (ignored): {a}");
+    }
     for (kind, digests) in &verified.referrers {
         for d in digests {
             println!("referrer: {kind} {d}");

@@ -11,8 +11,7 @@ use super::provenance::{self, BuildRecord, Material, Source};
 use super::sbom::{self, LayerBlobs, SbomError, SbomFormat};
 use super::sign::Signer256;
 use super::statement::Subject;
-use crate::build::BuiltSet;
-use crate::image::{Artifact, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{Artifact, BaseInfo, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::layer::LayerInfo;
 use crate::remote::pull::BaseBlob;
 use crate::remote::{Options, Puller};
@@ -82,7 +81,10 @@ pub fn now() -> u64 {
 
 /// What the documents are made from besides the options.
 pub struct Inputs<'a> {
-    pub built: &'a BuiltSet,
+    pub artifact: &'a Artifact,
+    /// Every registry image the build read.
+    pub bases: &'a [BaseInfo],
+    pub dockerfile_digest: &'a str,
     pub build_args: &'a std::collections::BTreeMap<String, String>,
     pub target: Option<&'a str>,
     /// `REGISTRY/REPO` (no tag), or the name built.
@@ -101,13 +103,10 @@ pub fn prepare(
     let key = opts.sign_key.as_ref();
     let epoch = opts.source_date_epoch;
     let created = crate::image::rfc3339(epoch.unwrap_or(inputs.finished));
-    let images: Vec<&BuiltImage> = match &inputs.built.artifact {
-        Artifact::Image(i) => vec![i],
-        Artifact::Index(index) => index.images.iter().collect(),
-    };
+    let images = images_of(inputs.artifact);
     let mut plans = Vec::new();
     let mut subjects = Vec::new();
-    let single = matches!(inputs.built.artifact, Artifact::Image(_));
+    let single = matches!(inputs.artifact, Artifact::Image(_));
     for image in &images {
         let subject = SubjectImage {
             repository: inputs.repository.to_string(),
@@ -131,7 +130,7 @@ pub fn prepare(
         }
         plans.push(attach::plan(&subject, &docs, key)?);
     }
-    if let Artifact::Index(index) = &inputs.built.artifact {
+    if let Artifact::Index(index) = inputs.artifact {
         let subject = SubjectImage {
             repository: inputs.repository.to_string(),
             digest: index.digest.clone(),
@@ -154,27 +153,22 @@ fn provenance_of(
     inputs: &Inputs<'_>,
     subjects: Vec<Subject>,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let built = inputs.built;
-    let platforms = match &built.artifact {
-        Artifact::Image(i) => vec![i.platform.to_string()],
-        Artifact::Index(index) => index
-            .images
-            .iter()
-            .map(|i| i.platform.to_string())
-            .collect(),
-    };
+    let platforms = images_of(inputs.artifact)
+        .iter()
+        .map(|i| i.platform.to_string())
+        .collect();
     let (started, finished) = match opts.source_date_epoch {
         Some(e) => (e, e),
         None => (inputs.started, inputs.finished),
     };
     let record = BuildRecord {
         dockerfile: opts.dockerfile.clone(),
-        dockerfile_digest: built.dockerfile_digest.clone(),
+        dockerfile_digest: inputs.dockerfile_digest.to_string(),
         build_args: inputs.build_args.clone(),
         target: inputs.target.map(str::to_string),
         platforms,
         source: opts.source.clone(),
-        materials: built
+        materials: inputs
             .bases
             .iter()
             .map(|b| Material {
@@ -187,6 +181,13 @@ fn provenance_of(
         invocation_id: opts.invocation_id.clone(),
     };
     provenance::provenance_json(subjects, &record)
+}
+
+fn images_of(artifact: &Artifact) -> Vec<&BuiltImage> {
+    match artifact {
+        Artifact::Image(i) => vec![i],
+        Artifact::Index(index) => index.images.iter().collect(),
+    }
 }
 
 /// Writes every plan to `target`.
@@ -210,25 +211,30 @@ pub async fn attach_all<T: Target>(
 }
 
 /// Layer blobs for the SBOM: from the store, else downloaded from the
-/// base image's registry (builds leave base layers there when their
-/// header index is cached; the SBOM reads a layer's blob only when its
-/// index shows a package file, and caches what it found).
+/// base image's registry into a scratch store removed afterwards (builds
+/// leave base layers in their registry when their header index is cached,
+/// and a push streams them registry to registry; the SBOM reads a layer's
+/// blob only when its index shows a package file, and caches by diff_id
+/// what it found, so a base is downloaded for it once).
 pub struct StoreOrRegistry {
-    pub store: BlobStore,
+    store: BlobStore,
     /// Base layers by digest: where they live.
-    pub remote: HashMap<String, BaseBlob>,
-    pub puller: Puller,
-    pub runtime: tokio::runtime::Handle,
+    remote: HashMap<String, BaseBlob>,
+    puller: Puller,
+    runtime: tokio::runtime::Handle,
+    scratch: std::sync::OnceLock<Result<(tempfile::TempDir, BlobStore), String>>,
+    cache_dir: PathBuf,
 }
 
 impl StoreOrRegistry {
-    pub fn new(store: &BlobStore, built: &BuiltSet, opts: &Options) -> StoreOrRegistry {
-        let images: Vec<&BuiltImage> = match &built.artifact {
-            Artifact::Image(i) => vec![i],
-            Artifact::Index(index) => index.images.iter().collect(),
-        };
+    pub fn new(
+        store: &BlobStore,
+        artifact: &Artifact,
+        opts: &Options,
+        cache_dir: &Path,
+    ) -> StoreOrRegistry {
         let mut remote = HashMap::new();
-        for image in images {
+        for image in images_of(artifact) {
             let Some(base) = &image.base else { continue };
             let Ok(reference) = crate::name::Reference::parse(&base.name) else {
                 continue;
@@ -250,7 +256,20 @@ impl StoreOrRegistry {
             remote,
             puller,
             runtime: tokio::runtime::Handle::current(),
+            scratch: std::sync::OnceLock::new(),
+            cache_dir: cache_dir.to_path_buf(),
         }
+    }
+
+    /// A store beside the cache for downloads, gone when this is dropped.
+    fn scratch(&self) -> Result<&BlobStore, String> {
+        let made = self.scratch.get_or_init(|| {
+            std::fs::create_dir_all(&self.cache_dir).map_err(|e| e.to_string())?;
+            let dir = tempfile::tempdir_in(&self.cache_dir).map_err(|e| e.to_string())?;
+            let store = BlobStore::open(dir.path()).map_err(|e| e.to_string())?;
+            Ok((dir, store))
+        });
+        made.as_ref().map(|(_, s)| s).map_err(Clone::clone)
     }
 }
 
@@ -262,8 +281,9 @@ impl LayerBlobs for StoreOrRegistry {
         let Some(remote) = self.remote.get(&layer.digest) else {
             return Err("the blob is not in the cache".into());
         };
+        let scratch = self.scratch()?;
         self.runtime
-            .block_on(self.puller.fetch_blob(remote, &self.store))
+            .block_on(self.puller.fetch_blob(remote, scratch))
             .map_err(|e| e.to_string())
     }
 }

@@ -28,13 +28,6 @@ pub enum VerifyError {
         tag: String,
         found: usize,
     },
-    #[error("{reference}: attestation {layer} in {tag} does not verify with this key, or is not about {digest}")]
-    BadAttestation {
-        reference: String,
-        tag: String,
-        layer: String,
-        digest: String,
-    },
 }
 
 /// What verified, and what the image has attached.
@@ -43,8 +36,12 @@ pub struct Verified {
     pub digest: String,
     /// Signatures in `.sig` that this key made over this digest.
     pub signatures: usize,
-    /// Predicate types of the `.att` attestations, each verified.
+    /// Predicate types of the `.att` attestations this key signed over
+    /// statements about this digest.
     pub attestations: Vec<String>,
+    /// Predicate types of the others (another key's, or not about it),
+    /// which count for nothing, as in `cosign verify-attestation`.
+    pub unverified: Vec<String>,
     /// The referrers index: artifactType → manifest digests.
     pub referrers: BTreeMap<String, Vec<String>>,
 }
@@ -104,8 +101,9 @@ impl Reader<'_> {
 }
 
 /// Verifies `image` (a tag or a digest) with `key`: at least one `.sig`
-/// signature must be the key's over the image's digest, and every `.att`
-/// attestation must verify and be about that digest.
+/// signature must be the key's over the image's digest; `.att`
+/// attestations are sorted into those the key signed about that digest
+/// and the rest.
 pub async fn verify(
     image: &Reference,
     key: &PublicKey,
@@ -173,16 +171,16 @@ pub async fn verify(
             .and_then(|env| env.verified_payload(key))
             .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
             .filter(|s| about(s, &digest));
-        let Some(statement) = statement else {
-            return Err(VerifyError::BadAttestation {
-                reference: image.to_string(),
-                tag: att_tag,
-                layer: layer.digest.clone(),
-                digest,
-            });
-        };
-        let kind = statement["predicateType"].as_str().unwrap_or_default();
-        verified.attestations.push(kind.to_string());
+        match statement {
+            Some(s) => {
+                let kind = s["predicateType"].as_str().unwrap_or_default();
+                verified.attestations.push(kind.to_string());
+            }
+            None => {
+                let kind = layer.annotations.get("predicateType").cloned();
+                verified.unverified.push(kind.unwrap_or_default());
+            }
+        }
     }
     if let Some(index) = reader.doc(&stem).await? {
         for m in index.manifests {

@@ -31,6 +31,9 @@ use std::collections::BTreeMap;
 
 pub const ANNOTATION_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 pub const ANNOTATION_PREDICATE: &str = "in-toto.io/predicate-type";
+/// Which key signed an attestation layer (its public key's fingerprint), so
+/// a new attestation replaces only the same signer's of the same type.
+pub const ANNOTATION_SIGNER: &str = "dev.dockless.signer";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 pub const MEDIA_TYPE_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const MEDIA_TYPE_DSSE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -208,6 +211,7 @@ fn attestation_layer(statement: &[u8], predicate: &str, key: &Signer256) -> Laye
         .annotate("predicateType", predicate)
         // cosign always writes the key, empty for attestations.
         .annotate(ANNOTATION_SIGNATURE, "")
+        .annotate(ANNOTATION_SIGNER, &key.public_key().fingerprint())
 }
 
 /// Where attachments are written: a registry repository or an OCI layout.

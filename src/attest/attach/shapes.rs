@@ -2,7 +2,7 @@
 //! manifests (go-containerregistry's empty image plus layers), and the
 //! merges into what a tag already holds.
 
-use super::{CosignTag, SubjectImage, ANNOTATION_SIGNATURE};
+use super::{CosignTag, SubjectImage, ANNOTATION_SIGNATURE, ANNOTATION_SIGNER};
 use crate::image::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -217,7 +217,8 @@ pub fn merge_referrers(existing: Option<&[u8]>, new: &[Manifest]) -> Result<Vec<
 /// A cosign manifest for `tag` holding `ours` and what the tag already
 /// holds that they do not replace: `.sig` keeps every other signature
 /// (and never repeats one), `.att` replaces attestations of the same
-/// predicate type (cosign's `--replace`), `.sbom` holds ours alone.
+/// predicate type by the same key (cosign's `--replace`, limited to that
+/// signer so other keys' attestations stay), `.sbom` holds ours alone.
 pub fn merge_cosign(
     existing: Option<&[u8]>,
     ours: &[Layer],
@@ -232,7 +233,9 @@ pub fn merge_cosign(
         CosignTag::Sig => mine
             .iter()
             .any(|m| m.digest == d.digest && same(m, d, ANNOTATION_SIGNATURE)),
-        CosignTag::Att => mine.iter().any(|m| same(m, d, "predicateType")),
+        CosignTag::Att => mine
+            .iter()
+            .any(|m| same(m, d, "predicateType") && same(m, d, ANNOTATION_SIGNER)),
         CosignTag::Sbom => true,
     };
     let mut layers: Vec<Descriptor> = kept.into_iter().filter(|d| !replaced(d)).collect();

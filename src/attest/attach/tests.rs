@@ -173,14 +173,29 @@ fn attaching_again_merges_as_cosign_does() {
     let att = read(&layout, &format!("{stem}.att"));
     assert_eq!(
         att["layers"].as_array().unwrap().len(),
-        2,
-        "same predicates replaced"
+        4,
+        "each key's kept"
+    );
+    // A newer provenance by the same key replaces its older one.
+    let mut newer = docs();
+    newer.provenance =
+        Some(br#"{"_type":"https://in-toto.io/Statement/v1","subject":[]}"#.to_vec());
+    run(attach(
+        &target,
+        &plan(&subject(), &newer, Some(&k2)).unwrap(),
+    ))
+    .unwrap();
+    let att = read(&layout, &format!("{stem}.att"));
+    assert_eq!(
+        att["layers"].as_array().unwrap().len(),
+        4,
+        "same key and type replaced"
     );
     let index = read(&layout, &stem);
     assert_eq!(
         index["manifests"].as_array().unwrap().len(),
-        5,
-        "2 new referrers listed"
+        6,
+        "new referrers listed"
     );
 }
 

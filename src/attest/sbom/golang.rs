@@ -49,13 +49,14 @@ fn build_info(elf: &[u8]) -> Option<(String, String)> {
         return None;
     }
     let mut rest = &data[at + HEADER_LEN..];
-    let version = read_string(&mut rest)?;
+    let version = String::from_utf8_lossy(&read_string(&mut rest)?).into_owned();
+    // Bytes until the sentinels are gone: they are not UTF-8.
     let modinfo = read_string(&mut rest)?;
     Some((version, strip_sentinels(&modinfo)))
 }
 
 /// A uvarint-length-prefixed string.
-fn read_string(data: &mut &[u8]) -> Option<String> {
+fn read_string(data: &mut &[u8]) -> Option<Vec<u8>> {
     let mut len: u64 = 0;
     let mut shift = 0;
     loop {
@@ -73,13 +74,12 @@ fn read_string(data: &mut &[u8]) -> Option<String> {
     let len = usize::try_from(len).ok()?;
     let (bytes, rest) = (data.get(..len)?, data.get(len..)?);
     *data = rest;
-    Some(String::from_utf8_lossy(bytes).into_owned())
+    Some(bytes.to_vec())
 }
 
 /// Module info is wrapped in 16 sentinel bytes on each side; without them
 /// (a GOPATH build) there is none.
-fn strip_sentinels(modinfo: &str) -> String {
-    let bytes = modinfo.as_bytes();
+fn strip_sentinels(bytes: &[u8]) -> String {
     if bytes.len() >= 33 && bytes[bytes.len() - 17] == b'\n' {
         String::from_utf8_lossy(&bytes[16..bytes.len() - 16]).into_owned()
     } else {
@@ -97,9 +97,10 @@ fn modules(modinfo: &str) -> Vec<Found> {
                 let version = if *version == "(devel)" { "" } else { version };
                 out.push(module(path, version));
             }
-            ["=>", path, version, ..] if !version.is_empty() => {
+            ["=>", path, version, ..] if !is_local(path, version) => {
                 // A module replaced by another module; a local folder
-                // (no version) leaves the original name and version.
+                // (no version, or Go 1.19's "(devel)") leaves the original
+                // name and version.
                 if let Some(last) = out.last_mut() {
                     *last = module(path, version);
                 }
@@ -108,6 +109,10 @@ fn modules(modinfo: &str) -> Vec<Found> {
         }
     }
     out
+}
+
+fn is_local(path: &str, version: &str) -> bool {
+    version.is_empty() || version == "(devel)" || path.starts_with(['.', '/'])
 }
 
 fn module(path: &str, version: &str) -> Found {
@@ -128,6 +133,7 @@ mod tests {
         let info = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\n\
             dep\tgolang.org/x/text\tv0.14.0\th1:abc=\n\
             dep\texample.com/dep\tv1.0.0\n=>\t./dep\t\t\n\
+            dep\texample.com/other\tv2.0.0\n=>\t../other\t(devel)\t\n\
             dep\tgopkg.in/yaml.v3\tv3.0.0\n=>\tgopkg.in/yaml.v3\tv3.0.1\th1:x=\n\
             build\t-compiler=gc\n";
         let got: Vec<String> = modules(info)
@@ -140,6 +146,7 @@ mod tests {
                 "example.com/app@",
                 "golang.org/x/text@v0.14.0",
                 "example.com/dep@v1.0.0",
+                "example.com/other@v2.0.0",
                 "gopkg.in/yaml.v3@v3.0.1"
             ]
         );
@@ -152,11 +159,14 @@ mod tests {
     #[test]
     fn sentinels_and_strings() {
         let inner = "path\tx\nmod\tx\tv1\t\n";
-        let wrapped = format!("{}{inner}{}", "0".repeat(16), "1".repeat(16));
+        // Go's sentinels are binary, not UTF-8.
+        let mut wrapped = b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6".to_vec();
+        wrapped.extend_from_slice(inner.as_bytes());
+        wrapped.extend_from_slice(b"\xf92C1\x86\x18 r\x00\x82B\x10A\x16\xd8\xf2");
         assert_eq!(strip_sentinels(&wrapped), inner);
-        assert_eq!(strip_sentinels("path\tx\n"), "");
+        assert_eq!(strip_sentinels(b"path\tx\n"), "");
         let mut data: &[u8] = b"\x03go1rest";
-        assert_eq!(read_string(&mut data).as_deref(), Some("go1"));
+        assert_eq!(read_string(&mut data).as_deref(), Some(&b"go1"[..]));
         assert_eq!(data, b"rest");
         let mut short: &[u8] = b"\x09abc";
         assert!(read_string(&mut short).is_none());

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// Version of the scanners' output; a cached scan of another version is
 /// read again.
-const SCAN_VERSION: u32 = 1;
+const SCAN_VERSION: u32 = 2;
 
 /// How the scanner reaches a layer's blob when it has to read it.
 pub trait LayerBlobs: Sync {

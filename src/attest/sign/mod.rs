@@ -206,6 +206,17 @@ impl PublicKey {
             .is_ok_and(|der| self.verifies(message, &der))
     }
 
+    /// `sha256:<hex>` of the key's SubjectPublicKeyInfo DER: names the
+    /// signer of an attestation without a key id in the envelope.
+    pub fn fingerprint(&self) -> String {
+        let der = self
+            .key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default();
+        crate::digest::sha256(&der)
+    }
+
     pub fn to_pem(&self) -> String {
         self.key
             .to_public_key_pem(LineEnding::LF)
