@@ -64,6 +64,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     dockless::cache::parse_size(text)
 }
 
+fn parse_isolation(text: &str) -> Result<dockless::sandbox::Isolation, String> {
+    text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 10m, 1h30m)"))
+}
+
 #[derive(Args)]
 struct BuildArgs {
     /// Image name and tag (NAME[:TAG]); defaults to the context folder's name.
@@ -164,9 +172,21 @@ struct BuildFlags {
     /// COPY in a layer of their own, before the rest.
     #[arg(long)]
     split_layers: bool,
-    /// Do not reuse layers or compressed segments from the cache.
-    #[arg(long)]
+    /// Do not reuse layers, compressed segments or RUN steps from the cache.
+    #[arg(long, visible_alias = "no-cache")]
     no_layer_cache: bool,
+    /// How RUN steps are isolated: auto (a user namespace whenever one can
+    /// be made; as root without one, chroot with a warning), userns, or
+    /// chroot (no user namespace: only as root in a throwaway container).
+    #[arg(long, default_value = "auto", value_parser = parse_isolation)]
+    isolation: dockless::sandbox::Isolation,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (as `docker buildx build --secret`); repeatable. Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
+    #[arg(long, value_parser = parse_duration)]
+    run_timeout: Option<std::time::Duration>,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
@@ -200,6 +220,14 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // The RUN sandbox's helper, re-executed per step: hidden, and before
+    // anything else so it stays single-threaded and quick to start.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dockless::sandbox::HELPER_ARG)
+    {
+        dockless::sandbox::helper_main();
+    }
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -291,7 +319,14 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.isolation = args.isolation;
+    opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
+    for text in &args.secrets {
+        let (id, source) =
+            dockless::build::SecretSource::parse(text).map_err(|e| usage(anyhow::anyhow!(e)))?;
+        opts.secrets.insert(id, source);
+    }
     Ok(opts)
 }
 
@@ -341,6 +376,8 @@ fn report_built(event: PipelineEvent<'_>) {
         layers_written = c.layers_written,
         files_hashed = c.files_hashed,
         segments_reused = c.segments_reused,
+        steps_run = c.steps_run,
+        steps_from_cache = c.steps_from_cache,
         "layer cache"
     );
 }
@@ -472,6 +509,7 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--label", !flags.labels.is_empty()),
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
+        ("--secret", !flags.secrets.is_empty()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(

@@ -452,3 +452,36 @@ fn four_thousand_images_fail_at_once_with_the_cap() {
     );
     assert_eq!(b["images"].as_array().unwrap().len(), 0, "{b}");
 }
+
+#[test]
+fn run_steps_run_in_the_service_and_their_output_stays_in_the_build_log() {
+    let (reg, _dir, repo, srv) = setup();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let sha = repo.commit("a RUN step", |dir| {
+        std::fs::write(dir.join("api/busybox"), &busybox).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.join("api/busybox"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(
+            dir.join("api/Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo said-by-the-step; /bin/busybox mkdir -p /srv; echo made > /srv/made\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("image.json"),
+            r#"{"service_name": "api", "version": "3.0.0", "type": "Docker"}"#,
+        )
+        .unwrap();
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "succeeded", "{b}");
+    let id = b["build_id"].as_i64().unwrap();
+    let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();
+    assert!(
+        log.contains("[3/3] RUN [\"/bin/busybox\", \"sh\", \"-c\"")
+            && log.contains("\nsaid-by-the-step\n"),
+        "{log}"
+    );
+    assert_eq!(layer_file(&reg, "api:3.0.0", "srv/made"), "made\n");
+}

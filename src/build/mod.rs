@@ -12,10 +12,16 @@
 pub mod archive;
 mod base;
 mod copy;
+mod mounts;
 mod owner;
+mod run;
 mod source;
 mod stage;
 mod url;
+mod workspace;
+
+pub use mounts::SecretSource;
+pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
@@ -29,6 +35,7 @@ use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
 use crate::remote;
 use crate::rootfs::{clean, RootFs};
+use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
 use base::{BaseLayerError, Bases};
 use std::collections::HashMap;
@@ -76,9 +83,19 @@ pub struct BuildOptions {
     /// on the caller's tokio runtime when the build runs inside a
     /// multi-thread one (or `spawn_blocking`), else on one the build starts.
     pub remote: remote::Options,
+    /// How RUN steps are isolated (see `sandbox`).
+    pub isolation: Isolation,
+    /// Kills a RUN step that runs longer.
+    pub run_timeout: Option<std::time::Duration>,
+    /// The dockless binary, re-executed as the sandbox helper.
+    pub sandbox_helper: PathBuf,
+    /// Where RUN steps' headers and output go (appended); dockless's stderr when None.
+    pub step_log: Option<PathBuf>,
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// `RUN --mount=type=secret` sources, by id (`--secret`).
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -101,7 +118,12 @@ impl BuildOptions {
             layer_cache: true,
             cache_dir: cache_dir.into(),
             remote: remote::Options::default(),
+            isolation: Isolation::Auto,
+            run_timeout: None,
+            sandbox_helper: PathBuf::from("/proc/self/exe"),
+            step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -236,10 +258,7 @@ pub fn build_platforms(
             }
         }
         dockerfile_digest = built.dockerfile_digest;
-        cache.layers_from_cache += built.cache.layers_from_cache;
-        cache.layers_written += built.cache.layers_written;
-        cache.files_hashed += built.cache.files_hashed;
-        cache.segments_reused += built.cache.segments_reused;
+        cache.add(&built.cache);
         store = Some(built.store);
     }
     let store = match store {
@@ -294,6 +313,10 @@ struct StageState {
     args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (an ENTRYPOINT only resets an inherited one).
     cmd_set_here: bool,
+    /// The stage's name and where its current instruction is among the
+    /// steps BuildKit counts (FROM, RUN, COPY, ADD, WORKDIR): (step, of).
+    name: Option<String>,
+    step: (usize, usize),
 }
 
 impl StageState {
@@ -309,6 +332,15 @@ impl StageState {
 
     fn workdir(&self) -> String {
         clean("", &self.image.config.config.working_dir)
+    }
+
+    /// `build 2/5` (`2/5` in an unnamed stage), as `docker buildx` labels steps.
+    fn step_label(&self) -> String {
+        let (at, of) = self.step;
+        match &self.name {
+            Some(name) => format!("{name} {at}/{of}"),
+            None => format!("{at}/{of}"),
+        }
     }
 }
 
@@ -335,6 +367,8 @@ struct Builder<'a> {
     url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
+    /// RUN's roots on disk and its sandbox, made at the first step that runs.
+    workspace: Option<workspace::Workspace>,
 }
 
 impl<'a> Builder<'a> {
@@ -360,6 +394,7 @@ impl<'a> Builder<'a> {
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
+            workspace: None,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -634,6 +669,11 @@ impl<'a> Builder<'a> {
                         follow(self.copy_from_ref(index, ins, from)?, &mut pending);
                     }
                 }
+                if let InstructionKind::Run(args) = &ins.kind {
+                    for base in self.mount_bases(index, ins, &args.mounts)? {
+                        follow(base, &mut pending);
+                    }
+                }
             }
         }
         Ok((needed, images))
@@ -641,12 +681,7 @@ impl<'a> Builder<'a> {
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(_) => Err(self.fail(
-                ins.line,
-                "RUN is not supported: dockless builds images without a container runtime, \
-                 so it cannot execute commands (do that work before the build, or in a stage \
-                 built by another tool)",
-            )),
+            InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
             InstructionKind::Add(args) => {
                 let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
                 if let Some(repo) = args.sources.iter().find(git) {

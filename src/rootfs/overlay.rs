@@ -3,7 +3,7 @@
 //! headers: file bodies stay in the layer blobs until something copies them.
 
 use crate::digest::HashingReader;
-use crate::layer::{EntryData, FileSource, LayerEntry};
+use crate::layer::{EntryData, FileSource, LayerEntry, OPAQUE_WHITEOUT as OPAQUE};
 use crate::rootfs::{clean, Node, NodeKind, RootFs};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+/// The prefix of a whiteout's name: `.wh.NAME` hides `NAME`.
+pub(crate) const WHITEOUT: &str = ".wh.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -30,15 +30,20 @@ pub enum OverlayError {
 }
 
 /// The uncompressed tar stream of a layer blob, whatever its compression.
-fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
+pub(crate) fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
     };
-    let mut file = BufReader::new(File::open(blob).map_err(io_err)?);
-    let head = io::BufRead::fill_buf(&mut file).map_err(io_err)?;
+    layer_stream(File::open(blob).map_err(io_err)?).map_err(io_err)
+}
+
+/// [`open_layer`] of a blob already open.
+pub(crate) fn layer_stream(file: File) -> io::Result<Box<dyn Read>> {
+    let mut file = BufReader::new(file);
+    let head = io::BufRead::fill_buf(&mut file)?;
     if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Ok(Box::new(zstd::Decoder::with_buffer(file).map_err(io_err)?));
+        return Ok(Box::new(zstd::Decoder::with_buffer(file)?));
     }
     // Several gzip members (pigz, dockless's own parallel layers) read as one stream.
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -49,7 +54,7 @@ fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
 }
 
 /// An entry name as an image path, or None for the root or an escaping name.
-fn image_path(name: &str) -> Option<String> {
+pub(crate) fn image_path(name: &str) -> Option<String> {
     if name.split('/').any(|p| p == "..") {
         return None;
     }

@@ -24,7 +24,7 @@ use crate::build::BuildOptions;
 use crate::pipeline::{self, Destination, PipelineOptions};
 use failure::{BuildFailure, Hindrance, ImageFailure};
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,13 +184,17 @@ pub async fn run_worker(app: Arc<App>, worker: usize) {
 struct BuildLog(Option<std::fs::File>);
 
 impl BuildLog {
+    fn path(state_dir: &Path, id: i64) -> PathBuf {
+        state_dir.join("logs").join(format!("{id}.log"))
+    }
+
     fn open(state_dir: &Path, id: i64) -> BuildLog {
-        let dir = state_dir.join("logs");
-        let file = std::fs::create_dir_all(&dir).and_then(|_| {
+        let path = BuildLog::path(state_dir, id);
+        let file = std::fs::create_dir_all(state_dir.join("logs")).and_then(|_| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{id}.log")))
+                .open(&path)
         });
         BuildLog(file.ok())
     }
@@ -373,7 +377,8 @@ async fn fetch_and_build_images(
         let image = &mut images[i];
         image.result.status = Status::Running;
         record_image(i, &image.result);
-        match build_and_push_image(app, job, entry, &checkout).await {
+        let step_log = BuildLog::path(&app.cfg.state_dir, job.id);
+        match build_and_push_image(app, job, entry, &checkout, &step_log).await {
             Ok((reference, attachments)) => {
                 log.line(&format!("pushed {reference}"));
                 image.result.status = Status::Succeeded;
@@ -412,12 +417,14 @@ fn cache_max_size() -> u64 {
 
 /// Builds and pushes one entry, with its SBOM, provenance (naming the
 /// merge commit) and signature; returns `REGISTRY/NAME:VERSION@DIGEST` and
-/// what was attached.
+/// what was attached. RUN steps write their output to `step_log` (the
+/// build's log).
 async fn build_and_push_image(
     app: &App,
     job: &Job,
     entry: &imagespec::RawEntry,
     checkout: &Path,
+    step_log: &Path,
 ) -> Result<(String, Vec<Attached>), ImageFailure> {
     let image =
         imagespec::resolve(entry, checkout, &app.cfg.registry).map_err(ImageFailure::Entry)?;
@@ -434,6 +441,9 @@ async fn build_and_push_image(
     }
     build.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
     build.add_url_max_size = app.cfg.add_url_max_size();
+    build.run_timeout = app.cfg.run_timeout;
+    build.secrets = app.cfg.secret_sources.clone();
+    build.step_log = Some(step_log.to_path_buf());
     let destination = Destination::Registry {
         target: image.target.clone(),
         push: build.remote.clone(),
