@@ -588,3 +588,47 @@ fn signed_push_verifies_with_openssl_skopeo_and_dockless_verify() {
     assert_eq!(keyless.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&keyless.stderr).contains("not supported yet"));
 }
+
+#[test]
+fn an_index_gets_the_provenance_and_each_platform_its_own_sbom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, layout) = (tmp.path().join("cache"), tmp.path().join("layout"));
+    let ctx = testdata("hello");
+    let index_digest = build(
+        &cache,
+        &ctx,
+        &layout,
+        &["--platform", "linux/amd64,linux/arm64"],
+    );
+    let top = LayoutAttachments::new(&layout, &index_digest);
+    let index = top.json(&index_digest);
+    let provenance = top.referrer_layer("application/vnd.in-toto+json").unwrap();
+    let statement: Value = serde_json::from_slice(&provenance).unwrap();
+    let subjects: Vec<String> = statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("sha256:{}", s["digest"]["sha256"].as_str().unwrap()))
+        .collect();
+    let mut want = vec![index_digest.clone()];
+    for m in index["manifests"].as_array().unwrap() {
+        let image = m["digest"].as_str().unwrap().to_string();
+        let att = LayoutAttachments::new(&layout, &image);
+        let sbom: Value =
+            serde_json::from_slice(&att.referrer_layer("application/spdx+json").unwrap()).unwrap();
+        assert!(sbom["name"].as_str().unwrap().ends_with(&image), "{sbom}");
+        assert!(att.referrer_layer("application/vnd.in-toto+json").is_none());
+        want.push(image);
+    }
+    assert_eq!(subjects, want, "the index, then each platform's image");
+    assert!(top.referrer_layer("application/spdx+json").is_none());
+    // `push oci:DIR` (no name) still finds the one image among its attachments.
+    let reg = Registry::start(RegistryCfg::default());
+    let pushed = stdout(&run_ok(
+        dockless(&cache)
+            .arg("push")
+            .arg(format!("oci:{}", layout.display()))
+            .args(["--registry", &reg.addr(), "--insecure", "-q"]),
+    ));
+    assert_eq!(pushed, format!("{}/shop/app:1@{index_digest}", reg.addr()));
+}
