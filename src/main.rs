@@ -510,10 +510,11 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
         ("--secret", !flags.secrets.is_empty()),
+        ("--sign-key", flags.supply.signs()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
-            "{flag} shapes a build; an oci: layout is pushed as it is"
+            "{flag} shapes a build (or what is attached to it); an oci: layout is pushed as it is"
         ))),
         None => Ok(()),
     }

@@ -36,6 +36,11 @@ const KEYLESS: &str = "keyless signing (Fulcio/Rekor) is not supported yet: \
      sign with --sign-key FILE (cosign generate-key-pair makes one)";
 
 impl SupplyFlags {
+    /// Whether a key (or keyless signing) was asked for.
+    pub fn signs(&self) -> bool {
+        self.sign_key.is_some() || self.keyless
+    }
+
     pub fn options(&self, dockerfile: Option<&std::path::Path>) -> anyhow::Result<SupplyOptions> {
         if self.keyless {
             anyhow::bail!(KEYLESS);

@@ -631,4 +631,20 @@ fn an_index_gets_the_provenance_and_each_platform_its_own_sbom() {
             .args(["--registry", &reg.addr(), "--insecure", "-q"]),
     ));
     assert_eq!(pushed, format!("{}/shop/app:1@{index_digest}", reg.addr()));
+    // A layout is pushed as it is: signing it there is refused, not skipped.
+    let refused = dockless(&cache)
+        .arg("push")
+        .arg(format!("oci:{}", layout.display()))
+        .args([
+            "--registry",
+            &reg.addr(),
+            "--insecure",
+            "--sign-key",
+            "k.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--sign-key shapes a build"), "{stderr}");
 }
