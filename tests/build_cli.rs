@@ -263,10 +263,12 @@ fn rebuilding_a_tag_replaces_it_in_the_layout() {
     ]));
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(tmp.path().join("lay/index.json")).unwrap()).unwrap();
+    // The images; their SBOM and provenance are listed too, marked as such.
     let names: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|m| m["annotations"]["dev.dockless.attachment-of"].is_null())
         .map(|m| {
             m["annotations"]["org.opencontainers.image.ref.name"]
                 .as_str()
