@@ -4,20 +4,23 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use dockless::build::BuildOptions;
 use dockless::layout::Output;
-use dockless::name::naming::{self, NameTag};
+use dockless::name::{self, Reference};
 use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
-use dockless::remote::{PushOptions, Reference};
+use dockless::remote;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod progress;
+mod supply_cli;
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
 const EXIT_REGISTRY: u8 = 4;
+/// `verify`: no signature by the key, or an attestation that does not verify.
+const EXIT_VERIFY: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +43,8 @@ enum Commands {
     Login(LoginArgs),
     /// Run the GitHub webhook build service (see README, "dockless serve").
     Serve(ServeArgs),
+    /// Check an image's cosign signatures and signed attestations with a public key.
+    Verify(supply_cli::VerifyArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -57,6 +62,14 @@ enum CacheCommand {
 
 fn parse_size(text: &str) -> Result<u64, String> {
     dockless::cache::parse_size(text)
+}
+
+fn parse_isolation(text: &str) -> Result<dockless::sandbox::Isolation, String> {
+    text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 10m, 1h30m)"))
 }
 
 #[derive(Args)]
@@ -140,7 +153,7 @@ struct BuildFlags {
     /// Several give one image per platform under an OCI index.
     #[arg(long)]
     platform: Option<String>,
-    /// Registry host[:port] to reach over plain HTTP for base images; repeatable.
+    /// Registry host[:port] to reach over plain HTTP (base images, push targets); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
     /// Extra CA certificate (PEM) to trust; repeatable.
@@ -159,15 +172,29 @@ struct BuildFlags {
     /// COPY in a layer of their own, before the rest.
     #[arg(long)]
     split_layers: bool,
-    /// Do not reuse layers or compressed segments from the cache.
-    #[arg(long)]
+    /// Do not reuse layers, compressed segments or RUN steps from the cache.
+    #[arg(long, visible_alias = "no-cache")]
     no_layer_cache: bool,
+    /// How RUN steps are isolated: auto (a user namespace whenever one can
+    /// be made; as root without one, chroot with a warning), userns, or
+    /// chroot (no user namespace: only as root in a throwaway container).
+    #[arg(long, default_value = "auto", value_parser = parse_isolation)]
+    isolation: dockless::sandbox::Isolation,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (as `docker buildx build --secret`); repeatable. Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
+    #[arg(long, value_parser = parse_duration)]
+    run_timeout: Option<std::time::Duration>,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
     /// The most one `ADD <url>` may download, e.g. 512M.
     #[arg(long, env = "DOCKLESS_ADD_URL_MAX_SIZE", default_value = "1G", value_parser = parse_size)]
     add_url_max_size: u64,
+    #[command(flatten)]
+    supply: supply_cli::SupplyFlags,
 }
 
 /// An error with the exit code it deserves.
@@ -193,12 +220,24 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // The RUN sandbox's helper, re-executed per step: hidden, and before
+    // anything else so it stays single-threaded and quick to start.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dockless::sandbox::HELPER_ARG)
+    {
+        dockless::sandbox::helper_main();
+    }
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
         Commands::Login(args) => run_login(args),
+        Commands::Verify(args) => supply_cli::run_verify(args).map(drop).map_err(|e| Failure {
+            code: EXIT_VERIFY,
+            error: e,
+        }),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
     };
@@ -270,8 +309,8 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
     opts.labels = key_values(&args.labels, "--label", false)?;
     opts.target = args.target.clone();
-    opts.registry.insecure_registries = args.insecure_registries.clone();
-    opts.registry.ca_certs = args.ca_certs.clone();
+    opts.remote.insecure_registries = args.insecure_registries.clone();
+    opts.remote.ca_certs = args.ca_certs.clone();
     opts.source_date_epoch = dockless::cache::source_date_epoch().map_err(usage)?;
     opts.gzip_level = args.gzip_level;
     opts.compression = args
@@ -280,7 +319,14 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.isolation = args.isolation;
+    opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
+    for text in &args.secrets {
+        let (id, source) =
+            dockless::build::SecretSource::parse(text).map_err(|e| usage(anyhow::anyhow!(e)))?;
+        opts.secrets.insert(id, source);
+    }
     Ok(opts)
 }
 
@@ -308,10 +354,12 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
 }
 
 fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    let supply = flags.supply.options(flags.file.as_deref()).map_err(usage)?;
     Ok(PipelineOptions {
         build,
         platforms: platforms(flags)?,
         cache_max_size: flags.cache_max_size,
+        supply,
     })
 }
 
@@ -328,6 +376,8 @@ fn report_built(event: PipelineEvent<'_>) {
         layers_written = c.layers_written,
         files_hashed = c.files_hashed,
         segments_reused = c.segments_reused,
+        steps_run = c.steps_run,
+        steps_from_cache = c.steps_from_cache,
         "layer cache"
     );
 }
@@ -338,6 +388,14 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
         .block_on(pipeline::run(opts, destination, &report_built))
+        .map(|delivered| {
+            for a in &delivered.attached {
+                for (tag, digest) in &a.tags {
+                    tracing::info!(subject = %a.subject, %tag, %digest, "attached");
+                }
+            }
+            delivered.digest
+        })
         .map_err(|e| match e {
             // A panic in the build stays a panic, as when it ran on this thread.
             PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
@@ -352,7 +410,9 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
                 code: EXIT_BUILD,
                 error: e.into(),
             },
-            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+            e @ (PipelineError::Push(_)
+            | PipelineError::FetchBaseLayers(_)
+            | PipelineError::AttachTarget { .. }) => Failure {
                 code: EXIT_REGISTRY,
                 error: e.into(),
             },
@@ -368,11 +428,16 @@ fn output_text(destination: &Destination) -> String {
     }
 }
 
+/// The name to tag with: `-t`, else the context folder's.
+fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, Failure> {
+    match tag {
+        Some(t) => Reference::parse_tag(t).map_err(usage),
+        None => Reference::parse_tag(&name::default_name(context)).map_err(usage),
+    }
+}
+
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = match &args.tag {
-        Some(t) => NameTag::parse(t).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
-    };
+    let name = tag_name(args.tag.as_deref(), &args.flags.context)?.as_written();
     let output = match &args.output {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
@@ -380,7 +445,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
     let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
     let destination = Destination::Output {
         output,
-        name: name.to_string(),
+        name: name.clone(),
     };
     let digest = run_pipeline(opts, &destination)?;
     println!("{name}@{digest}");
@@ -392,7 +457,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
 struct LayoutSource {
     path: PathBuf,
     archive: bool,
-    name: Option<NameTag>,
+    name: Option<Reference>,
 }
 
 fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Failure> {
@@ -403,7 +468,7 @@ fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Fail
         _ => return Ok(None),
     };
     let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(NameTag::parse(name).map_err(usage)?)),
+        Some((path, name)) => (path, Some(Reference::parse_tag(name).map_err(usage)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
@@ -427,12 +492,12 @@ fn read_layout(
     } else {
         (layout.path.clone(), None)
     };
-    let wanted = layout.name.map(|n| n.to_string());
+    let wanted = layout.name.map(|n| n.as_written());
     let mut image = dockless::layout::read_artifact(&dir, wanted.as_deref()).map_err(usage)?;
     // Unnamed in the layout: named after the layout's file or folder.
     image
         .name
-        .get_or_insert_with(|| naming::default_name(&layout.path));
+        .get_or_insert_with(|| name::default_name(&layout.path));
     Ok((image, scratch))
 }
 
@@ -444,10 +509,12 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--label", !flags.labels.is_empty()),
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
+        ("--secret", !flags.secrets.is_empty()),
+        ("--sign-key", flags.supply.signs()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
-            "{flag} shapes a build; an oci: layout is pushed as it is"
+            "{flag} shapes a build (or what is attached to it); an oci: layout is pushed as it is"
         ))),
         None => Ok(()),
     }
@@ -458,31 +525,28 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
 /// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
 fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
     let default = match default_name {
-        Some(n) => NameTag::parse(n).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
+        Some(n) => Reference::parse_tag(n).map_err(usage)?,
+        None => tag_name(None, &args.flags.context)?,
     };
-    let (default_repo, default_tag) = (default.name, default.tag);
-    let (name, tag) = match args.tag.as_deref() {
-        None => (default_repo, default_tag),
-        Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
-        Some(t) => {
-            let n = NameTag::parse(t).map_err(usage)?;
-            (n.name, n.tag)
+    let named = match args.tag.as_deref() {
+        None => default,
+        Some(t) if !t.contains([':', '/']) => {
+            Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
         }
+        Some(t) => Reference::parse_tag(t).map_err(usage)?,
     };
-    let has_host = name
-        .split_once('/')
-        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
-    let full = match (&args.registry, has_host) {
-        (_, true) => format!("{name}:{tag}"),
-        (Some(registry), false) => format!("{}/{name}:{tag}", registry.trim_end_matches('/')),
-        (None, false) => {
-            return Err(usage(anyhow::anyhow!(
-                "no registry for {name}:{tag}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
-            )))
+    if named.names_registry() {
+        return Ok(named);
+    }
+    let name = named.as_written();
+    match &args.registry {
+        Some(registry) => {
+            Reference::parse_tag(&format!("{}/{name}", registry.trim_end_matches('/'))).map_err(usage)
         }
-    };
-    Reference::parse(&full).map_err(usage)
+        None => Err(usage(anyhow::anyhow!(
+            "no registry for {name}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
+        ))),
+    }
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
@@ -493,37 +557,22 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let push = PushOptions {
-        insecure: args.insecure,
-        ca_certs: args.flags.ca_certs.clone(),
-        concurrency: args.concurrency.max(1),
-        events: progress.sink(),
-        ..PushOptions::default()
-    };
     let (target, digest) = match layout_source(&args.flags.context)? {
-        Some(layout) => push_layout(&args, layout, &push)?,
+        Some(layout) => push_layout(&args, layout, &progress)?,
         None => {
             let target = push_target(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
-            if args.insecure {
-                build_opts
-                    .registry
-                    .insecure_registries
-                    .push(target.registry.clone());
-            }
+            build_opts.remote = remote_options(&args, &target);
             let opts = pipeline_options(&args.flags, build_opts)?;
             let destination = Destination::Registry {
+                push: push_options(&args, &target, &progress),
                 target: target.clone(),
-                push,
             };
             (target, run_pipeline(opts, &destination)?)
         }
     };
     progress.finish();
-    println!(
-        "{}/{}:{}@{}",
-        target.registry, target.repository, target.tag, digest
-    );
+    println!("{target}@{digest}");
     Ok(())
 }
 
@@ -531,7 +580,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
 fn push_layout(
     args: &PushArgs,
     layout: LayoutSource,
-    push: &PushOptions,
+    progress: &progress::Progress,
 ) -> Result<(Reference, String), Failure> {
     refuse_build_flags(&args.flags)?;
     // `_unpacked` keeps an unpacked oci-archive until the push is done.
@@ -540,19 +589,47 @@ fn push_layout(
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::remote::publish::publish_artifact(
+        .block_on(remote::publish::publish_artifact(
             &image.store,
             &image.artifact,
             &target,
-            push,
+            &push_options(args, &target, progress),
             &cache_dir,
-            &Default::default(),
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
     Ok((target, digest))
+}
+
+/// How `push` reaches registries: `--insecure-registry` hosts and the
+/// target with `--insecure` over plain HTTP, `--ca-cert` trusted.
+fn remote_options(args: &PushArgs, target: &Reference) -> remote::Options {
+    let opts = remote::Options {
+        insecure_registries: args.flags.insecure_registries.clone(),
+        ca_certs: args.flags.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    if args.insecure {
+        opts.insecure(target.registry())
+    } else {
+        opts
+    }
+}
+
+/// [`remote_options`] for the upload itself: `--concurrency`, and its
+/// progress shown as `progress` says.
+fn push_options(
+    args: &PushArgs,
+    target: &Reference,
+    progress: &progress::Progress,
+) -> remote::Options {
+    remote::Options {
+        concurrency: args.concurrency.max(1),
+        events: progress.sink(),
+        ..remote_options(args, target)
+    }
 }
 
 fn run_login(args: LoginArgs) -> Result<(), Failure> {
@@ -578,13 +655,18 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let opts = dockless::remote::LoginOptions {
-        insecure: args.insecure,
+    let opts = remote::Options {
         ca_certs: args.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    let opts = if args.insecure {
+        opts.insecure(&args.registry)
+    } else {
+        opts
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
-        .block_on(dockless::remote::login(
+        .block_on(remote::login(
             &args.registry,
             &args.username,
             &password,

@@ -38,6 +38,7 @@ fn image(name: &str, status: Status) -> ImageResult {
         status,
         reference: None,
         error: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -58,6 +59,11 @@ async fn lifecycle(store: &dyn JobStore) {
     assert_eq!(first.lease_owner.as_deref(), Some("replica-a"));
     let img = ImageResult {
         reference: Some("r/api:1@sha256:00".into()),
+        attachments: vec![dockless::attest::attach::Attached {
+            subject: "sha256:00".into(),
+            referrers: [("application/spdx+json".into(), "sha256:01".into())].into(),
+            tags: [("sha256-00.sig".into(), "sha256:02".into())].into(),
+        }],
         ..image("api", Status::Succeeded)
     };
     assert!(store

@@ -75,7 +75,7 @@ impl Builder<'_> {
             Some(raw) => {
                 let spec = self.expand(line, raw, &|n| state.lookup(n))?;
                 Some(
-                    resolve_owner(&spec, &state.fs, &self.lazy_blobs)
+                    resolve_owner(&spec, &state.fs, &self.bases)
                         .map_err(|e| self.fail(line, format!("{verb} --chown={spec}: {e}")))?,
                 )
             }

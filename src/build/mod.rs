@@ -12,10 +12,16 @@
 pub mod archive;
 mod base;
 mod copy;
+mod mounts;
 mod owner;
+mod run;
 mod source;
 mod stage;
 mod url;
+mod workspace;
+
+pub use mounts::SecretSource;
+pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
@@ -25,12 +31,13 @@ use crate::dockerfile::{
 };
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
-use crate::name::reference::ImageRef;
+use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
-use crate::remote::pull::{self, RegistryOptions};
+use crate::remote;
 use crate::rootfs::{clean, RootFs};
+use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, BaseLayerError, LazyBlobs, RemoteLayer};
+use base::{BaseLayerError, Bases};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -72,11 +79,23 @@ pub struct BuildOptions {
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`;
-    /// its CA files are trusted for `ADD <url>` too.
-    pub registry: RegistryOptions,
+    /// its CA files are trusted for `ADD <url>` too. Registry futures run
+    /// on the caller's tokio runtime when the build runs inside a
+    /// multi-thread one (or `spawn_blocking`), else on one the build starts.
+    pub remote: remote::Options,
+    /// How RUN steps are isolated (see `sandbox`).
+    pub isolation: Isolation,
+    /// Kills a RUN step that runs longer.
+    pub run_timeout: Option<std::time::Duration>,
+    /// The dockless binary, re-executed as the sandbox helper.
+    pub sandbox_helper: PathBuf,
+    /// Where RUN steps' headers and output go (appended); dockless's stderr when None.
+    pub step_log: Option<PathBuf>,
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// `RUN --mount=type=secret` sources, by id (`--secret`).
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -98,8 +117,13 @@ impl BuildOptions {
             split_layers: false,
             layer_cache: true,
             cache_dir: cache_dir.into(),
-            registry: RegistryOptions::default(),
+            remote: remote::Options::default(),
+            isolation: Isolation::Auto,
+            run_timeout: None,
+            sandbox_helper: PathBuf::from("/proc/self/exe"),
+            step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -159,6 +183,10 @@ pub struct Built {
     pub unused_build_args: Vec<String>,
     /// What the layer cache served and what was written.
     pub cache: CacheStats,
+    /// Every registry image the build read (`FROM`, `COPY --from=<image>`).
+    pub bases: Vec<BaseInfo>,
+    /// `sha256:<hex>` of the Dockerfile's bytes.
+    pub dockerfile_digest: String,
 }
 
 /// Builds the target stage (the last one unless `opts.target` names another).
@@ -174,7 +202,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let file = path.display().to_string();
     let df = dockerfile::parse(&text, &file)?;
     let mut builder = Builder::new(opts, df, file)?;
-    builder.run()
+    let mut built = builder.run()?;
+    built.dockerfile_digest = crate::digest::sha256(text.as_bytes());
+    Ok(built)
 }
 
 /// A build for every platform given: one image, or an index when there are several.
@@ -184,6 +214,9 @@ pub struct BuiltSet {
     pub unused_build_args: Vec<String>,
     /// Summed over platforms.
     pub cache: CacheStats,
+    /// Every registry image any platform's build read, each once.
+    pub bases: Vec<BaseInfo>,
+    pub dockerfile_digest: String,
 }
 
 /// Builds once per platform (the host's when none is given). The service's own
@@ -203,22 +236,29 @@ pub fn build_platforms(
             store: built.store,
             unused_build_args: built.unused_build_args,
             cache: built.cache,
+            bases: built.bases,
+            dockerfile_digest: built.dockerfile_digest,
         });
     }
     let mut images = Vec::new();
     let mut unused = BTreeSet::new();
     let mut store = None;
     let mut cache = CacheStats::default();
+    let mut bases = Vec::new();
+    let mut dockerfile_digest = String::new();
     for platform in platforms {
         let mut one = opts.clone();
         one.platform = Some(platform.clone());
         let built = build(&one)?;
         images.push(built.image);
         unused.extend(built.unused_build_args);
-        cache.layers_from_cache += built.cache.layers_from_cache;
-        cache.layers_written += built.cache.layers_written;
-        cache.files_hashed += built.cache.files_hashed;
-        cache.segments_reused += built.cache.segments_reused;
+        for b in built.bases {
+            if !bases.contains(&b) {
+                bases.push(b);
+            }
+        }
+        dockerfile_digest = built.dockerfile_digest;
+        cache.add(&built.cache);
         store = Some(built.store);
     }
     let store = match store {
@@ -231,6 +271,8 @@ pub fn build_platforms(
         store,
         unused_build_args: unused.into_iter().collect(),
         cache,
+        bases,
+        dockerfile_digest,
     })
 }
 
@@ -254,7 +296,7 @@ fn fail_because(
 enum BaseRef {
     Scratch,
     Stage(usize),
-    Image(ImageRef),
+    Image(Reference),
 }
 
 /// What an earlier stage leaves for later ones.
@@ -271,6 +313,10 @@ struct StageState {
     args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (an ENTRYPOINT only resets an inherited one).
     cmd_set_here: bool,
+    /// The stage's name and where its current instruction is among the
+    /// steps BuildKit counts (FROM, RUN, COPY, ADD, WORKDIR): (step, of).
+    name: Option<String>,
+    step: (usize, usize),
 }
 
 impl StageState {
@@ -286,6 +332,15 @@ impl StageState {
 
     fn workdir(&self) -> String {
         clean("", &self.image.config.config.working_dir)
+    }
+
+    /// `build 2/5` (`2/5` in an unnamed stage), as `docker buildx` labels steps.
+    fn step_label(&self) -> String {
+        let (at, of) = self.step;
+        match &self.name {
+            Some(name) => format!("{name} {at}/{of}"),
+            None => format!("{at}/{of}"),
+        }
     }
 }
 
@@ -304,13 +359,16 @@ struct Builder<'a> {
     results: Vec<Option<StageResult>>,
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
-    /// Base layers applied from their header index, fetched when read.
-    lazy_blobs: LazyBlobs,
+    /// Registry images: their puller, and base layers applied from their
+    /// header index, fetched when read.
+    bases: Bases,
     staged_files: usize,
     /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
     url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
+    /// RUN's roots on disk and its sandbox, made at the first step that runs.
+    workspace: Option<workspace::Workspace>,
 }
 
 impl<'a> Builder<'a> {
@@ -322,6 +380,7 @@ impl<'a> Builder<'a> {
             opts,
             df,
             file,
+            bases: Bases::new(&opts.remote, &store),
             store,
             context: None,
             staging: None,
@@ -331,11 +390,11 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             results,
             images: HashMap::new(),
-            lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
+            workspace: None,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -488,7 +547,7 @@ impl<'a> Builder<'a> {
         if let Some(i) = self.stage_ref(name, before) {
             return Ok(BaseRef::Stage(i));
         }
-        ImageRef::parse(name).map(BaseRef::Image).map_err(|e| {
+        Reference::parse(name).map(BaseRef::Image).map_err(|e| {
             self.fail(
                 line,
                 format!("{what} {name}: not an earlier build stage, and {e}"),
@@ -540,7 +599,7 @@ impl<'a> Builder<'a> {
         &mut self,
         line: usize,
         what: &str,
-        image: &ImageRef,
+        image: &Reference,
         platform: &Platform,
     ) -> Result<String, BuildError> {
         let key = format!("{image}|{platform}");
@@ -549,33 +608,12 @@ impl<'a> Builder<'a> {
         }
         let file = self.file.clone();
         let fail = |e: BaseLayerError| fail_because(&file, line, format!("{what}: {e}"), e);
-        let base = block_on(pull::pull(
-            image,
-            platform,
-            &self.store,
-            &self.opts.registry,
-        ))
-        .map_err(|e| fail(BaseLayerError::Runtime(e)))?
-        .map_err(|e| fail(e.into()))?;
+        let base = self.bases.pull(image, platform).map_err(fail)?;
         let mut fs = RootFs::default();
-        let mut layers = base.layers.clone();
-        for layer in &mut layers {
-            let remote = RemoteLayer {
-                image: image.clone(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-                store: self.store.clone(),
-                registry: self.opts.registry.clone(),
-            };
-            layer.uncompressed_size = apply_base_layer(
-                &mut fs,
-                remote,
-                &layer.diff_id,
-                &self.opts.cache_dir,
-                &mut self.lazy_blobs,
-            )
+        let layers = self
+            .bases
+            .apply(&mut fs, &base, &self.opts.cache_dir)
             .map_err(fail)?;
-        }
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());
         let result = StageResult {
@@ -583,8 +621,8 @@ impl<'a> Builder<'a> {
                 config,
                 layers,
                 base: Some(BaseInfo {
-                    registry: image.registry.clone(),
-                    repository: image.repository.clone(),
+                    registry: image.registry().to_string(),
+                    repository: image.repository().to_string(),
                     name: image.to_string(),
                     digest: base.resolved_digest.clone(),
                     layer_count: base.layers.len(),
@@ -597,9 +635,10 @@ impl<'a> Builder<'a> {
         Ok(key)
     }
 
-    /// Every stage the target needs, found and checked before anything is
-    /// written, so an unsupported step fails the build at once.
-    fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+    /// Every stage the target needs, and the registry images they read,
+    /// found and checked before anything is written, so an unsupported step
+    /// fails the build at once.
+    fn plan(&self, target: usize) -> Result<(BTreeSet<usize>, Vec<Reference>), BuildError> {
         for stage in &self.df.stages {
             for ins in &stage.instructions {
                 if let InstructionKind::Copy(CopyArgs {
@@ -611,36 +650,38 @@ impl<'a> Builder<'a> {
             }
         }
         let mut needed = BTreeSet::new();
+        let mut images = Vec::new();
         let mut pending = vec![target];
+        let mut follow = |base: BaseRef, pending: &mut Vec<usize>| match base {
+            BaseRef::Stage(i) => pending.push(i),
+            BaseRef::Image(image) => images.push(image),
+            BaseRef::Scratch => {}
+        };
         while let Some(index) = pending.pop() {
             if !needed.insert(index) {
                 continue;
             }
-            if let BaseRef::Stage(base) = self.stage_base(index)? {
-                pending.push(base);
-            }
+            follow(self.stage_base(index)?, &mut pending);
             for ins in &self.df.stages[index].instructions {
                 self.check_supported(ins)?;
                 if let InstructionKind::Copy(args) = &ins.kind {
                     if let Some(from) = &args.from {
-                        if let BaseRef::Stage(i) = self.copy_from_ref(index, ins, from)? {
-                            pending.push(i);
-                        }
+                        follow(self.copy_from_ref(index, ins, from)?, &mut pending);
+                    }
+                }
+                if let InstructionKind::Run(args) = &ins.kind {
+                    for base in self.mount_bases(index, ins, &args.mounts)? {
+                        follow(base, &mut pending);
                     }
                 }
             }
         }
-        Ok(needed)
+        Ok((needed, images))
     }
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(_) => Err(self.fail(
-                ins.line,
-                "RUN is not supported: dockless builds images without a container runtime, \
-                 so it cannot execute commands (do that work before the build, or in a stage \
-                 built by another tool)",
-            )),
+            InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
             InstructionKind::Add(args) => {
                 let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
                 if let Some(repo) = args.sources.iter().find(git) {
@@ -660,7 +701,8 @@ impl<'a> Builder<'a> {
 
     fn run(&mut self) -> Result<Built, BuildError> {
         let target = self.target_index()?;
-        let needed = self.plan(target)?;
+        let (needed, images) = self.plan(target)?;
+        self.bases.expect(&images);
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);
@@ -690,11 +732,21 @@ impl<'a> Builder<'a> {
             cache.save();
             self.cache_stats.files_hashed = cache.files_hashed();
         }
+        let mut bases: Vec<BaseInfo> = self
+            .images
+            .values()
+            .filter_map(|r| r.image.base.clone())
+            .collect();
+        bases.sort_by(|a, b| (&a.name, &a.digest).cmp(&(&b.name, &b.digest)));
+        bases.dedup();
         Ok(Built {
             image,
             store: self.store.clone(),
             unused_build_args,
             cache: self.cache_stats,
+            bases,
+            // Set by `build`, which holds the Dockerfile's text.
+            dockerfile_digest: String::new(),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! entry is checked on its own, so one bad entry fails that image alone.
 
 use crate::context::untrusted::{excerpt, FileRef, Problem};
-use crate::remote::{Reference, RegistryError};
+use crate::name::Reference;
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 
@@ -168,19 +168,19 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<CheckedE
         }
     }
     let full = format!("{registry}/{}:{}", entry.service_name, entry.version);
-    let target = match Reference::parse(&full) {
-        Ok(t) if t.repository == entry.service_name && t.tag == entry.version => t,
+    let target = match Reference::parse_tag(&full) {
+        Ok(t) if t.repository() == entry.service_name && t.tag() == Some(entry.version.as_str()) => t,
         Ok(_) => {
             return Err(format!(
                 "service_name {name:?} and version {version:?} do not form the reference {registry}/{name}:{version}"
             ))
         }
-        Err(RegistryError::InvalidReference { reason, .. }) => {
+        Err(e) => {
             return Err(format!(
-                "service_name {name:?} and version {version:?} do not form a valid reference: {reason}"
+                "service_name {name:?} and version {version:?} do not form a valid reference: {}",
+                e.problem
             ))
         }
-        Err(e) => return Err(e.to_string()),
     };
     let context_dir = match &entry.context {
         Some(c) => inside_repo(repo, c, "context")?,

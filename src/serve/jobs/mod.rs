@@ -134,6 +134,9 @@ pub struct ImageResult {
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// SBOM, provenance and signatures pushed beside the image (digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attest::attach::Attached>,
 }
 
 /// A build as stored.

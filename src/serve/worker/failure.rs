@@ -3,8 +3,8 @@
 //! `state_dir`, or a registry or git server that is unavailable.
 
 use crate::cache::EpochError;
+use crate::name::Reference;
 use crate::pipeline::PipelineError;
-use crate::remote::Reference;
 use crate::serve::gitfetch::FetchError;
 use crate::serve::imagespec::SpecError;
 use std::error::Error;
