@@ -6,84 +6,25 @@
 
 use dockless::image::{Image, ImageConfig};
 use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::name::Reference;
 use dockless::platform::Platform;
 use dockless::remote::publish::push_image;
-use dockless::remote::{push, PushOptions, Reference};
+use dockless::remote::{push, Options};
 use dockless::store::BlobStore;
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{median, noise_file, start_registry};
 
 const LAYER_MB: usize = 128;
 const RUNS: usize = 3;
 
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_registry(dir: &std::path::Path) -> (Registry, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (apt-get install docker-registry)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Registry(child), addr)
-}
-
-/// Poorly compressible bytes, so the layer stays near LAYER_MB.
-fn write_payload(path: &std::path::Path) {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state: u64 = 0x9e3779b97f4a7c15;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..LAYER_MB {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-        }
-        file.write_all(&block).unwrap();
-    }
-    file.flush().unwrap();
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let work = tempfile::tempdir().unwrap();
     let payload = work.path().join("payload.bin");
-    write_payload(&payload);
+    noise_file(&payload, LAYER_MB << 20, 0x9e3779b97f4a7c15);
     let store = BlobStore::open(work.path().join("store")).unwrap();
     let entry = LayerEntry {
         path: "data/payload.bin".into(),
@@ -118,11 +59,7 @@ fn main() {
     dockless::layout::write_oci_layout(&layout, &store, &artifact, "bench").unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let opts = PushOptions {
-        insecure: true,
-        ..PushOptions::default()
-    };
-    let nowhere = Reference::parse("127.0.0.1:1/unused:v1").unwrap();
+    let nowhere = Reference::parse_tag("127.0.0.1:1/unused:v1").unwrap();
     let pushed = push_image(&store, &built, &Default::default(), &nowhere).unwrap();
 
     let mut ours = Vec::new();
@@ -133,8 +70,9 @@ fn main() {
         let dir = work.path().join(format!("reg-dockless-{run}"));
         std::fs::create_dir(&dir).unwrap();
         let (_registry, addr) = start_registry(&dir);
-        let target = Reference::parse(&format!("{addr}/dockless:v1")).unwrap();
+        let target = Reference::parse_tag(&format!("{addr}/dockless:v1")).unwrap();
         let start = Instant::now();
+        let opts = Options::default().insecure(&addr);
         runtime.block_on(push(&pushed, &target, &opts)).unwrap();
         ours.push(start.elapsed().as_secs_f64());
 

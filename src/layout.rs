@@ -67,6 +67,18 @@ pub enum Output {
     DockerArchive(PathBuf),
 }
 
+/// As `--output` takes it: `Output::parse` of the text gives the same output.
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, path) = match self {
+            Output::Oci(path) => ("oci", path),
+            Output::OciArchive(path) => ("oci-archive", path),
+            Output::DockerArchive(path) => ("docker-archive", path),
+        };
+        write!(f, "{kind}:{}", path.display())
+    }
+}
+
 impl Output {
     /// The embedded default store: `./oci-layout`.
     pub fn default_layout() -> Output {

@@ -10,6 +10,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod name;
+pub mod pipeline;
 pub mod platform;
 mod process;
 pub mod remote;

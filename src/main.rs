@@ -2,11 +2,12 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use dockless::build::{self, BuildError, BuildOptions};
+use dockless::build::BuildOptions;
 use dockless::layout::Output;
-use dockless::name::naming::{self, NameTag};
+use dockless::name::{self, Reference};
+use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
-use dockless::remote::{PushOptions, Reference};
+use dockless::remote;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,7 +148,7 @@ struct BuildFlags {
     /// Several give one image per platform under an OCI index.
     #[arg(long)]
     platform: Option<String>,
-    /// Registry host[:port] to reach over plain HTTP for base images; repeatable.
+    /// Registry host[:port] to reach over plain HTTP (base images, push targets); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
     /// Extra CA certificate (PEM) to trust; repeatable.
@@ -174,6 +175,10 @@ struct BuildFlags {
     /// chroot (no user namespace: only as root in a throwaway container).
     #[arg(long, default_value = "auto", value_parser = parse_isolation)]
     isolation: dockless::sandbox::Isolation,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (as `docker buildx build --secret`); repeatable. Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
     /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
     #[arg(long, value_parser = parse_duration)]
     run_timeout: Option<std::time::Duration>,
@@ -293,8 +298,8 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
     opts.labels = key_values(&args.labels, "--label", false)?;
     opts.target = args.target.clone();
-    opts.registry.insecure_registries = args.insecure_registries.clone();
-    opts.registry.ca_certs = args.ca_certs.clone();
+    opts.remote.insecure_registries = args.insecure_registries.clone();
+    opts.remote.ca_certs = args.ca_certs.clone();
     opts.source_date_epoch = dockless::cache::source_date_epoch().map_err(usage)?;
     opts.gzip_level = args.gzip_level;
     opts.compression = args
@@ -306,6 +311,11 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
     opts.isolation = args.isolation;
     opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
+    for text in &args.secrets {
+        let (id, source) =
+            dockless::build::SecretSource::parse(text).map_err(|e| usage(anyhow::anyhow!(e)))?;
+        opts.secrets.insert(id, source);
+    }
     Ok(opts)
 }
 
@@ -323,15 +333,6 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Keeps the cache under its cap, never removing the blobs just built.
-fn prune_after_build(flags: &BuildFlags, built: &build::BuiltSet) {
-    let keep = built.artifact.blob_digests().into_iter().collect();
-    let dir = dockless::cache::default_dir();
-    if let Err(e) = dockless::cache::prune(&dir, flags.cache_max_size, &keep) {
-        tracing::warn!("cannot prune the cache {}: {e}", dir.display());
-    }
-}
-
 fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
     let Some(text) = &flags.platform else {
         return Ok(Vec::new());
@@ -341,12 +342,18 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
         .collect()
 }
 
-fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::BuiltSet, Failure> {
-    let platforms = platforms(flags)?;
-    let built = build::build_platforms(&opts, &platforms).map_err(|e: BuildError| Failure {
-        code: EXIT_BUILD,
-        error: e.into(),
-    })?;
+fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    Ok(PipelineOptions {
+        build,
+        platforms: platforms(flags)?,
+        cache_max_size: flags.cache_max_size,
+    })
+}
+
+/// What the CLI shows of a finished build: docker's warning for build args
+/// no ARG declares, and what the layer cache did (at info level).
+fn report_built(event: PipelineEvent<'_>) {
+    let PipelineEvent::Built(built) = event;
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
@@ -360,42 +367,65 @@ fn run_image_build(flags: &BuildFlags, opts: BuildOptions) -> Result<build::Buil
         steps_from_cache = c.steps_from_cache,
         "layer cache"
     );
-    prune_after_build(flags, &built);
-    Ok(built)
+}
+
+/// Builds, delivers and prunes (see `dockless::pipeline`); returns the
+/// delivered digest, or the failed step's error with its exit code.
+fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<String, Failure> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(pipeline::run(opts, destination, &report_built))
+        .map_err(|e| match e {
+            // A panic in the build stays a panic, as when it ran on this thread.
+            PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
+                std::panic::resume_unwind(j.into_panic())
+            }
+            PipelineError::Write(e) => Failure {
+                code: 1,
+                error: anyhow::Error::from(e)
+                    .context(format!("writing the image to {}", output_text(destination))),
+            },
+            e @ PipelineError::Build(_) => Failure {
+                code: EXIT_BUILD,
+                error: e.into(),
+            },
+            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+                code: EXIT_REGISTRY,
+                error: e.into(),
+            },
+            e => e.into(),
+        })
+}
+
+/// Where the image goes, as the user named it (`--output` or the push target).
+fn output_text(destination: &Destination) -> String {
+    match destination {
+        Destination::Output { output, .. } => output.to_string(),
+        Destination::Registry { target, .. } => target.to_string(),
+    }
+}
+
+/// The name to tag with: `-t`, else the context folder's.
+fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, Failure> {
+    match tag {
+        Some(t) => Reference::parse_tag(t).map_err(usage),
+        None => Reference::parse_tag(&name::default_name(context)).map_err(usage),
+    }
 }
 
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = match &args.tag {
-        Some(t) => NameTag::parse(t).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
-    };
+    let name = tag_name(args.tag.as_deref(), &args.flags.context)?.as_written();
     let output = match &args.output {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let build_opts = build_options(&args.flags)?;
-    let sources = build_opts.registry.clone();
-    let built = run_image_build(&args.flags, build_opts)?;
-    // Base layers may still be in their registry; a layout holds every blob.
-    tokio::runtime::Runtime::new()?
-        .block_on(dockless::remote::pull::ensure_blobs(
-            &built.store,
-            &built.artifact,
-            &sources,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: anyhow::Error::from(e).context("downloading the base image's layers"),
-        })?;
-    output
-        .write(&built.store, &built.artifact, &name.to_string())
-        .with_context(|| {
-            format!(
-                "writing the image to {}",
-                args.output.as_deref().unwrap_or("oci:oci-layout")
-            )
-        })?;
-    println!("{name}@{}", built.artifact.digest());
+    let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
+    let destination = Destination::Output {
+        output,
+        name: name.clone(),
+    };
+    let digest = run_pipeline(opts, &destination)?;
+    println!("{name}@{digest}");
     Ok(())
 }
 
@@ -404,7 +434,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
 struct LayoutSource {
     path: PathBuf,
     archive: bool,
-    name: Option<NameTag>,
+    name: Option<Reference>,
 }
 
 fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Failure> {
@@ -415,7 +445,7 @@ fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Fail
         _ => return Ok(None),
     };
     let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(NameTag::parse(name).map_err(usage)?)),
+        Some((path, name)) => (path, Some(Reference::parse_tag(name).map_err(usage)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
@@ -439,12 +469,12 @@ fn read_layout(
     } else {
         (layout.path.clone(), None)
     };
-    let wanted = layout.name.map(|n| n.to_string());
+    let wanted = layout.name.map(|n| n.as_written());
     let mut image = dockless::layout::read_artifact(&dir, wanted.as_deref()).map_err(usage)?;
     // Unnamed in the layout: named after the layout's file or folder.
     image
         .name
-        .get_or_insert_with(|| naming::default_name(&layout.path));
+        .get_or_insert_with(|| name::default_name(&layout.path));
     Ok((image, scratch))
 }
 
@@ -456,6 +486,7 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--label", !flags.labels.is_empty()),
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
+        ("--secret", !flags.secrets.is_empty()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
@@ -470,62 +501,31 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
 /// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
 fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
     let default = match default_name {
-        Some(n) => NameTag::parse(n).map_err(usage)?,
-        None => NameTag::parse(&naming::default_name(&args.flags.context)).map_err(usage)?,
+        Some(n) => Reference::parse_tag(n).map_err(usage)?,
+        None => tag_name(None, &args.flags.context)?,
     };
-    let (default_repo, default_tag) = (default.name, default.tag);
-    let (name, tag) = match args.tag.as_deref() {
-        None => (default_repo, default_tag),
-        Some(t) if !t.contains([':', '/']) => (default_repo, t.to_string()),
-        Some(t) => {
-            let n = NameTag::parse(t).map_err(usage)?;
-            (n.name, n.tag)
+    let named = match args.tag.as_deref() {
+        None => default,
+        Some(t) if !t.contains([':', '/']) => {
+            Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
         }
+        Some(t) => Reference::parse_tag(t).map_err(usage)?,
     };
-    let has_host = name
-        .split_once('/')
-        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
-    let full = match (&args.registry, has_host) {
-        (_, true) => format!("{name}:{tag}"),
-        (Some(registry), false) => format!("{}/{name}:{tag}", registry.trim_end_matches('/')),
-        (None, false) => {
-            return Err(usage(anyhow::anyhow!(
-                "no registry for {name}:{tag}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
-            )))
+    if named.names_registry() {
+        return Ok(named);
+    }
+    let name = named.as_written();
+    match &args.registry {
+        Some(registry) => {
+            Reference::parse_tag(&format!("{}/{name}", registry.trim_end_matches('/'))).map_err(usage)
         }
-    };
-    Reference::parse(&full).map_err(usage)
+        None => Err(usage(anyhow::anyhow!(
+            "no registry for {name}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
+        ))),
+    }
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
-    // `_unpacked` keeps an unpacked oci-archive until the push is done.
-    let (target, store, artifact, sources, _unpacked) = match layout_source(&args.flags.context)? {
-        Some(layout) => {
-            refuse_build_flags(&args.flags)?;
-            let (image, scratch) = read_layout(layout)?;
-            let target = push_target(&args, image.name.as_deref())?;
-            (
-                target,
-                image.store,
-                image.artifact,
-                Default::default(),
-                scratch,
-            )
-        }
-        None => {
-            let target = push_target(&args, None)?;
-            let mut build_opts = build_options(&args.flags)?;
-            if args.insecure {
-                build_opts
-                    .registry
-                    .insecure_registries
-                    .push(target.registry.clone());
-            }
-            let sources = build_opts.registry.clone();
-            let built = run_image_build(&args.flags, build_opts)?;
-            (target, built.store, built.artifact, sources, None)
-        }
-    };
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
     } else if args.json {
@@ -533,29 +533,79 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let opts = PushOptions {
-        insecure: args.insecure,
-        ca_certs: args.flags.ca_certs.clone(),
-        concurrency: args.concurrency.max(1),
-        events: progress.sink(),
-        ..PushOptions::default()
+    let (target, digest) = match layout_source(&args.flags.context)? {
+        Some(layout) => push_layout(&args, layout, &progress)?,
+        None => {
+            let target = push_target(&args, None)?;
+            let mut build_opts = build_options(&args.flags)?;
+            build_opts.remote = remote_options(&args, &target);
+            let opts = pipeline_options(&args.flags, build_opts)?;
+            let destination = Destination::Registry {
+                push: push_options(&args, &target, &progress),
+                target: target.clone(),
+            };
+            (target, run_pipeline(opts, &destination)?)
+        }
     };
+    progress.finish();
+    println!("{target}@{digest}");
+    Ok(())
+}
+
+/// Pushes an image (or index) from an OCI layout as it is: no build, no prune.
+fn push_layout(
+    args: &PushArgs,
+    layout: LayoutSource,
+    progress: &progress::Progress,
+) -> Result<(Reference, String), Failure> {
+    refuse_build_flags(&args.flags)?;
+    // `_unpacked` keeps an unpacked oci-archive until the push is done.
+    let (image, _unpacked) = read_layout(layout)?;
+    let target = push_target(args, image.name.as_deref())?;
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
     let digest = runtime
-        .block_on(dockless::remote::publish::publish_artifact(
-            &store, &artifact, &target, &opts, &cache_dir, &sources,
+        .block_on(remote::publish::publish_artifact(
+            &image.store,
+            &image.artifact,
+            &target,
+            &push_options(args, &target, progress),
+            &cache_dir,
         ))
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
-    progress.finish();
-    println!(
-        "{}/{}:{}@{}",
-        target.registry, target.repository, target.tag, digest
-    );
-    Ok(())
+    Ok((target, digest))
+}
+
+/// How `push` reaches registries: `--insecure-registry` hosts and the
+/// target with `--insecure` over plain HTTP, `--ca-cert` trusted.
+fn remote_options(args: &PushArgs, target: &Reference) -> remote::Options {
+    let opts = remote::Options {
+        insecure_registries: args.flags.insecure_registries.clone(),
+        ca_certs: args.flags.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    if args.insecure {
+        opts.insecure(target.registry())
+    } else {
+        opts
+    }
+}
+
+/// [`remote_options`] for the upload itself: `--concurrency`, and its
+/// progress shown as `progress` says.
+fn push_options(
+    args: &PushArgs,
+    target: &Reference,
+    progress: &progress::Progress,
+) -> remote::Options {
+    remote::Options {
+        concurrency: args.concurrency.max(1),
+        events: progress.sink(),
+        ..remote_options(args, target)
+    }
 }
 
 fn run_login(args: LoginArgs) -> Result<(), Failure> {
@@ -581,13 +631,18 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let opts = dockless::remote::LoginOptions {
-        insecure: args.insecure,
+    let opts = remote::Options {
         ca_certs: args.ca_certs.clone(),
+        ..remote::Options::default()
+    };
+    let opts = if args.insecure {
+        opts.insecure(&args.registry)
+    } else {
+        opts
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
-        .block_on(dockless::remote::login(
+        .block_on(remote::login(
             &args.registry,
             &args.username,
             &password,

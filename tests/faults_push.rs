@@ -9,20 +9,21 @@ mod regsupport;
 
 use std::time::{Duration, Instant};
 
-use dockless::remote::{push, PushImage, PushOptions, Reference};
+use dockless::name::Reference;
+use dockless::remote::{push, Options, PushImage};
 use faults_support::{session_id, Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
 /// Short timeouts and delays so faults resolve in test time.
-fn fast_opts() -> PushOptions {
-    PushOptions {
-        insecure: true,
+fn fast_opts(registry: &str) -> Options {
+    Options {
+        insecure_registries: vec![registry.to_string()],
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
         max_attempts: 5,
         retry_delay: Duration::from_millis(50),
         max_retry_delay: Duration::from_millis(300),
-        ..PushOptions::default()
+        ..Options::default()
     }
 }
 
@@ -105,8 +106,8 @@ async fn head_get_manifest_put_retried_after_5xx_and_resets() {
 
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "retry5xx", 0);
-    let target = Reference::parse(&format!("{}/faults/retry:1", proxy.addr)).unwrap();
-    let out = push(&img, &target, &fast_opts()).await;
+    let target = Reference::parse_tag(&format!("{}/faults/retry:1", proxy.addr)).unwrap();
+    let out = push(&img, &target, &fast_opts(target.registry())).await;
     note_push(out.is_ok());
     let out = out.expect("push survives 5xx and resets");
     reg.verify("faults/retry:1", &out.manifest_digest, None);
@@ -136,14 +137,14 @@ async fn too_many_requests_waits_for_retry_after() {
     ));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "toomany", 0);
-    let target = Reference::parse(&format!("{}/faults/slow:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/slow:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
     let out = push(
         &img,
         &target,
-        &PushOptions {
+        &Options {
             concurrency: 1,
-            ..fast_opts()
+            ..fast_opts(&proxy.addr)
         },
     )
     .await;
@@ -162,8 +163,8 @@ async fn monolithic_put_cut_mid_body_is_retried_in_a_new_session() {
     let img = build_image(work.path(), "cutput", 1024 * 1024);
     let layer = img.layers[0].digest.clone();
     proxy.add(on_blob_put(&layer, Action::ResetAfter(256 * 1024)));
-    let target = Reference::parse(&format!("{}/faults/cut:1", proxy.addr)).unwrap();
-    let out = push(&img, &target, &fast_opts()).await;
+    let target = Reference::parse_tag(&format!("{}/faults/cut:1", proxy.addr)).unwrap();
+    let out = push(&img, &target, &fast_opts(target.registry())).await;
     note_push(out.is_ok());
     let out = out.expect("push after a cut upload");
     reg.verify("faults/cut:1", &out.manifest_digest, None);
@@ -196,11 +197,11 @@ async fn failed_patch_is_never_replayed_into_the_same_session() {
     proxy.add(Rule::new(|r| r.method == "PATCH", Action::Status(503)).skip(2));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "patchy", 2 * 1024 * 1024);
-    let target = Reference::parse(&format!("{}/faults/patch:1", proxy.addr)).unwrap();
-    let opts = PushOptions {
+    let target = Reference::parse_tag(&format!("{}/faults/patch:1", proxy.addr)).unwrap();
+    let opts = Options {
         chunk_size: 512 * 1024,
         concurrency: 1,
-        ..fast_opts()
+        ..fast_opts(&proxy.addr)
     };
     let out = push(&img, &target, &opts).await;
     note_push(out.is_ok());
@@ -261,9 +262,9 @@ async fn final_put_timeout_heads_the_blob_before_resending() {
         &layer,
         Action::StallAnswer(Duration::from_secs(6)),
     ));
-    let target = Reference::parse(&format!("{}/faults/stall:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/stall:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
-    let out = push(&img, &target, &fast_opts()).await;
+    let out = push(&img, &target, &fast_opts(target.registry())).await;
     note_push(out.is_ok());
     let out = out.expect("push after a stalled answer");
     assert!(
@@ -296,9 +297,9 @@ async fn upload_that_stops_moving_is_abandoned_and_retried() {
         &layer,
         Action::StallBody(1024 * 1024, Duration::from_secs(30)),
     ));
-    let target = Reference::parse(&format!("{}/faults/stallbody:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/stallbody:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
-    let out = push(&img, &target, &fast_opts()).await;
+    let out = push(&img, &target, &fast_opts(target.registry())).await;
     note_push(out.is_ok());
     let out = out.expect("push after a stalled upload");
     let took = t0.elapsed();
@@ -332,11 +333,11 @@ async fn slow_upload_that_keeps_moving_outlasts_the_read_timeout() {
         &layer,
         Action::Throttle(1024 * 1024, 9 * 1024 * 1024),
     ));
-    let opts = PushOptions {
+    let opts = Options {
         read_timeout: Duration::from_secs(3),
-        ..fast_opts()
+        ..fast_opts(&proxy.addr)
     };
-    let target = Reference::parse(&format!("{}/faults/slowbody:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/slowbody:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
     let out = push(&img, &target, &opts).await;
     note_push(out.is_ok());
@@ -363,13 +364,13 @@ async fn uploads_that_always_stall_fail_clearly_with_no_tag() {
         )
         .always(),
     );
-    let opts = PushOptions {
+    let opts = Options {
         max_attempts: 2,
         // Chunks bigger than the socket buffers, so a stalled PATCH blocks too.
         chunk_size: 24 * 1024 * 1024,
-        ..fast_opts()
+        ..fast_opts(&proxy.addr)
     };
-    let target = Reference::parse(&format!("{}/faults/stallever:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/stallever:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
     let err = push(&img, &target, &opts).await.unwrap_err();
     note_push(false);
@@ -395,11 +396,11 @@ async fn chunked_final_put_answer_lost_heads_the_blob_before_resending() {
     ));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "lostput", 1024 * 1024);
-    let target = Reference::parse(&format!("{}/faults/lost:1", proxy.addr)).unwrap();
-    let opts = PushOptions {
+    let target = Reference::parse_tag(&format!("{}/faults/lost:1", proxy.addr)).unwrap();
+    let opts = Options {
         chunk_size: 512 * 1024,
         concurrency: 1,
-        ..fast_opts()
+        ..fast_opts(&proxy.addr)
     };
     let out = push(&img, &target, &opts).await;
     note_push(out.is_ok());
@@ -451,9 +452,11 @@ async fn exhausted_retries_fail_with_the_registry_message_and_no_tag() {
     );
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "giveup", 0);
-    let target = Reference::parse(&format!("{}/faults/giveup:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/giveup:1", proxy.addr)).unwrap();
     let t0 = Instant::now();
-    let err = push(&img, &target, &fast_opts()).await.unwrap_err();
+    let err = push(&img, &target, &fast_opts(target.registry()))
+        .await
+        .unwrap_err();
     note_push(false);
     let msg = err.to_string();
     assert!(msg.contains("503") && msg.contains(&proxy.addr), "{msg}");
@@ -562,8 +565,8 @@ async fn streaming(label: &str, size: usize) -> Streaming {
     let src_proxy = FaultProxy::start(&src.addr()).await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), label, size);
-    let src_ref = Reference::parse(&format!("{}/src/app:1", src.addr())).unwrap();
-    push(&img, &src_ref, &fast_opts())
+    let src_ref = Reference::parse_tag(&format!("{}/src/app:1", src.addr())).unwrap();
+    push(&img, &src_ref, &fast_opts(src_ref.registry()))
         .await
         .expect("seed the source");
     let mut streamed = img.clone();
@@ -571,8 +574,6 @@ async fn streaming(label: &str, size: usize) -> Streaming {
     streamed.layers[0].source = Some(dockless::remote::RemoteBlob {
         registry: src_proxy.addr.clone(),
         repository: "src/app".into(),
-        insecure: true,
-        ca_certs: Vec::new(),
     });
     Streaming {
         _env: env,
@@ -583,6 +584,13 @@ async fn streaming(label: &str, size: usize) -> Streaming {
         work,
         layer: img.layers[0].digest.clone(),
         streamed,
+    }
+}
+
+impl Streaming {
+    /// Fast options reaching the target and the source over plain HTTP.
+    fn opts(&self, target: &Reference) -> Options {
+        fast_opts(target.registry()).insecure(&self.src_proxy.addr)
     }
 }
 
@@ -605,8 +613,8 @@ async fn streamed_put_cut_mid_body_reopens_the_source() {
     fx.src_proxy
         .add(on_blob_get(&fx.layer, Action::Status(503)));
     dst_proxy.add(on_blob_put(&fx.layer, Action::ResetAfter(256 * 1024)));
-    let target = Reference::parse(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
-    let out = push(&fx.streamed, &target, &fast_opts())
+    let target = Reference::parse_tag(&format!("{}/faults/streamed:1", dst_proxy.addr)).unwrap();
+    let out = push(&fx.streamed, &target, &fx.opts(&target))
         .await
         .expect("streamed push after faults");
     fx.dst
@@ -635,9 +643,9 @@ async fn source_stalling_mid_stream_is_retried() {
         &fx.layer,
         Action::StallAnswerBody(512 * 1024, Duration::from_secs(30)),
     ));
-    let target = Reference::parse(&format!("{}/faults/srcstall:1", fx.dst.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/faults/srcstall:1", fx.dst.addr())).unwrap();
     let t0 = Instant::now();
-    let out = push(&fx.streamed, &target, &fast_opts()).await;
+    let out = push(&fx.streamed, &target, &fx.opts(&target)).await;
     note_push(out.is_ok());
     let out = out.expect("streamed push after a source stall");
     assert!(
@@ -663,11 +671,11 @@ async fn source_that_always_stalls_is_named_and_nothing_is_tagged() {
         )
         .always(),
     );
-    let opts = PushOptions {
+    let target = Reference::parse_tag(&format!("{}/faults/srcstallever:1", fx.dst.addr())).unwrap();
+    let opts = Options {
         max_attempts: 2,
-        ..fast_opts()
+        ..fx.opts(&target)
     };
-    let target = Reference::parse(&format!("{}/faults/srcstallever:1", fx.dst.addr())).unwrap();
     let err = push(&fx.streamed, &target, &opts).await.unwrap_err();
     note_push(false);
     let msg = err.to_string();

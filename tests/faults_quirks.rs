@@ -12,18 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dockless::remote::{push, PushOptions, Reference};
+use dockless::name::Reference;
+use dockless::remote::{push, Options};
 use faults_support::{rewrite_location, Action, FaultProxy, Req, Resp, Rule};
 use regsupport::*;
 use tokensupport::{creds, start_token_server, token_auth, PASS, SERVICE, USER};
 
-fn fast_opts() -> PushOptions {
-    PushOptions {
-        insecure: true,
+fn fast_opts(registry: &str) -> Options {
+    Options {
+        insecure_registries: vec![registry.to_string()],
         read_timeout: Duration::from_secs(5),
         retry_delay: Duration::from_millis(50),
         max_retry_delay: Duration::from_millis(300),
-        ..PushOptions::default()
+        ..Options::default()
     }
 }
 
@@ -35,11 +36,11 @@ async fn push_through(proxy: &FaultProxy, reg: &Registry, repo: &str, chunked: b
     if chunked {
         proxy.refuse_monolithic_uploads();
     }
-    let opts = PushOptions {
+    let opts = Options {
         chunk_size: 128 * 1024,
-        ..fast_opts()
+        ..fast_opts(&proxy.addr)
     };
-    let target = Reference::parse(&format!("{}/quirks/{repo}:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/quirks/{repo}:1", proxy.addr)).unwrap();
     let out = push(&img, &target, &opts)
         .await
         .expect("push through quirks");
@@ -145,8 +146,8 @@ async fn mount_refused_with_401_falls_back_to_upload() {
     let (_g, _cfg, reg) = anonymous_registry().await;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "mount401", 0);
-    let src = Reference::parse(&format!("{}/quirks/src:1", reg.addr())).unwrap();
-    push(&img, &src, &fast_opts()).await.unwrap();
+    let src = Reference::parse_tag(&format!("{}/quirks/src:1", reg.addr())).unwrap();
+    push(&img, &src, &fast_opts(src.registry())).await.unwrap();
 
     let proxy = FaultProxy::start(&reg.addr()).await;
     proxy.add(
@@ -160,10 +161,14 @@ async fn mount_refused_with_401_falls_back_to_upload() {
         )
         .always(),
     );
-    let target = Reference::parse(&format!("{}/quirks/dst:1", proxy.addr)).unwrap();
-    let out = push(&with_mount_from(&img, "quirks/src"), &target, &fast_opts())
-        .await
-        .expect("upload after a refused mount");
+    let target = Reference::parse_tag(&format!("{}/quirks/dst:1", proxy.addr)).unwrap();
+    let out = push(
+        &with_mount_from(&img, "quirks/src"),
+        &target,
+        &fast_opts(target.registry()),
+    )
+    .await
+    .expect("upload after a refused mount");
     assert!(out.mounted.is_empty());
     assert_eq!(sorted(out.uploaded), all_digests(&img));
     assert_eq!(proxy.faults()["rewrite"], 2);
@@ -205,8 +210,8 @@ async fn www_authenticate_without_service_still_gets_a_token() {
     }));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "noservice", 0);
-    let target = Reference::parse(&format!("{}/quirks/noservice:1", proxy.addr)).unwrap();
-    let out = push(&img, &target, &fast_opts())
+    let target = Reference::parse_tag(&format!("{}/quirks/noservice:1", proxy.addr)).unwrap();
+    let out = push(&img, &target, &fast_opts(target.registry()))
         .await
         .expect("push with service-less challenges");
     reg.verify("quirks/noservice:1", &out.manifest_digest, Some(&creds()));
@@ -243,8 +248,8 @@ async fn token_server_faults_are_retried() {
 
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "tokfaults", 0);
-    let target = Reference::parse(&format!("{}/quirks/tokfaults:1", reg.addr())).unwrap();
-    let out = push(&img, &target, &fast_opts())
+    let target = Reference::parse_tag(&format!("{}/quirks/tokfaults:1", reg.addr())).unwrap();
+    let out = push(&img, &target, &fast_opts(target.registry()))
         .await
         .expect("push after token server faults");
     reg.verify("quirks/tokfaults:1", &out.manifest_digest, Some(&creds()));
@@ -258,8 +263,10 @@ async fn token_server_faults_are_retried() {
     assert_eq!(statuses[..4], [503, 0, 429, 200], "{statuses:?}");
 
     tok_proxy.add(Rule::new(is_token, Action::Status(503)).always());
-    let target = Reference::parse(&format!("{}/quirks/tokdown:1", reg.addr())).unwrap();
-    let err = push(&img, &target, &fast_opts()).await.unwrap_err();
+    let target = Reference::parse_tag(&format!("{}/quirks/tokdown:1", reg.addr())).unwrap();
+    let err = push(&img, &target, &fast_opts(target.registry()))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("token server") && msg.contains(&tok_proxy.addr) && msg.contains("503"),

@@ -15,7 +15,8 @@
 //! - strangers cannot make the server hold more memory than its body
 //!   budget (many large unsigned bodies; 2 GB of `[`, with the server's RSS
 //!   read from /proc), nor keep a signed delivery waiting by holding every
-//!   connection slot with slow bodies (issue 12, items 3, 4 and 6).
+//!   connection slot with slow bodies (issue 12, items 3, 4 and 6);
+//! - a large signed body costs about its size, not a JSON tree of it.
 //!
 //! `DOCKLESS_FAULTS_SEED=N` picks another kill schedule;
 //! `DOCKLESS_FAULTS_TALLY=FILE` appends the counts each test measured to FILE.
@@ -885,6 +886,42 @@ fn unverified_bodies_share_one_memory_budget() {
     tally(&format!(
         "budget: {CLIENTS} unsigned {BODY}-byte bodies at once against a 16 MiB budget: \
          {refused} refused with 503, the rest 401; peak RSS {peak_mib} MiB"
+    ));
+}
+
+/// A signed body is parsed for the few fields the service reads; the rest
+/// is checked and dropped, not kept as a JSON tree (which took ten times
+/// the body: 24 MB of `[],` made a 270 MB tree).
+#[test]
+fn a_signed_body_costs_its_size_not_a_json_tree() {
+    const BODY: usize = 24 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &ServerCfg::unbuildable(dir.path()));
+    let start_mib = srv.memory_kib("VmHWM") / 1024;
+    let mut body =
+        format!(r#"{{"repository": {{"full_name": "{REPO}"}}, "padding": ["#).into_bytes();
+    while body.len() < BODY - 16 {
+        body.extend_from_slice(b"[],");
+    }
+    body.extend_from_slice(b"[]], \"zen\": \"x\"}");
+    let r = deliver_raw(
+        &srv.addr,
+        "ping",
+        "big",
+        "application/json",
+        &body,
+        Some(SECRET),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let peak_mib = srv.memory_kib("VmHWM") / 1024;
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "a signed {} MiB body took the server from {start_mib} to {peak_mib} MiB",
+        body.len() >> 20
+    );
+    tally(&format!(
+        "signed {} MiB body of `[],`: 200, peak RSS {start_mib} → {peak_mib} MiB",
+        body.len() >> 20
     ));
 }
 

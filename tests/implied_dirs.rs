@@ -22,11 +22,8 @@ fn push_dirless_base(reg: &Registry, work: &Path) -> String {
     .map(|(p, d)| (p.to_string(), d.as_bytes().to_vec()));
     let img = build_image_of(work, "dirless", &files);
     let reference = format!("{}/base/dirless:1", reg.addr());
-    let target = dockless::remote::Reference::parse(&reference).unwrap();
-    let opts = dockless::remote::PushOptions {
-        insecure: true,
-        ..Default::default()
-    };
+    let target = dockless::name::Reference::parse_tag(&reference).unwrap();
+    let opts = dockless::remote::Options::default().insecure(&reg.addr());
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(dockless::remote::push(&img, &target, &opts))

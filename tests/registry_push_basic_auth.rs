@@ -2,8 +2,9 @@
 //! credential helper, and `login`.
 mod regsupport;
 
-use dockless::remote::{login, LoginOptions};
-use dockless::remote::{push, PushOptions, Reference, RegistryError};
+use dockless::name::Reference;
+use dockless::remote::login;
+use dockless::remote::{push, Options, RegistryError};
 use regsupport::*;
 
 const USER: &str = "tester";
@@ -17,10 +18,10 @@ fn start(certs: &Certs) -> Registry {
     })
 }
 
-fn tls_opts(certs: &Certs) -> PushOptions {
-    PushOptions {
+fn tls_opts(certs: &Certs) -> Options {
+    Options {
         ca_certs: vec![certs.ca()],
-        ..PushOptions::default()
+        ..Options::default()
     }
 }
 
@@ -51,7 +52,7 @@ async fn basic_auth_username_password_fields() {
     }));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "fields", 0);
-    let target = Reference::parse(&format!("{}/f/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/f/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &tls_opts(&certs)).await.unwrap();
     reg.verify("f/app:1", &out.manifest_digest, Some(&creds()));
 }
@@ -85,11 +86,11 @@ async fn basic_auth_via_creds_store_helper_and_login() {
 
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "helper", 0);
-    let target = Reference::parse(&format!("{}/h/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/h/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &tls_opts(&certs)).await;
 
     // login through the helper: secret goes to the helper, not the file.
-    let lopts = LoginOptions {
+    let lopts = Options {
         ca_certs: vec![certs.ca()],
         ..Default::default()
     };
@@ -126,7 +127,7 @@ async fn per_registry_cred_helper_wins_over_creds_store() {
     }));
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "credhelpers", 0);
-    let target = Reference::parse(&format!("{}/ch/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/ch/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &tls_opts(&certs)).await;
     // Another registry falls through to the missing credsStore helper.
     let other = dockless::remote::load_credential("other.example:5000").await;
@@ -146,7 +147,7 @@ async fn wrong_password_or_none_is_clear_and_leaves_no_tag() {
     let reg = start(&certs);
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "wrong", 0);
-    let target = Reference::parse(&format!("{}/w/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/w/app:1", reg.addr())).unwrap();
 
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "auth": basic_b64(USER, "nope-WRONG") } }
@@ -172,7 +173,7 @@ async fn login_writes_config_then_push_uses_it() {
     let reg = start(&certs);
     let cfg = tempfile::tempdir().unwrap();
     std::env::set_var("DOCKER_CONFIG", cfg.path());
-    let lopts = LoginOptions {
+    let lopts = Options {
         ca_certs: vec![certs.ca()],
         ..Default::default()
     };
@@ -196,7 +197,7 @@ async fn login_writes_config_then_push_uses_it() {
 
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "login", 0);
-    let target = Reference::parse(&format!("{}/l/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/l/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &tls_opts(&certs)).await.unwrap();
     reg.verify("l/app:1", &out.manifest_digest, Some(&creds()));
 }

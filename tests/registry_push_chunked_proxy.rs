@@ -3,7 +3,8 @@
 mod faults_support;
 mod regsupport;
 
-use dockless::remote::{push, PushOptions, Reference};
+use dockless::name::Reference;
+use dockless::remote::{push, Options};
 use faults_support::{Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
@@ -46,12 +47,12 @@ async fn chunked_fallback_when_put_refused_and_chunks_capped() {
     // ~9 MiB of noise: three chunks at the 4 MiB default.
     let img = build_image(work.path(), "capped", 9 * 1024 * 1024);
     // Ask for 8 MiB chunks: the proxy's 413 must make the client shrink them.
-    let opts = PushOptions {
-        insecure: true,
+    let opts = Options {
+        insecure_registries: vec![proxy.addr.clone()],
         chunk_size: 8 * 1024 * 1024,
-        ..PushOptions::default()
+        ..Options::default()
     };
-    let target = Reference::parse(&format!("{}/cap/app:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/cap/app:1", proxy.addr)).unwrap();
     let out = push(&img, &target, &opts)
         .await
         .expect("push through proxy");
@@ -81,11 +82,11 @@ async fn streamed_blob_falls_back_to_ranged_chunks() {
 
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "streamed", 9 * 1024 * 1024);
-    let opts = PushOptions {
-        insecure: true,
-        ..PushOptions::default()
+    let opts = Options {
+        insecure_registries: vec![source.addr(), proxy.addr.clone()],
+        ..Options::default()
     };
-    let src_ref = Reference::parse(&format!("{}/src/app:1", source.addr())).unwrap();
+    let src_ref = Reference::parse_tag(&format!("{}/src/app:1", source.addr())).unwrap();
     push(&img, &src_ref, &opts)
         .await
         .expect("push to the source");
@@ -95,10 +96,8 @@ async fn streamed_blob_falls_back_to_ranged_chunks() {
     streamed.layers[0].source = Some(dockless::remote::RemoteBlob {
         registry: source.addr(),
         repository: "src/app".into(),
-        insecure: true,
-        ca_certs: Vec::new(),
     });
-    let target = Reference::parse(&format!("{}/dst/app:1", proxy.addr)).unwrap();
+    let target = Reference::parse_tag(&format!("{}/dst/app:1", proxy.addr)).unwrap();
     let out = push(&streamed, &target, &opts)
         .await
         .expect("streamed push through proxy");

@@ -8,9 +8,9 @@ mod regsupport;
 
 use std::path::{Path, PathBuf};
 
-use dockless::name::reference::ImageRef;
-use dockless::remote::pull::{fetch_blob, PullError, RegistryOptions};
-use dockless::remote::{push, LocalBlob, PushOptions, PushOutcome, Reference, RegistryError};
+use dockless::name::Reference;
+use dockless::remote::pull::PullError;
+use dockless::remote::{push, BaseBlob, LocalBlob, Options, Puller, PushOutcome, RegistryError};
 use dockless::store::BlobStore;
 use faults_support::{rewrite_location, Action, FaultProxy, Req, Rule, Seen, TlsFiles};
 use regsupport::*;
@@ -63,11 +63,11 @@ impl Secured {
         }
     }
 
-    fn opts(&self) -> PushOptions {
-        PushOptions {
+    fn opts(&self) -> Options {
+        Options {
             ca_certs: vec![self.certs.ca()],
             max_attempts: 2,
-            ..PushOptions::default()
+            ..Options::default()
         }
     }
 
@@ -98,13 +98,13 @@ impl Secured {
 
     /// An image pushed straight to the registry as `creds/{repo}:1`: its
     /// layer, its reference through the proxy, and the layer's blob path.
-    async fn pushed_layer(&self, work: &Path, repo: &str) -> (LocalBlob, ImageRef, String) {
+    async fn pushed_layer(&self, work: &Path, repo: &str) -> (LocalBlob, Reference, String) {
         let img = build_image(work, repo, 64 * 1024);
-        let target = Reference::parse(&format!("{}/creds/{repo}:1", self.reg.addr())).unwrap();
+        let target = Reference::parse_tag(&format!("{}/creds/{repo}:1", self.reg.addr())).unwrap();
         push(&img, &target, &self.opts())
             .await
             .expect("push the source image");
-        let via_proxy = ImageRef::parse(&format!("{}/creds/{repo}:1", self.proxy.addr)).unwrap();
+        let via_proxy = Reference::parse(&format!("{}/creds/{repo}:1", self.proxy.addr)).unwrap();
         let layer = img.layers[0].clone();
         let path = format!("/v2/creds/{repo}/blobs/{}", layer.digest);
         (layer, via_proxy, path)
@@ -114,15 +114,22 @@ impl Secured {
     async fn fetch_layer(
         &self,
         work: &Path,
-        image: &ImageRef,
+        image: &Reference,
         layer: &LocalBlob,
     ) -> Result<PathBuf, PullError> {
         let store = BlobStore::open(work.join("store")).unwrap();
-        let opts = RegistryOptions {
-            insecure_registries: vec![],
+        let opts = Options {
             ca_certs: vec![self.certs.ca()],
+            ..Options::default()
         };
-        fetch_blob(image, &store, &opts, &layer.digest, layer.size).await
+        let blob = BaseBlob {
+            image: image.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+        };
+        Puller::for_images(&opts, [image])
+            .fetch_blob(&blob, &store)
+            .await
     }
 
     /// What the proxy saw on its second port (another origin), and on the
@@ -138,7 +145,7 @@ impl Secured {
     async fn push_through_proxy(&self, repo: &str) -> Result<PushOutcome, RegistryError> {
         let work = tempfile::tempdir().unwrap();
         let img = build_image(work.path(), repo, 64 * 1024);
-        let target = Reference::parse(&format!("{}/creds/{repo}:1", self.proxy.addr)).unwrap();
+        let target = Reference::parse_tag(&format!("{}/creds/{repo}:1", self.proxy.addr)).unwrap();
         push(&img, &target, &self.opts()).await
     }
 

@@ -1,7 +1,8 @@
 //! TLS pushes: trusted dev CA, untrusted CA.
 mod regsupport;
 
-use dockless::remote::{push, PushOptions, Reference, RegistryError};
+use dockless::name::Reference;
+use dockless::remote::{push, Options, RegistryError};
 use regsupport::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,9 +15,9 @@ async fn tls_with_generated_ca() {
         certs: Some(&certs),
         ..Default::default()
     });
-    let opts = PushOptions {
+    let opts = Options {
         ca_certs: vec![certs.ca()],
-        ..PushOptions::default()
+        ..Options::default()
     };
     push_scenario(&reg, &opts, None, "tls").await;
 }
@@ -34,11 +35,11 @@ async fn untrusted_ca_names_host_and_leaves_no_tag() {
     });
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "untrusted", 0);
-    let target = Reference::parse(&format!("{}/sec/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/sec/app:1", reg.addr())).unwrap();
     for ca in [vec![other.ca()], vec![]] {
-        let opts = PushOptions {
+        let opts = Options {
             ca_certs: ca,
-            ..PushOptions::default()
+            ..Options::default()
         };
         let err = push(&img, &target, &opts).await.unwrap_err();
         let msg = err.to_string();
@@ -55,17 +56,15 @@ async fn https_against_plain_registry_and_bad_ca_file() {
     let reg = Registry::start(RegistryCfg::default());
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "mismatch", 0);
-    let target = Reference::parse(&format!("{}/m/app:1", reg.addr())).unwrap();
-    let err = push(&img, &target, &PushOptions::default())
-        .await
-        .unwrap_err();
+    let target = Reference::parse_tag(&format!("{}/m/app:1", reg.addr())).unwrap();
+    let err = push(&img, &target, &Options::default()).await.unwrap_err();
     assert!(err.to_string().contains(&reg.addr()), "{err}");
 
     let bogus = work.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
-    let opts = PushOptions {
+    let opts = Options {
         ca_certs: vec![bogus.clone()],
-        ..PushOptions::default()
+        ..Options::default()
     };
     let err = push(&img, &target, &opts).await.unwrap_err();
     assert!(matches!(err, RegistryError::TlsConfig(_)), "{err}");

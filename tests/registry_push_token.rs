@@ -3,7 +3,8 @@
 mod regsupport;
 mod tokensupport;
 
-use dockless::remote::{push, PushOptions, Reference, RegistryError};
+use dockless::name::Reference;
+use dockless::remote::{push, Options, RegistryError};
 use regsupport::*;
 use tokensupport::*;
 
@@ -16,9 +17,9 @@ async fn bearer_token_auth_push_skip_mount() {
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "auth": basic_b64(USER, PASS) } }
     }));
-    let opts = PushOptions {
+    let opts = Options {
         ca_certs: vec![certs.ca()],
-        ..PushOptions::default()
+        ..Options::default()
     };
     push_scenario(&reg, &opts, Some(&creds()), "tok").await;
 
@@ -45,13 +46,13 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
     let _g = env_lock().await;
     let tokdir = tempfile::tempdir().unwrap();
     let (_ts, certs, reg) = token_registry(tokdir.path()).await;
-    let opts = PushOptions {
+    let opts = Options {
         ca_certs: vec![certs.ca()],
-        ..PushOptions::default()
+        ..Options::default()
     };
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "tokbad", 0);
-    let target = Reference::parse(&format!("{}/tb/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/tb/app:1", reg.addr())).unwrap();
 
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "auth": basic_b64(USER, "WRONGpw") } }
@@ -79,9 +80,9 @@ async fn identity_token_is_exchanged_with_a_refresh_grant() {
     let _g = env_lock().await;
     let tokdir = tempfile::tempdir().unwrap();
     let (ts, certs, reg) = token_registry(tokdir.path()).await;
-    let opts = PushOptions {
+    let opts = Options {
         ca_certs: vec![certs.ca()],
-        ..PushOptions::default()
+        ..Options::default()
     };
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "refresh", 0);
@@ -89,7 +90,7 @@ async fn identity_token_is_exchanged_with_a_refresh_grant() {
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "identitytoken": REFRESH } }
     }));
-    let target = Reference::parse(&format!("{}/rt/app:1", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/rt/app:1", reg.addr())).unwrap();
     let out = push(&img, &target, &opts)
         .await
         .expect("push with an identity token");
@@ -106,7 +107,7 @@ async fn identity_token_is_exchanged_with_a_refresh_grant() {
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "identitytoken": "refresh-stale" } }
     }));
-    let target = Reference::parse(&format!("{}/rt/app:2", reg.addr())).unwrap();
+    let target = Reference::parse_tag(&format!("{}/rt/app:2", reg.addr())).unwrap();
     let err = push(&img, &target, &opts).await.unwrap_err();
     let msg = format!("{err} {err:?}");
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");

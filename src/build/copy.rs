@@ -75,7 +75,7 @@ impl Builder<'_> {
             Some(raw) => {
                 let spec = self.expand(line, raw, &|n| state.lookup(n))?;
                 Some(
-                    resolve_owner(&spec, &state.fs, &self.lazy_blobs)
+                    resolve_owner(&spec, &state.fs, &self.bases)
                         .map_err(|e| self.fail(line, format!("{verb} --chown={spec}: {e}")))?,
                 )
             }
@@ -138,7 +138,7 @@ impl Builder<'_> {
                     let entries = self
                         .context()?
                         .resolve_source(&src)
-                        .map_err(|e| self.fail(line, e.to_string()))?;
+                        .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                     for entry in entries {
                         sources.push(
                             self.context_source(is_add, entry)
@@ -161,11 +161,8 @@ impl Builder<'_> {
         // an archive's are always 0755.
         let dir_mode = chmod.unwrap_or(0o755);
         let file = self.file.clone();
-        let fs_err = |e: FsError| BuildError::Instruction {
-            file: file.clone(),
-            line,
-            message: format!("{verb} to {dest_raw}: {e}"),
-        };
+        let fs_err =
+            |e: FsError| super::fail_because(&file, line, format!("{verb} to {dest_raw}: {e}"), e);
         let several = sources.len() > 1;
         // --split-layers: dependency paths first, as a layer of their own. Only
         // for plain trees (archives keep their place in the order), and each
@@ -224,7 +221,7 @@ impl Builder<'_> {
                         .map_err(fs_err)?;
                     let staging = self.staging_dir()?;
                     archive::extract(&path, kind, &mut state.fs, &dir, owner, &staging)
-                        .map_err(|e: ArchiveError| self.fail(line, e.to_string()))?;
+                        .map_err(|e: ArchiveError| self.fail_because(line, e.to_string(), e))?;
                 }
                 Source::Tree { root, children, .. } if root.is_dir() => {
                     // Only the contents are copied: a missing destination is made like

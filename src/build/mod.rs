@@ -12,6 +12,7 @@
 pub mod archive;
 mod base;
 mod copy;
+mod mounts;
 mod owner;
 mod run;
 mod source;
@@ -19,6 +20,7 @@ mod stage;
 mod url;
 mod workspace;
 
+pub use mounts::SecretSource;
 pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
@@ -29,13 +31,13 @@ use crate::dockerfile::{
 };
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
 use crate::layer::{self, LayerCompression, LayerError};
-use crate::name::reference::ImageRef;
+use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
-use crate::remote::pull::{self, RegistryOptions};
+use crate::remote;
 use crate::rootfs::{clean, RootFs};
 use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
-use base::{apply_base_layer, block_on, LazyBlobs, RemoteLayer};
+use base::{BaseLayerError, Bases};
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -77,8 +79,10 @@ pub struct BuildOptions {
     pub layer_cache: bool,
     pub cache_dir: PathBuf,
     /// How to reach registries for base images and `COPY --from=<image>`;
-    /// its CA files are trusted for `ADD <url>` too.
-    pub registry: RegistryOptions,
+    /// its CA files are trusted for `ADD <url>` too. Registry futures run
+    /// on the caller's tokio runtime when the build runs inside a
+    /// multi-thread one (or `spawn_blocking`), else on one the build starts.
+    pub remote: remote::Options,
     /// How RUN steps are isolated (see `sandbox`).
     pub isolation: Isolation,
     /// Kills a RUN step that runs longer.
@@ -90,6 +94,8 @@ pub struct BuildOptions {
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// `RUN --mount=type=secret` sources, by id (`--secret`).
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -111,12 +117,13 @@ impl BuildOptions {
             split_layers: false,
             layer_cache: true,
             cache_dir: cache_dir.into(),
-            registry: RegistryOptions::default(),
+            remote: remote::Options::default(),
             isolation: Isolation::Auto,
             run_timeout: None,
             sandbox_helper: PathBuf::from("/proc/self/exe"),
             step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -136,19 +143,22 @@ pub enum BuildError {
     ReadDockerfile { path: PathBuf, source: FileError },
     #[error(transparent)]
     Parse(#[from] ParseError),
-    /// A problem with one instruction, named by file and line.
+    /// A problem with one instruction, named by file and line; `cause` is
+    /// the typed error the message quotes, when there is one.
     #[error("{file}:{line}: {message}")]
     Instruction {
         file: String,
         line: usize,
         message: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("--target {0:?}: no stage of that name in the Dockerfile")]
     UnknownTarget(String),
     #[error("{file}: no FROM instruction, so there is nothing to build")]
     NoStages { file: String },
     #[error("build context: {0}")]
-    Context(ContextError),
+    Context(#[source] ContextError),
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error(transparent)]
@@ -245,12 +255,27 @@ pub fn build_platforms(
     })
 }
 
+/// An instruction's error at `file:line` that keeps the error it quotes.
+fn fail_because(
+    file: &str,
+    line: usize,
+    message: impl Into<String>,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> BuildError {
+    BuildError::Instruction {
+        file: file.to_string(),
+        line,
+        message: message.into(),
+        cause: Some(Box::new(cause)),
+    }
+}
+
 /// What a FROM or a COPY --from names.
 #[derive(Debug, Clone)]
 enum BaseRef {
     Scratch,
     Stage(usize),
-    Image(ImageRef),
+    Image(Reference),
 }
 
 /// What an earlier stage leaves for later ones.
@@ -313,8 +338,9 @@ struct Builder<'a> {
     results: Vec<Option<StageResult>>,
     /// Registry images already loaded, by reference and platform.
     images: HashMap<String, StageResult>,
-    /// Base layers applied from their header index, fetched when read.
-    lazy_blobs: LazyBlobs,
+    /// Registry images: their puller, and base layers applied from their
+    /// header index, fetched when read.
+    bases: Bases,
     staged_files: usize,
     /// mtimes of `ADD <url>` downloads (from Last-Modified, clamped), by staged file.
     url_mtimes: HashMap<PathBuf, u64>,
@@ -333,6 +359,7 @@ impl<'a> Builder<'a> {
             opts,
             df,
             file,
+            bases: Bases::new(&opts.remote, &store),
             store,
             context: None,
             staging: None,
@@ -342,7 +369,6 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             results,
             images: HashMap::new(),
-            lazy_blobs: LazyBlobs::default(),
             staged_files: 0,
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
@@ -358,7 +384,18 @@ impl<'a> Builder<'a> {
             file: self.file.clone(),
             line,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// [`fail`](Self::fail), keeping the error the message quotes.
+    fn fail_because(
+        &self,
+        line: usize,
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> BuildError {
+        fail_because(&self.file, line, message, cause)
     }
 
     fn automatic_args(&self) -> BTreeMap<String, String> {
@@ -489,7 +526,7 @@ impl<'a> Builder<'a> {
         if let Some(i) = self.stage_ref(name, before) {
             return Ok(BaseRef::Stage(i));
         }
-        ImageRef::parse(name).map(BaseRef::Image).map_err(|e| {
+        Reference::parse(name).map(BaseRef::Image).map_err(|e| {
             self.fail(
                 line,
                 format!("{what} {name}: not an earlier build stage, and {e}"),
@@ -541,7 +578,7 @@ impl<'a> Builder<'a> {
         &mut self,
         line: usize,
         what: &str,
-        image: &ImageRef,
+        image: &Reference,
         platform: &Platform,
     ) -> Result<String, BuildError> {
         let key = format!("{image}|{platform}");
@@ -549,38 +586,13 @@ impl<'a> Builder<'a> {
             return Ok(key);
         }
         let file = self.file.clone();
-        let fail = |e: &dyn std::fmt::Display| BuildError::Instruction {
-            file: file.clone(),
-            line,
-            message: format!("{what}: {e}"),
-        };
-        let base = block_on(pull::pull(
-            image,
-            platform,
-            &self.store,
-            &self.opts.registry,
-        ))
-        .map_err(|e| fail(&e))?
-        .map_err(|e| fail(&e))?;
+        let fail = |e: BaseLayerError| fail_because(&file, line, format!("{what}: {e}"), e);
+        let base = self.bases.pull(image, platform).map_err(fail)?;
         let mut fs = RootFs::default();
-        let mut layers = base.layers.clone();
-        for layer in &mut layers {
-            let remote = RemoteLayer {
-                image: image.clone(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-                store: self.store.clone(),
-                registry: self.opts.registry.clone(),
-            };
-            layer.uncompressed_size = apply_base_layer(
-                &mut fs,
-                remote,
-                &layer.diff_id,
-                &self.opts.cache_dir,
-                &mut self.lazy_blobs,
-            )
-            .map_err(|e| fail(&e))?;
-        }
+        let layers = self
+            .bases
+            .apply(&mut fs, &base, &self.opts.cache_dir)
+            .map_err(fail)?;
         let mut config = base.config.clone();
         config.created = Some(self.created.clone());
         let result = StageResult {
@@ -588,8 +600,8 @@ impl<'a> Builder<'a> {
                 config,
                 layers,
                 base: Some(BaseInfo {
-                    registry: image.registry.clone(),
-                    repository: image.repository.clone(),
+                    registry: image.registry().to_string(),
+                    repository: image.repository().to_string(),
                     name: image.to_string(),
                     digest: base.resolved_digest.clone(),
                     layer_count: base.layers.len(),
@@ -602,9 +614,10 @@ impl<'a> Builder<'a> {
         Ok(key)
     }
 
-    /// Every stage the target needs, found and checked before anything is
-    /// written, so an unsupported step fails the build at once.
-    fn plan(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+    /// Every stage the target needs, and the registry images they read,
+    /// found and checked before anything is written, so an unsupported step
+    /// fails the build at once.
+    fn plan(&self, target: usize) -> Result<(BTreeSet<usize>, Vec<Reference>), BuildError> {
         for stage in &self.df.stages {
             for ins in &stage.instructions {
                 if let InstructionKind::Copy(CopyArgs {
@@ -616,40 +629,38 @@ impl<'a> Builder<'a> {
             }
         }
         let mut needed = BTreeSet::new();
+        let mut images = Vec::new();
         let mut pending = vec![target];
+        let mut follow = |base: BaseRef, pending: &mut Vec<usize>| match base {
+            BaseRef::Stage(i) => pending.push(i),
+            BaseRef::Image(image) => images.push(image),
+            BaseRef::Scratch => {}
+        };
         while let Some(index) = pending.pop() {
             if !needed.insert(index) {
                 continue;
             }
-            if let BaseRef::Stage(base) = self.stage_base(index)? {
-                pending.push(base);
-            }
+            follow(self.stage_base(index)?, &mut pending);
             for ins in &self.df.stages[index].instructions {
                 self.check_supported(ins)?;
                 if let InstructionKind::Copy(args) = &ins.kind {
                     if let Some(from) = &args.from {
-                        if let BaseRef::Stage(i) = self.copy_from_ref(index, ins, from)? {
-                            pending.push(i);
-                        }
+                        follow(self.copy_from_ref(index, ins, from)?, &mut pending);
+                    }
+                }
+                if let InstructionKind::Run(args) = &ins.kind {
+                    for base in self.mount_bases(index, ins, &args.mounts)? {
+                        follow(base, &mut pending);
                     }
                 }
             }
         }
-        Ok(needed)
+        Ok((needed, images))
     }
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(args) => match args.mounts.first() {
-                Some(m) => Err(self.fail(
-                    ins.line,
-                    format!(
-                        "RUN --mount={}: mounts are not supported yet; remove the flag or do that work in another step",
-                        crate::context::untrusted::excerpt(&m.spec)
-                    ),
-                )),
-                None => Ok(()),
-            },
+            InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
             InstructionKind::Add(args) => {
                 let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
                 if let Some(repo) = args.sources.iter().find(git) {
@@ -669,7 +680,8 @@ impl<'a> Builder<'a> {
 
     fn run(&mut self) -> Result<Built, BuildError> {
         let target = self.target_index()?;
-        let needed = self.plan(target)?;
+        let (needed, images) = self.plan(target)?;
+        self.bases.expect(&images);
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);

@@ -1,17 +1,13 @@
 //! `--chown` and `USER` names resolved in the stage's own `/etc/passwd`
 //! and `/etc/group`.
 
-use super::base::LazyBlobs;
+use super::base::Bases;
 use crate::context::untrusted::FileRef;
 use crate::layer::FileSource;
 use crate::rootfs::{overlay, NodeKind, RootFs};
 
 /// `user[:group]` by number, or by name from the stage's /etc/passwd and /etc/group.
-pub(super) fn resolve_owner(
-    spec: &str,
-    fs: &RootFs,
-    lazy: &LazyBlobs,
-) -> Result<(u32, u32), String> {
+pub(super) fn resolve_owner(spec: &str, fs: &RootFs, lazy: &Bases) -> Result<(u32, u32), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -48,7 +44,7 @@ const ID_FILE_MAX_BYTES: u64 = 1 << 20;
 /// bytes are; None when the stage has no such regular file.
 pub(super) fn read_stage_file(
     fs: &RootFs,
-    lazy: &LazyBlobs,
+    lazy: &Bases,
     file: &str,
 ) -> Result<Option<Vec<u8>>, String> {
     let Ok(resolved) = fs.resolve(file, true) else {
@@ -63,16 +59,18 @@ pub(super) fn read_stage_file(
             .map(Some)
             .map_err(|e| e.problem.to_string()),
         // The layer may still be in its registry.
-        FileSource::Layer { blob, path } => lazy.ensure(blob).and_then(|()| {
-            overlay::read_member(blob, path, ID_FILE_MAX_BYTES).map_err(|e| e.to_string())
-        }),
+        FileSource::Layer { blob, path } => {
+            lazy.ensure(blob).map_err(|e| e.to_string()).and_then(|()| {
+                overlay::read_member(blob, path, ID_FILE_MAX_BYTES).map_err(|e| e.to_string())
+            })
+        }
     }
 }
 
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(
     fs: &RootFs,
-    lazy: &LazyBlobs,
+    lazy: &Bases,
     file: &str,
     name: &str,
     id_field: usize,

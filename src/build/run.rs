@@ -8,6 +8,7 @@
 //! out, WorkingDir, USER, the platform, the network mode, the mount specs,
 //! and what decides the layer's bytes (compression, level, epoch).
 
+use super::mounts::Planned;
 use super::owner::read_stage_file;
 use super::workspace::{ChainLayer, Workspace};
 use super::{BuildError, Builder, StageState, HISTORY_COMMENT};
@@ -42,6 +43,13 @@ const SCRIPT_DIR: &str = "/dev/pipes";
 
 /// The hostname a step sees.
 const HOSTNAME: &str = "dockless";
+
+/// Which step runs: its stage, its line and the instruction as written.
+struct StepPlace {
+    stage: usize,
+    line: usize,
+    what: String,
+}
 
 /// The command line a RUN runs.
 struct StepCommand {
@@ -147,6 +155,7 @@ impl Builder<'_> {
             self.used_args.insert(name.clone());
         }
         let env = step_env(state, &proxies);
+        let (mounts, mounts_key) = self.plan_mounts(stage, state, line, &args.mounts)?;
         let history = History {
             created: Some(self.created.clone()),
             created_by: Some(format!("RUN {}", command.argv.join(" "))),
@@ -154,7 +163,7 @@ impl Builder<'_> {
             comment: Some(HISTORY_COMMENT.into()),
             empty_layer: false,
         };
-        let key = self.step_key(state, &command, &env, args.network);
+        let key = self.step_key(state, &command, &env, args.network, mounts_key);
         let header = format!("[{}] {}", state.step_label(), ins.original);
         if let Some(done) = self
             .layer_cache
@@ -165,6 +174,8 @@ impl Builder<'_> {
             self.cache_stats.steps_from_cache += 1;
             return self.add_step_layer(state, line, done, history);
         }
+        crate::sandbox::check_runnable(&state.image.platform())
+            .map_err(|e| self.fail(line, format!("{}: {e}", ins.original)))?;
         let user = self.step_user(state, line)?;
         let mut env = env;
         if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -187,8 +198,16 @@ impl Builder<'_> {
         if let Some((name, content)) = &command.script {
             spec.mounts.push(self.script_mount(name, content)?);
         }
+        if self.workspace.is_none() {
+            self.workspace = Some(self.open_workspace(line)?);
+        }
         self.step_output(line, &header)?;
-        let made = self.run_in_sandbox(stage, state, line, spec, &ins.original)?;
+        let place = StepPlace {
+            stage,
+            line,
+            what: ins.original.clone(),
+        };
+        let made = self.run_in_sandbox(state, &place, spec, &mounts)?;
         self.cache_stats.steps_run += 1;
         if let Some(cache) = &self.layer_cache {
             cache.record_step(&key, made.as_ref());
@@ -196,23 +215,28 @@ impl Builder<'_> {
         self.add_step_layer(state, line, made, history)
     }
 
+    /// The sandbox and the roots on disk, made at the first step that
+    /// runs: when there is no isolation, the build fails here, before
+    /// anything runs.
+    fn open_workspace(&self, line: usize) -> Result<Workspace, BuildError> {
+        let sandbox = Sandbox::new(&self.opts.sandbox_helper, self.opts.isolation);
+        Workspace::open(sandbox, &self.opts.cache_dir).map_err(|e| self.fail(line, e))
+    }
+
     /// Runs the step over the stage's layers; the layer it made, if any.
     fn run_in_sandbox(
         &mut self,
-        stage: usize,
         state: &StageState,
-        line: usize,
+        step: &StepPlace,
         mut spec: Spec,
-        what: &str,
+        mounts: &[Planned],
     ) -> Result<Option<LayerInfo>, BuildError> {
+        let line = step.line;
         let mut ws = match self.workspace.take() {
             Some(ws) => ws,
-            None => {
-                let sandbox = Sandbox::new(&self.opts.sandbox_helper, self.opts.isolation);
-                Workspace::open(sandbox, &self.opts.cache_dir).map_err(|e| self.fail(line, e))?
-            }
+            None => self.open_workspace(line)?,
         };
-        let result = self.run_with(&mut ws, stage, state, line, &mut spec, what);
+        let result = self.run_with(&mut ws, state, step, &mut spec, mounts);
         self.workspace = Some(ws);
         result
     }
@@ -220,34 +244,30 @@ impl Builder<'_> {
     fn run_with(
         &self,
         ws: &mut Workspace,
-        stage: usize,
         state: &StageState,
-        line: usize,
+        step: &StepPlace,
         spec: &mut Spec,
-        what: &str,
+        mounts: &[Planned],
     ) -> Result<Option<LayerInfo>, BuildError> {
-        let chain: Vec<ChainLayer> = state
-            .image
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(ChainLayer {
-                    diff_id: l.diff_id.clone(),
-                    blob: self.store.path(&l.digest)?,
-                })
-            })
-            .collect::<Result<_, BuildError>>()?;
-        let ensure = |blob: &std::path::Path| self.lazy_blobs.ensure(blob);
+        let (stage, line, what) = (step.stage, step.line, step.what.as_str());
+        let chain = self.chain_of(&state.image)?;
+        let ensure = |blob: &std::path::Path| self.bases.ensure(blob).map_err(|e| e.to_string());
         let prepared = ws
             .prepare(stage, &chain, &ensure)
             .map_err(|e| self.fail(line, format!("{what}: preparing its root: {e}")))?;
         spec.rootfs = prepared.rootfs.clone();
         spec.overlay = prepared.overlay.clone();
+        let ready = self
+            .mount_ready(ws, mounts)
+            .map_err(|e| self.fail(line, format!("{what}: {e}")))?;
+        spec.mounts.extend(ready.mounts);
+        spec.env.extend(ready.env);
         let io = self.step_io().map_err(|e| self.fail(line, e))?;
         let outcome = ws
             .sandbox()
             .run(spec, io)
             .map_err(|e| self.fail(line, format!("{what}: {e}")))?;
+        drop(ready.held);
         if !outcome.success() {
             return Err(self.fail(line, format!("{what}: {outcome}")));
         }
@@ -264,12 +284,29 @@ impl Builder<'_> {
         Ok(made)
     }
 
+    /// The layers of `image` and where their blobs are (fetched on demand).
+    pub(super) fn chain_of(
+        &self,
+        image: &crate::image::Image,
+    ) -> Result<Vec<ChainLayer>, BuildError> {
+        image
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(ChainLayer {
+                    diff_id: l.diff_id.clone(),
+                    blob: self.store.path(&l.digest)?,
+                })
+            })
+            .collect()
+    }
+
     /// The step's user (resolved in the stage's own passwd and group files,
     /// as they are now) and its home.
     fn step_user(&self, state: &StageState, line: usize) -> Result<(Ids, String), BuildError> {
         let spec = &state.image.config.config.user;
         let read = |file: &str| -> Result<String, String> {
-            let bytes = read_stage_file(&state.fs, &self.lazy_blobs, file.trim_start_matches('/'))?;
+            let bytes = read_stage_file(&state.fs, &self.bases, file.trim_start_matches('/'))?;
             Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
         };
         let user = resolve_user_with(spec, &read).map_err(|e| self.fail(line, e.to_string()))?;
@@ -302,6 +339,7 @@ impl Builder<'_> {
         command: &StepCommand,
         env: &[String],
         network: RunNetwork,
+        mounts: serde_json::Value,
     ) -> String {
         let config = &state.image.config.config;
         let keyed_env: Vec<&String> = env.iter().filter(|e| !is_proxy(e)).collect();
@@ -321,7 +359,7 @@ impl Builder<'_> {
             "user": config.user,
             "platform": state.image.platform().to_string(),
             "network": network.name(),
-            "mounts": Vec::<String>::new(),
+            "mounts": mounts,
             "layer": layer.format_key(),
         });
         hex::encode(Sha256::digest(key.to_string()))

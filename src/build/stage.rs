@@ -35,19 +35,17 @@ impl Builder<'_> {
                 self.images[&key].clone()
             }
         };
-        if let Some(trigger) = base.image.config.config.on_build.first() {
-            return Err(self.fail(
-                stage.from.line,
-                format!(
-                    "the base image has ONBUILD triggers (first: {trigger:?}); running them is not supported yet"
-                ),
-            ));
-        }
-        let steps = stage
-            .instructions
-            .iter()
-            .filter(|i| counts_as_step(i))
-            .count();
+        let mut base = base;
+        // A base's ONBUILD triggers run right after FROM, as BuildKit runs
+        // them, and are not passed on.
+        let triggers =
+            self.onbuild_triggers(stage.from.line, &base.image.config.config.on_build)?;
+        base.image.config.config.on_build.clear();
+        let instructions: Vec<Instruction> = triggers
+            .into_iter()
+            .chain(stage.instructions.iter().cloned())
+            .collect();
+        let steps = instructions.iter().filter(|i| counts_as_step(i)).count();
         let mut state = StageState {
             image: base.image,
             fs: base.fs,
@@ -56,7 +54,7 @@ impl Builder<'_> {
             name: stage.from.alias.clone(),
             step: (1, steps + 1),
         };
-        for ins in &stage.instructions {
+        for ins in &instructions {
             if counts_as_step(ins) {
                 state.step.0 += 1;
             }
@@ -66,6 +64,57 @@ impl Builder<'_> {
             image: state.image,
             fs: state.fs,
         })
+    }
+
+    /// A base's ONBUILD triggers as instructions of the FROM's line;
+    /// chained ONBUILD, FROM and MAINTAINER are refused as docker does.
+    fn onbuild_triggers(
+        &self,
+        line: usize,
+        triggers: &[String],
+    ) -> Result<Vec<Instruction>, BuildError> {
+        let mut out = Vec::new();
+        for trigger in triggers {
+            let fail = |message: &str| {
+                self.fail(
+                    line,
+                    format!(
+                        "the base image's ONBUILD trigger {:?}: {message}",
+                        excerpt(trigger)
+                    ),
+                )
+            };
+            let keyword = trigger
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            match keyword.as_str() {
+                "ONBUILD" => {
+                    return Err(fail("chaining ONBUILD via ONBUILD ONBUILD is not allowed"))
+                }
+                "FROM" | "MAINTAINER" => {
+                    return Err(fail(&format!(
+                        "{keyword} is not allowed as an ONBUILD trigger"
+                    )))
+                }
+                _ => {}
+            }
+            let parsed = crate::dockerfile::parse(&format!("FROM scratch\n{trigger}\n"), "ONBUILD")
+                .map_err(|e| fail(&e.message))?;
+            let mut found: Vec<Instruction> = parsed
+                .stages
+                .into_iter()
+                .flat_map(|s| s.instructions)
+                .collect();
+            let (Some(mut ins), true) = (found.pop(), found.is_empty()) else {
+                return Err(fail("not one instruction"));
+            };
+            ins.line = line;
+            self.check_supported(&ins)?;
+            out.push(ins);
+        }
+        Ok(out)
     }
 
     pub(super) fn history(&self, ins: &Instruction) -> History {
@@ -130,12 +179,12 @@ impl Builder<'_> {
                     }
                 )
             }) {
-                self.lazy_blobs
+                self.bases
                     .ensure_entries(&entries)
-                    .map_err(|e| self.fail(line, e))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                 let staging = self.staging_dir()?;
                 overlay::materialize(&mut entries, &staging)
-                    .map_err(|e| self.fail(line, e.to_string()))?;
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
             }
             let info = match &self.layer_cache {
                 Some(cache) => {
@@ -207,7 +256,7 @@ impl Builder<'_> {
                 let (uid, gid) = if user.is_empty() {
                     (0, 0)
                 } else {
-                    resolve_owner(user, &state.fs, &self.lazy_blobs).unwrap_or((0, 0))
+                    resolve_owner(user, &state.fs, &self.bases).unwrap_or((0, 0))
                 };
                 state
                     .fs

@@ -4,7 +4,6 @@
 //! download itself (BuildKit's `source/http/source.go`): over the registry
 //! client's TLS settings, capped in size, hashed on the way.
 
-use super::base::block_on;
 use super::source::Source;
 use super::{BuildError, Builder};
 use crate::dockerfile::CopyArgs;
@@ -77,14 +76,16 @@ impl Builder<'_> {
             .map_err(|e| self.fail(line, format!("ADD: the source is not a valid URL: {e}")))?;
         let path = self.staging_dir()?.join("download");
         let opts = self.opts;
-        let fetched = block_on(download(
-            &url,
-            &path,
-            &opts.registry.ca_certs,
-            opts.add_url_max_size,
-        ))
-        .map_err(|e| self.fail(line, format!("ADD {}: {e}", shown(&url))))?
-        .map_err(|e| self.fail(line, format!("ADD {e}")))?;
+        let fetched = self
+            .bases
+            .block_on(download(
+                &url,
+                &path,
+                &opts.remote.ca_certs,
+                opts.add_url_max_size,
+            ))
+            .map_err(|e| self.fail_because(line, format!("ADD {}: {e}", shown(&url)), e))?
+            .map_err(|e| self.fail_because(line, format!("ADD {e}"), e))?;
         if let Some(want) = checksum {
             if fetched.digest != want {
                 let got = &fetched.digest;

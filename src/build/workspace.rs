@@ -16,7 +16,7 @@
 use crate::digest::HashingWriter;
 use crate::layer::LayerInfo;
 use crate::rootfs::disk::{Changes, Done, LayerForm, LayerSettings, OpaqueXattr, Task};
-use crate::sandbox::{Mode, Overlay, Sandbox};
+use crate::sandbox::{Mode, Overlay, Sandbox, TreeRoot};
 use crate::store::BlobStore;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -58,6 +58,8 @@ pub(super) struct Workspace {
     run: PathBuf,
     steps: usize,
     roots: HashMap<usize, StageRoot>,
+    /// Folders made for one step's mounts, removed after it.
+    scratch: Vec<PathBuf>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
@@ -101,6 +103,7 @@ impl Workspace {
             run,
             steps: 0,
             roots: HashMap::new(),
+            scratch: Vec::new(),
         };
         ws.make_dir(&runs)?;
         ws.make_dir(&ws.run.clone())?;
@@ -139,12 +142,84 @@ impl Workspace {
     }
 
     /// Makes a folder the helper writes in, owned by container root.
-    fn make_dir(&self, path: &Path) -> Result<(), String> {
+    pub(super) fn make_dir(&self, path: &Path) -> Result<(), String> {
         std::fs::create_dir_all(path).map_err(io_err(path))?;
+        self.give_to_root(path)
+    }
+
+    /// Gives a file dockless made to container root (the host user is
+    /// root in the namespace anyway, but the host's root is not).
+    pub(super) fn give_to_root(&self, path: &Path) -> Result<(), String> {
         if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_err(path))?;
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))?;
         }
         Ok(())
+    }
+
+    /// Gives `path` container owner and mode (made as a folder when
+    /// `make_dir` and missing), in the namespace.
+    pub(super) fn own(
+        &self,
+        path: &Path,
+        make_dir: bool,
+        (uid, gid, mode): (u32, u32, u32),
+    ) -> Result<(), String> {
+        self.task(Task::Own {
+            path: path.to_path_buf(),
+            make_dir,
+            uid,
+            gid,
+            mode,
+        })
+        .map(|_| ())
+    }
+
+    /// A stage's or an image's layers as a tree a step may mount: an
+    /// overlay with a throwaway upper folder, or a copy.
+    pub(super) fn tree(
+        &mut self,
+        chain: &[ChainLayer],
+        ensure: &dyn Fn(&Path) -> Result<(), String>,
+    ) -> Result<TreeRoot, String> {
+        let dir = self.scratch_dir()?;
+        let LayerForm::Overlay(_) = self.form else {
+            let layers = chain
+                .iter()
+                .map(|l| self.layer_dir(l, ensure))
+                .collect::<Result<Vec<_>, _>>()?;
+            let root = dir.join("root");
+            self.task(Task::Stack {
+                layers,
+                root: root.clone(),
+                snapshot: dir.join("before.json"),
+            })?;
+            return Ok(TreeRoot::Dir(root));
+        };
+        let mut lowers = chain
+            .iter()
+            .map(|l| self.layer_dir(l, ensure))
+            .collect::<Result<Vec<_>, _>>()?;
+        lowers.reverse();
+        for sub in ["upper", "work", "empty"] {
+            self.make_dir(&dir.join(sub))?;
+        }
+        if lowers.is_empty() {
+            lowers.push(dir.join("empty"));
+        }
+        Ok(TreeRoot::Overlay(Overlay {
+            lowers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        }))
+    }
+
+    /// A folder for one step's mount, removed after it.
+    pub(super) fn scratch_dir(&mut self) -> Result<PathBuf, String> {
+        self.steps += 1;
+        let dir = self.run.join(format!("mount-{}", self.steps));
+        self.make_dir(&dir)?;
+        self.scratch.push(dir.clone());
+        Ok(dir)
     }
 
     pub(super) fn sandbox(&self) -> &Sandbox {
@@ -317,6 +392,11 @@ impl Workspace {
     /// After the step and its diff: an overlay step's upper folder becomes
     /// the new layer's folder; a copied root now holds the layer too.
     pub(super) fn finish(&mut self, prepared: Prepared, made: Option<&LayerInfo>) {
+        for path in std::mem::take(&mut self.scratch) {
+            if let Err(e) = self.task(Task::Remove { path }) {
+                tracing::warn!("cannot remove a RUN mount's folder: {e}");
+            }
+        }
         let mut chain = prepared.chain;
         if let Some(info) = made {
             chain.push(info.diff_id.clone());

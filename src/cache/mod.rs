@@ -1,6 +1,7 @@
 //! Where dockless keeps its working blobs between runs: the folder, the
 //! build timestamp, the layer cache (`layers`) with its compressed
-//! segments (`segments`), and pruning to a size cap (`prune`).
+//! segments (`segments`), `RUN --mount=type=cache` folders, and pruning to
+//! a size cap (`prune`).
 
 pub mod layers;
 mod prune;
@@ -11,6 +12,9 @@ pub use segments::SegmentIndex;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// Under the cache folder: a folder per `RUN --mount=type=cache` id.
+pub const RUN_CACHE_DIR: &str = "run-cache";
 
 /// Marks a cached file as used, for [`prune()`]'s LRU order.
 pub(crate) fn touch(path: &Path) {

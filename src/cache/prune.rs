@@ -20,15 +20,17 @@ pub struct PruneReport {
     pub bytes_kept: u64,
 }
 
-/// Removes least recently used blobs and base-layer header indexes
+/// Removes least recently used blobs, base-layer header indexes
 /// (`layer-index/`, kept apart from their blobs on purpose: they let a
-/// build skip the download) until both together hold at most
+/// build skip the download) and `RUN --mount=type=cache` folders not in
+/// use until together they hold at most
 /// `max_bytes`, never those named in `keep`; then drops layer and segment
 /// records that point at removed blobs.
 pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Result<PruneReport> {
     let blob_dir = cache_dir.join("blobs").join("sha256");
     let mut entries = cached_files(&blob_dir, "")?;
     entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
+    entries.extend(run_caches(&cache_dir.join(super::RUN_CACHE_DIR))?);
     let mut total: u64 = entries.iter().map(|e| e.len).sum();
     let mut report = PruneReport::default();
     if total > max_bytes {
@@ -40,10 +42,10 @@ pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Re
             if keep.contains(&format!("sha256:{}", e.hex)) {
                 continue;
             }
-            if fs::remove_file(&e.path).is_ok() {
+            if e.remove() {
                 total -= e.len;
                 report.bytes_removed += e.len;
-                if e.path.starts_with(&blob_dir) {
+                if e.path.starts_with(&blob_dir) && e.lock.is_none() {
                     report.blobs_removed += 1;
                 }
             }
@@ -62,6 +64,67 @@ struct CachedFile {
     hex: String,
     path: PathBuf,
     len: u64,
+    /// A `RUN --mount=type=cache` folder, with its lock file.
+    lock: Option<PathBuf>,
+}
+
+impl CachedFile {
+    fn remove(&self) -> bool {
+        let Some(lock) = &self.lock else {
+            return fs::remove_file(&self.path).is_ok();
+        };
+        // Never one a running step holds.
+        let Ok(file) = fs::OpenOptions::new().write(true).open(lock) else {
+            return fs::remove_dir_all(&self.path).is_ok();
+        };
+        use rustix::fs::{flock, FlockOperation};
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return false;
+        }
+        let removed = fs::remove_dir_all(&self.path).is_ok();
+        if removed {
+            let _ = fs::remove_file(lock);
+        }
+        removed
+    }
+}
+
+/// `RUN --mount=type=cache` folders: their size, and when their lock file
+/// says they were last used. (A folder whose files belong to IDs of a
+/// user namespace that dockless cannot remove is left, and counted.)
+fn run_caches(dir: &Path) -> io::Result<Vec<CachedFile>> {
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in listing.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let lock = path.with_extension("lock");
+        let used = fs::metadata(&lock)
+            .or_else(|_| entry.metadata())
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH);
+        let len = walkdir::WalkDir::new(&path)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        out.push(CachedFile {
+            used,
+            hex: entry.file_name().to_string_lossy().into_owned(),
+            path,
+            len,
+            lock: Some(lock),
+        });
+    }
+    Ok(out)
 }
 
 /// The files in `dir` named `<hex><suffix>`; none if `dir` is missing.
@@ -87,6 +150,7 @@ fn cached_files(dir: &Path, suffix: &str) -> io::Result<Vec<CachedFile>> {
             hex: hex.to_string(),
             path: entry.path(),
             len: md.len(),
+            lock: None,
         });
     }
     Ok(out)

@@ -1,11 +1,11 @@
 //! Registry authentication: Basic and Bearer token flows, one token per
-//! scope set, re-authentication on 401.
+//! client for the access it was opened with, re-authentication on 401.
 //!
 //! Secrets (passwords, identity tokens, bearer tokens) are only ever held in
 //! [`Credential`] / token strings whose `Debug` output is redacted, and they are
 //! never formatted into logs or errors.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -23,29 +23,51 @@ use super::origin;
 use super::retry::RetryPolicy;
 use super::transport::{read_limited, Transport};
 
-/// A repository scope for a bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Scope {
-    pub repository: String,
-    /// "pull" or "pull,push".
-    pub actions: &'static str,
+/// What a client may do on its registry: push to some repositories, pull
+/// from others. Its bearer token is asked for with exactly these scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    push: BTreeSet<String>,
+    pull: BTreeSet<String>,
 }
 
-impl Scope {
-    pub fn push(repo: &str) -> Scope {
-        Scope {
-            repository: repo.to_string(),
-            actions: "pull,push",
+impl Access {
+    /// Pull from `repositories`.
+    pub fn pull<S: AsRef<str>>(repositories: impl IntoIterator<Item = S>) -> Access {
+        Access::default().and_pull(repositories)
+    }
+
+    /// Push to (and pull from) `repository`.
+    pub fn push(repository: &str) -> Access {
+        Access {
+            push: BTreeSet::from([repository.to_string()]),
+            pull: BTreeSet::new(),
         }
     }
-    pub fn pull(repo: &str) -> Scope {
-        Scope {
-            repository: repo.to_string(),
-            actions: "pull",
+
+    /// This access, and pull from `repositories` too (mount sources).
+    pub fn and_pull<S: AsRef<str>>(mut self, repositories: impl IntoIterator<Item = S>) -> Access {
+        for r in repositories {
+            if !self.push.contains(r.as_ref()) {
+                self.pull.insert(r.as_ref().to_string());
+            }
         }
+        self
     }
-    fn render(&self) -> String {
-        format!("repository:{}:{}", self.repository, self.actions)
+
+    /// Whether this access reads `repository`.
+    pub fn pulls(&self, repository: &str) -> bool {
+        self.pull.contains(repository) || self.push.contains(repository)
+    }
+
+    /// Token scopes, pushes first: some registries look only at the first.
+    fn scopes(&self) -> Vec<String> {
+        let push = self
+            .push
+            .iter()
+            .map(|r| format!("repository:{r}:pull,push"));
+        let pull = self.pull.iter().map(|r| format!("repository:{r}:pull"));
+        push.chain(pull).collect()
     }
 }
 
@@ -59,22 +81,29 @@ enum Scheme {
     },
 }
 
-/// Per-registry auth state shared by all requests of one push.
+/// One client's authentication: its credential, the scheme the registry
+/// asked for, and the one bearer token for its [`Access`], asked for once
+/// and again only when the registry refuses it.
 pub(crate) struct AuthState {
     credential: Option<Credential>,
     scheme: Mutex<Scheme>,
-    /// Bearer tokens keyed by the rendered, sorted scope list.
-    tokens: Mutex<HashMap<String, String>>,
+    scopes: Vec<String>,
+    token: Mutex<Option<HeaderValue>>,
+    /// Held while a token is fetched, so parallel requests wait for it
+    /// rather than each asking for one.
+    fetching: tokio::sync::Mutex<()>,
     /// Token servers fail like registries do; their requests are idempotent.
     retry: RetryPolicy,
 }
 
 impl AuthState {
-    pub(crate) fn new(credential: Option<Credential>, retry: RetryPolicy) -> Self {
+    pub(crate) fn new(credential: Option<Credential>, access: &Access, retry: RetryPolicy) -> Self {
         AuthState {
             credential,
             scheme: Mutex::new(Scheme::Anonymous),
-            tokens: Mutex::new(HashMap::new()),
+            scopes: access.scopes(),
+            token: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
             retry,
         }
     }
@@ -84,17 +113,15 @@ impl AuthState {
     }
 
     fn scheme(&self) -> Scheme {
-        match self.scheme.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        lock(&self.scheme).clone()
     }
 
     fn set_scheme(&self, s: Scheme) {
-        match self.scheme.lock() {
-            Ok(mut g) => *g = s,
-            Err(p) => *p.into_inner() = s,
-        }
+        *lock(&self.scheme) = s;
+    }
+
+    fn cached_token(&self) -> Option<HeaderValue> {
+        lock(&self.token).clone()
     }
 
     /// Learn the scheme from the `GET /v2/` ping response. Only the
@@ -121,15 +148,14 @@ impl AuthState {
         }
     }
 
-    /// The `Authorization` header to send to `url` for a request needing
-    /// `scopes`: none for any origin but the registry's own (an upload
-    /// `Location` elsewhere, a storage host), and an error rather than a
-    /// secret in clear text (see [`origin::ensure_safe_for_secrets`]).
+    /// The `Authorization` header to send to `url`: none for any origin but
+    /// the registry's own (an upload `Location` elsewhere, a storage host),
+    /// and an error rather than a secret in clear text (see
+    /// [`origin::ensure_safe_for_secrets`]).
     pub(crate) async fn header_for(
         &self,
         t: &Transport,
         url: &Url,
-        scopes: &[Scope],
     ) -> Result<Option<HeaderValue>, RegistryError> {
         let scheme = self.scheme();
         if matches!(scheme, Scheme::Anonymous) {
@@ -151,52 +177,56 @@ impl AuthState {
                 _ => Ok(None),
             },
             Scheme::Bearer { realm, service } => {
-                let key = scope_key(scopes);
-                let cached = self.tokens.lock().ok().and_then(|m| m.get(&key).cloned());
-                let token = match cached {
-                    Some(tok) => tok,
-                    None => {
-                        let rendered: Vec<String> =
-                            sorted(scopes).iter().map(Scope::render).collect();
-                        let tok = fetch_token(
-                            t,
-                            &self.retry,
-                            TokenRequest {
-                                realm: &realm,
-                                service: service.as_deref(),
-                                scopes: &rendered,
-                                cred: self.credential.as_ref(),
-                            },
-                        )
-                        .await?;
-                        if let Ok(mut m) = self.tokens.lock() {
-                            m.insert(key, tok.clone());
-                        }
-                        tok
-                    }
-                };
-                let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    RegistryError::Protocol {
-                        host: t.host().to_string(),
-                        reason: "token server returned a token that is not a valid header value"
-                            .into(),
-                    }
-                })?;
-                v.set_sensitive(true);
-                Ok(Some(v))
+                self.bearer(t, &realm, service.as_deref()).await.map(Some)
             }
         }
     }
 
-    /// Handle a 401 on a request needing `scopes`. Returns true when retrying
-    /// with fresh authorization is worthwhile. A 401 from another origin
-    /// (where a Location or redirect led) changes nothing: credentials are
-    /// never sent there, and its challenge must not pick the token server.
+    /// The bearer token for this client's scopes, fetched once.
+    async fn bearer(
+        &self,
+        t: &Transport,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<HeaderValue, RegistryError> {
+        if let Some(v) = self.cached_token() {
+            return Ok(v);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(v) = self.cached_token() {
+            return Ok(v);
+        }
+        let token = fetch_token(
+            t,
+            &self.retry,
+            TokenRequest {
+                realm,
+                service,
+                scopes: &self.scopes,
+                cred: self.credential.as_ref(),
+            },
+        )
+        .await?;
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            RegistryError::Protocol {
+                host: t.host().to_string(),
+                reason: "token server returned a token that is not a valid header value".into(),
+            }
+        })?;
+        v.set_sensitive(true);
+        *lock(&self.token) = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Handle a 401 to a request that carried `sent`. Returns true when
+    /// retrying with fresh authorization is worthwhile. A 401 from another
+    /// origin (where a Location or redirect led) changes nothing: credentials
+    /// are never sent there, and its challenge must not pick the token server.
     pub(crate) fn on_unauthorized(
         &self,
         t: &Transport,
         resp: &reqwest::Response,
-        scopes: &[Scope],
+        sent: Option<&HeaderValue>,
     ) -> bool {
         if !t.is_registry_origin(resp.url()) {
             return false;
@@ -205,10 +235,13 @@ impl AuthState {
         for ch in challenges(resp) {
             match ch {
                 Challenge::Bearer { realm, service, .. } => {
-                    // Drop the cached token: it lacked the scope, or expired.
-                    if let Ok(mut m) = self.tokens.lock() {
-                        m.remove(&scope_key(scopes));
+                    // The token expired (or never had the access): drop it,
+                    // unless a parallel request already replaced it.
+                    let mut token = lock(&self.token);
+                    if token.as_ref() == sent {
+                        *token = None;
                     }
+                    drop(token);
                     self.set_scheme(Scheme::Bearer { realm, service });
                     return true;
                 }
@@ -225,6 +258,11 @@ impl AuthState {
     }
 }
 
+/// A poisoned lock's data is still sound here: every write is one assignment.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub(super) fn challenges(resp: &reqwest::Response) -> Vec<Challenge> {
     resp.headers()
         .get_all(WWW_AUTHENTICATE)
@@ -232,21 +270,6 @@ pub(super) fn challenges(resp: &reqwest::Response) -> Vec<Challenge> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(parse_www_authenticate)
         .collect()
-}
-
-fn sorted(scopes: &[Scope]) -> Vec<Scope> {
-    let mut v = scopes.to_vec();
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn scope_key(scopes: &[Scope]) -> String {
-    sorted(scopes)
-        .iter()
-        .map(Scope::render)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub(super) fn basic_header(username: &str, password: &str) -> HeaderValue {

@@ -1,8 +1,6 @@
 //! `dockless login`: check credentials against a registry, then store
 //! them as `docker login` does.
 
-use std::path::PathBuf;
-
 use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 
@@ -10,19 +8,10 @@ use super::auth::{basic_header, challenges, fetch_token, TokenRequest};
 use super::challenge::Challenge;
 use super::credentials::{store_credential, Credential};
 use super::error::RegistryError;
-use super::options::PushOptions;
+use super::options::Options;
 use super::origin;
 use super::retry::RetryPolicy;
 use super::transport::{error_from_response, Transport};
-
-/// Options for [`login`].
-#[derive(Debug, Clone, Default)]
-pub struct LoginOptions {
-    /// Plain HTTP.
-    pub insecure: bool,
-    /// Extra CA certificates (PEM files) to trust.
-    pub ca_certs: Vec<PathBuf>,
-}
 
 /// Verify `username`/`password` against `registry` and store them in the
 /// docker config file the way `docker login` does.
@@ -30,9 +19,9 @@ pub async fn login(
     registry: &str,
     username: &str,
     password: &str,
-    opts: &LoginOptions,
+    opts: &Options,
 ) -> Result<(), RegistryError> {
-    let t = Transport::new(registry, opts.insecure, &opts.ca_certs)?;
+    let t = Transport::new(registry, opts)?;
     let cred = Credential::UserPass {
         username: username.to_string(),
         password: password.to_string(),
@@ -51,7 +40,7 @@ pub async fn login(
             _ => None,
         });
         if let Some((realm, service)) = bearer {
-            let retry = RetryPolicy::new(&PushOptions::default());
+            let retry = RetryPolicy::new(opts);
             let request = TokenRequest {
                 realm: &realm,
                 service: service.as_deref(),

@@ -11,12 +11,17 @@
 //!
 //! Layers, bottom up: `error`, `tls`, `origin` (where secrets may go),
 //! `stall`, `retry` and `transport` (one host's HTTP clients); `challenge`,
-//! `credentials` and `auth` (tokens per scope); `session` (authenticated
-//! requests and streamed bodies); `push`, `pull`, `publish` and `login` on
-//! top.
+//! `credentials` and `auth` (one token per client, for the [`Access`] it
+//! was opened with); `client` (one registry: authenticated, retried
+//! requests) and `body` (streamed request bodies); then `pull` ([`Puller`]:
+//! clients for the registries images are read from), `push` ([`Pusher`]:
+//! the target's client and the clients blobs stream from), `publish` and
+//! `login`. Every part takes its settings from one [`Options`].
 
 mod auth;
+mod body;
 mod challenge;
+mod client;
 mod credentials;
 mod error;
 mod login;
@@ -26,18 +31,17 @@ pub mod publish;
 pub mod pull;
 mod push;
 mod retry;
-mod session;
 mod stall;
-mod target;
 pub(crate) mod tls;
 mod transport;
 
-pub use auth::Scope;
+pub use auth::Access;
 pub use challenge::{parse_www_authenticate, Challenge};
+pub use client::Client;
 pub use credentials::{config_key, docker_config_path, load_credential, Credential};
 pub(crate) use error::error_chain;
 pub use error::RegistryError;
-pub use login::{login, LoginOptions};
-pub use options::{EventSink, PushEvent, PushOptions, DEFAULT_CHUNK_SIZE};
-pub use push::{file_digest, push, LocalBlob, PushImage, PushOutcome, RemoteBlob};
-pub use target::Reference;
+pub use login::login;
+pub use options::{EventSink, Options, PushEvent, DEFAULT_CHUNK_SIZE};
+pub use pull::{BaseBlob, Puller};
+pub use push::{file_digest, push, LocalBlob, PushImage, PushOutcome, Pusher, RemoteBlob};

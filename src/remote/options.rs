@@ -1,5 +1,6 @@
-//! How a push behaves (timeouts, retries, chunks) and the progress events
-//! it reports.
+//! How the registry client behaves (which registries are plain HTTP,
+//! extra CAs, timeouts, retries, chunks, transfers at once) and the progress
+//! events a push reports.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,14 +62,19 @@ impl std::fmt::Debug for EventSink {
 /// Default PATCH chunk: several registries cap a chunk at 4 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 * 1024 * 1024;
 
+/// How to reach registries and how transfers behave: one set for pulls,
+/// pushes, streaming between registries and `login`.
 #[derive(Debug, Clone)]
-pub struct PushOptions {
-    /// Plain HTTP instead of HTTPS.
-    pub insecure: bool,
+pub struct Options {
+    /// Registries (`host[:port]`) reached over plain HTTP instead of HTTPS.
+    pub insecure_registries: Vec<String>,
     /// Extra PEM CA files trusted in addition to the OS store.
     pub ca_certs: Vec<PathBuf>,
     /// Blobs uploaded at once (0 is treated as 1).
     pub concurrency: usize,
+    /// Blobs downloaded at once, e.g. a base image's layers (0 is treated as 1).
+    pub download_concurrency: usize,
+    /// Progress of pushes.
     pub events: EventSink,
     /// PATCH chunk size when monolithic upload is refused (0 = default).
     pub chunk_size: u64,
@@ -87,12 +93,28 @@ pub struct PushOptions {
     pub max_retry_delay: Duration,
 }
 
-impl Default for PushOptions {
+impl Options {
+    /// Whether `registry` is reached over plain HTTP.
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure_registries.iter().any(|r| r == registry)
+    }
+
+    /// These options with `registry` reached over plain HTTP.
+    pub fn insecure(mut self, registry: &str) -> Options {
+        if !self.is_insecure(registry) {
+            self.insecure_registries.push(registry.to_string());
+        }
+        self
+    }
+}
+
+impl Default for Options {
     fn default() -> Self {
-        PushOptions {
-            insecure: false,
+        Options {
+            insecure_registries: Vec::new(),
             ca_certs: Vec::new(),
             concurrency: 3,
+            download_concurrency: 4,
             events: EventSink::default(),
             chunk_size: DEFAULT_CHUNK_SIZE,
             connect_timeout: Duration::from_secs(30),

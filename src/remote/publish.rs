@@ -4,14 +4,12 @@
 //! record in its distribution metadata).
 
 use super::error::RegistryError;
-use super::options::PushOptions;
-use super::pull::RegistryOptions;
-use super::push::{self, LocalBlob, PushImage, PushOutcome, RemoteBlob};
-use super::session::Session;
-use super::target::Reference;
+use super::options::Options;
+use super::push::{LocalBlob, PushImage, PushOutcome, Pusher, RemoteBlob};
 use crate::image::{
     Artifact, BuiltImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
+use crate::name::Reference;
 use crate::store::{BlobStore, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,20 +110,20 @@ pub fn push_image(
     mounts: &MountRecord,
     target: &Reference,
 ) -> Result<PushImage, StoreError> {
-    push_image_from(store, image, mounts, target, None)
+    push_image_from(store, image, mounts, target, false)
 }
 
-/// [`push_image`], but base layers missing from the store are read from the
-/// base's registry (reached with `sources`): mounted when it is the target's
-/// registry, streamed registry to registry otherwise.
-pub fn push_image_from(
+/// [`push_image`], but with `from_base_registry`, base layers missing from
+/// the store are read from the base's registry: mounted when it is the
+/// target's registry, streamed registry to registry otherwise.
+fn push_image_from(
     store: &BlobStore,
     image: &BuiltImage,
     mounts: &MountRecord,
     target: &Reference,
-    sources: Option<&RegistryOptions>,
+    from_base_registry: bool,
 ) -> Result<PushImage, StoreError> {
-    let repo = target.repository.as_str();
+    let repo = target.repository();
     let config = local_blob(
         store,
         &image.config_digest,
@@ -137,16 +135,15 @@ pub fn push_image_from(
     let base_repo = image
         .base
         .as_ref()
-        .filter(|b| b.registry == target.registry && b.repository != repo);
+        .filter(|b| b.registry == target.registry() && b.repository != repo);
     let mut layers = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
         let remote = image
             .base
             .as_ref()
-            .filter(|b| i < b.layer_count && !store.contains(&l.digest))
-            .zip(sources);
+            .filter(|b| from_base_registry && i < b.layer_count && !store.contains(&l.digest));
         let mut blob = match remote {
-            Some((base, opts)) => {
+            Some(base) => {
                 let mut blob = local_blob_at(
                     store.path(&l.digest)?,
                     &l.digest,
@@ -155,12 +152,9 @@ pub fn push_image_from(
                     mounts,
                     repo,
                 );
-                let src = opts.push_options(&base.registry);
                 blob.source = Some(RemoteBlob {
                     registry: base.registry.clone(),
                     repository: base.repository.clone(),
-                    insecure: src.insecure,
-                    ca_certs: src.ca_certs,
                 });
                 blob
             }
@@ -181,76 +175,85 @@ pub fn push_image_from(
 
 /// Pushes the image and remembers that the target repository now holds its
 /// blobs. Base layers that are not in the store are read from the base's
-/// registry, reached with `sources` (the build's registry options).
+/// registry, reached as `opts` says.
 pub async fn publish(
     store: &BlobStore,
     image: &BuiltImage,
     target: &Reference,
-    opts: &PushOptions,
+    opts: &Options,
     cache_dir: &Path,
-    sources: &RegistryOptions,
 ) -> Result<PushOutcome, PublishError> {
-    publish_under(store, image, target, &target.tag, opts, cache_dir, sources).await
+    let mut outcomes = publish_images(store, &[image], target, opts, cache_dir, None).await?;
+    Ok(outcomes.pop().unwrap_or_default())
 }
 
-/// [`publish`], with the manifest put under `reference`: the target's tag,
-/// or the manifest's own digest for each image of an index.
-async fn publish_under(
+/// Pushes an image, or every per-platform image of an index (by digest) and
+/// then the index under the tag, so the tag appears only once all is there.
+/// One [`Pusher`] serves it all. Returns the digest under the tag.
+pub async fn publish_artifact(
     store: &BlobStore,
-    image: &BuiltImage,
+    artifact: &Artifact,
     target: &Reference,
-    reference: &str,
-    opts: &PushOptions,
+    opts: &Options,
     cache_dir: &Path,
-    sources: &RegistryOptions,
-) -> Result<PushOutcome, PublishError> {
-    let record_file = record_path(cache_dir, &target.registry);
+) -> Result<String, PublishError> {
+    match artifact {
+        Artifact::Image(image) => Ok(publish(store, image, target, opts, cache_dir)
+            .await?
+            .manifest_digest),
+        Artifact::Index(index) => {
+            let images: Vec<&BuiltImage> = index.images.iter().collect();
+            let manifest = (MEDIA_TYPE_INDEX, index.manifest.as_slice());
+            publish_images(store, &images, target, opts, cache_dir, Some(manifest)).await?;
+            Ok(index.digest.clone())
+        }
+    }
+}
+
+/// Pushes `images`, each under the target's tag, or, when an index follows,
+/// each by its digest and then the index (media type, bytes) under the tag.
+async fn publish_images(
+    store: &BlobStore,
+    images: &[&BuiltImage],
+    target: &Reference,
+    opts: &Options,
+    cache_dir: &Path,
+    index: Option<(&str, &[u8])>,
+) -> Result<Vec<PushOutcome>, PublishError> {
+    let record_file = record_path(cache_dir, target.registry());
     let record = read_record(&record_file);
-    let push = push_image_from(store, image, &record, target, Some(sources))?;
-    let outcome = push::push_under(&push, target, reference, opts).await?;
-    let mut record = read_record(&record_file);
+    let pushes = images
+        .iter()
+        .map(|image| push_image_from(store, image, &record, target, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pusher = Pusher::open(target, &pushes.iter().collect::<Vec<_>>(), opts).await?;
+    let mut outcomes = Vec::new();
+    for (image, push) in images.iter().zip(&pushes) {
+        let reference = match index {
+            Some(_) => image.manifest_digest.as_str(),
+            None => target.identifier(),
+        };
+        outcomes.push(pusher.push(push, reference).await?);
+        remember(&record_file, push, target.repository());
+    }
+    if let Some((media_type, bytes)) = index {
+        pusher
+            .put_manifest(target.identifier(), media_type, bytes)
+            .await?;
+    }
+    Ok(outcomes)
+}
+
+/// Records that `repository` now holds the image's blobs (read again
+/// first: another push may have written the record meanwhile).
+fn remember(record_file: &Path, push: &PushImage, repository: &str) {
+    let mut record = read_record(record_file);
     for digest in std::iter::once(&push.config.digest).chain(push.layers.iter().map(|l| &l.digest))
     {
         record
             .entry(digest.clone())
             .or_default()
-            .insert(target.repository.clone());
+            .insert(repository.to_string());
     }
-    write_record(&record_file, &record);
-    Ok(outcome)
-}
-
-/// Pushes an image, or every per-platform image of an index (by digest) and
-/// then the index under the tag, so the tag appears only once all is there.
-/// Base registries are reached with `sources`, as in [`publish`].
-pub async fn publish_artifact(
-    store: &BlobStore,
-    artifact: &Artifact,
-    target: &Reference,
-    opts: &PushOptions,
-    cache_dir: &Path,
-    sources: &RegistryOptions,
-) -> Result<String, PublishError> {
-    let index = match artifact {
-        Artifact::Image(image) => {
-            return Ok(publish(store, image, target, opts, cache_dir, sources)
-                .await?
-                .manifest_digest)
-        }
-        Artifact::Index(index) => index,
-    };
-    for image in &index.images {
-        let digest = &image.manifest_digest;
-        publish_under(store, image, target, digest, opts, cache_dir, sources).await?;
-    }
-    let session = Session::open(&target.registry, opts).await?;
-    session
-        .put_manifest(
-            &target.repository,
-            &target.tag,
-            MEDIA_TYPE_INDEX,
-            &index.manifest,
-        )
-        .await?;
-    Ok(index.digest.clone())
+    write_record(record_file, &record);
 }

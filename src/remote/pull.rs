@@ -3,22 +3,25 @@
 //! layers into the blob store when they are needed, verifying every digest
 //! on the way.
 
-use super::auth::Scope;
+use super::auth::Access;
+use super::client::{Client, ReqBody};
 use super::error::RegistryError;
-use super::options::PushOptions;
-use super::session::{ReqBody, Session};
+use super::options::{EventSink, Options};
 use crate::digest::{self, HashingWriter};
 use crate::image::{
     Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MAX_DOCUMENT,
     MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use crate::layer::LayerInfo;
-use crate::name::reference::ImageRef;
+use crate::name::Reference;
 use crate::platform::Platform;
 use crate::store::{BlobStore, StoreError};
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use reqwest::{Method, StatusCode};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -53,28 +56,11 @@ pub enum PullError {
     },
 }
 
-/// How to reach registries: hosts served over plain HTTP and extra CAs.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryOptions {
-    pub insecure_registries: Vec<String>,
-    pub ca_certs: Vec<PathBuf>,
-}
-
-impl RegistryOptions {
-    pub fn push_options(&self, registry: &str) -> PushOptions {
-        PushOptions {
-            insecure: self.insecure_registries.iter().any(|r| r == registry),
-            ca_certs: self.ca_certs.clone(),
-            ..PushOptions::default()
-        }
-    }
-}
-
 /// A base image resolved to one platform; its layers stay in the registry
-/// until [`fetch_blob`] downloads them.
+/// until [`Puller::fetch_blobs`] downloads them.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
-    pub reference: ImageRef,
+    pub reference: Reference,
     /// What the reference resolved to (an index or a manifest).
     pub resolved_digest: String,
     pub manifest_digest: String,
@@ -124,13 +110,14 @@ fn offered(entries: &[Descriptor]) -> String {
     }
 }
 
-struct Puller<'a> {
-    session: Session,
-    image: &'a ImageRef,
+/// Reads one image's repository into the store.
+struct Reader<'a> {
+    client: &'a Client,
+    image: &'a Reference,
     store: &'a BlobStore,
 }
 
-impl Puller<'_> {
+impl Reader<'_> {
     fn name(&self) -> String {
         self.image.to_string()
     }
@@ -140,11 +127,10 @@ impl Puller<'_> {
         path: &str,
         headers: &[(&str, String)],
     ) -> Result<reqwest::Response, PullError> {
-        let url = self.session.url(path)?;
-        let scopes = [Scope::pull(&self.image.repository)];
+        let url = self.client.url(path)?;
         Ok(self
-            .session
-            .send(Method::GET, &url, headers, ReqBody::Empty, &scopes)
+            .client
+            .send(Method::GET, &url, headers, ReqBody::Empty)
             .await?)
     }
 
@@ -160,7 +146,7 @@ impl Puller<'_> {
         loop {
             match step().await {
                 Err(PullError::Registry(e))
-                    if e.is_transient() && self.session.wait_to_retry(attempt, what, &e).await =>
+                    if e.is_transient() && self.client.wait_to_retry(attempt, what, &e).await =>
                 {
                     attempt += 1;
                 }
@@ -193,18 +179,18 @@ impl Puller<'_> {
 
     /// One GET of a manifest or index: (bytes, content type).
     async fn fetch_document(&self, reference: &str) -> Result<(Vec<u8>, String), PullError> {
-        let path = format!("/v2/{}/manifests/{reference}", self.image.repository);
+        let path = format!("/v2/{}/manifests/{reference}", self.image.repository());
         let headers = [("accept", accept_header())];
         let resp = self.get(&path, &headers).await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            let reason = self.session.fail("manifest", resp).await.to_string();
+            let reason = self.client.fail("manifest", resp).await.to_string();
             return Err(PullError::NotFound {
                 image: self.name(),
                 reason,
             });
         }
         if !resp.status().is_success() {
-            return Err(self.session.fail("manifest", resp).await.into());
+            return Err(self.client.fail("manifest", resp).await.into());
         }
         let content_type = header(&resp, "content-type");
         let bytes = self.read_small(resp, "manifest").await?;
@@ -230,7 +216,7 @@ impl Puller<'_> {
     async fn read_small(&self, resp: reqwest::Response, what: &str) -> Result<Vec<u8>, PullError> {
         let mut resp = resp;
         let mut out = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.session.body_error(e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.client.body_error(e))? {
             out.extend_from_slice(&chunk);
             if out.len() > MAX_DOCUMENT {
                 return Err(PullError::Invalid {
@@ -287,7 +273,7 @@ impl Puller<'_> {
             source,
         };
         let have = lock(writer).written();
-        let path = format!("/v2/{}/blobs/{digest}", self.image.repository);
+        let path = format!("/v2/{}/blobs/{digest}", self.image.repository());
         let range: Vec<(&str, String)> = if have > 0 {
             vec![("range", format!("bytes={have}-"))]
         } else {
@@ -300,7 +286,7 @@ impl Puller<'_> {
                 let answered = header(&resp, "content-range");
                 if !answered.starts_with(&format!("bytes {have}-")) {
                     return Err(RegistryError::Protocol {
-                        host: self.session.host().to_string(),
+                        host: self.client.registry().to_string(),
                         reason: format!(
                             "asked for {digest} from byte {have}, got range {answered:?}"
                         ),
@@ -310,9 +296,9 @@ impl Puller<'_> {
                 0
             }
             s if s.is_success() => have,
-            _ => return Err(self.session.fail("blob download", resp).await.into()),
+            _ => return Err(self.client.fail("blob download", resp).await.into()),
         };
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.session.body_error(e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.client.body_error(e))? {
             let skipped = skip.min(chunk.len() as u64);
             skip -= skipped;
             let mut w = lock(writer);
@@ -325,12 +311,76 @@ impl Puller<'_> {
         if got < size {
             // Ended early without an error: resume like any cut.
             return Err(RegistryError::Http {
-                host: self.session.host().to_string(),
+                host: self.client.registry().to_string(),
                 reason: format!("the download of {digest} stopped after {got} of {size} bytes"),
             }
             .into());
         }
         Ok(())
+    }
+
+    /// Resolves the image (through an index to `platform`'s manifest) and
+    /// downloads its manifest and config.
+    async fn base_image(&self, platform: &Platform) -> Result<BaseImage, PullError> {
+        let (bytes, resolved_digest, media_type) = self.document(self.image.identifier()).await?;
+        let doc = parse_document(self, &bytes)?;
+        let (doc, manifest_digest) = if is_index(&media_type, &doc) {
+            let entries = doc.manifests.unwrap_or_default();
+            let entry = select(&entries, platform).ok_or_else(|| PullError::NoPlatform {
+                image: self.name(),
+                platform: platform.to_string(),
+                offered: offered(&entries),
+            })?;
+            let (bytes, digest, _) = self.document(&entry.digest).await?;
+            (parse_document(self, &bytes)?, digest)
+        } else {
+            (doc, resolved_digest.clone())
+        };
+        let invalid = |reason: &str| PullError::Invalid {
+            image: self.name(),
+            reason: reason.to_string(),
+        };
+        let config_desc = doc
+            .config
+            .ok_or_else(|| invalid("the manifest has no config"))?;
+        let layer_descs = doc.layers.unwrap_or_default();
+        let config_path = self.blob(&config_desc.digest, config_desc.size).await?;
+        let config_bytes = std::fs::read(&config_path).map_err(|source| PullError::Io {
+            digest: config_desc.digest.clone(),
+            source,
+        })?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| invalid(&format!("its config is not valid JSON: {e}")))?;
+        if config.rootfs.diff_ids.len() != layer_descs.len() {
+            return Err(invalid(
+                "the config's diff_ids do not match the manifest's layers",
+            ));
+        }
+        // Layers are not downloaded here: a build needs only their headers,
+        // which the layer index cache may already hold (see `fetch_blob`).
+        let mut layers = Vec::new();
+        for (desc, diff_id) in layer_descs.iter().zip(&config.rootfs.diff_ids) {
+            if crate::digest::hex_part(&desc.digest).is_none() {
+                return Err(invalid(&format!(
+                    "layer digest {:?} is not a sha256 digest",
+                    desc.digest
+                )));
+            }
+            layers.push(LayerInfo {
+                digest: desc.digest.clone(),
+                diff_id: diff_id.clone(),
+                size: desc.size,
+                uncompressed_size: 0,
+                media_type: desc.media_type.clone(),
+            });
+        }
+        Ok(BaseImage {
+            reference: self.image.clone(),
+            resolved_digest,
+            manifest_digest,
+            config,
+            layers,
+        })
     }
 }
 
@@ -355,100 +405,140 @@ fn media_type_of(bytes: &[u8], content_type: String) -> String {
         .unwrap_or(content_type)
 }
 
-/// Resolves `image` for `platform` and downloads what a build needs.
-pub async fn pull(
-    image: &ImageRef,
-    platform: &Platform,
-    store: &BlobStore,
-    opts: &RegistryOptions,
-) -> Result<BaseImage, PullError> {
-    let session = Session::open(&image.registry, &opts.push_options(&image.registry)).await?;
-    let puller = Puller {
-        session,
-        image,
-        store,
-    };
-    let (bytes, resolved_digest, media_type) = puller.document(image.reference()).await?;
-    let doc = parse_document(&puller, &bytes)?;
-    let (doc, manifest_digest) = if is_index(&media_type, &doc) {
-        let entries = doc.manifests.unwrap_or_default();
-        let entry = select(&entries, platform).ok_or_else(|| PullError::NoPlatform {
-            image: puller.name(),
-            platform: platform.to_string(),
-            offered: offered(&entries),
-        })?;
-        let (bytes, digest, _) = puller.document(&entry.digest).await?;
-        (parse_document(&puller, &bytes)?, digest)
-    } else {
-        (doc, resolved_digest.clone())
-    };
-    let invalid = |reason: &str| PullError::Invalid {
-        image: puller.name(),
-        reason: reason.to_string(),
-    };
-    let config_desc = doc
-        .config
-        .ok_or_else(|| invalid("the manifest has no config"))?;
-    let layer_descs = doc.layers.unwrap_or_default();
-    let config_path = puller.blob(&config_desc.digest, config_desc.size).await?;
-    let config_bytes = std::fs::read(&config_path).map_err(|source| PullError::Io {
-        digest: config_desc.digest.clone(),
-        source,
-    })?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(&format!("its config is not valid JSON: {e}")))?;
-    if config.rootfs.diff_ids.len() != layer_descs.len() {
-        return Err(invalid(
-            "the config's diff_ids do not match the manifest's layers",
-        ));
-    }
-    // Layers are not downloaded here: a build needs only their headers,
-    // which the layer index cache may already hold (see `fetch_blob`).
-    let mut layers = Vec::new();
-    for (desc, diff_id) in layer_descs.iter().zip(&config.rootfs.diff_ids) {
-        if crate::digest::hex_part(&desc.digest).is_none() {
-            return Err(invalid(&format!(
-                "layer digest {:?} is not a sha256 digest",
-                desc.digest
-            )));
-        }
-        layers.push(LayerInfo {
-            digest: desc.digest.clone(),
-            diff_id: diff_id.clone(),
-            size: desc.size,
-            uncompressed_size: 0,
-            media_type: desc.media_type.clone(),
-        });
-    }
-    Ok(BaseImage {
-        reference: image.clone(),
-        resolved_digest,
-        manifest_digest,
-        config,
-        layers,
-    })
+/// Clients for the registries images are read from: one per registry,
+/// opened when first needed with pull access to every repository named when
+/// the puller was made, and kept, so its token and connections serve every
+/// later read (cf. go-containerregistry's `remote.Puller`).
+pub struct Puller {
+    opts: Options,
+    /// Registry → the repositories read from it.
+    repositories: BTreeMap<String, BTreeSet<String>>,
+    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
 }
 
-/// Downloads one blob of `image`'s repository into the store (unless it is
-/// there), verifying its digest and size.
-pub async fn fetch_blob(
-    image: &ImageRef,
-    store: &BlobStore,
-    opts: &RegistryOptions,
-    digest: &str,
-    size: u64,
-) -> Result<PathBuf, PullError> {
-    if let Ok(path) = store.existing(digest) {
-        return Ok(path);
+impl Puller {
+    /// A puller for `(registry, repository)` pairs.
+    pub fn new<'a>(
+        opts: &Options,
+        repositories: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Puller {
+        let mut by_registry: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (registry, repository) in repositories {
+            by_registry
+                .entry(registry.to_string())
+                .or_default()
+                .insert(repository.to_string());
+        }
+        Puller {
+            // Reads report no push progress.
+            opts: Options {
+                events: EventSink::default(),
+                ..opts.clone()
+            },
+            repositories: by_registry,
+            clients: Default::default(),
+        }
     }
-    let session = Session::open(&image.registry, &opts.push_options(&image.registry)).await?;
-    let puller = Puller {
-        session,
-        image,
-        store,
-    };
-    tracing::info!(image = %image, %digest, size, "downloading base layer");
-    puller.blob(digest, size).await
+
+    /// A puller for these images.
+    pub fn for_images<'a>(
+        opts: &Options,
+        images: impl IntoIterator<Item = &'a Reference>,
+    ) -> Puller {
+        Puller::new(
+            opts,
+            images.into_iter().map(|i| (i.registry(), i.repository())),
+        )
+    }
+
+    /// The client for `registry`, opened on first use. A repository not
+    /// named up front opens a new client whose access adds it.
+    pub async fn client(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Arc<Client>, RegistryError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(registry).filter(|c| c.access.pulls(repository)) {
+            return Ok(c.clone());
+        }
+        let named = self.repositories.get(registry).into_iter().flatten();
+        let access = Access::pull(named.chain([&repository.to_string()]));
+        let client = Arc::new(Client::open(registry, &access, &self.opts).await?);
+        clients.insert(registry.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Resolves `image` for `platform` and downloads what a build needs:
+    /// the manifest and the config, not the layers.
+    pub async fn pull(
+        &self,
+        image: &Reference,
+        platform: &Platform,
+        store: &BlobStore,
+    ) -> Result<BaseImage, PullError> {
+        let client = self.client(image.registry(), image.repository()).await?;
+        let reader = Reader {
+            client: &client,
+            image,
+            store,
+        };
+        reader.base_image(platform).await
+    }
+
+    /// Downloads one blob of `image`'s repository into the store (unless it
+    /// is there), verifying its digest and size.
+    pub async fn fetch_blob(
+        &self,
+        blob: &BaseBlob,
+        store: &BlobStore,
+    ) -> Result<PathBuf, PullError> {
+        if let Ok(path) = store.existing(&blob.digest) {
+            return Ok(path);
+        }
+        let image = &blob.image;
+        let client = self.client(image.registry(), image.repository()).await?;
+        let reader = Reader {
+            client: &client,
+            image,
+            store,
+        };
+        tracing::info!(image = %image, digest = %blob.digest, size = blob.size, "downloading base layer");
+        reader.blob(&blob.digest, blob.size).await
+    }
+
+    /// Downloads every blob the store lacks, `download_concurrency` at once
+    /// (each blob's own download resumes and verifies as [`Puller::fetch_blob`]'s).
+    pub async fn fetch_blobs(
+        &self,
+        blobs: &[BaseBlob],
+        store: &BlobStore,
+    ) -> Result<(), PullError> {
+        let mut seen = BTreeSet::new();
+        let missing: Vec<&BaseBlob> = blobs
+            .iter()
+            .filter(|b| !store.contains(&b.digest) && seen.insert(b.digest.as_str()))
+            .collect();
+        // Built eagerly: a lazily mapping closure over `&BaseBlob` would make
+        // the future !Send (higher-ranked lifetimes).
+        let downloads: Vec<_> = missing
+            .into_iter()
+            .map(|b| self.fetch_blob(b, store))
+            .collect();
+        futures_util::stream::iter(downloads)
+            .buffer_unordered(self.opts.download_concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+}
+
+/// A blob of a registry image: a base layer, where it lives and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseBlob {
+    pub image: Reference,
+    pub digest: String,
+    pub size: u64,
 }
 
 /// Downloads, once and verified, every base layer of the artifact that the
@@ -458,32 +548,36 @@ pub async fn fetch_blob(
 pub async fn ensure_blobs(
     store: &BlobStore,
     artifact: &Artifact,
-    opts: &RegistryOptions,
+    opts: &Options,
 ) -> Result<(), PullError> {
     let images: Vec<&BuiltImage> = match artifact {
         Artifact::Image(image) => vec![image],
         Artifact::Index(index) => index.images.iter().collect(),
     };
+    let mut wanted = Vec::new();
     for image in images {
         let Some(base) = &image.base else {
             continue;
         };
-        let base_ref = ImageRef::parse(&base.name).map_err(|e| PullError::Invalid {
+        let base_ref = Reference::parse(&base.name).map_err(|e| PullError::Invalid {
             image: base.name.clone(),
             reason: e.to_string(),
         })?;
         for layer in image.layers.iter().take(base.layer_count) {
-            if !store.contains(&layer.digest) {
-                fetch_blob(&base_ref, store, opts, &layer.digest, layer.size).await?;
-            }
+            wanted.push(BaseBlob {
+                image: base_ref.clone(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+            });
         }
     }
-    Ok(())
+    let puller = Puller::for_images(opts, wanted.iter().map(|b| &b.image));
+    puller.fetch_blobs(&wanted, store).await
 }
 
-fn parse_document(puller: &Puller<'_>, bytes: &[u8]) -> Result<Document, PullError> {
+fn parse_document(reader: &Reader<'_>, bytes: &[u8]) -> Result<Document, PullError> {
     serde_json::from_slice(bytes).map_err(|e| PullError::Invalid {
-        image: puller.name(),
+        image: reader.name(),
         reason: format!("the registry returned a manifest that is not valid JSON: {e}"),
     })
 }

@@ -14,23 +14,21 @@ use tokio::io::AsyncReadExt as _;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::auth::Scope;
+use super::auth::Access;
+use super::body::{Fault, RemoteRange, SourceFault};
+use super::client::{Client, ReqBody, Source};
 use super::error::{retryable_status, RegistryError, Result};
-use super::options::{EventSink, PushEvent, PushOptions};
+use super::options::{Options, PushEvent};
 use super::origin;
+use super::pull::Puller;
 use super::retry::retry_after;
-use super::session::{Fault, ReqBody, Session, Source, SourceFault};
-use super::target::Reference;
+use crate::name::Reference;
 
 /// A registry repository holding a blob that is not in the local store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteBlob {
     pub registry: String,
     pub repository: String,
-    /// Plain HTTP for the source registry.
-    pub insecure: bool,
-    /// Extra PEM CA files for the source registry.
-    pub ca_certs: Vec<PathBuf>,
 }
 
 impl RemoteBlob {
@@ -76,19 +74,11 @@ pub struct PushOutcome {
     pub skipped: Vec<String>,
 }
 
-impl Session {
+impl Client {
     /// HEAD the blob in `repo`. Some(size) if present.
     async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
         let url = self.blob_url(repo, digest)?;
-        let resp = self
-            .send(
-                Method::HEAD,
-                &url,
-                &[],
-                ReqBody::Empty,
-                &[Scope::push(repo)],
-            )
-            .await?;
+        let resp = self.send(Method::HEAD, &url, &[], ReqBody::Empty).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -128,10 +118,9 @@ impl Session {
         url.query_pairs_mut()
             .append_pair("mount", digest)
             .append_pair("from", from);
-        let scopes = [Scope::push(repo), Scope::pull(from)];
         // Repeating a mount is harmless: it either mounts or opens a session.
         let resp = self
-            .send_retrying(Method::POST, &url, &[], ReqBody::Empty, &scopes)
+            .send_retrying(Method::POST, &url, &[], ReqBody::Empty)
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Ok(())),
@@ -148,13 +137,7 @@ impl Session {
         let url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
         // A repeated POST at worst leaves an unused session behind.
         let resp = self
-            .send_retrying(
-                Method::POST,
-                &url,
-                &[],
-                ReqBody::Empty,
-                &[Scope::push(repo)],
-            )
+            .send_retrying(Method::POST, &url, &[], ReqBody::Empty)
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.fail("start blob upload", resp).await);
@@ -163,7 +146,7 @@ impl Session {
     }
 
     /// Whole blob in one PUT into `session`.
-    async fn put_monolithic(&self, repo: &str, session: &Url, up: &Upload<'_>) -> Result<Try> {
+    async fn put_monolithic(&self, session: &Url, up: &Upload<'_>) -> Result<Try> {
         let blob = up.blob;
         let mut url = session.clone();
         url.query_pairs_mut().append_pair("digest", &blob.digest);
@@ -173,7 +156,6 @@ impl Session {
                 &url,
                 &[("content-type", "application/octet-stream".into())],
                 up.body(0, blob.size),
-                &[Scope::push(repo)],
             )
             .await;
         let resp = up.blame(resp);
@@ -210,15 +192,8 @@ impl Session {
 
     /// PATCH the blob in chunks into `session`, then close it with a PUT.
     /// `chunk` is shared across tries so a size the registry refused stays refused.
-    async fn put_chunked(
-        &self,
-        repo: &str,
-        mut session: Url,
-        up: &Upload<'_>,
-        chunk: &mut u64,
-    ) -> Result<Try> {
+    async fn put_chunked(&self, mut session: Url, up: &Upload<'_>, chunk: &mut u64) -> Result<Try> {
         let blob = up.blob;
-        let scopes = [Scope::push(repo)];
         let mut offset = 0u64;
         while offset < blob.size {
             let len = (*chunk).max(1).min(blob.size - offset);
@@ -231,7 +206,6 @@ impl Session {
                         ("content-range", format!("{}-{}", offset, offset + len - 1)),
                     ],
                     up.body(offset, len),
-                    &scopes,
                 )
                 .await;
             let resp = up.blame(resp);
@@ -267,10 +241,7 @@ impl Session {
         }
         let mut url = session;
         url.query_pairs_mut().append_pair("digest", &blob.digest);
-        let resp = match self
-            .send_once(Method::PUT, &url, &[], ReqBody::Empty, &scopes)
-            .await
-        {
+        let resp = match self.send_once(Method::PUT, &url, &[], ReqBody::Empty).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Ok(Try::lost(e)),
             Err(e) => return Err(e),
@@ -298,9 +269,9 @@ impl Session {
                 None => self.start_upload(repo).await?,
             };
             let step = if chunked {
-                self.put_chunked(repo, url, up, &mut chunk).await?
+                self.put_chunked(url, up, &mut chunk).await?
             } else {
-                self.put_monolithic(repo, &url, up).await?
+                self.put_monolithic(&url, up).await?
             };
             match step {
                 Try::Done => return Ok(()),
@@ -406,7 +377,6 @@ impl Session {
                 &url,
                 &[("content-type", media_type.to_string())],
                 ReqBody::Bytes(bytes),
-                &[Scope::push(repo)],
             )
             .await?;
         // 201 is the spec; some registries answer 200 or 202 for the same success.
@@ -437,10 +407,12 @@ impl Upload<'_> {
         match self.remote {
             Some(source) => ReqBody::Remote {
                 source,
-                offset,
-                len,
-                digest: &self.blob.digest,
-                total: self.blob.size,
+                range: RemoteRange {
+                    offset,
+                    len,
+                    digest: &self.blob.digest,
+                    total: self.blob.size,
+                },
                 fault: &self.fault,
             },
             None => ReqBody::File {
@@ -457,8 +429,7 @@ impl Upload<'_> {
     /// failed, that failure (the target only saw the body cut), at most once
     /// per try.
     fn blame(&self, sent: Result<reqwest::Response>) -> Result<reqwest::Response> {
-        let fault = self.fault.lock().ok().and_then(|mut f| f.take());
-        let (Some(fault), Some(src)) = (fault, self.remote) else {
+        let (Some(fault), Some(src)) = (self.fault.take(), self.remote) else {
             return sent;
         };
         let (digest, from) = (self.blob.digest.clone(), src.name.clone());
@@ -513,33 +484,6 @@ pub(crate) fn resolve_location(req_url: &Url, raw: &str) -> Option<Url> {
     req_url.join(raw.trim()).ok()
 }
 
-/// Opens a session with each registry that holds blobs to stream.
-async fn open_sources(image: &PushImage, opts: &PushOptions) -> Result<HashMap<String, Source>> {
-    let mut sources = HashMap::new();
-    for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
-        let Some(src) = &blob.source else { continue };
-        if blob.path.is_file() || sources.contains_key(&src.key()) {
-            continue;
-        }
-        let src_opts = PushOptions {
-            insecure: src.insecure,
-            ca_certs: src.ca_certs.clone(),
-            events: EventSink::default(),
-            ..opts.clone()
-        };
-        let session = Session::open(&src.registry, &src_opts).await?;
-        sources.insert(
-            src.key(),
-            Source {
-                session,
-                repository: src.repository.clone(),
-                name: src.key(),
-            },
-        );
-    }
-    Ok(sources)
-}
-
 /// sha256 and size of a file, streamed.
 pub async fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = tokio::fs::File::open(path).await?;
@@ -579,80 +523,140 @@ fn valid_digest(d: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
 }
 
-/// Push `image` to `target`: blobs first (HEAD, mount, upload; in parallel),
-/// then the manifest, so a failure never leaves a tag behind.
-pub async fn push(
-    image: &PushImage,
-    target: &Reference,
-    opts: &PushOptions,
-) -> Result<PushOutcome> {
-    push_under(image, target, &target.tag, opts).await
+/// A client for pushing to one repository: push access to it and pull
+/// access to the repositories of its registry that blobs may be mounted
+/// from, bound when it is opened, plus the clients of the registries that
+/// blobs are streamed from. Opened once for a whole image or index.
+pub struct Pusher {
+    client: Client,
+    target: Reference,
+    /// `registry/repository` → the source repository and its client.
+    sources: HashMap<String, Source>,
+    concurrency: usize,
 }
 
-/// [`push`], with the manifest put under `reference`: the target's tag, or
-/// the manifest's own digest for each image of an index.
-pub(super) async fn push_under(
-    image: &PushImage,
-    target: &Reference,
-    reference: &str,
-    opts: &PushOptions,
-) -> Result<PushOutcome> {
-    // As `Reference` shows itself, with `reference` in the tag's place.
-    let target_shown = format!("{}/{}:{reference}", target.registry, target.repository);
-    let session = Session::open(&target.registry, opts).await?;
-    debug!(target = %target_shown, authenticated = session.auth.has_credential(), "pushing");
-    session.ping().await?;
-
-    // Config and layers may share digests (and layers may repeat): push each once.
-    let mut seen = HashSet::new();
-    let mut blobs = Vec::new();
-    for b in std::iter::once(&image.config).chain(image.layers.iter()) {
-        if !valid_digest(&b.digest) {
-            return Err(RegistryError::BlobMismatch {
-                path: b.path.clone(),
-                expected: "a digest of the form sha256:<64 hex>".into(),
-                actual: b.digest.clone(),
-            });
+impl Pusher {
+    /// Opens the clients `images` need to be pushed to `target`, and checks
+    /// that the target is a registry (learning its auth scheme).
+    pub async fn open(target: &Reference, images: &[&PushImage], opts: &Options) -> Result<Pusher> {
+        let blobs = || images.iter().flat_map(|i| i.blobs());
+        let mounts = blobs().flat_map(|b| &b.mount_from);
+        let access = Access::push(target.repository()).and_pull(mounts);
+        let client = Client::open(target.registry(), &access, opts).await?;
+        debug!(target = %target, authenticated = client.auth.has_credential(), "pushing");
+        client.ping().await?;
+        let streamed: Vec<&RemoteBlob> = blobs()
+            .filter(|b| !b.path.is_file())
+            .filter_map(|b| b.source.as_ref())
+            .collect();
+        let puller = Puller::new(
+            opts,
+            streamed
+                .iter()
+                .map(|s| (s.registry.as_str(), s.repository.as_str())),
+        );
+        let mut sources = HashMap::new();
+        for src in streamed {
+            if sources.contains_key(&src.key()) {
+                continue;
+            }
+            let client = puller.client(&src.registry, &src.repository).await?;
+            let source = Source {
+                client,
+                repository: src.repository.clone(),
+                name: src.key(),
+            };
+            sources.insert(src.key(), source);
         }
-        if seen.insert(b.digest.clone()) {
-            blobs.push(b);
-        }
-    }
-
-    let sources = open_sources(image, opts).await?;
-    let sources_ref = &sources;
-    let repo = target.repository.as_str();
-    let session_ref = &session;
-    // Futures are built eagerly into a Vec: a lazily mapping closure over
-    // `&LocalBlob` makes the whole push future !Send (higher-ranked lifetimes).
-    let tasks: Vec<_> = blobs
-        .into_iter()
-        .map(|b| {
-            let d = b.digest.clone();
-            let fut = session_ref.push_blob(repo, b, sources_ref);
-            async move { fut.await.map(|r| (d, r)) }
+        Ok(Pusher {
+            client,
+            target: target.clone(),
+            sources,
+            concurrency: opts.concurrency.max(1),
         })
-        .collect();
-    let results: Vec<(String, BlobResult)> = futures_util::stream::iter(tasks)
-        .buffer_unordered(opts.concurrency.max(1))
-        .try_collect()
-        .await?;
-
-    let mut outcome = PushOutcome::default();
-    for (d, r) in results {
-        match r {
-            BlobResult::Skipped => outcome.skipped.push(d),
-            BlobResult::Mounted => outcome.mounted.push(d),
-            BlobResult::Uploaded => outcome.uploaded.push(d),
-        }
     }
 
-    let manifest_digest = session
-        .put_manifest(repo, reference, &image.manifest_media_type, &image.manifest)
-        .await?;
-    info!(target = %target_shown, digest = %manifest_digest, "pushed");
-    outcome.manifest_digest = manifest_digest;
-    Ok(outcome)
+    /// Pushes `image`'s blobs (HEAD, mount, upload; in parallel), then its
+    /// manifest under `reference` (the target's tag, or the manifest's own
+    /// digest for each image of an index), so a failure never leaves a tag
+    /// behind.
+    pub async fn push(&self, image: &PushImage, reference: &str) -> Result<PushOutcome> {
+        // Config and layers may share digests (and layers may repeat): push each once.
+        let mut seen = HashSet::new();
+        let mut blobs = Vec::new();
+        for b in image.blobs() {
+            if !valid_digest(&b.digest) {
+                return Err(RegistryError::BlobMismatch {
+                    path: b.path.clone(),
+                    expected: "a digest of the form sha256:<64 hex>".into(),
+                    actual: b.digest.clone(),
+                });
+            }
+            if seen.insert(b.digest.clone()) {
+                blobs.push(b);
+            }
+        }
+        let repo = self.target.repository();
+        let (client, sources) = (&self.client, &self.sources);
+        // Futures are built eagerly into a Vec: a lazily mapping closure over
+        // `&LocalBlob` makes the whole push future !Send (higher-ranked lifetimes).
+        let tasks: Vec<_> = blobs
+            .into_iter()
+            .map(|b| {
+                let d = b.digest.clone();
+                let fut = client.push_blob(repo, b, sources);
+                async move { fut.await.map(|r| (d, r)) }
+            })
+            .collect();
+        let results: Vec<(String, BlobResult)> = futures_util::stream::iter(tasks)
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+
+        let mut outcome = PushOutcome::default();
+        for (d, r) in results {
+            match r {
+                BlobResult::Skipped => outcome.skipped.push(d),
+                BlobResult::Mounted => outcome.mounted.push(d),
+                BlobResult::Uploaded => outcome.uploaded.push(d),
+            }
+        }
+        let manifest_digest = self
+            .put_manifest(reference, &image.manifest_media_type, &image.manifest)
+            .await?;
+        outcome.manifest_digest = manifest_digest;
+        Ok(outcome)
+    }
+
+    /// PUTs a manifest or index under `reference`; returns its digest.
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let repo = self.target.repository();
+        let digest = self
+            .client
+            .put_manifest(repo, reference, media_type, bytes)
+            .await?;
+        let shown = format!("{}/{repo}:{reference}", self.target.registry());
+        info!(target = %shown, %digest, "pushed");
+        Ok(digest)
+    }
+}
+
+impl PushImage {
+    /// The config, then the layers.
+    fn blobs(&self) -> impl Iterator<Item = &LocalBlob> {
+        std::iter::once(&self.config).chain(self.layers.iter())
+    }
+}
+
+/// Push `image` to `target` (its tag) through a [`Pusher`] opened for it.
+pub async fn push(image: &PushImage, target: &Reference, opts: &Options) -> Result<PushOutcome> {
+    let pusher = Pusher::open(target, &[image], opts).await?;
+    pusher.push(image, target.identifier()).await
 }
 
 #[cfg(test)]
@@ -675,12 +679,8 @@ mod tests {
             },
             layers: vec![],
         };
-        let r = Reference {
-            registry: String::new(),
-            repository: String::new(),
-            tag: String::new(),
-        };
-        let o = PushOptions::default();
+        let r = Reference::parse_tag("127.0.0.1:1/unused").unwrap();
+        let o = Options::default();
         is_send(async move { push(&img, &r, &o).await });
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::error::{retryable_status, Result};
-use super::options::PushOptions;
+use super::options::Options;
 
 /// Longest `Retry-After` honoured; a registry asking for more gets it capped.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -20,7 +20,7 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub(crate) fn new(opts: &PushOptions) -> Self {
+    pub(crate) fn new(opts: &Options) -> Self {
         RetryPolicy {
             attempts: opts.max_attempts.max(1),
             base: opts.retry_delay,

@@ -1,14 +1,13 @@
 //! HTTP plumbing for one registry host: the reqwest clients, URLs, and
 //! turning transport failures and error bodies into [`RegistryError`]s.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use url::Url;
 
 use super::error::{error_chain, RegistryError, Result};
-use super::options::PushOptions;
+use super::options::Options;
 use super::origin;
 use super::stall::Liveness;
 use super::tls::{self, tls_reason};
@@ -27,42 +26,30 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(registry: &str, insecure: bool, ca_certs: &[PathBuf]) -> Result<Self> {
-        let d = PushOptions::default();
-        Self::with_timeouts(
-            registry,
-            insecure,
-            ca_certs,
-            d.connect_timeout,
-            d.read_timeout,
-        )
-    }
-
-    pub(crate) fn with_timeouts(
-        registry: &str,
-        insecure: bool,
-        ca_certs: &[PathBuf],
-        connect_timeout: Duration,
-        read_timeout: Duration,
-    ) -> Result<Self> {
+    /// The clients for `registry`, over plain HTTP when `opts` names it insecure.
+    pub(crate) fn new(registry: &str, opts: &Options) -> Result<Self> {
         // docker.io is an alias; the API lives elsewhere.
         let api_host = if registry == "docker.io" || registry == "index.docker.io" {
             "registry-1.docker.io"
         } else {
             registry
         };
-        let scheme = if insecure { "http" } else { "https" };
+        let scheme = if opts.is_insecure(registry) {
+            "http"
+        } else {
+            "https"
+        };
         let base = Url::parse(&format!("{scheme}://{api_host}/")).map_err(|_| {
             RegistryError::InvalidReference {
                 reference: registry.to_string(),
                 reason: "not a valid registry host".into(),
             }
         })?;
-        let tls = tls::client_config(ca_certs)?;
+        let tls = tls::client_config(&opts.ca_certs)?;
         Ok(Transport {
-            http: http_client(connect_timeout, Some(read_timeout), tls.clone())?,
-            upload_http: http_client(connect_timeout, None, tls)?,
-            read_timeout,
+            http: http_client(opts.connect_timeout, Some(opts.read_timeout), tls.clone())?,
+            upload_http: http_client(opts.connect_timeout, None, tls)?,
+            read_timeout: opts.read_timeout,
             host: registry.to_string(),
             base,
         })

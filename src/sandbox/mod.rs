@@ -14,6 +14,7 @@
 //! container (kaniko's case): no user namespace, the other namespaces if
 //! allowed, else a plain chroot.
 
+mod binfmt;
 mod diagnose;
 mod error;
 mod exec;
@@ -26,13 +27,14 @@ mod spec;
 mod sys;
 pub mod user;
 
+pub use binfmt::check_runnable;
 pub use diagnose::in_container;
 pub use error::SandboxError;
 pub use exec::DEFAULT_PATH;
 pub use helper::helper_main;
 pub use idmap::{IdMapping, IdRange};
 pub use protocol::{Mode, HELPER_ARG};
-pub use spec::{Ids, Isolation, Mount, MountKind, Network, Outcome, Overlay, Spec};
+pub use spec::{Ids, Isolation, Mount, MountKind, Network, Outcome, Overlay, Spec, TreeRoot};
 pub use user::{resolve_user, resolve_user_with, ResolvedUser, UserError};
 
 use crate::rootfs::disk::{Done, Task};

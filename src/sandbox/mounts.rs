@@ -10,7 +10,7 @@
 //! never reach the layer.
 
 use super::protocol::{failed, Failure, Stage};
-use super::spec::{Mount, MountKind, Network, Overlay, Spec};
+use super::spec::{Mount, MountKind, Network, Overlay, Spec, TreeRoot};
 use super::user::resolve_in_root;
 use rustix::mount::{
     mount, mount_bind, mount_bind_recursive, mount_change, mount_remount, unmount, MountFlags,
@@ -31,9 +31,22 @@ struct HostSources {
     devices: Vec<(&'static str, OwnedFd)>,
     resolv_conf: Option<OwnedFd>,
     hosts: Option<OwnedFd>,
-    /// One per spec mount: the bind's source, `None` for a tmpfs.
-    binds: Vec<Option<(OwnedFd, bool)>>,
+    /// One per spec mount.
+    binds: Vec<Source>,
 }
+
+/// A spec mount's host side, opened before leaving the host's root.
+enum Source {
+    /// A file or folder (and whether it is a folder).
+    Path(OwnedFd, bool),
+    Overlay(OverlayFds),
+    /// A tmpfs.
+    None,
+}
+
+/// Where a tree is mounted while its `source` is bound onto the target:
+/// in the step's own `/dev` (a tmpfs), so it never touches the rootfs.
+const TREE_STAGING: &str = "/dev/.dockless-tree";
 
 fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
     use rustix::fs::{open, Mode, OFlags};
@@ -55,13 +68,22 @@ fn open_sources(spec: &Spec) -> Result<HostSources, Failure> {
     }
     let mut binds = Vec::new();
     for m in &spec.mounts {
+        let open = |source: &Path| {
+            let what = format!("opening {} for the mount on {}", source.display(), m.target);
+            let fd = open_path(source).map_err(fail(what))?;
+            Ok::<_, Failure>(Source::Path(fd, source.is_dir()))
+        };
         binds.push(match &m.kind {
-            MountKind::Bind { source, .. } => {
-                let what = format!("opening {} for the mount on {}", source.display(), m.target);
-                let fd = open_path(source).map_err(fail(what))?;
-                Some((fd, source.is_dir()))
-            }
-            MountKind::Tmpfs { .. } => None,
+            MountKind::Bind { source, .. } => open(source)?,
+            MountKind::Tree {
+                root: TreeRoot::Dir(dir),
+                ..
+            } => open(dir)?,
+            MountKind::Tree {
+                root: TreeRoot::Overlay(layers),
+                ..
+            } => Source::Overlay(OverlayFds::open(layers)?),
+            MountKind::Tmpfs { .. } => Source::None,
         });
     }
     Ok(HostSources {
@@ -144,7 +166,7 @@ pub(crate) fn enter(
         }
     }
     for (m, source) in spec.mounts.iter().zip(&sources.binds) {
-        root.spec_mount(m, source.as_ref())?;
+        root.spec_mount(m, source, userns)?;
     }
     protect_proc(&sources.devices)?;
     rustix::process::chdir("/").map_err(root_fail("re-entering"))?;
@@ -293,10 +315,10 @@ impl Root {
         Ok(())
     }
 
-    fn spec_mount(&mut self, m: &Mount, source: Option<&(OwnedFd, bool)>) -> Result<(), Failure> {
+    fn spec_mount(&mut self, m: &Mount, source: &Source, userns: bool) -> Result<(), Failure> {
         let target = Path::new(&m.target);
         match (&m.kind, source) {
-            (MountKind::Bind { readonly, .. }, Some((fd, is_dir))) => {
+            (MountKind::Bind { readonly, .. }, Source::Path(fd, is_dir)) => {
                 self.bind(fd, target, *is_dir, *readonly)
             }
             (MountKind::Tmpfs { size, mode }, _) => {
@@ -312,12 +334,60 @@ impl Root {
                 self.record_mount(real);
                 Ok(())
             }
-            (MountKind::Bind { source, .. }, None) => Err(Failure::other(
+            (
+                MountKind::Tree {
+                    source: sub,
+                    readonly,
+                    ..
+                },
+                Source::Path(..) | Source::Overlay(_),
+            ) => self.tree(m, source, sub, *readonly, userns),
+            (MountKind::Bind { .. } | MountKind::Tree { .. }, _) => Err(Failure::other(
                 Stage::Mount,
-                format!("binding {} onto {}", source.display(), m.target),
+                format!("mounting onto {}", m.target),
                 "its source was not opened",
             )),
         }
+    }
+
+    /// Mounts a tree in the staging folder, binds its `sub` path (resolved
+    /// inside the tree) onto the target, and takes the tree away again.
+    fn tree(
+        &mut self,
+        m: &Mount,
+        source: &Source,
+        sub: &str,
+        readonly: bool,
+        userns: bool,
+    ) -> Result<(), Failure> {
+        let staging = Path::new(TREE_STAGING);
+        let what = |w: &str| format!("{w} for the mount on {}", m.target);
+        std::fs::create_dir(staging)
+            .map_err(|e| Failure::os(Stage::Mount, what("making a staging folder"), e))?;
+        match source {
+            Source::Path(fd, _) => mount_bind_recursive(fd_path(fd), staging)
+                .map_err(failed(Stage::Mount, what("binding the source")))?,
+            Source::Overlay(fds) => fds.mount(staging, userns)?,
+            Source::None => {}
+        }
+        let real = resolve_in_root(staging, sub)
+            .map_err(|e| Failure::os(Stage::Mount, what("resolving the source"), e))?;
+        let found = std::fs::symlink_metadata(&real);
+        let bound = match found {
+            Ok(md) => {
+                let fd =
+                    open_path(&real).map_err(failed(Stage::Mount, what("opening the source")))?;
+                self.bind(&fd, Path::new(&m.target), md.is_dir(), readonly)
+            }
+            Err(e) => Err(Failure::os(
+                Stage::Mount,
+                format!("the mount on {}: source {sub:?}", m.target),
+                e,
+            )),
+        };
+        let _ = unmount(staging, UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(staging);
+        bound
     }
 
     /// Takes the mounts down and removes the mount points the set-up made,

@@ -96,6 +96,21 @@ pub enum MountKind {
         size: Option<u64>,
         mode: u32,
     },
+    /// `source` (resolved inside the tree, symlinks too) of a tree of
+    /// layers (a stage or an image) or of a folder; writes to a writable
+    /// one go to its throwaway upper folder or copy.
+    Tree {
+        root: TreeRoot,
+        source: String,
+        readonly: bool,
+    },
+}
+
+/// What a [`MountKind::Tree`] shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeRoot {
+    Overlay(Overlay),
+    Dir(PathBuf),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -73,7 +73,7 @@ impl Phase {
 /// How far one connection's client has got, updated on every socket read.
 /// The fields are updated one by one (Relaxed): a reader may see them a
 /// read apart, which only shifts a deadline by that read.
-pub struct Progress {
+pub struct ConnectionProgress {
     base: Instant,
     read: AtomicU64,
     /// Milliseconds since `base` of the last byte read.
@@ -86,9 +86,9 @@ pub struct Progress {
     cancel: CancellationToken,
 }
 
-impl Progress {
-    fn new() -> Progress {
-        Progress {
+impl ConnectionProgress {
+    fn new() -> ConnectionProgress {
+        ConnectionProgress {
             base: Instant::now(),
             read: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
@@ -168,7 +168,7 @@ impl Progress {
 /// The connection slots, and who holds them.
 pub struct Slots {
     free: Arc<Semaphore>,
-    held: Mutex<HashMap<u64, Arc<Progress>>>,
+    held: Mutex<HashMap<u64, Arc<ConnectionProgress>>>,
     next_id: AtomicU64,
     /// Connections dropped for sending request headers too slowly.
     pub cut_slow: AtomicU64,
@@ -181,7 +181,7 @@ pub struct Slot {
     slots: Arc<Slots>,
     id: u64,
     _permit: OwnedSemaphorePermit,
-    pub progress: Arc<Progress>,
+    pub progress: Arc<ConnectionProgress>,
 }
 
 impl Drop for Slot {
@@ -201,7 +201,7 @@ impl Slots {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Progress>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnectionProgress>>> {
         // The map stays consistent whatever panicked while holding it.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -228,7 +228,7 @@ impl Slots {
 
     fn register(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Slot {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let progress = Arc::new(Progress::new());
+        let progress = Arc::new(ConnectionProgress::new());
         self.lock().insert(id, progress.clone());
         Slot {
             slots: self.clone(),
@@ -238,11 +238,11 @@ impl Slots {
         }
     }
 
-    fn slowest(&self) -> Option<Arc<Progress>> {
+    fn slowest(&self) -> Option<Arc<ConnectionProgress>> {
         self.slowest_at(Instant::now())
     }
 
-    fn slowest_at(&self, now: Instant) -> Option<Arc<Progress>> {
+    fn slowest_at(&self, now: Instant) -> Option<Arc<ConnectionProgress>> {
         self.lock()
             .values()
             .filter_map(|p| p.eviction_rate(now).map(|rate| (rate, p)))
@@ -355,7 +355,7 @@ pub async fn read_body(
     body: &mut Incoming,
     check: &mut SignatureCheck,
     budget: &BodyBudget,
-    progress: &Progress,
+    progress: &ConnectionProgress,
     time_limit: Duration,
 ) -> Result<HeldBody, BodyError> {
     let hint = body.size_hint();
@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn deadline_follows_rate_and_stall() {
-        let p = Progress::new();
+        let p = ConnectionProgress::new();
         // Nothing sent: the grace period.
         let d = p.deadline().duration_since(p.base);
         assert_eq!(d, GRACE);
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn idle_connection_starts_its_clock_on_the_next_byte() {
-        let p = Progress::new();
+        let p = ConnectionProgress::new();
         p.on_read(500);
         p.set_phase(Phase::Busy);
         p.request_done();

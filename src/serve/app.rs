@@ -13,32 +13,35 @@ use std::time::Duration;
 pub(super) struct App {
     pub(super) cfg: Config,
     pub(super) secret: Secret,
-    pub(super) store: JobStore,
+    pub(super) job_store: JobStore,
     /// Rung when a build is queued.
-    pub(super) wake: tokio::sync::Notify,
+    pub(super) build_queued: tokio::sync::Notify,
     /// Set on SIGTERM: workers take no new builds.
     pub(super) stopping: AtomicBool,
-    pub(super) statuses: Option<StatusClient>,
+    pub(super) commit_statuses: Option<StatusClient>,
     /// One fetch at a time per repository cache.
     pub(super) fetch_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub(super) responses: [AtomicU64; RESPONSE_CODES.len()],
+    pub(super) response_counts: [AtomicU64; RESPONSE_CODES.len()],
     pub(super) header_timeout: Duration,
     pub(super) body_timeout: Duration,
     /// Who holds the connection slots (see `admission`).
-    pub(super) slots: Arc<Slots>,
+    pub(super) connection_slots: Arc<Slots>,
     /// The memory unverified bodies may take together.
-    pub(super) bodies: BodyBudget,
+    pub(super) body_budget: BodyBudget,
+    /// A test seam: a pause before each image's build (see
+    /// `worker::TEST_BUILD_DELAY_VAR`); `None` outside tests.
+    pub(super) test_build_delay: Option<Duration>,
 }
 
 pub(super) const RESPONSE_CODES: [u16; 12] =
     [200, 202, 400, 401, 403, 404, 405, 408, 413, 415, 500, 503];
 
 impl App {
-    pub(super) fn count(&self, code: StatusCode) {
+    pub(super) fn count_response(&self, code: StatusCode) {
         let c = code.as_u16();
         if let Some(i) = RESPONSE_CODES.iter().position(|&k| k == c) {
-            self.responses[i].fetch_add(1, Ordering::Relaxed);
+            self.response_counts[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -54,6 +54,15 @@ pub struct Config {
     /// Kills a RUN step that runs longer, e.g. `"30m"`.
     #[serde(default, deserialize_with = "duration")]
     pub run_timeout: Option<std::time::Duration>,
+    /// `RUN --mount=type=secret` sources, as `--secret` takes them
+    /// (`"id=npmrc,src=/etc/dockless/npmrc"`, `"id=token,env=VAR"`);
+    /// every listed repository's builds can read them.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// [`Config::secrets`] parsed by `load`, relative files from the
+    /// config file's folder.
+    #[serde(skip)]
+    pub secret_sources: std::collections::BTreeMap<String, crate::build::SecretSource>,
 }
 
 /// A humantime duration such as `"10m"` or `"1h 30m"`.
@@ -121,6 +130,14 @@ impl Config {
         }
         if cfg.branch.is_empty() {
             return Err(err("branch is empty".into()));
+        }
+        for text in &cfg.secrets {
+            let (id, mut source) = crate::build::SecretSource::parse(text)
+                .map_err(|e| err(format!("secrets: {e}")))?;
+            if let crate::build::SecretSource::File(p) = &mut source {
+                fix(p);
+            }
+            cfg.secret_sources.insert(id, source);
         }
         for r in &cfg.repos {
             if !r.full_name.contains('/') {
@@ -203,6 +220,7 @@ branch = "main"
 max_concurrent_builds = 3
 webhook_secret_file = "secret"
 add_url_max_size = "256M"
+secrets = ["id=npmrc,src=npmrc", "id=token,env=TOKEN"]
 [[repos]]
 full_name = "Owner/Repo"
 clone_url = "file:///tmp/x"
@@ -218,6 +236,15 @@ full_name = "owner/other"
         );
         assert_eq!(cfg.max_concurrent_builds, 3);
         assert_eq!(cfg.add_url_max_size(), 256 << 20);
+        use crate::build::SecretSource;
+        assert_eq!(
+            cfg.secret_sources["npmrc"],
+            SecretSource::File(d.path().join("npmrc"))
+        );
+        assert_eq!(
+            cfg.secret_sources["token"],
+            SecretSource::Env("TOKEN".into())
+        );
         assert_eq!(cfg.repo("owner/repo").unwrap().url(), "file:///tmp/x");
         assert_eq!(
             cfg.repo("owner/other").unwrap().url(),
@@ -255,5 +282,14 @@ full_name = "owner/other"
         );
         let e = Config::load(&bad_size).expect_err("refused").to_string();
         assert!(e.contains("add_url_max_size"), "{e}");
+        let bad_secret = write(
+            d.path(),
+            "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nsecrets = [\"src=f\"]\n",
+        );
+        let e = Config::load(&bad_secret).expect_err("refused").to_string();
+        assert!(
+            e.contains("secrets: --secret \"src=f\": needs id=ID"),
+            "{e}"
+        );
     }
 }

@@ -23,25 +23,25 @@ impl std::fmt::Debug for Token {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum CommitState {
     Pending,
     Success,
     Failure,
 }
 
-impl State {
+impl CommitState {
     fn as_str(self) -> &'static str {
         match self {
-            State::Pending => "pending",
-            State::Success => "success",
-            State::Failure => "failure",
+            CommitState::Pending => "pending",
+            CommitState::Success => "success",
+            CommitState::Failure => "failure",
         }
     }
 }
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// The `context` GitHub shows next to the status.
-pub const CONTEXT: &str = "dockless";
+pub const STATUS_CONTEXT: &str = "dockless";
 
 #[derive(Debug, Clone)]
 pub struct StatusClient {
@@ -74,7 +74,7 @@ impl StatusClient {
         &self,
         repository: &str,
         sha: &str,
-        state: State,
+        state: CommitState,
         description: &str,
         target_url: Option<&str>,
     ) -> Result<(), StatusError> {
@@ -83,7 +83,7 @@ impl StatusClient {
         let description: String = description.chars().take(140).collect();
         let mut body = serde_json::json!({
             "state": state.as_str(),
-            "context": CONTEXT,
+            "context": STATUS_CONTEXT,
             "description": description,
         });
         if let Some(t) = target_url {

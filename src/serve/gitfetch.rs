@@ -13,7 +13,7 @@ pub enum FetchError {
     #[error("{0:?} is not a commit id")]
     BadCommit(String),
     #[error("cannot run git: {0}")]
-    Spawn(std::io::Error),
+    Spawn(#[source] std::io::Error),
     #[error("git {what} failed: {stderr}")]
     Git { what: String, stderr: String },
     #[error("{path}: {source}")]
@@ -23,6 +23,9 @@ pub enum FetchError {
     },
 }
 
+// git says why it failed only in its stderr (its exit codes do not tell
+// causes apart), so the two checks below read git's own phrases; failures of
+// our own file operations carry their `io::Error` instead.
 impl FetchError {
     /// The git server could not be reached or dropped the connection: worth
     /// fetching again later (a missing commit or a bad URL is not).
@@ -45,6 +48,18 @@ impl FetchError {
                 "early eof",
                 "rpc failed",
             ]
+            .iter()
+            .any(|needle| stderr.contains(needle))
+    }
+
+    /// git could not write because the disk (or the quota) is full: its
+    /// message for ENOSPC or EDQUOT.
+    pub fn git_found_disk_full(&self) -> bool {
+        let FetchError::Git { stderr, .. } = self else {
+            return false;
+        };
+        let stderr = stderr.to_ascii_lowercase();
+        ["no space left on device", "disk quota exceeded"]
             .iter()
             .any(|needle| stderr.contains(needle))
     }

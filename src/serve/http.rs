@@ -1,7 +1,7 @@
 //! The HTTP API: webhook deliveries (checked in the order of the
 //! contract), build status, health and metrics.
 
-use super::admission::{self, BodyError, Phase, Progress};
+use super::admission::{self, BodyError, ConnectionProgress, Phase};
 use super::app::{App, RESPONSE_CODES};
 use super::jobs::{Job, NewJob};
 use super::webhook::{self, Event, SignatureCheck};
@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-type Resp = Response<Full<Bytes>>;
+type HttpResponse = Response<Full<Bytes>>;
 
-fn json_response(code: StatusCode, v: serde_json::Value) -> Resp {
+fn json_response(code: StatusCode, v: serde_json::Value) -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -27,11 +27,15 @@ fn json_response(code: StatusCode, v: serde_json::Value) -> Resp {
     r
 }
 
-fn error(code: StatusCode, message: impl std::fmt::Display) -> Resp {
+fn error_response(code: StatusCode, message: impl std::fmt::Display) -> HttpResponse {
     json_response(code, json!({ "error": message.to_string() }))
 }
 
-fn with_header(mut r: Resp, name: hyper::header::HeaderName, value: &'static str) -> Resp {
+fn with_header(
+    mut r: HttpResponse,
+    name: hyper::header::HeaderName,
+    value: &'static str,
+) -> HttpResponse {
     r.headers_mut()
         .insert(name, hyper::header::HeaderValue::from_static(value));
     r
@@ -39,26 +43,30 @@ fn with_header(mut r: Resp, name: hyper::header::HeaderName, value: &'static str
 
 /// The answer to a body that was not read to its end; the connection is
 /// closed after it rather than drained.
-fn body_refused(e: BodyError) -> Resp {
+fn body_refused(e: BodyError) -> HttpResponse {
     let r = match e {
-        BodyError::TooLarge => error(
+        BodyError::TooLarge => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is over {} bytes", webhook::MAX_BODY),
         ),
         BodyError::NoMemory => with_header(
-            error(
+            error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many request bodies are being received; try again shortly",
             ),
             hyper::header::RETRY_AFTER,
             "5",
         ),
-        BodyError::TooSlow => error(
+        BodyError::TooSlow => error_response(
             StatusCode::REQUEST_TIMEOUT,
             "the body is arriving too slowly",
         ),
-        BodyError::TimedOut => error(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
-        BodyError::Broken => error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+        BodyError::TimedOut => {
+            error_response(StatusCode::REQUEST_TIMEOUT, "the body took too long")
+        }
+        BodyError::Broken => {
+            error_response(StatusCode::BAD_REQUEST, "cannot read the request body")
+        }
     };
     with_header(r, hyper::header::CONNECTION, "close")
 }
@@ -86,29 +94,33 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 
 /// Routes a request; never fails (errors are responses). `conn` is the
 /// connection's progress: only a webhook body is read from the client.
-pub async fn handle(
+pub async fn handle_request(
     app: Arc<App>,
-    conn: Arc<Progress>,
+    conn: Arc<ConnectionProgress>,
     req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
+) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path().to_string();
     let reads_body = req.method() == Method::POST && path == "/hooks/github";
     conn.set_phase(if reads_body { Phase::Body } else { Phase::Busy });
     let resp = match (req.method(), path.as_str()) {
         (&Method::POST, "/hooks/github") => webhook_delivery(app.clone(), &conn, req).await,
-        (_, "/hooks/github") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+        (_, "/hooks/github") => error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/metrics") => metrics(&app),
         (&Method::GET, "/builds") | (&Method::GET, "/builds/") => list_builds(&app),
         (&Method::GET, p) if p.starts_with("/builds/") => get_build(&app, &p["/builds/".len()..]),
-        _ => error(StatusCode::NOT_FOUND, "not found"),
+        _ => error_response(StatusCode::NOT_FOUND, "not found"),
     };
-    app.count(resp.status());
+    app.count_response(resp.status());
     conn.request_done();
     Ok(resp)
 }
 
-async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>) -> Resp {
+async fn webhook_delivery(
+    app: Arc<App>,
+    conn: &ConnectionProgress,
+    req: Request<Incoming>,
+) -> HttpResponse {
     let event = header_str(&req, "x-github-event").unwrap_or("").to_string();
     let delivery = header_str(&req, "x-github-delivery")
         .unwrap_or("")
@@ -123,13 +135,19 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%delivery, "webhook refused: {e}");
-            return error(StatusCode::UNAUTHORIZED, e);
+            return error_response(StatusCode::UNAUTHORIZED, e);
         }
     };
     // 2. Size, then the body itself: counted and hashed only, never parsed
     // before the signature is verified.
     let mut body = req.into_body();
-    let read = admission::read_body(&mut body, &mut check, &app.bodies, conn, app.body_timeout);
+    let read = admission::read_body(
+        &mut body,
+        &mut check,
+        &app.body_budget,
+        conn,
+        app.body_timeout,
+    );
     let body = match read.await {
         Ok(b) => b,
         Err(e) => {
@@ -140,13 +158,13 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
     conn.set_phase(Phase::Busy);
     if let Err(e) = check.finish() {
         tracing::info!(%delivery, "webhook refused: {e}");
-        return error(StatusCode::UNAUTHORIZED, e);
+        return error_response(StatusCode::UNAUTHORIZED, e);
     }
     // 3. A signed body in a media type we cannot read (the signature stays
     // the first check, as the contract orders them; the read above is bounded).
     if !supported_content_type(content_type.as_deref()) {
         tracing::info!(%delivery, "webhook refused: unsupported content type");
-        return error(
+        return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json or application/x-www-form-urlencoded",
         );
@@ -156,13 +174,13 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
     drop(body);
     let payload = match parsed {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
     // 5. Repository.
     let Some(repo) = webhook::repository(&payload).and_then(|name| app.cfg.repo(name)) else {
         let name = webhook::repository(&payload).unwrap_or("(none)");
         tracing::info!(%delivery, repository = name, "webhook from a repository not listed");
-        return error(
+        return error_response(
             StatusCode::FORBIDDEN,
             format!("repository {name} is not listed in [[repos]]"),
         );
@@ -174,10 +192,10 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
             tracing::info!(%delivery, %event, "ignored: {reason}");
             json_response(StatusCode::OK, json!({ "message": reason }))
         }
-        Event::Invalid(reason) => error(StatusCode::BAD_REQUEST, reason),
+        Event::Invalid(reason) => error_response(StatusCode::BAD_REQUEST, reason),
         Event::Build(pr) => {
             if delivery.is_empty() || delivery.len() > 200 {
-                return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
+                return error_response(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
             }
             let url = repo.url();
             let repository = repo.full_name.clone();
@@ -185,7 +203,7 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
             let commit = pr.merge_commit_sha.clone();
             // SQLite commits wait for the disk: keep them off the async threads.
             let queued = tokio::task::spawn_blocking(move || {
-                store_app.store.enqueue(&NewJob {
+                store_app.job_store.enqueue(&NewJob {
                     delivery: &delivery_id,
                     repository: &repository,
                     clone_url: &url,
@@ -200,7 +218,7 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
                 Ok((id, created)) => {
                     if created {
                         tracing::info!(%delivery, build_id = id, %commit, "build queued");
-                        app.wake.notify_one();
+                        app.build_queued.notify_one();
                     } else {
                         tracing::info!(%delivery, build_id = id, "redelivery of a known build");
                     }
@@ -212,7 +230,7 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
                 Err(e) if e.is_disk_full() => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
                     with_header(
-                        error(
+                        error_response(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "cannot queue the build: the disk under state_dir is full; nothing was accepted, deliver again once space is freed",
                         ),
@@ -222,7 +240,7 @@ async fn webhook_delivery(app: Arc<App>, conn: &Progress, req: Request<Incoming>
                 }
                 Err(e) => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
-                    error(
+                    error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "cannot queue the build: the job store failed; nothing was accepted, deliver again later",
                     )
@@ -261,29 +279,29 @@ pub fn job_json(job: &Job) -> serde_json::Value {
     })
 }
 
-fn get_build(app: &App, id: &str) -> Resp {
+fn get_build(app: &App, id: &str) -> HttpResponse {
     let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::NOT_FOUND, "no such build");
+        return error_response(StatusCode::NOT_FOUND, "no such build");
     };
-    match app.store.get(id) {
+    match app.job_store.get(id) {
         Ok(Some(job)) => json_response(StatusCode::OK, job_json(&job)),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such build"),
+        Ok(None) => error_response(StatusCode::NOT_FOUND, "no such build"),
         Err(e) => {
             tracing::error!("reading build {id}: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
         }
     }
 }
 
-fn list_builds(app: &App) -> Resp {
-    match app.store.recent(100) {
+fn list_builds(app: &App) -> HttpResponse {
+    match app.job_store.recent(100) {
         Ok(jobs) => json_response(
             StatusCode::OK,
             json!({ "builds": jobs.iter().map(job_json).collect::<Vec<_>>() }),
         ),
         Err(e) => {
             tracing::error!("listing builds: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
         }
     }
 }
@@ -292,13 +310,13 @@ const DURATION_BUCKETS: [f64; 10] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
-fn metrics(app: &App) -> Resp {
+fn metrics(app: &App) -> HttpResponse {
     use std::fmt::Write as _;
-    let stats = match app.store.stats() {
+    let stats = match app.job_store.stats() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("metrics: {e}");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "job store error");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error");
         }
     };
     let mut out = String::new();
@@ -352,7 +370,7 @@ fn metrics(app: &App) -> Resp {
     );
     let _ = writeln!(out, "# TYPE dockless_http_responses_total counter");
     for (i, code) in RESPONSE_CODES.iter().enumerate() {
-        let n = app.responses[i].load(Ordering::Relaxed);
+        let n = app.response_counts[i].load(Ordering::Relaxed);
         let _ = writeln!(out, "dockless_http_responses_total{{code=\"{code}\"}} {n}");
     }
     let _ = writeln!(
@@ -361,8 +379,8 @@ fn metrics(app: &App) -> Resp {
     );
     let _ = writeln!(out, "# TYPE dockless_http_connections_cut_total counter");
     for (reason, n) in [
-        ("too_slow", &app.slots.cut_slow),
-        ("evicted", &app.slots.evicted),
+        ("too_slow", &app.connection_slots.cut_slow),
+        ("evicted", &app.connection_slots.evicted),
     ] {
         let n = n.load(Ordering::Relaxed);
         let _ = writeln!(

@@ -3,7 +3,7 @@
 //! entry is checked on its own, so one bad entry fails that image alone.
 
 use crate::context::untrusted::{excerpt, FileRef, Problem};
-use crate::remote::{Reference, RegistryError};
+use crate::name::Reference;
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 
@@ -43,7 +43,7 @@ pub struct RawEntry {
 
 /// An entry that passed every check: what to build and where to push it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageJob {
+pub struct CheckedEntry {
     pub service_name: String,
     pub version: String,
     pub kind: String,
@@ -149,7 +149,7 @@ pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String
 }
 
 /// Checks an entry against the registry it will be pushed to and the checkout.
-pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob, String> {
+pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<CheckedEntry, String> {
     let (name, version) = (excerpt(&entry.service_name), excerpt(&entry.version));
     if entry.service_name.is_empty() {
         return Err("missing \"service_name\"".into());
@@ -168,19 +168,19 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob
         }
     }
     let full = format!("{registry}/{}:{}", entry.service_name, entry.version);
-    let target = match Reference::parse(&full) {
-        Ok(t) if t.repository == entry.service_name && t.tag == entry.version => t,
+    let target = match Reference::parse_tag(&full) {
+        Ok(t) if t.repository() == entry.service_name && t.tag() == Some(entry.version.as_str()) => t,
         Ok(_) => {
             return Err(format!(
                 "service_name {name:?} and version {version:?} do not form the reference {registry}/{name}:{version}"
             ))
         }
-        Err(RegistryError::InvalidReference { reason, .. }) => {
+        Err(e) => {
             return Err(format!(
-                "service_name {name:?} and version {version:?} do not form a valid reference: {reason}"
+                "service_name {name:?} and version {version:?} do not form a valid reference: {}",
+                e.problem
             ))
         }
-        Err(e) => return Err(e.to_string()),
     };
     let context_dir = match &entry.context {
         Some(c) => inside_repo(repo, c, "context")?,
@@ -202,7 +202,7 @@ pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<ImageJob
         ));
     }
     let dockerfile = dockerfile_in(entry, repo, &context_dir)?;
-    Ok(ImageJob {
+    Ok(CheckedEntry {
         service_name: entry.service_name.clone(),
         version: entry.version.clone(),
         kind: entry.kind.clone(),

@@ -96,9 +96,6 @@ pub struct ImageResult {
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Failed because the registry was unavailable (this run only).
-    #[serde(skip)]
-    pub registry_unavailable: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for Status {
@@ -537,7 +534,6 @@ mod tests {
             status: Status::Succeeded,
             reference: Some("r/api:1@sha256:00".into()),
             error: None,
-            registry_unavailable: false,
         };
         store.set_images(a, std::slice::from_ref(&img)).unwrap();
         drop(store);
@@ -671,7 +667,6 @@ mod tests {
             status,
             reference: None,
             error: None,
-            registry_unavailable: false,
         };
         let queued = vec![image("a", Status::Queued), image("b", Status::Queued)];
         store.set_images(a, &queued).unwrap();

@@ -26,7 +26,7 @@ pub use error::ServeError;
 
 use admission::{BodyBudget, Slots};
 use app::App;
-use http::handle;
+use http::handle_request;
 use jobs::JobStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,26 +107,27 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     let app = Arc::new(App {
         cfg,
         secret,
-        store,
-        wake: tokio::sync::Notify::new(),
+        job_store: store,
+        build_queued: tokio::sync::Notify::new(),
         stopping: AtomicBool::new(false),
-        statuses,
+        commit_statuses: statuses,
         fetch_locks: Default::default(),
-        responses: Default::default(),
+        response_counts: Default::default(),
         header_timeout: env_secs("DOCKLESS_HEADER_TIMEOUT_SECS", HEADER_TIMEOUT),
         body_timeout: env_secs("DOCKLESS_BODY_TIMEOUT_SECS", BODY_TIMEOUT),
-        slots: Slots::new(admission::MAX_CONNECTIONS),
-        bodies: BodyBudget::new(
+        connection_slots: Slots::new(admission::MAX_CONNECTIONS),
+        body_budget: BodyBudget::new(
             env_positive("DOCKLESS_BODY_BUDGET_BYTES")
                 .map_or(admission::DEFAULT_BODY_BUDGET, |n| n as usize),
         ),
+        test_build_delay: worker::test_build_delay_from_env(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(io(Path::new("tokio runtime")))?;
-    let result = runtime.block_on(serve(app, workers));
+    let result = runtime.block_on(accept_until_stopped(app, workers));
     // Builds still running after the grace period are abandoned here; they
     // are `running` in the store and go back to the queue at the next start.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -149,7 +150,7 @@ async fn serve_connection(
     let header_timeout = app.header_timeout;
     let service = {
         let progress = progress.clone();
-        hyper::service::service_fn(move |req| handle(app.clone(), progress.clone(), req))
+        hyper::service::service_fn(move |req| handle_request(app.clone(), progress.clone(), req))
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -166,7 +167,7 @@ async fn serve_connection(
 }
 
 /// SIGTERM/SIGINT as a future, through signal-hook on a helper thread.
-fn termination() -> Result<tokio::sync::oneshot::Receiver<i32>, ServeError> {
+fn termination_signal() -> Result<tokio::sync::oneshot::Receiver<i32>, ServeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
@@ -186,14 +187,16 @@ fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
     }
 }
 
-async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
+/// Starts the workers, then accepts connections until SIGTERM or SIGINT;
+/// running builds then get the grace period to finish.
+async fn accept_until_stopped(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(&app.cfg.listen)
         .await
         .map_err(|source| ServeError::Listen {
             addr: app.cfg.listen.clone(),
             source,
         })?;
-    let mut stop = termination()?;
+    let mut stop = termination_signal()?;
     let local = listener.local_addr().map_err(io_err("listener"))?;
     tracing::info!("dockless serve listening on http://{local}");
     eprintln!("dockless serve: listening on http://{local}");
@@ -203,7 +206,7 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
         pool.spawn(worker::run_worker(app.clone(), n));
     }
 
-    let sweeper = tokio::spawn(app.slots.clone().sweep_forever());
+    let sweeper = tokio::spawn(app.connection_slots.clone().sweep_forever());
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
@@ -220,7 +223,7 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
         // slowest client makes room (see `admission`).
         let slot = tokio::select! {
             _ = &mut stop => break,
-            s = app.slots.admit() => s,
+            s = app.connection_slots.admit() => s,
         };
         tokio::spawn(serve_connection(app.clone(), stream, peer, slot));
     }
@@ -229,7 +232,7 @@ async fn serve(app: Arc<App>, workers: usize) -> Result<(), ServeError> {
     eprintln!("dockless serve: stopping; waiting for running builds");
     tracing::info!("stopping: no new connections, waiting for running builds");
     app.stopping.store(true, Ordering::SeqCst);
-    app.wake.notify_waiters();
+    app.build_queued.notify_waiters();
     let grace = grace_period();
     let finished =
         tokio::time::timeout(grace, async { while pool.join_next().await.is_some() {} }).await;

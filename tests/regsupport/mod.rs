@@ -465,7 +465,7 @@ pub fn basic_b64(user: &str, pass: &str) -> String {
 /// same registry mounts every blob.
 pub async fn push_scenario(
     reg: &Registry,
-    opts: &dockless::remote::PushOptions,
+    opts: &dockless::remote::Options,
     creds: Option<&str>,
     label: &str,
 ) {
@@ -473,7 +473,7 @@ pub async fn push_scenario(
     let img = build_image(work.path(), label, 0);
 
     let target =
-        dockless::remote::Reference::parse(&format!("{}/team/{label}:v1", reg.addr())).unwrap();
+        dockless::name::Reference::parse_tag(&format!("{}/team/{label}:v1", reg.addr())).unwrap();
     let out = dockless::remote::push(&img, &target, opts)
         .await
         .expect("first push");
@@ -494,7 +494,7 @@ pub async fn push_scenario(
     assert_eq!(again.manifest_digest, out.manifest_digest);
 
     let other =
-        dockless::remote::Reference::parse(&format!("{}/other/{label}:v2", reg.addr())).unwrap();
+        dockless::name::Reference::parse_tag(&format!("{}/other/{label}:v2", reg.addr())).unwrap();
     let mounted = dockless::remote::push(
         &with_mount_from(&img, &format!("team/{label}")),
         &other,

@@ -116,6 +116,15 @@ pub enum Task {
     },
     /// Removes a tree (files of any mapped owner).
     Remove { path: PathBuf },
+    /// Gives `path` (a folder made if missing, as for a cache mount; else
+    /// an existing file, as a staged secret) container owner and mode.
+    Own {
+        path: PathBuf,
+        make_dir: bool,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
 }
 
 /// What a task gives back.
@@ -200,7 +209,7 @@ pub fn hold(task: &mut Task) -> std::io::Result<Held> {
                 pin(snapshot)?;
             }
         },
-        Task::Remove { path } => pin(path)?,
+        Task::Remove { path } | Task::Own { path, .. } => pin(path)?,
     }
     Ok(Held { blob, _pins: pins })
 }
@@ -252,7 +261,30 @@ pub fn run(task: &Task, held: Held, out: File) -> Result<Done, DiskError> {
             }),
             _ => Ok(Done::Nothing),
         },
+        Task::Own {
+            path,
+            make_dir,
+            uid,
+            gid,
+            mode,
+        } => own(path, *make_dir, *uid, *gid, *mode).map(|()| Done::Nothing),
     }
+}
+
+fn own(path: &Path, make_dir: bool, uid: u32, gid: u32, mode: u32) -> Result<(), DiskError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io_err = |source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if make_dir {
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io_err(e)),
+            _ => {}
+        }
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)
 }
 
 fn unpack(blob: File, diff_id: &str, dest: &Path, form: LayerForm) -> Result<(), DiskError> {

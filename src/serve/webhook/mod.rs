@@ -1,9 +1,12 @@
 //! GitHub webhook deliveries: the HMAC-SHA256 signature, the two body
 //! encodings GitHub sends (JSON and form-encoded `payload=`), and what an
-//! event asks of us.
+//! event asks of us (the payload's fields are read in `payload`).
+
+mod payload;
+
+pub use payload::{Branch, Payload, PullRequest, Repository};
 
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 
 /// GitHub refuses to send payloads over 25 MB; we refuse to read them.
@@ -81,16 +84,18 @@ pub fn is_form(content_type: Option<&str>) -> bool {
         })
 }
 
-/// The JSON document of a body, in either encoding.
-pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, WebhookError> {
+/// The payload of a body, in either encoding: the fields we read, typed
+/// (see [`Payload`]); the rest is checked as JSON and dropped.
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Payload, WebhookError> {
+    let bad_json = |e: serde_json::Error| WebhookError::BadJson(e.to_string());
     if is_form(content_type) {
         let payload = form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| WebhookError::BadJson("form body without a payload field".into()))?;
-        serde_json::from_str(&payload).map_err(|e| WebhookError::BadJson(e.to_string()))
+        serde_json::from_str(&payload).map_err(bad_json)
     } else {
-        serde_json::from_slice(body).map_err(|e| WebhookError::BadJson(e.to_string()))
+        serde_json::from_slice(body).map_err(bad_json)
     }
 }
 
@@ -116,8 +121,8 @@ pub enum Event {
 }
 
 /// `repository.full_name` of a payload.
-pub fn repository(payload: &Value) -> Option<&str> {
-    payload.get("repository")?.get("full_name")?.as_str()
+pub fn repository(payload: &Payload) -> Option<&str> {
+    payload.repository.as_ref()?.full_name.as_deref()
 }
 
 fn is_commit_sha(s: &str) -> bool {
@@ -125,54 +130,45 @@ fn is_commit_sha(s: &str) -> bool {
 }
 
 /// Sorts a delivery by its `X-GitHub-Event` and payload; `branch` is the one merges into which build.
-pub fn classify(event: &str, payload: &Value, branch: &str) -> Event {
+pub fn classify(event: &str, payload: &Payload, branch: &str) -> Event {
     match event {
         "ping" => return Event::Ping,
         "pull_request" => {}
         "" => return Event::Ignored("no X-GitHub-Event header".into()),
         other => return Event::Ignored(format!("{other} events do not trigger builds")),
     }
-    let action = payload.get("action").and_then(Value::as_str).unwrap_or("");
+    let action = payload.action.as_deref().unwrap_or("");
     if action != "closed" {
         return Event::Ignored(format!("pull_request action {action:?} is not \"closed\""));
     }
-    let Some(pr) = payload.get("pull_request") else {
+    let Some(pr) = &payload.pull_request else {
         return Event::Ignored("pull_request event without a pull_request object".into());
     };
-    if pr.get("merged").and_then(Value::as_bool) != Some(true) {
+    if pr.merged != Some(true) {
         return Event::Ignored("pull request closed without merging".into());
     }
     let base_ref = pr
-        .get("base")
-        .and_then(|b| b.get("ref"))
-        .and_then(Value::as_str)
+        .base
+        .as_ref()
+        .and_then(|b| b.name.as_deref())
         .unwrap_or("");
     if base_ref != branch {
         return Event::Ignored(format!(
             "merged into {base_ref:?}, only merges into {branch:?} build"
         ));
     }
-    let sha = pr
-        .get("merge_commit_sha")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let sha = pr.merge_commit_sha.as_deref().unwrap_or("");
     if !is_commit_sha(sha) {
         return Event::Invalid("pull_request.merge_commit_sha is not a commit id".into());
     }
     let head_sha = pr
-        .get("head")
-        .and_then(|h| h.get("sha"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let number = pr
-        .get("number")
-        .or_else(|| payload.get("number"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+        .head
+        .as_ref()
+        .and_then(|h| h.sha.clone())
+        .unwrap_or_default();
     Event::Build(MergedPr {
         repository: repository(payload).unwrap_or("").to_string(),
-        number,
+        number: pr.number.or(payload.number).unwrap_or(0),
         merge_commit_sha: sha.to_ascii_lowercase(),
         head_sha,
         base_ref: base_ref.to_string(),
@@ -182,7 +178,7 @@ pub fn classify(event: &str, payload: &Value, branch: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const SECRET: &[u8] = b"It's a Secret to Everybody";
 
@@ -238,10 +234,10 @@ mod tests {
     #[test]
     fn json_and_form_bodies() {
         let v = parse_body(Some("application/json"), br#"{"zen":"x"}"#).unwrap();
-        assert_eq!(v["zen"], "x");
+        assert_eq!(v.zen.as_deref(), Some("x"));
         let form = b"payload=%7B%22zen%22%3A%22a+b%22%7D";
         let v = parse_body(Some("application/x-www-form-urlencoded"), form).unwrap();
-        assert_eq!(v["zen"], "a b");
+        assert_eq!(v.zen.as_deref(), Some("a b"));
         assert!(parse_body(Some("application/json"), b"{nope").is_err());
         assert!(parse_body(Some("application/x-www-form-urlencoded"), b"other=1").is_err());
         assert!(parse_body(Some("application/x-www-form-urlencoded"), b"payload=%7B").is_err());
@@ -259,10 +255,97 @@ mod tests {
         assert!(parse_body(form_type, form.as_bytes()).is_err());
         let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(parse_body(Some("application/json"), ok.as_bytes()).is_ok());
+        // Also inside a field that is skipped, and inside one that is read.
+        for key in ["padding", "repository"] {
+            let inside = format!(r#"{{"{key}": {deep}}}"#);
+            let e = parse_body(Some("application/json"), inside.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("recursion limit"), "{key}: {e}");
+        }
     }
 
-    fn pr(action: &str, merged: bool, base: &str, sha: &str) -> Value {
-        json!({
+    fn payload(v: Value) -> Payload {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn fields_read_as_a_json_value_gave_them() {
+        let read = |text: &str| parse_body(Some("application/json"), text.as_bytes()).unwrap();
+        // Another type reads as absent, a non-object as an empty object.
+        let odd = read(r#"{"action": 5, "number": -7, "pull_request": null, "repository": []}"#);
+        assert_eq!(odd.action, None);
+        assert_eq!(odd.number, None);
+        assert_eq!(odd.pull_request, Some(PullRequest::default()));
+        assert_eq!(odd.repository, Some(Repository::default()));
+        for doc in [
+            "[1, {\"action\": \"closed\"}]",
+            "\"closed\"",
+            "7",
+            "null",
+            "{}",
+        ] {
+            assert_eq!(read(doc), Payload::default(), "{doc}");
+        }
+        let numbers = read(r#"{"number": 7.0, "pull_request": {"number": 12, "merged": 1}}"#);
+        assert_eq!(numbers.number, None);
+        let pr = numbers.pull_request.unwrap();
+        assert_eq!((pr.number, pr.merged), (Some(12), None));
+        // A key given twice keeps its last value; unknown keys are skipped.
+        let twice = read(
+            r#"{"action": "opened", "x": {"action": "no"}, "action": "closed",
+                "repository": {"full_name": "a/b", "full_name": "acme/shop"}}"#,
+        );
+        assert_eq!(twice.action.as_deref(), Some("closed"));
+        assert_eq!(repository(&twice), Some("acme/shop"));
+        // Escapes in keys and values are decoded.
+        let escaped = read(r#"{"act\u0069on": "clos\u0065d"}"#);
+        assert_eq!(escaped.action.as_deref(), Some("closed"));
+    }
+
+    /// The deliveries in testdata/webhooks, as GitHub sends them.
+    #[test]
+    fn github_deliveries() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/webhooks");
+        let read = |name: &str| {
+            let body = std::fs::read(dir.join(name)).unwrap();
+            parse_body(Some("application/json"), &body).unwrap()
+        };
+        let ping = read("ping.json");
+        assert_eq!(classify("ping", &ping, "develop"), Event::Ping);
+        assert_eq!(repository(&ping), Some("acme/shop"));
+        match classify(
+            "pull_request",
+            &read("pull_request.closed.merged.json"),
+            "develop",
+        ) {
+            Event::Build(pr) => assert_eq!(
+                pr,
+                MergedPr {
+                    repository: "acme/shop".into(),
+                    number: 12,
+                    merge_commit_sha: "3f786850e387550fdab836ed7e6dc881de23001b".into(),
+                    head_sha: "89e6c98d92887913cadf06b2adb97f26cde4849b".into(),
+                    base_ref: "develop".into(),
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        for (event, file) in [
+            ("pull_request", "pull_request.closed.unmerged.json"),
+            ("pull_request", "pull_request.opened.json"),
+            ("pull_request", "pull_request.synchronize.json"),
+            ("push", "push.json"),
+        ] {
+            let payload = read(file);
+            assert_eq!(repository(&payload), Some("acme/shop"), "{file}");
+            assert!(
+                matches!(classify(event, &payload, "develop"), Event::Ignored(_)),
+                "{file}"
+            );
+        }
+    }
+
+    fn pr(action: &str, merged: bool, base: &str, sha: &str) -> Payload {
+        payload(json!({
             "action": action,
             "number": 7,
             "pull_request": {
@@ -271,13 +354,16 @@ mod tests {
                 "base": {"ref": base}
             },
             "repository": {"full_name": "acme/app"}
-        })
+        }))
     }
 
     #[test]
     fn classification() {
         let sha = "a21683865c088b5fe1906cf6552d15a285a4986d";
-        assert_eq!(classify("ping", &json!({}), "develop"), Event::Ping);
+        assert_eq!(
+            classify("ping", &payload(json!({})), "develop"),
+            Event::Ping
+        );
         match classify(
             "pull_request",
             &pr("closed", true, "develop", sha),
@@ -294,8 +380,8 @@ mod tests {
             ("pull_request", pr("closed", false, "develop", sha)),
             ("pull_request", pr("opened", false, "develop", sha)),
             ("pull_request", pr("closed", true, "main", sha)),
-            ("push", json!({"ref": "refs/heads/develop"})),
-            ("", json!({})),
+            ("push", payload(json!({"ref": "refs/heads/develop"}))),
+            ("", payload(json!({}))),
         ] {
             assert!(matches!(
                 classify(event, &payload, "develop"),
@@ -313,7 +399,7 @@ mod tests {
             ));
         }
         // Wrong types never panic.
-        let odd = json!({"action": 5, "pull_request": [1, 2], "repository": "x"});
+        let odd = payload(json!({"action": 5, "pull_request": [1, 2], "repository": "x"}));
         assert!(matches!(
             classify("pull_request", &odd, "develop"),
             Event::Ignored(_)

@@ -1,0 +1,137 @@
+//! The build → deliver → prune pipeline that `dockless build`, `dockless
+//! push` and the service's workers share: build the image (one per platform,
+//! under an index when there are several), deliver it (push it to a
+//! registry, or write an OCI layout or archive holding every blob), then
+//! keep the cache folder under its cap, never removing what was just built.
+
+use crate::build::{self, BuildError, BuildOptions, BuiltSet};
+use crate::layout::{LayoutError, Output};
+use crate::name::Reference;
+use crate::platform::Platform;
+use crate::remote::publish::{self, PublishError};
+use crate::remote::pull::{self, PullError};
+use crate::remote::Options;
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// What to build, and how much cache to keep afterwards.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub build: BuildOptions,
+    /// One image per platform; none builds for this machine's platform.
+    pub platforms: Vec<Platform>,
+    /// After delivery the cache folder (`build.cache_dir`) is pruned to this
+    /// many bytes, least recently used blobs first.
+    pub cache_max_size: u64,
+}
+
+/// Where the built image goes.
+// Made once per pipeline and passed by reference: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Pushed to `target` (base layers mounted or streamed registry to
+    /// registry, see `remote::publish`); `push` says how to reach the target
+    /// and the base images' registries, and `push.events` gets its progress.
+    Registry { target: Reference, push: Options },
+    /// Written to an OCI layout or archive under `name` (`NAME:TAG`), with
+    /// base layers still in their registry downloaded first.
+    Output { output: Output, name: String },
+}
+
+/// What the pipeline reports between its steps.
+pub enum PipelineEvent<'a> {
+    /// The build finished; delivery comes next.
+    Built(&'a BuiltSet),
+}
+
+/// Receives [`PipelineEvent`]s.
+pub type PipelineSink<'s> = &'s (dyn Fn(PipelineEvent<'_>) + Send + Sync);
+
+/// Which step failed, with its typed cause.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The build's thread panicked (or its runtime shut down under it).
+    #[error(transparent)]
+    BuildAborted(tokio::task::JoinError),
+    #[error(transparent)]
+    Push(#[from] PublishError),
+    #[error("downloading the base image's layers: {0}")]
+    FetchBaseLayers(#[source] PullError),
+    #[error(transparent)]
+    Write(LayoutError),
+    /// The writing thread panicked (or its runtime shut down under it).
+    #[error(transparent)]
+    WriteAborted(tokio::task::JoinError),
+}
+
+/// Builds, delivers and prunes; returns the digest of the delivered
+/// manifest (or index). The cache is pruned whether delivery worked or not
+/// (not after a failed build, which may have left nothing worth keeping).
+pub async fn run(
+    opts: PipelineOptions,
+    destination: &Destination,
+    events: PipelineSink<'_>,
+) -> Result<String, PipelineError> {
+    let PipelineOptions {
+        build,
+        platforms,
+        cache_max_size,
+    } = opts;
+    let cache_dir = build.cache_dir.clone();
+    let sources = build.remote.clone();
+    // Builds read and write files for a long time: off the async threads.
+    let built = tokio::task::spawn_blocking(move || build::build_platforms(&build, &platforms))
+        .await
+        .map_err(PipelineError::BuildAborted)??;
+    events(PipelineEvent::Built(&built));
+    let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
+    let delivered = deliver(built, destination, &cache_dir, &sources).await;
+    prune_keeping(cache_dir, cache_max_size, keep).await;
+    delivered
+}
+
+async fn deliver(
+    built: BuiltSet,
+    destination: &Destination,
+    cache_dir: &std::path::Path,
+    sources: &Options,
+) -> Result<String, PipelineError> {
+    match destination {
+        Destination::Registry { target, push } => {
+            Ok(
+                publish::publish_artifact(&built.store, &built.artifact, target, push, cache_dir)
+                    .await?,
+            )
+        }
+        Destination::Output { output, name } => {
+            // Base layers may still be in their registry; a layout holds every blob.
+            pull::ensure_blobs(&built.store, &built.artifact, sources)
+                .await
+                .map_err(PipelineError::FetchBaseLayers)?;
+            let (output, name) = (output.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                output
+                    .write(&built.store, &built.artifact, &name)
+                    .map(|()| built.artifact.digest().to_string())
+            })
+            .await
+            .map_err(PipelineError::WriteAborted)?
+            .map_err(PipelineError::Write)
+        }
+    }
+}
+
+/// Keeps the cache under `max_size` without removing `keep`; a cache that
+/// cannot be pruned costs disk, not the build, so it is only reported.
+async fn prune_keeping(cache_dir: PathBuf, max_size: u64, keep: HashSet<String>) {
+    let prune = tokio::task::spawn_blocking(move || {
+        crate::cache::prune(&cache_dir, max_size, &keep)
+            .map_err(|e| tracing::warn!("cannot prune the cache {}: {e}", cache_dir.display()))
+    });
+    if let Err(e) = prune.await {
+        tracing::warn!("cannot prune the cache: {e}");
+    }
+}
