@@ -7,62 +7,29 @@
 
 mod common;
 mod regsupport;
+mod run_support;
 
 use common::debian::{cached_fixture, push_debian_base, recipe_key, SMALL_PACKAGE};
 use common::*;
-use regsupport::{Registry, RegistryCfg};
+use run_support::Fixture;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A registry with the Debian base, and a work folder.
-struct Fixture {
-    reg: Registry,
-    tmp: tempfile::TempDir,
-    base: String,
+fn debian() -> Fixture {
+    Fixture::with_base(push_debian_base)
 }
 
-impl Fixture {
-    fn new() -> Fixture {
-        let reg = Registry::start(RegistryCfg::default());
-        let tmp = tempfile::tempdir().unwrap();
-        let base = push_debian_base(&reg.addr(), tmp.path());
-        Fixture { reg, tmp, base }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    /// A context `name` holding `files`, its Dockerfile `FROM` the base.
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
-        let ctx = self.path(name);
-        write_context(&ctx, &dockerfile.replace("{BASE}", &self.base), files);
-        ctx
-    }
-
-    /// Builds `ctx` (with `extra` arguments) into the layout `out` and
-    /// returns the built image's bundle, unpacked by umoci.
-    fn build_and_unpack(&self, ctx: &Path, out: &str, extra: &[&str]) -> PathBuf {
-        let layout = self.path(out);
-        run_ok(
-            dockless(&self.path("cache"))
-                .arg("build")
-                .arg(ctx)
-                .args(["-t", "run:test", "--insecure-registry", &self.reg.addr()])
-                .arg("-o")
-                .arg(format!("oci:{}", layout.display()))
-                .args(extra),
-        );
-        let bundle = self.path(&format!("{out}-bundle"));
-        umoci_unpack(&layout, "run:test", &bundle);
-        bundle
-    }
+/// Builds `ctx` (with `extra` arguments) into the layout `out` and returns
+/// the built image's bundle, unpacked by umoci.
+fn build_and_unpack(f: &Fixture, ctx: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    f.build_ok(ctx, out, extra);
+    f.unpack(out).parent().unwrap().to_path_buf()
 }
 
 #[test]
 fn apt_get_installs_a_package_from_debian_that_runs_under_runc() {
-    let f = Fixture::new();
+    let f = debian();
     let ctx = f.context(
         "apt",
         &format!(
@@ -73,7 +40,7 @@ fn apt_get_installs_a_package_from_debian_that_runs_under_runc() {
         ),
         &[],
     );
-    let bundle = f.build_and_unpack(&ctx, "layout", &[]);
+    let bundle = build_and_unpack(&f, &ctx, "layout", &[]);
     assert!(
         !bundle.join("rootfs/var/lib/apt/lists/lock").exists(),
         "the step's cleanup is in the image"
@@ -123,25 +90,24 @@ fn greeting_wheel(dir: &Path) -> PathBuf {
 
 #[test]
 fn pip_installs_the_requirements_from_a_wheel_in_the_context() {
-    let f = Fixture::new();
+    let f = debian();
     let wheel = fs::read(greeting_wheel(f.tmp.path())).unwrap();
     let ctx = f.context(
         "pip",
         "FROM {BASE}\nWORKDIR /app\nCOPY . /app\n\
          RUN pip install --no-index --find-links /app/wheels -r requirements.txt\n\
          CMD [\"python\", \"-c\", \"import greeting; print(greeting.hello())\"]\n",
-        &[
-            ("requirements.txt", b"greeting==1.0\n"),
-            ("wheels/greeting-1.0-py3-none-any.whl", &wheel),
-        ],
+        &[("requirements.txt", "greeting==1.0\n")],
     );
-    let bundle = f.build_and_unpack(&ctx, "layout", &[]);
+    fs::create_dir(ctx.join("wheels")).unwrap();
+    fs::write(ctx.join("wheels/greeting-1.0-py3-none-any.whl"), wheel).unwrap();
+    let bundle = build_and_unpack(&f, &ctx, "layout", &[]);
     assert_eq!(runc_run(&bundle, "dockless-pip"), "hello from a wheel\n");
 }
 
 #[test]
 fn useradd_in_a_step_makes_a_user_that_owns_its_files() {
-    let f = Fixture::new();
+    let f = debian();
     let ctx = f.context(
         "useradd",
         "FROM {BASE}\n\
@@ -151,7 +117,7 @@ fn useradd_in_a_step_makes_a_user_that_owns_its_files() {
          CMD [\"sh\", \"-c\", \"id -un; stat -c '%U %u %G' $HOME/file; touch $HOME/new && echo writable\"]\n",
         &[],
     );
-    let bundle = f.build_and_unpack(&ctx, "layout", &[]);
+    let bundle = build_and_unpack(&f, &ctx, "layout", &[]);
     assert_eq!(
         runc_run(&bundle, "dockless-useradd"),
         "appuser\nappuser 1234 appuser\nwritable\n"
@@ -181,7 +147,7 @@ fn python_service_wheels() -> PathBuf {
 
 #[test]
 fn python_service_installs_its_requirements_and_its_app_answers() {
-    let f = Fixture::new();
+    let f = debian();
     // A base as a pip mirror behind a proxy would make it: the Debian base
     // with the service's wheels and pip told to take them, so the
     // service's own Dockerfile runs unchanged and pip needs no network.
@@ -203,7 +169,8 @@ fn python_service_installs_its_requirements_and_its_app_answers() {
         "--insecure",
         "-q",
     ]));
-    let bundle = f.build_and_unpack(
+    let bundle = build_and_unpack(
+        &f,
         &testdata("python-service"),
         "layout",
         &["--build-arg", &format!("BASE={base}")],
