@@ -1,5 +1,6 @@
 //! dockless: build OCI images from a Dockerfile without a daemon.
 
+pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod context;

@@ -13,11 +13,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod progress;
+mod supply_cli;
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
 const EXIT_REGISTRY: u8 = 4;
+/// `verify`: no signature by the key, or an attestation that does not verify.
+const EXIT_VERIFY: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +43,8 @@ enum Commands {
     Login(LoginArgs),
     /// Run the GitHub webhook build service (see README, "dockless serve").
     Serve(ServeArgs),
+    /// Check an image's cosign signatures and signed attestations with a public key.
+    Verify(supply_cli::VerifyArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -188,6 +193,8 @@ struct BuildFlags {
     /// The most one `ADD <url>` may download, e.g. 512M.
     #[arg(long, env = "DOCKLESS_ADD_URL_MAX_SIZE", default_value = "1G", value_parser = parse_size)]
     add_url_max_size: u64,
+    #[command(flatten)]
+    supply: supply_cli::SupplyFlags,
 }
 
 /// An error with the exit code it deserves.
@@ -227,6 +234,10 @@ fn main() -> ExitCode {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
         Commands::Login(args) => run_login(args),
+        Commands::Verify(args) => supply_cli::run_verify(args).map(drop).map_err(|e| Failure {
+            code: EXIT_VERIFY,
+            error: e,
+        }),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
     };
@@ -343,10 +354,12 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
 }
 
 fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    let supply = flags.supply.options(flags.file.as_deref()).map_err(usage)?;
     Ok(PipelineOptions {
         build,
         platforms: platforms(flags)?,
         cache_max_size: flags.cache_max_size,
+        supply,
     })
 }
 
@@ -375,6 +388,14 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
     let runtime = tokio::runtime::Runtime::new()?;
     runtime
         .block_on(pipeline::run(opts, destination, &report_built))
+        .map(|delivered| {
+            for a in &delivered.attached {
+                for (tag, digest) in &a.tags {
+                    tracing::info!(subject = %a.subject, %tag, %digest, "attached");
+                }
+            }
+            delivered.digest
+        })
         .map_err(|e| match e {
             // A panic in the build stays a panic, as when it ran on this thread.
             PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
@@ -389,7 +410,9 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
                 code: EXIT_BUILD,
                 error: e.into(),
             },
-            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+            e @ (PipelineError::Push(_)
+            | PipelineError::FetchBaseLayers(_)
+            | PipelineError::AttachTarget { .. }) => Failure {
                 code: EXIT_REGISTRY,
                 error: e.into(),
             },
@@ -487,10 +510,11 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
         ("--secret", !flags.secrets.is_empty()),
+        ("--sign-key", flags.supply.signs()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
-            "{flag} shapes a build; an oci: layout is pushed as it is"
+            "{flag} shapes a build (or what is attached to it); an oci: layout is pushed as it is"
         ))),
         None => Ok(()),
     }

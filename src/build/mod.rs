@@ -183,6 +183,10 @@ pub struct Built {
     pub unused_build_args: Vec<String>,
     /// What the layer cache served and what was written.
     pub cache: CacheStats,
+    /// Every registry image the build read (`FROM`, `COPY --from=<image>`).
+    pub bases: Vec<BaseInfo>,
+    /// `sha256:<hex>` of the Dockerfile's bytes.
+    pub dockerfile_digest: String,
 }
 
 /// Builds the target stage (the last one unless `opts.target` names another).
@@ -198,7 +202,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let file = path.display().to_string();
     let df = dockerfile::parse(&text, &file)?;
     let mut builder = Builder::new(opts, df, file)?;
-    builder.run()
+    let mut built = builder.run()?;
+    built.dockerfile_digest = crate::digest::sha256(text.as_bytes());
+    Ok(built)
 }
 
 /// A build for every platform given: one image, or an index when there are several.
@@ -208,6 +214,9 @@ pub struct BuiltSet {
     pub unused_build_args: Vec<String>,
     /// Summed over platforms.
     pub cache: CacheStats,
+    /// Every registry image any platform's build read, each once.
+    pub bases: Vec<BaseInfo>,
+    pub dockerfile_digest: String,
 }
 
 /// Builds once per platform (the host's when none is given). The service's own
@@ -227,18 +236,28 @@ pub fn build_platforms(
             store: built.store,
             unused_build_args: built.unused_build_args,
             cache: built.cache,
+            bases: built.bases,
+            dockerfile_digest: built.dockerfile_digest,
         });
     }
     let mut images = Vec::new();
     let mut unused = BTreeSet::new();
     let mut store = None;
     let mut cache = CacheStats::default();
+    let mut bases = Vec::new();
+    let mut dockerfile_digest = String::new();
     for platform in platforms {
         let mut one = opts.clone();
         one.platform = Some(platform.clone());
         let built = build(&one)?;
         images.push(built.image);
         unused.extend(built.unused_build_args);
+        for b in built.bases {
+            if !bases.contains(&b) {
+                bases.push(b);
+            }
+        }
+        dockerfile_digest = built.dockerfile_digest;
         cache.add(&built.cache);
         store = Some(built.store);
     }
@@ -252,6 +271,8 @@ pub fn build_platforms(
         store,
         unused_build_args: unused.into_iter().collect(),
         cache,
+        bases,
+        dockerfile_digest,
     })
 }
 
@@ -711,11 +732,21 @@ impl<'a> Builder<'a> {
             cache.save();
             self.cache_stats.files_hashed = cache.files_hashed();
         }
+        let mut bases: Vec<BaseInfo> = self
+            .images
+            .values()
+            .filter_map(|r| r.image.base.clone())
+            .collect();
+        bases.sort_by(|a, b| (&a.name, &a.digest).cmp(&(&b.name, &b.digest)));
+        bases.dedup();
         Ok(Built {
             image,
             store: self.store.clone(),
             unused_build_args,
             cache: self.cache_stats,
+            bases,
+            // Set by `build`, which holds the Dockerfile's text.
+            dockerfile_digest: String::new(),
         })
     }
 }

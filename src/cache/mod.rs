@@ -23,6 +23,9 @@ pub(crate) fn touch(path: &Path) {
     }
 }
 
+/// Where the SBOM keeps what each layer's package files hold, by diff_id.
+pub const SBOM_LAYER_DIR: &str = "sbom-layer";
+
 /// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
 pub fn default_dir() -> PathBuf {
     let var = |name| {
@@ -45,6 +48,14 @@ pub fn default_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid SOURCE_DATE_EPOCH {0:?}: expected whole seconds since 1970-01-01")]
 pub struct EpochError(pub String);
+
+/// `SOURCE_DATE_EPOCH` when it is set (to something not blank).
+pub fn source_date_epoch_if_set() -> Result<Option<u64>, EpochError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| EpochError(v)),
+        _ => Ok(None),
+    }
+}
 
 /// Build timestamps: `$SOURCE_DATE_EPOCH`, or 0 so builds are reproducible by default.
 pub fn source_date_epoch() -> Result<u64, EpochError> {

@@ -22,14 +22,18 @@ pub struct PruneReport {
 
 /// Removes least recently used blobs, base-layer header indexes
 /// (`layer-index/`, kept apart from their blobs on purpose: they let a
-/// build skip the download) and `RUN --mount=type=cache` folders not in
-/// use until together they hold at most
+/// build skip the download), the SBOM's layer scans (`sbom-layer/`) and
+/// `RUN --mount=type=cache` folders not in use until together they hold at most
 /// `max_bytes`, never those named in `keep`; then drops layer and segment
 /// records that point at removed blobs.
 pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Result<PruneReport> {
     let blob_dir = cache_dir.join("blobs").join("sha256");
     let mut entries = cached_files(&blob_dir, "")?;
     entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
+    entries.extend(cached_files(
+        &cache_dir.join(super::SBOM_LAYER_DIR),
+        ".json",
+    )?);
     entries.extend(run_caches(&cache_dir.join(super::RUN_CACHE_DIR))?);
     let mut total: u64 = entries.iter().map(|e| e.len).sum();
     let mut report = PruneReport::default();

@@ -141,6 +141,19 @@ pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
 
 /// Reads a layer blob's headers, checking its diff_id.
 pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError> {
+    read_index_with(blob, diff_id, &mut |_, _| Ok(()))
+}
+
+/// A layer entry as it streams past: its index record and its body.
+pub type EntryVisitor<'v> = dyn FnMut(&IndexEntry, &mut dyn Read) -> io::Result<()> + 'v;
+
+/// [`read_index`] that also shows `visit` every entry but whiteouts, with
+/// its body, in the same pass (the SBOM reads package files this way).
+pub fn read_index_with(
+    blob: &Path,
+    diff_id: &str,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<LayerIndex, OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
@@ -150,7 +163,7 @@ pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError
     {
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(io_err)? {
-            let entry = entry.map_err(io_err)?;
+            let mut entry = entry.map_err(io_err)?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let Some(path) = image_path(&name) else {
                 continue;
@@ -173,7 +186,9 @@ pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError
                 entries.push(marker(clean(dir, hidden), IndexKind::Whiteout));
                 continue;
             }
-            entries.push(read_header(&entry, path).map_err(io_err)?);
+            let record = read_header(&entry, path).map_err(io_err)?;
+            visit(&record, &mut entry).map_err(io_err)?;
+            entries.push(record);
         }
     }
     let (actual, size) = hashed.finish().map_err(io_err)?;

@@ -51,6 +51,9 @@ pub struct Config {
     /// The most one `ADD <url>` of a repository's Dockerfile may download,
     /// e.g. "256M" (default 1G).
     pub add_url_max_size: Option<String>,
+    /// Signs every pushed image and its attestations (cosign's formats); an
+    /// encrypted cosign key takes its password from `COSIGN_PASSWORD`.
+    pub sign_key_file: Option<PathBuf>,
     /// Kills a RUN step that runs longer, e.g. `"30m"`.
     #[serde(default, deserialize_with = "duration")]
     pub run_timeout: Option<std::time::Duration>,
@@ -114,6 +117,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = cfg.webhook_secret_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = cfg.sign_key_file.as_mut() {
             fix(p);
         }
         if cfg.max_concurrent_builds == 0 {

@@ -17,6 +17,9 @@ use super::app::App;
 use super::ghstatus::CommitState;
 use super::imagespec;
 use super::jobs::{Claim, ImageResult, Job, Status};
+use crate::attest::attach::Attached;
+use crate::attest::provenance::Source;
+use crate::attest::supply::SupplyOptions;
 use crate::build::BuildOptions;
 use crate::pipeline::{self, Destination, PipelineOptions};
 use failure::{BuildFailure, Hindrance, ImageFailure};
@@ -359,6 +362,7 @@ async fn fetch_and_build_images(
                 status: Status::Queued,
                 reference: None,
                 error: None,
+                attachments: Vec::new(),
             },
             hindrance: None,
         })
@@ -374,11 +378,12 @@ async fn fetch_and_build_images(
         image.result.status = Status::Running;
         record_image(i, &image.result);
         let step_log = BuildLog::path(&app.cfg.state_dir, job.id);
-        match build_and_push_image(app, entry, &checkout, &step_log).await {
-            Ok(reference) => {
+        match build_and_push_image(app, job, entry, &checkout, &step_log).await {
+            Ok((reference, attachments)) => {
                 log.line(&format!("pushed {reference}"));
                 image.result.status = Status::Succeeded;
                 image.result.reference = Some(reference);
+                image.result.attachments = attachments;
             }
             Err(failure) => {
                 let message = failure.to_string();
@@ -410,14 +415,17 @@ fn cache_max_size() -> u64 {
         .unwrap_or(crate::cache::DEFAULT_MAX_SIZE)
 }
 
-/// Builds and pushes one entry; returns `REGISTRY/NAME:VERSION@DIGEST`.
-/// RUN steps write their output to `step_log` (the build's log).
+/// Builds and pushes one entry, with its SBOM, provenance (naming the
+/// merge commit) and signature; returns `REGISTRY/NAME:VERSION@DIGEST` and
+/// what was attached. RUN steps write their output to `step_log` (the
+/// build's log).
 async fn build_and_push_image(
     app: &App,
+    job: &Job,
     entry: &imagespec::RawEntry,
     checkout: &Path,
     step_log: &Path,
-) -> Result<String, ImageFailure> {
+) -> Result<(String, Vec<Attached>), ImageFailure> {
     let image =
         imagespec::resolve(entry, checkout, &app.cfg.registry).map_err(ImageFailure::Entry)?;
     if let Some(delay) = app.test_build_delay {
@@ -440,14 +448,29 @@ async fn build_and_push_image(
         target: image.target.clone(),
         push: build.remote.clone(),
     };
+    let supply = SupplyOptions {
+        sign_key: app.sign_key.clone(),
+        source: Some(Source {
+            repository: job.clone_url.clone(),
+            commit: job.commit.clone(),
+        }),
+        dockerfile: image.dockerfile.display().to_string(),
+        source_date_epoch: crate::cache::source_date_epoch_if_set()?,
+        invocation_id: Some(format!("dockless-serve-build-{}", job.id)),
+        ..SupplyOptions::default()
+    };
     let opts = PipelineOptions {
         build,
         platforms: Vec::new(),
         cache_max_size: cache_max_size(),
+        supply,
     };
     // The service logs nothing of a finished build beyond its outcome.
-    let digest = pipeline::run(opts, &destination, &|_| {})
+    let delivered = pipeline::run(opts, &destination, &|_| {})
         .await
         .map_err(|e| ImageFailure::from_pipeline(e, &image.target))?;
-    Ok(format!("{}@{digest}", image.target))
+    Ok((
+        format!("{}@{}", image.target, delivered.digest),
+        delivered.attached,
+    ))
 }
