@@ -6,7 +6,9 @@
 #
 #   benches/compare-buildah.sh [RUNS]          # default 3 runs per scenario
 #   TREE_MB=2048 benches/compare-buildah.sh --rss-only   # peak RSS on a big tree
+#   benches/compare-buildah.sh --run [RUNS]    # the RUN scenario instead (below)
 #   DOCKLESS_BIN=path       # time this dockless binary instead of building one
+#   SANDBOX_BENCH=0         # --run: skip cargo bench --bench sandbox_start
 #   DOCKLESS_BASELINE=path  # also time another dockless binary (e.g. the previous
 #                           # commit's) in the same run, as "baseline"
 #
@@ -14,8 +16,21 @@
 # up to TREE_MB (default 256) MB, as `COPY app /app` from scratch; without
 # one, text-like files are generated. Needs buildah, docker-registry and
 # /usr/bin/time (.ci/run installs them); builds dockless in release mode.
+#
+# The RUN scenario (issue 14) builds, without pushing, two Dockerfiles with
+# COPYs and RUN steps: one FROM a busybox base (made here from
+# busybox-static; one step writes 100 MB of files), one FROM the tests'
+# Debian base (apt-get install from Debian's mirror, pip install of the
+# python-service wheels, compileall). Both bases come from the fixtures
+# `cargo test --test run_debian` keeps in $DOCKLESS_TEST_FIXTURES, pushed to
+# the local registry. buildah runs `bud --storage-driver vfs --isolation
+# chroot`, dockless `build -o oci:DIR`: cold (empty stores), cached (nothing
+# changed) and one source file changed; then the sandbox's median start
+# (`cargo bench --bench sandbox_start`) and dockless's peak RSS.
 set -euo pipefail
 
+MODE=copy
+if [[ "${1:-}" == "--run" ]]; then MODE=run; shift; fi
 RUNS=${1:-3}
 RSS_ONLY=0
 if [[ "${1:-}" == "--rss-only" ]]; then RSS_ONLY=1; RUNS=1; fi
@@ -47,6 +62,50 @@ else
 fi
 BASELINE=${DOCKLESS_BASELINE:-}
 TOOLS="buildah dockless${BASELINE:+ baseline}"
+
+now() { python3 -c 'import time; print(time.monotonic())'; }
+# Runs a command under /usr/bin/time; prints "seconds maxrss_kb".
+timed() {
+  local log="$WORK/time.log" t0 t1
+  t0=$(now)
+  /usr/bin/time -v -o "$log" "$@" >"$WORK/cmd.out" 2>"$WORK/cmd.err" || {
+    cat "$WORK/cmd.err" >&2; return 1; }
+  t1=$(now)
+  local rss
+  rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
+  python3 -c "print(f'{$t1 - $t0:.3f} $rss')"
+}
+
+# A fresh docker-registry on loopback; sets REG.
+start_registry() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$WORK/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry
+http:
+  addr: 127.0.0.1:$port
+EOF
+  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  REG="127.0.0.1:$port"
+}
+
+if [[ $MODE == run ]]; then
+  # shellcheck source=benches/compare-buildah-run.sh
+  source "$ROOT/benches/compare-buildah-run.sh"
+  exit 0
+fi
 
 # --- the tree -----------------------------------------------------------------
 CTX="$WORK/ctx"
@@ -83,19 +142,6 @@ echo "tree: $(size_mb) MB, $FILES files ($SOURCE)" >&2
 # The file the one-file scenario edits: one in the middle of the tree.
 CHANGE=$(find "$CTX/app" -type f -name '*.py' | sort > "$WORK/py.list"; awk -v n="$(wc -l < "$WORK/py.list")" 'NR == int(n / 2) + 1 { print; exit }' "$WORK/py.list")
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
-# Runs a command under /usr/bin/time; prints "seconds maxrss_kb".
-timed() {
-  local log="$WORK/time.log" t0 t1
-  t0=$(now)
-  /usr/bin/time -v -o "$log" "$@" >"$WORK/cmd.out" 2>"$WORK/cmd.err" || {
-    cat "$WORK/cmd.err" >&2; return 1; }
-  t1=$(now)
-  local rss
-  rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
-  python3 -c "print(f'{$t1 - $t0:.3f} $rss')"
-}
-
 if [[ $RSS_ONLY == 1 ]]; then
   read -r secs rss < <(DOCKLESS_CACHE_DIR="$WORK/cache" timed "$DOCKLESS" build "$CTX" -t big:v1 -o "oci:$WORK/layout")
   echo "dockless cold build of $(size_mb) MB / $FILES files: ${secs}s, peak RSS $((rss / 1024)) MB"
@@ -103,26 +149,7 @@ if [[ $RSS_ONLY == 1 ]]; then
 fi
 
 # --- a fresh registry ---------------------------------------------------------
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
-REG="127.0.0.1:$PORT"
+start_registry
 
 BUILDAH_ROOT="$WORK/buildah"
 # Each run pushes to repositories of its own, so a cold run uploads everything.

@@ -155,30 +155,23 @@ fn build_args_labels_and_gzip_level_reach_the_image() {
         dockless(&cache)
             .args([
                 "build",
-                testdata("python-service").to_str().unwrap(),
+                testdata("hello").to_str().unwrap(),
                 "-t",
-                "py:1",
+                "hello:args",
             ])
-            .args([
-                "--build-arg",
-                "BASE=scratch",
-                "--build-arg",
-                "VERSION=2",
-                "--label",
-                "team=core",
-            ])
+            .args(["--build-arg", "GREETING=2", "--label", "team=core"])
             .arg("-o")
             .arg(format!("oci:{}", layout.display())),
     );
     let out = run_ok(
         Command::new("skopeo")
             .args(["inspect", "--config"])
-            .arg(format!("oci:{}:py:1", layout.display())),
+            .arg(format!("oci:{}:hello:args", layout.display())),
     );
     let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(config["config"]["Labels"]["team"], "core");
     let env = config["config"]["Env"].as_array().unwrap();
-    assert!(env.iter().any(|e| e == "VERSION=2"), "{env:?}");
+    assert!(env.iter().any(|e| e == "GREETING=2"), "{env:?}");
     assert_eq!(config["config"]["WorkingDir"], "/app");
 
     let level1 = build_digest(&testdata("hello"), &cache, &["--gzip-level", "1"], &[]);

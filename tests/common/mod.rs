@@ -2,6 +2,7 @@
 //! contexts, and reading images back with independent tools.
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod http;
 
 use std::path::{Path, PathBuf};
@@ -316,6 +317,11 @@ pub fn push_busybox_base(addr: &str, work: &Path) -> String {
 /// bundle; no terminal, rlimits or cgroup resources, which a test runner
 /// may lack) and returns the container's stdout.
 pub fn runc_run(bundle: &Path, id: &str) -> String {
+    runc_run_args(bundle, id, None)
+}
+
+/// [`runc_run`] with `args` in place of the image's command, when given.
+pub fn runc_run_args(bundle: &Path, id: &str, args: Option<&[&str]>) -> String {
     require_tool("runc");
     let path = bundle.join("config.json");
     let mut config: serde_json::Value =
@@ -323,6 +329,9 @@ pub fn runc_run(bundle: &Path, id: &str) -> String {
     let process = config["process"].as_object_mut().expect("process");
     process.remove("rlimits");
     process.insert("terminal".into(), serde_json::Value::Bool(false));
+    if let Some(args) = args {
+        process.insert("args".into(), serde_json::json!(args));
+    }
     if let Some(linux) = config["linux"].as_object_mut() {
         linux.remove("resources");
     }

@@ -1,5 +1,5 @@
-//! The busybox fixture RUN tests share: a real registry holding a
-//! busybox base the tests build, contexts FROM it, and `dockless build`
+//! The fixture RUN tests share: a real registry holding a
+//! base the tests build (busybox unless told), contexts FROM it, and `dockless build`
 //! into an OCI layout.
 #![allow(dead_code)]
 
@@ -18,9 +18,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::with_base(push_busybox_base)
+    }
+
+    /// A fixture whose base `push(registry address, work folder)` pushes
+    /// and names (e.g. `common::debian::push_debian_base`).
+    pub fn with_base(push: impl FnOnce(&str, &Path) -> String) -> Fixture {
         let reg = Registry::start(RegistryCfg::default());
         let tmp = tempfile::tempdir().unwrap();
-        let base = push_busybox_base(&reg.addr(), tmp.path());
+        let base = push(&reg.addr(), tmp.path());
         Fixture { reg, tmp, base }
     }
 
