@@ -16,3 +16,4 @@ pub mod remote;
 pub mod rootfs;
 pub mod serve;
 pub mod store;
+pub mod suggest;

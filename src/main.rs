@@ -289,8 +289,9 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
     let report = dockless::cache::prune(&dir, max_size, &Default::default())
         .with_context(|| format!("pruning {}", dir.display()))?;
     eprintln!(
-        "removed {} blobs ({} bytes); {} bytes kept in {}",
+        "removed {} blobs and {} stale temporary files ({} bytes); {} bytes kept in {}",
         report.blobs_removed,
+        report.temp_removed,
         report.bytes_removed,
         report.bytes_kept,
         dir.display()

@@ -83,9 +83,13 @@ pub async fn run(
     let cache_dir = build.cache_dir.clone();
     let sources = build.remote.clone();
     // Builds read and write files for a long time: off the async threads.
-    let built = tokio::task::spawn_blocking(move || build::build_platforms(&build, &platforms))
-        .await
-        .map_err(PipelineError::BuildAborted)??;
+    let built = tokio::task::spawn_blocking(move || {
+        // What an interrupted run left behind, before this run adds its own.
+        crate::cache::temp::clean_stale(&build.cache_dir);
+        build::build_platforms(&build, &platforms)
+    })
+    .await
+    .map_err(PipelineError::BuildAborted)??;
     events(PipelineEvent::Built(&built));
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
     let delivered = deliver(built, destination, &cache_dir, &sources).await;

@@ -166,7 +166,12 @@ pub struct Built {
 /// Builds the target stage (the last one unless `opts.target` names another).
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let dockerfile = opts.dockerfile_ref();
-    let path = dockerfile.nominal_path();
+    // Inside a checkout (the service) errors name the file as the
+    // repository does, not where the server keeps its work tree.
+    let path = match opts.dockerfile_root {
+        Some(_) => PathBuf::from(dockerfile.name()),
+        None => dockerfile.nominal_path(),
+    };
     let text = dockerfile
         .read_text(dockerfile::MAX_BYTES)
         .map_err(|source| BuildError::ReadDockerfile {

@@ -5,6 +5,7 @@
 pub mod layers;
 mod prune;
 mod segments;
+pub mod temp;
 
 pub(crate) use prune::touch;
 pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE};

@@ -1,0 +1,99 @@
+//! What docker, buildx, ko and crane users expect of the `dockless` CLI
+//! (issue 16), driven through the real binary.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A context of one file and a `FROM scratch` Dockerfile.
+fn scratch_context(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("app");
+    write_context(
+        &ctx,
+        "FROM scratch\nCOPY message.txt /message.txt\n",
+        &[("message.txt", b"hello\n")],
+    );
+    ctx
+}
+
+#[test]
+fn platform_names_are_normalised_and_other_systems_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    for (given, arch, variant) in [
+        ("linux/aarch64", "arm64", None),
+        ("linux/x86_64", "amd64", None),
+        ("linux/armhf", "arm", Some("v7")),
+    ] {
+        let layout = tmp.path().join(given.replace('/', "-"));
+        let out = dockless_build(tmp.path(), &ctx, &layout, &["--platform", given]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = layout_config(&layout);
+        assert_eq!(config["architecture"], arch, "{given}");
+        assert_eq!(config["variant"].as_str(), variant, "{given}");
+    }
+    let out = dockless(&tmp.path().join("cache"))
+        .arg("build")
+        .arg(&ctx)
+        .args(["--platform", "windows/amd64"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Linux images only"), "{err}");
+}
+
+/// A file in the cache's `tmp/` as an interrupted push leaves it, changed `age` ago.
+fn leftover(cache: &Path, name: &str, age: Duration) -> std::path::PathBuf {
+    let path = cache.join("tmp").join(name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+    let file = fs::File::options().append(true).open(&path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+    path
+}
+
+#[test]
+fn stale_temporary_files_are_removed_at_start_and_by_cache_prune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let ctx = scratch_context(tmp.path());
+    let hour = Duration::from_secs(3600);
+    let stale = leftover(&cache, ".tmpA1b2C3", hour);
+    let fresh = leftover(&cache, ".tmpD4e5F6", Duration::ZERO);
+    let held = leftover(&cache, ".tmpG7h8I9", hour);
+    let lock = fs::File::open(&held).unwrap();
+    lock.lock().unwrap();
+    run_ok(
+        dockless(&cache)
+            .current_dir(tmp.path())
+            .arg("build")
+            .arg(&ctx),
+    );
+    assert!(!stale.exists(), "a stale temporary file survived a build");
+    assert!(fresh.exists() && held.exists(), "a file in use was removed");
+    drop(lock);
+    let old = leftover(&cache, ".tmpJ1k2L3", hour);
+    let out = run_ok(dockless(&cache).args(["cache", "prune", "--max-size", "10G"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!old.exists() && !held.exists() && fresh.exists(), "{err}");
+    assert!(err.contains("2 stale temporary files"), "{err}");
+    // What is still in use counts towards the cap.
+    let out = run_ok(dockless(&cache).args(["cache", "prune", "--max-size", "0"]));
+    assert!(fresh.exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kept: u64 = err
+        .split("; ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(kept >= 3 << 20, "{err}");
+}
