@@ -100,18 +100,18 @@ impl Output {
         }
     }
 
-    /// Writes the image (or index), named `name` (e.g. `hello:v1`), from the blob store.
+    /// Writes the image (or index), named `names` (e.g. `hello:v1`), from the blob store.
     pub fn write(
         &self,
         store: &BlobStore,
         artifact: &Artifact,
-        name: &str,
+        names: &[String],
     ) -> Result<(), LayoutError> {
         match (self, artifact) {
-            (Output::Oci(dir), _) => write_oci_layout(dir, store, artifact, name),
-            (Output::OciArchive(file), _) => write_oci_archive(file, store, artifact, name),
+            (Output::Oci(dir), _) => write_oci_layout(dir, store, artifact, names),
+            (Output::OciArchive(file), _) => write_oci_archive(file, store, artifact, names),
             (Output::DockerArchive(file), Artifact::Image(image)) => {
-                write_docker_archive(file, store, image, name)
+                write_docker_archive(file, store, image, names)
             }
             (Output::DockerArchive(_), Artifact::Index(_)) => {
                 Err(LayoutError::IndexInDockerArchive)
@@ -120,13 +120,13 @@ impl Output {
     }
 }
 
-/// Adds the image to an OCI layout folder (created if missing), replacing any
-/// earlier image of the same name in index.json.
+/// Adds the image to an OCI layout folder (created if missing) under each
+/// of `names`, replacing any earlier image of those names in index.json.
 pub fn write_oci_layout(
     dir: &Path,
     store: &BlobStore,
     image: &Artifact,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let layout = BlobStore::open(dir)?;
     for digest in image.blob_digests() {
@@ -139,10 +139,12 @@ pub fn write_oci_layout(
     let mut manifests: Vec<_> = index
         .manifests()
         .iter()
-        .filter(|d| ref_name(d).as_deref() != Some(name))
+        .filter(|d| ref_name(d).is_none_or(|n| !names.contains(&n)))
         .cloned()
         .collect();
-    manifests.push(manifest_descriptor(image, name)?);
+    for name in names {
+        manifests.push(manifest_descriptor(image, name)?);
+    }
     index.set_manifests(manifests);
     write_file_atomic(
         &index_path,
@@ -269,10 +271,11 @@ pub fn write_oci_archive(
     dest: &Path,
     store: &BlobStore,
     image: &Artifact,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let mut index = empty_index()?;
-    index.set_manifests(vec![manifest_descriptor(image, name)?]);
+    let descriptors = names.iter().map(|n| manifest_descriptor(image, n));
+    index.set_manifests(descriptors.collect::<Result<_, _>>()?);
     let index = canonical_json(&index).map_err(ImageError::from)?;
     let mut digests = image.blob_digests();
     digests.sort();
@@ -296,7 +299,7 @@ pub fn write_docker_archive(
     dest: &Path,
     store: &BlobStore,
     image: &BuiltImage,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let config_hex = image.config_digest.trim_start_matches("sha256:");
     let config_name = format!("{config_hex}.json");
@@ -307,7 +310,7 @@ pub fn write_docker_archive(
         .collect();
     let manifest = serde_json::json!([{
         "Config": config_name,
-        "RepoTags": [name],
+        "RepoTags": names,
         "Layers": layer_names,
     }]);
     let manifest = canonical_json(&manifest).map_err(ImageError::from)?;

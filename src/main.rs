@@ -61,9 +61,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[derive(Args)]
 struct BuildArgs {
-    /// Image name and tag (NAME[:TAG]); defaults to the context folder's name.
+    /// Image name and tag (NAME[:TAG]); repeatable, one line on stdout each;
+    /// defaults to the context folder's name.
     #[arg(short = 't', long = "tag")]
-    tag: Option<String>,
+    tags: Vec<String>,
     /// oci:DIR, oci-archive:FILE.tar or docker-archive:FILE.tar (default oci:./oci-layout).
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
@@ -73,9 +74,11 @@ struct BuildArgs {
 
 #[derive(Args)]
 struct PushArgs {
-    /// TAG, REPO:TAG or REGISTRY/REPO:TAG; the repository defaults to the context folder's name.
+    /// TAG, REPO:TAG or REGISTRY/REPO:TAG; the repository defaults to the
+    /// context folder's name. Repeatable: the manifest is uploaded once and
+    /// each further tag is a manifest PUT; stdout has one line per tag.
     #[arg(short = 't', long = "tag")]
-    tag: Option<String>,
+    tags: Vec<String>,
     /// Registry host[:port] for names without one.
     #[arg(long, env = "DOCKLESS_REGISTRY")]
     registry: Option<String>,
@@ -377,8 +380,18 @@ fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, F
     }
 }
 
+/// Every `-t` as written (`NAME:TAG`), or the context folder's name.
+fn tag_names(tags: &[String], context: &std::path::Path) -> Result<Vec<String>, Failure> {
+    if tags.is_empty() {
+        return Ok(vec![tag_name(None, context)?.as_written()]);
+    }
+    tags.iter()
+        .map(|t| Ok(tag_name(Some(t), context)?.as_written()))
+        .collect()
+}
+
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = tag_name(args.tag.as_deref(), &args.flags.context)?.as_written();
+    let names = tag_names(&args.tags, &args.flags.context)?;
     let output = match &args.output {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
@@ -386,10 +399,12 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
     let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
     let destination = Destination::Output {
         output,
-        name: name.clone(),
+        names: names.clone(),
     };
     let digest = run_pipeline(opts, &destination)?;
-    println!("{name}@{digest}");
+    for name in &names {
+        println!("{name}@{digest}");
+    }
     Ok(())
 }
 
@@ -462,12 +477,16 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
 /// Where `push` sends the image: `--tag v1` is a tag for the default name
 /// (a layout's own name, else the context folder's); `repo:tag` and
 /// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
-fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
+fn push_target(
+    args: &PushArgs,
+    tag: Option<&str>,
+    default_name: Option<&str>,
+) -> Result<Reference, Failure> {
     let default = match default_name {
         Some(n) => Reference::parse_tag(n).map_err(usage)?,
         None => tag_name(None, &args.flags.context)?,
     };
-    let named = match args.tag.as_deref() {
+    let named = match tag {
         None => default,
         Some(t) if !t.contains([':', '/']) => {
             Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
@@ -488,6 +507,18 @@ fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference,
     }
 }
 
+/// Where `push` sends the image: every `-t` in order (the first is
+/// pushed, the rest tagged), or the default name.
+fn push_targets(args: &PushArgs, default_name: Option<&str>) -> Result<Vec<Reference>, Failure> {
+    if args.tags.is_empty() {
+        return Ok(vec![push_target(args, None, default_name)?]);
+    }
+    args.tags
+        .iter()
+        .map(|t| push_target(args, Some(t), default_name))
+        .collect()
+}
+
 fn run_push(args: PushArgs) -> Result<(), Failure> {
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
@@ -496,22 +527,26 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let (target, digest) = match layout_source(&args.flags.context)? {
+    let (targets, digest) = match layout_source(&args.flags.context)? {
         Some(layout) => push_layout(&args, layout, &progress)?,
         None => {
-            let target = push_target(&args, None)?;
+            let targets = push_targets(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
-            build_opts.remote = remote_options(&args, &target);
+            build_opts.remote = remote_options(&args, &targets[0]);
             let opts = pipeline_options(&args.flags, build_opts)?;
             let destination = Destination::Registry {
-                push: push_options(&args, &target, &progress),
-                target: target.clone(),
+                push: push_options(&args, &targets[0], &progress),
+                target: targets[0].clone(),
+                extra_tags: targets[1..].to_vec(),
             };
-            (target, run_pipeline(opts, &destination)?)
+            let digest = run_pipeline(opts, &destination)?;
+            (targets, digest)
         }
     };
     progress.finish();
-    println!("{target}@{digest}");
+    for target in &targets {
+        println!("{target}@{digest}");
+    }
     Ok(())
 }
 
@@ -520,26 +555,30 @@ fn push_layout(
     args: &PushArgs,
     layout: LayoutSource,
     progress: &progress::Progress,
-) -> Result<(Reference, String), Failure> {
+) -> Result<(Vec<Reference>, String), Failure> {
     refuse_build_flags(&args.flags)?;
     // `_unpacked` keeps an unpacked oci-archive until the push is done.
     let (image, _unpacked) = read_layout(layout)?;
-    let target = push_target(args, image.name.as_deref())?;
+    let targets = push_targets(args, image.name.as_deref())?;
+    let (target, extra) = (&targets[0], &targets[1..]);
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
+    let opts = push_options(args, target, progress);
+    let (store, artifact) = (&image.store, &image.artifact);
     let digest = runtime
-        .block_on(remote::publish::publish_artifact(
-            &image.store,
-            &image.artifact,
-            &target,
-            &push_options(args, &target, progress),
-            &cache_dir,
-        ))
+        .block_on(async {
+            let digest =
+                remote::publish::publish_artifact(store, artifact, target, &opts, &cache_dir)
+                    .await?;
+            remote::publish::publish_tags(store, artifact, target, extra, &opts, &cache_dir)
+                .await?;
+            Ok::<_, remote::publish::PublishError>(digest)
+        })
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
-    Ok((target, digest))
+    Ok((targets, digest))
 }
 
 /// How `push` reaches registries: `--insecure-registry` hosts and the

@@ -31,12 +31,17 @@ pub struct PipelineOptions {
 #[derive(Debug, Clone)]
 pub enum Destination {
     /// Pushed to `target` (base layers mounted or streamed registry to
-    /// registry, see `remote::publish`); `push` says how to reach the target
-    /// and the base images' registries, and `push.events` gets its progress.
-    Registry { target: Reference, push: Options },
-    /// Written to an OCI layout or archive under `name` (`NAME:TAG`), with
+    /// registry, see `remote::publish`), then tagged as each of
+    /// `extra_tags`; `push` says how to reach the target and the base
+    /// images' registries, and `push.events` gets its progress.
+    Registry {
+        target: Reference,
+        extra_tags: Vec<Reference>,
+        push: Options,
+    },
+    /// Written to an OCI layout or archive under `names` (`NAME:TAG`), with
     /// base layers still in their registry downloaded first.
-    Output { output: Output, name: String },
+    Output { output: Output, names: Vec<String> },
 }
 
 /// What the pipeline reports between its steps.
@@ -104,21 +109,26 @@ async fn deliver(
     sources: &Options,
 ) -> Result<String, PipelineError> {
     match destination {
-        Destination::Registry { target, push } => {
-            Ok(
-                publish::publish_artifact(&built.store, &built.artifact, target, push, cache_dir)
-                    .await?,
-            )
+        Destination::Registry {
+            target,
+            extra_tags,
+            push,
+        } => {
+            let (store, artifact) = (&built.store, &built.artifact);
+            let digest =
+                publish::publish_artifact(store, artifact, target, push, cache_dir).await?;
+            publish::publish_tags(store, artifact, target, extra_tags, push, cache_dir).await?;
+            Ok(digest)
         }
-        Destination::Output { output, name } => {
+        Destination::Output { output, names } => {
             // Base layers may still be in their registry; a layout holds every blob.
             pull::ensure_blobs(&built.store, &built.artifact, sources)
                 .await
                 .map_err(PipelineError::FetchBaseLayers)?;
-            let (output, name) = (output.clone(), name.clone());
+            let (output, names) = (output.clone(), names.clone());
             tokio::task::spawn_blocking(move || {
                 output
-                    .write(&built.store, &built.artifact, &name)
+                    .write(&built.store, &built.artifact, &names)
                     .map(|()| built.artifact.digest().to_string())
             })
             .await

@@ -2,10 +2,12 @@
 //! (issue 16), driven through the real binary.
 
 mod common;
+mod regsupport;
 
 use common::*;
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// A context of one file and a `FROM scratch` Dockerfile.
@@ -96,4 +98,65 @@ fn stale_temporary_files_are_removed_at_start_and_by_cache_prune() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{err}"));
     assert!(kept >= 3 << 20, "{err}");
+}
+
+#[test]
+fn several_tags_push_once_and_print_a_line_each() {
+    let reg = regsupport::Registry::start(regsupport::RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    let addr = reg.addr();
+    let out = run_ok(
+        dockless(&tmp.path().join("cache"))
+            .arg("push")
+            .arg(&ctx)
+            .args(["--registry", &addr, "--insecure", "--json"])
+            .args(["-t", "app:v1", "-t", "latest", "-t"])
+            .arg(format!("{addr}/mirror/app:v1")),
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let wanted = [
+        format!("{addr}/app:v1"),
+        format!("{addr}/app:latest"),
+        format!("{addr}/mirror/app:v1"),
+    ];
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let digest = digest_of(&lines[0]);
+    for (line, name) in lines.iter().zip(&wanted) {
+        assert_eq!(line, &format!("{name}@{digest}"));
+        let repo_tag = name.strip_prefix(&format!("{addr}/")).unwrap();
+        reg.verify(repo_tag, &digest, None);
+    }
+    let events = json_events(&out);
+    // The config and the layer go up once; the other repository mounts them.
+    assert_eq!(
+        event_digests(&events, "blob_uploaded").len(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        event_digests(&events, "blob_mounted").len(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(event_digests(&events, "manifest_pushed").len(), 3);
+
+    let layout = tmp.path().join("layout");
+    let out = dockless_build(tmp.path(), &ctx, &layout, &["-t", "app:v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("test:v1@") && lines[1].starts_with("app:v2@"));
+    for tag in ["test:v1", "app:v2"] {
+        let out = run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--format", "{{.Digest}}"])
+                .arg(format!("oci:{}:{tag}", layout.display())),
+        );
+        assert_eq!(stdout(&out), digest_of(&lines[0]));
+    }
 }

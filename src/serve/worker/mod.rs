@@ -428,6 +428,7 @@ async fn build_and_push_image(
     build.add_url_max_size = app.cfg.add_url_max_size();
     let destination = Destination::Registry {
         target: image.target.clone(),
+        extra_tags: Vec::new(),
         push: build.remote.clone(),
     };
     let opts = PipelineOptions {
