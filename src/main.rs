@@ -8,11 +8,13 @@ use dockless::name::{self, Reference};
 use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
 use dockless::remote;
+use results::Delivered;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod progress;
+mod results;
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
@@ -165,6 +167,8 @@ struct BuildFlags {
     /// Do not reuse layers or compressed segments from the cache.
     #[arg(long)]
     no_layer_cache: bool,
+    #[command(flatten)]
+    results: results::ResultFiles,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
@@ -321,8 +325,7 @@ fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineO
 
 /// What the CLI shows of a finished build: docker's warning for build args
 /// no ARG declares, and what the layer cache did (at info level).
-fn report_built(event: PipelineEvent<'_>) {
-    let PipelineEvent::Built(built) = event;
+fn report_built(built: &dockless::build::BuiltSet) {
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
@@ -336,12 +339,18 @@ fn report_built(event: PipelineEvent<'_>) {
     );
 }
 
-/// Builds, delivers and prunes (see `dockless::pipeline`); returns the
-/// delivered digest, or the failed step's error with its exit code.
-fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<String, Failure> {
+/// Builds, delivers and prunes (see `dockless::pipeline`); returns what
+/// was delivered, or the failed step's error with its exit code.
+fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Delivered, Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
+    let delivered = std::sync::Mutex::new(None);
+    let on_event = |event: PipelineEvent<'_>| {
+        let PipelineEvent::Built(built) = event;
+        report_built(built);
+        *delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Delivered::of(&built.artifact));
+    };
     runtime
-        .block_on(pipeline::run(opts, destination, &report_built))
+        .block_on(pipeline::run(opts, destination, &on_event))
         .map_err(|e| match e {
             // A panic in the build stays a panic, as when it ran on this thread.
             PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
@@ -361,7 +370,10 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
                 error: e.into(),
             },
             e => e.into(),
-        })
+        })?;
+    let delivered = delivered.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The Built event comes before any delivery, so a success had it.
+    delivered.ok_or_else(|| anyhow::anyhow!("the build reported no image").into())
 }
 
 /// Where the image goes, as the user named it (`--output` or the push target).
@@ -401,10 +413,9 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         output,
         names: names.clone(),
     };
-    let digest = run_pipeline(opts, &destination)?;
-    for name in &names {
-        println!("{name}@{digest}");
-    }
+    let delivered = run_pipeline(opts, &destination)?;
+    print_references(&names, &delivered)?;
+    args.flags.results.write(&delivered, &names)?;
     Ok(())
 }
 
@@ -527,7 +538,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     } else {
         progress::Mode::Bars
     });
-    let (targets, digest) = match layout_source(&args.flags.context)? {
+    let (targets, delivered) = match layout_source(&args.flags.context)? {
         Some(layout) => push_layout(&args, layout, &progress)?,
         None => {
             let targets = push_targets(&args, None)?;
@@ -539,13 +550,20 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
                 target: targets[0].clone(),
                 extra_tags: targets[1..].to_vec(),
             };
-            let digest = run_pipeline(opts, &destination)?;
-            (targets, digest)
+            (targets, run_pipeline(opts, &destination)?)
         }
     };
     progress.finish();
-    for target in &targets {
-        println!("{target}@{digest}");
+    let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    print_references(&names, &delivered)?;
+    args.flags.results.write(&delivered, &names)?;
+    Ok(())
+}
+
+/// One `NAME@DIGEST` line per name on stdout, in order.
+fn print_references(names: &[String], delivered: &Delivered) -> Result<(), Failure> {
+    for name in names {
+        println!("{name}@{}", delivered.digest);
     }
     Ok(())
 }
@@ -555,7 +573,7 @@ fn push_layout(
     args: &PushArgs,
     layout: LayoutSource,
     progress: &progress::Progress,
-) -> Result<(Vec<Reference>, String), Failure> {
+) -> Result<(Vec<Reference>, Delivered), Failure> {
     refuse_build_flags(&args.flags)?;
     // `_unpacked` keeps an unpacked oci-archive until the push is done.
     let (image, _unpacked) = read_layout(layout)?;
@@ -565,20 +583,16 @@ fn push_layout(
     let runtime = tokio::runtime::Runtime::new()?;
     let opts = push_options(args, target, progress);
     let (store, artifact) = (&image.store, &image.artifact);
-    let digest = runtime
+    runtime
         .block_on(async {
-            let digest =
-                remote::publish::publish_artifact(store, artifact, target, &opts, &cache_dir)
-                    .await?;
-            remote::publish::publish_tags(store, artifact, target, extra, &opts, &cache_dir)
-                .await?;
-            Ok::<_, remote::publish::PublishError>(digest)
+            remote::publish::publish_artifact(store, artifact, target, &opts, &cache_dir).await?;
+            remote::publish::publish_tags(store, artifact, target, extra, &opts, &cache_dir).await
         })
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
-    Ok((targets, digest))
+    Ok((targets, Delivered::of(artifact)))
 }
 
 /// How `push` reaches registries: `--insecure-registry` hosts and the

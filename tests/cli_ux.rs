@@ -160,3 +160,49 @@ fn several_tags_push_once_and_print_a_line_each() {
         assert_eq!(stdout(&out), digest_of(&lines[0]));
     }
 }
+
+#[test]
+fn result_files_for_scripts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    let layout = tmp.path().join("layout");
+    let file = |name: &str| tmp.path().join(name);
+    let out = dockless_build(
+        tmp.path(),
+        &ctx,
+        &layout,
+        &[
+            "-t",
+            "app:v2",
+            "--iidfile",
+            file("iid").to_str().unwrap(),
+            "--digest-file",
+            file("digest").to_str().unwrap(),
+            "--metadata-file",
+            file("metadata.json").to_str().unwrap(),
+            "--image-refs",
+            file("refs").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = digest_of(stdout(&out).lines().next().unwrap());
+    let read = |name: &str| fs::read_to_string(file(name)).unwrap();
+    let index = read_json(&layout.join("index.json"));
+    let manifest = read_json(&blob_path(&layout, &digest));
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    assert_eq!(read("iid"), config_digest);
+    assert_eq!(read("digest"), digest);
+    assert_eq!(read("refs"), format!("test:v1@{digest}\napp:v2@{digest}\n"));
+    let metadata: serde_json::Value = serde_json::from_str(&read("metadata.json")).unwrap();
+    assert_eq!(metadata["containerimage.digest"], digest.as_str());
+    assert_eq!(metadata["containerimage.config.digest"], config_digest);
+    assert_eq!(metadata["image.name"], "test:v1,app:v2");
+    assert_eq!(
+        metadata["containerimage.descriptor"]["size"],
+        index["manifests"][0]["size"]
+    );
+}
