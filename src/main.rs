@@ -165,8 +165,12 @@ struct BuildFlags {
     #[arg(long)]
     split_layers: bool,
     /// Do not reuse layers or compressed segments from the cache.
-    #[arg(long)]
+    #[arg(long, visible_alias = "no-cache")]
     no_layer_cache: bool,
+    /// Accepted as docker's: dockless always asks the registry what a
+    /// base's tag names now, and never builds from a stale one.
+    #[arg(long)]
+    pull: bool,
     #[command(flatten)]
     results: results::ResultFiles,
     /// After the build, remove least recently used cached blobs beyond this size.
@@ -271,7 +275,34 @@ fn key_values(
     Ok(map)
 }
 
+/// A missing file or folder named on the command line is a usage error
+/// that names the flag, found before any work starts.
+fn check_inputs(args: &BuildFlags) -> Result<(), Failure> {
+    if !args.context.is_dir() {
+        let problem = match args.context.exists() {
+            true => "is not a folder",
+            false => "does not exist",
+        };
+        return Err(usage(anyhow::anyhow!(
+            "the build context {} {problem}; pass the folder holding the files to COPY",
+            args.context.display()
+        )));
+    }
+    check_ca_certs(&args.ca_certs)
+}
+
+fn check_ca_certs(files: &[PathBuf]) -> Result<(), Failure> {
+    match files.iter().find(|f| !f.is_file()) {
+        Some(f) => Err(usage(anyhow::anyhow!(
+            "--ca-cert {}: no such file; give the PEM file of the registry's CA",
+            f.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
+    check_inputs(args)?;
     let mut opts = BuildOptions::new(&args.context, dockless::cache::default_dir());
     opts.dockerfile = args.file.clone();
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
@@ -387,9 +418,17 @@ fn output_text(destination: &Destination) -> String {
 /// The name to tag with: `-t`, else the context folder's.
 fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, Failure> {
     match tag {
-        Some(t) => Reference::parse_tag(t).map_err(usage),
-        None => Reference::parse_tag(&name::default_name(context)).map_err(usage),
+        Some(t) => parse_tag(t),
+        None => parse_tag(&name::default_name(context)),
     }
+}
+
+/// A name to tag with; when invalid, the error suggests the nearest valid one.
+fn parse_tag(text: &str) -> Result<Reference, Failure> {
+    Reference::parse_tag(text).map_err(|e| match Reference::suggest_tag(text) {
+        Some(fixed) => usage(anyhow::anyhow!("{e}; did you mean {fixed:?}?")),
+        None => usage(e),
+    })
 }
 
 /// Every `-t` as written (`NAME:TAG`), or the context folder's name.
@@ -435,7 +474,7 @@ fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Fail
         _ => return Ok(None),
     };
     let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(Reference::parse_tag(name).map_err(usage)?)),
+        Some((path, name)) => (path, Some(parse_tag(name)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
@@ -494,15 +533,13 @@ fn push_target(
     default_name: Option<&str>,
 ) -> Result<Reference, Failure> {
     let default = match default_name {
-        Some(n) => Reference::parse_tag(n).map_err(usage)?,
+        Some(n) => parse_tag(n)?,
         None => tag_name(None, &args.flags.context)?,
     };
     let named = match tag {
         None => default,
-        Some(t) if !t.contains([':', '/']) => {
-            Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
-        }
-        Some(t) => Reference::parse_tag(t).map_err(usage)?,
+        Some(t) if !t.contains([':', '/']) => parse_tag(&format!("{}:{t}", default.name()))?,
+        Some(t) => parse_tag(t)?,
     };
     if named.names_registry() {
         return Ok(named);
@@ -510,7 +547,7 @@ fn push_target(
     let name = named.as_written();
     match &args.registry {
         Some(registry) => {
-            Reference::parse_tag(&format!("{}/{name}", registry.trim_end_matches('/'))).map_err(usage)
+            parse_tag(&format!("{}/{name}", registry.trim_end_matches('/')))
         }
         None => Err(usage(anyhow::anyhow!(
             "no registry for {name}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
@@ -531,6 +568,7 @@ fn push_targets(args: &PushArgs, default_name: Option<&str>) -> Result<Vec<Refer
 }
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
+    check_ca_certs(&args.flags.ca_certs)?;
     let progress = progress::Progress::new(if args.quiet {
         progress::Mode::Quiet
     } else if args.json {
@@ -625,6 +663,7 @@ fn push_options(
 }
 
 fn run_login(args: LoginArgs) -> Result<(), Failure> {
+    check_ca_certs(&args.ca_certs)?;
     let password = match (&args.password, args.password_stdin) {
         (Some(p), _) => {
             eprintln!("warning: --password is visible to other users; prefer --password-stdin");

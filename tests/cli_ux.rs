@@ -206,3 +206,62 @@ fn result_files_for_scripts() {
         index["manifests"][0]["size"]
     );
 }
+
+/// The exit code and stderr of `dockless ARGS` (with a private cache).
+fn fails(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = dockless(&dir.join("cache"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn errors_say_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    let ctx = ctx.to_str().unwrap();
+    for (tag, fixed) in [
+        ("app:1.0 beta", "app:1.0-beta"),
+        ("app:1.0+git5", "app:1.0-git5"),
+        ("MyApp:v1", "myapp:v1"),
+    ] {
+        let (code, err) = fails(tmp.path(), &["build", ctx, "-t", tag]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(&format!("did you mean {fixed:?}?")), "{err}");
+    }
+    let (code, err) = fails(tmp.path(), &["build", "no-such-folder", "-t", "a:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-such-folder does not exist"), "{err}");
+    let (code, err) = fails(tmp.path(), &["build", ctx, "--ca-cert", "missing.crt"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ca-cert missing.crt: no such file"), "{err}");
+    let typo = tmp.path().join("typo");
+    write_context(&typo, "FROM scratch\nCOPPY a /a\n", &[("a", b"a")]);
+    let (code, err) = fails(tmp.path(), &["build", typo.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("unknown instruction: COPPY (did you mean COPY?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn docker_spellings_of_build_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    let layout = tmp.path().join("layout");
+    let cached = dockless_build(tmp.path(), &ctx, &layout, &[]);
+    let out = dockless_build(tmp.path(), &ctx, &layout, &["--no-cache", "--pull"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), stdout(&cached));
+}
