@@ -1,7 +1,7 @@
 //! The `dockless` command: a thin shell over the library.
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use dockless::build::BuildOptions;
 use dockless::layout::Output;
 use dockless::name::{self, Reference};
@@ -16,6 +16,14 @@ use std::process::ExitCode;
 mod progress;
 mod results;
 
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLESS_COMMIT"),
+    ")"
+);
+
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
@@ -24,7 +32,7 @@ const EXIT_REGISTRY: u8 = 4;
 #[derive(Parser)]
 #[command(
     name = "dockless",
-    version,
+    version = VERSION,
     about = "Build OCI images from a Dockerfile without a daemon"
 )]
 struct Cli {
@@ -40,11 +48,25 @@ enum Commands {
     Push(PushArgs),
     /// Check credentials against a registry and store them as `docker login` does.
     Login(LoginArgs),
+    /// Remove a registry's stored credentials, as `docker logout` does.
+    Logout {
+        /// Registry host[:port].
+        registry: String,
+    },
     /// Run the GitHub webhook build service (see README, "dockless serve").
     Serve(ServeArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Print the version and the commit dockless was built from.
+    Version,
+    /// Print a shell completion script: `dockless completions bash > /etc/bash_completion.d/dockless`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `dockless man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +234,23 @@ fn main() -> ExitCode {
         Commands::Login(args) => run_login(args),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
+        Commands::Logout { registry } => run_logout(&registry),
+        Commands::Version => {
+            println!("dockless {VERSION}");
+            Ok(())
+        }
+        Commands::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dockless",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Commands::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -708,5 +747,17 @@ fn run_login(args: LoginArgs) -> Result<(), Failure> {
             error: e.into(),
         })?;
     eprintln!("Login Succeeded");
+    Ok(())
+}
+
+fn run_logout(registry: &str) -> Result<(), Failure> {
+    let removed = remote::remove_credential(registry).map_err(|e| Failure {
+        code: EXIT_REGISTRY,
+        error: e.into(),
+    })?;
+    match removed {
+        true => eprintln!("Removing login credentials for {registry}"),
+        false => eprintln!("Not logged in to {registry}"),
+    }
     Ok(())
 }

@@ -265,3 +265,69 @@ fn docker_spellings_of_build_flags() {
     );
     assert_eq!(stdout(&out), stdout(&cached));
 }
+
+#[test]
+fn version_completions_man_and_logout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let version = stdout(&run_ok(dockless(&cache).arg("version")));
+    let commit = version
+        .split("(commit ")
+        .nth(1)
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version}"));
+    let head = Command::new("git")
+        .current_dir(repo_root())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert!(
+            head.starts_with(commit.trim_end_matches("-dirty")),
+            "{version}"
+        ),
+        None => assert_eq!(commit, "unknown"),
+    }
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&run_ok(dockless(&cache).args(["completions", shell])));
+        for word in ["build", "push", "logout", "--iidfile"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let bash = run_ok(dockless(&cache).args(["completions", "bash"])).stdout;
+    let script = tmp.path().join("dockless.bash");
+    fs::write(&script, bash).unwrap();
+    run_ok(Command::new("bash").arg("-n").arg(&script));
+    let man = stdout(&run_ok(dockless(&cache).arg("man")));
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH dockless"),
+        "{man}"
+    );
+    assert!(man.contains("logout"));
+
+    let config = tmp.path().join("docker");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(
+        config.join("config.json"),
+        r#"{"auths": {"reg.example:5000": {"auth": "dTpw"}, "other.example": {"auth": "eDp5"}}}"#,
+    )
+    .unwrap();
+    let out = run_ok(
+        dockless(&cache)
+            .env("DOCKER_CONFIG", &config)
+            .args(["logout", "reg.example:5000"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Removing login credentials"));
+    let left = read_json(&config.join("config.json"));
+    assert!(left["auths"].get("reg.example:5000").is_none(), "{left}");
+    assert_eq!(left["auths"]["other.example"]["auth"], "eDp5");
+    let out = run_ok(
+        dockless(&cache)
+            .env("DOCKER_CONFIG", &config)
+            .args(["logout", "reg.example:5000"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Not logged in"));
+}
