@@ -59,6 +59,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
     }
 }
 
+/// The archive path that means standard output (`docker-archive:-`).
+pub const STDOUT: &str = "-";
+
 /// Where `build` writes its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -80,6 +83,14 @@ impl std::fmt::Display for Output {
 }
 
 impl Output {
+    /// An archive written to standard output (`oci-archive:-`, `docker-archive:-`).
+    pub fn is_stdout(&self) -> bool {
+        match self {
+            Output::Oci(_) => false,
+            Output::OciArchive(p) | Output::DockerArchive(p) => p == Path::new(STDOUT),
+        }
+    }
+
     /// The embedded default store: `./oci-layout`.
     pub fn default_layout() -> Output {
         Output::Oci(PathBuf::from("oci-layout"))
@@ -242,15 +253,21 @@ impl ArchiveWriter {
     }
 }
 
-/// Builds an archive in a temporary file beside `dest` and renames it into place.
+/// Builds an archive in a temporary file beside `dest` and renames it into
+/// place; `-` is standard output, written only once the archive is whole.
 fn write_archive(
     dest: &Path,
     fill: impl FnOnce(&mut ArchiveWriter) -> Result<(), LayoutError>,
 ) -> Result<(), LayoutError> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let to_stdout = dest == Path::new(STDOUT);
+    let temp_dir = std::env::temp_dir();
+    let dir = match to_stdout {
+        true => temp_dir.as_path(),
+        false => dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    };
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let temp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     let file = temp.as_file().try_clone().map_err(io_err(dest))?;
@@ -262,6 +279,12 @@ fn write_archive(
     let mut buffered = writer.tar.into_inner().map_err(io_err(dest))?;
     buffered.flush().map_err(io_err(dest))?;
     drop(buffered);
+    if to_stdout {
+        let mut stdout = io::stdout().lock();
+        let mut file = temp.reopen().map_err(io_err(temp.path()))?;
+        io::copy(&mut file, &mut stdout).map_err(io_err(dest))?;
+        return stdout.flush().map_err(io_err(dest));
+    }
     temp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use dockless::platform::Platform;
 use dockless::remote;
 use results::Delivered;
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -486,13 +487,25 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
+    let to_stdout = output.is_stdout();
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(usage(anyhow::anyhow!(
+            "refusing to write an archive to a terminal; redirect stdout: `> image.tar` or `| docker load`"
+        )));
+    }
+    if matches!(output, Output::Oci(ref p) if p == std::path::Path::new("-")) {
+        return Err(usage(anyhow::anyhow!(
+            "oci:- cannot go to stdout (a layout is a folder); use oci-archive:- or docker-archive:-"
+        )));
+    }
     let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
     let destination = Destination::Output {
         output,
         names: names.clone(),
     };
     let delivered = run_pipeline(opts, &destination)?;
-    print_references(&names, &delivered)?;
+    // stdout carries the archive then; the references go to stderr.
+    print_references(&names, &delivered, to_stdout);
     args.flags.results.write(&delivered, &names)?;
     Ok(())
 }
@@ -632,17 +645,19 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     };
     progress.finish();
     let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    print_references(&names, &delivered)?;
+    print_references(&names, &delivered, false);
     args.flags.results.write(&delivered, &names)?;
     Ok(())
 }
 
-/// One `NAME@DIGEST` line per name on stdout, in order.
-fn print_references(names: &[String], delivered: &Delivered) -> Result<(), Failure> {
+/// One `NAME@DIGEST` line per name on stdout (or stderr), in order.
+fn print_references(names: &[String], delivered: &Delivered, on_stderr: bool) {
     for name in names {
-        println!("{name}@{}", delivered.digest);
+        match on_stderr {
+            true => eprintln!("{name}@{}", delivered.digest),
+            false => println!("{name}@{}", delivered.digest),
+        }
     }
-    Ok(())
 }
 
 /// Pushes an image (or index) from an OCI layout as it is: no build, no prune.

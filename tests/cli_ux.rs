@@ -331,3 +331,41 @@ fn version_completions_man_and_logout() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Not logged in"));
 }
+
+#[test]
+fn archives_to_stdout_pipe_into_skopeo() {
+    require_tool("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    for kind in ["docker-archive", "oci-archive"] {
+        let out = run_ok(
+            dockless(&tmp.path().join("cache"))
+                .arg("build")
+                .arg(&ctx)
+                .args(["-t", "piped:v1", "-o", &format!("{kind}:-")]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("piped:v1@sha256:"))
+            .unwrap_or_else(|| panic!("no reference on stderr: {err}"));
+        // What came down the pipe, fed to skopeo on its stdin (skopeo 1.x
+        // seeks in a docker-archive, so a file stands in for the pipe there).
+        let archive = tmp.path().join(format!("{kind}.tar"));
+        fs::write(&archive, &out.stdout).unwrap();
+        let dest = tmp.path().join(format!("{kind}-copy"));
+        run_ok(
+            Command::new("skopeo")
+                .arg("copy")
+                .arg(format!("{kind}:/dev/stdin"))
+                .arg(format!("oci:{}:piped", dest.display()))
+                .stdin(fs::File::open(&archive).unwrap()),
+        );
+        if kind == "oci-archive" {
+            // Copied byte for byte: the manifest keeps its digest.
+            let index = read_json(&dest.join("index.json"));
+            assert_eq!(index["manifests"][0]["digest"], digest_of(line).as_str());
+        }
+        assert_eq!(layout_config(&dest)["rootfs"]["type"], "layers");
+    }
+}
