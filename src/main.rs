@@ -14,6 +14,7 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod inspect;
 mod progress;
 mod results;
 
@@ -59,6 +60,9 @@ enum Commands {
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Show an image's manifest, config, layers and platforms (a registry
+    /// reference, oci:DIR[:NAME:TAG], oci-archive:FILE or docker-archive:FILE).
+    Inspect(inspect::InspectArgs),
     /// Print the version and the commit dockless was built from.
     Version,
     /// Print a shell completion script: `dockless completions bash > /etc/bash_completion.d/dockless`.
@@ -236,6 +240,7 @@ fn main() -> ExitCode {
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
         Commands::Logout { registry } => run_logout(&registry),
+        Commands::Inspect(args) => inspect::run(args),
         Commands::Version => {
             println!("dockless {VERSION}");
             Ok(())

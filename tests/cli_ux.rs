@@ -369,3 +369,79 @@ fn archives_to_stdout_pipe_into_skopeo() {
         assert_eq!(layout_config(&dest)["rootfs"]["type"], "layers");
     }
 }
+
+/// `dockless inspect ARGS` as JSON.
+fn inspect(cache: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run_ok(dockless(cache).arg("inspect").args(args));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+#[test]
+fn inspect_reads_registries_layouts_and_archives() {
+    let reg = regsupport::Registry::start(regsupport::RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let ctx = scratch_context(tmp.path());
+    let layout = tmp.path().join("layout");
+    let addr = reg.addr();
+    let pushed = stdout(&run_ok(dockless(&cache).arg("push").arg(&ctx).args([
+        "-t",
+        &format!("{addr}/app:v1"),
+        "--insecure",
+        "-q",
+    ])));
+    let out = dockless_build(tmp.path(), &ctx, &layout, &[]);
+    assert!(out.status.success());
+    let digest = digest_of(&pushed);
+    assert_eq!(digest_of(&stdout(&out)), digest);
+    let archive = tmp.path().join("app.tar");
+    run_ok(
+        dockless(&cache)
+            .arg("build")
+            .arg(&ctx)
+            .arg("-o")
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
+    let remote = inspect(&cache, &[&format!("{addr}/app:v1"), "--insecure"]);
+    let local = inspect(&cache, &[&format!("oci:{}:test:v1", layout.display())]);
+    let docker = inspect(&cache, &[&format!("docker-archive:{}", archive.display())]);
+    for shown in [&remote, &local] {
+        assert_eq!(shown["digest"], digest.as_str(), "{shown}");
+        let layers = shown["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1, "{shown}");
+        assert!(layers[0]["size"].as_u64().unwrap() > 0);
+        assert_eq!(shown["platform"], remote["platform"]);
+    }
+    assert_eq!(docker["platform"], remote["platform"], "{docker}");
+    assert_eq!(docker["layers"].as_array().unwrap().len(), 1, "{docker}");
+
+    // --raw is the stored manifest: its sha256 is the digest.
+    let raw = run_ok(
+        dockless(&cache)
+            .args(["inspect", "--raw", "--insecure"])
+            .arg(format!("{addr}/app:v1")),
+    );
+    use sha2::Digest as _;
+    assert_eq!(
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout))),
+        digest
+    );
+
+    // An index lists its platforms.
+    let multi = tmp.path().join("multi");
+    let out = dockless_build(
+        tmp.path(),
+        &ctx,
+        &multi,
+        &["--platform", "linux/amd64,linux/arm64"],
+    );
+    assert!(out.status.success());
+    let index = inspect(&cache, &[&format!("oci:{}", multi.display())]);
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index}");
+}
