@@ -38,6 +38,8 @@ struct Found {
     blobs: Blobs,
 }
 
+// One per run: the size of the registry variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Blobs {
     /// A layout's blob store (kept beside its unpacked archive, if any).
     Layout {
