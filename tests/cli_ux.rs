@@ -445,3 +445,55 @@ fn inspect_reads_registries_layouts_and_archives() {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index}");
 }
+
+#[test]
+fn registry_trust_from_certs_d_and_scheme_mismatch_hints() {
+    let certs = regsupport::Certs::generate();
+    let tls = regsupport::Registry::start(regsupport::RegistryCfg {
+        certs: Some(&certs),
+        ..Default::default()
+    });
+    let plain = regsupport::Registry::start(regsupport::RegistryCfg::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(tmp.path());
+    let xdg = tmp.path().join("xdg");
+    let push = |target: String, extra: &[&str]| {
+        dockless(&tmp.path().join("cache"))
+            .env("XDG_CONFIG_HOME", &xdg)
+            .arg("push")
+            .arg(&ctx)
+            .args(["-q", "-t", &target])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let target = format!("{}/trusted:v1", tls.addr());
+    let out = push(target.clone(), &[]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certs.d/HOST:PORT/*.crt"), "{err}");
+    // The CA in the user's certs.d folder for this host:port: no --ca-cert.
+    let dir = xdg.join("containers/certs.d").join(tls.addr());
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(certs.ca(), dir.join("ca.crt")).unwrap();
+    let out = push(target.clone(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tls.verify("trusted:v1", &digest_of(&stdout(&out)), None);
+
+    let out = push(format!("{}/plain:v1", plain.addr()), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("answered in plain HTTP, not TLS") && err.contains("--insecure"),
+        "{err}"
+    );
+    let out = push(format!("{}/tls:v1", tls.addr()), &["--insecure"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the registry speaks TLS; drop --insecure"),
+        "{err}"
+    );
+}

@@ -46,3 +46,32 @@ fn relative_state_dir_builds_and_errors_name_repository_paths() {
     );
     assert!(dir.path().join("state").is_dir());
 }
+
+#[test]
+fn registry_hints_name_the_config_keys() {
+    let certs = regsupport::Certs::generate();
+    let reg = Registry::start(RegistryCfg {
+        certs: Some(&certs),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    // The config says insecure_registry = true; the registry speaks TLS.
+    let srv = Server::start(dir.path(), &ServerCfg::new(reg.addr(), repo.url()));
+    let r = deliver(
+        &srv.addr,
+        "pull_request",
+        "d-2",
+        &merged_pr(&repo.merge_sha, &repo.head_sha),
+    );
+    let id = r.json()["build_id"].as_i64().unwrap();
+    let b = srv.wait_build(id, Duration::from_secs(180), |v| {
+        v["images"][0]["error"].is_string() || v["error"].is_string()
+    });
+    let text = b.to_string();
+    assert!(
+        text.contains("insecure_registry = false in dockless.toml"),
+        "{text}"
+    );
+    assert!(!text.contains("--insecure"), "{text}");
+}

@@ -376,7 +376,7 @@ async fn fetch_and_build_images(
                 image.result.reference = Some(reference);
             }
             Err(failure) => {
-                let message = failure.to_string();
+                let message = failure::in_config_terms(&failure.to_string());
                 log.line(&format!(
                     "image {} ({}): {message}",
                     i + 1,
