@@ -231,8 +231,8 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Commands::Serve(_)));
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
@@ -282,15 +282,25 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging() {
+/// Logs on stderr: `$DOCKLESS_LOG` (tracing's filter syntax), else
+/// warnings, or for `serve` each build's state changes (info). Colours only
+/// on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn init_logging(serve: bool) {
+    let default = if serve { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DOCKLESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
+        .with_ansi(colour)
+        .with_target(false);
+    // The service's log is read later, so it carries the time; the CLI's is not.
+    match serve {
+        true => log.init(),
+        false => log.without_time().init(),
+    }
 }
 
 fn key_values(

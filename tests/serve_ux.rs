@@ -75,3 +75,73 @@ fn registry_hints_name_the_config_keys() {
     );
     assert!(!text.contains("--insecure"), "{text}");
 }
+
+/// GET `path` and the body as it arrives: each read's text, and whether
+/// `still_running` said yes right after it came.
+fn follow_log(addr: &str, path: &str, still_running: impl Fn() -> bool) -> (String, bool) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (mut raw, mut seen_while_running) = (Vec::new(), false);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if text.contains("fetched ") && !seen_while_running {
+            seen_while_running = still_running();
+        }
+    }
+    (
+        String::from_utf8_lossy(&raw).into_owned(),
+        seen_while_running,
+    )
+}
+
+#[test]
+fn build_log_is_streamed_and_state_changes_are_logged_plainly() {
+    let reg = Registry::start(RegistryCfg::default());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path());
+    let srv = Server::start(
+        dir.path(),
+        &ServerCfg {
+            delay_ms: Some(1500),
+            // The default level, as a user runs it.
+            env: vec![("DOCKLESS_LOG".into(), String::new())],
+            ..ServerCfg::new(reg.addr(), repo.url())
+        },
+    );
+    let r = deliver(
+        &srv.addr,
+        "pull_request",
+        "d-3",
+        &merged_pr(&repo.merge_sha, &repo.head_sha),
+    );
+    let id = r.json()["build_id"].as_i64().unwrap();
+    let running = || get(&srv.addr, &format!("/builds/{id}")).json()["status"] == "running";
+    let (log, streamed) = follow_log(&srv.addr, &format!("/builds/{id}/log"), running);
+    assert!(log.contains("text/plain"), "{log}");
+    assert!(log.contains(&format!("attempt 1 of build {id}")), "{log}");
+    assert!(log.contains("build failed: 1 of 3 images failed"), "{log}");
+    assert!(streamed, "the log came only after the build: {log}");
+    assert_eq!(get(&srv.addr, "/builds/999/log").status, 404);
+
+    let server_log = srv.log_text();
+    assert!(
+        !server_log.contains('\u{1b}'),
+        "colours in a file:\n{server_log}"
+    );
+    for state in ["build queued", "build started", "build finished"] {
+        let lines = server_log.lines().filter(|l| l.contains(state)).count();
+        assert_eq!(lines, 1, "{state}:\n{server_log}");
+    }
+}

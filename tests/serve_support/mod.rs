@@ -290,8 +290,12 @@ impl Server {
             Some(ms) => cmd.env("DOCKLESS_TEST_BUILD_DELAY_MS", ms.to_string()),
             None => cmd.env_remove("DOCKLESS_TEST_BUILD_DELAY_MS"),
         };
+        // An empty value removes the variable (DOCKLESS_LOG, to see the default).
         for (k, v) in &self.env {
-            cmd.env(k, v);
+            match v.is_empty() {
+                true => cmd.env_remove(k),
+                false => cmd.env(k, v),
+            };
         }
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);

@@ -272,23 +272,28 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
+    // The log's last line comes first: a reader following it
+    // (GET /builds/<id>/log) stops once the store says the build ended.
+    match &outcome {
+        Outcome::Requeue { reason, .. } => log.line(&format!("build queued again: {reason}")),
+        Outcome::Done(status, error) => log.line(&format!(
+            "build {}: {}",
+            status.as_str(),
+            error.as_deref().unwrap_or("every image pushed")
+        )),
+    }
     record_outcome(app, job.id, &outcome).await;
     let (status, error) = match outcome {
         Outcome::Requeue { reason, pause } => {
-            log.line(&format!("build queued again: {reason}"));
             tracing::warn!(build_id = job.id, ?pause, "build queued again: {reason}");
             return Some(pause);
         }
         Outcome::Done(status, error) => (status, error),
     };
-    log.line(&format!(
-        "build {}: {}",
-        status.as_str(),
-        error.as_deref().unwrap_or("every image pushed")
-    ));
     tracing::info!(
         build_id = job.id,
         status = status.as_str(),
+        error = error.as_deref().unwrap_or_default(),
         "build finished"
     );
     let (state, text) = match status {
