@@ -117,12 +117,6 @@ struct PushArgs {
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
-    /// No progress output.
-    #[arg(long, short = 'q', conflicts_with = "json")]
-    quiet: bool,
-    /// Progress as JSON lines on stderr, for CI.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     flags: BuildFlags,
 }
@@ -200,6 +194,17 @@ struct BuildFlags {
     pull: bool,
     #[command(flatten)]
     results: results::ResultFiles,
+    /// Progress on stderr: auto (tty on a terminal, else plain), plain
+    /// (one line per step and blob, as buildx's), tty (live view) or quiet.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: progress::Mode,
+    /// No progress output (--progress=quiet).
+    #[arg(long, short = 'q', conflicts_with = "json")]
+    quiet: bool,
+    /// Progress as JSON lines on stderr, for CI: build steps, blobs,
+    /// manifests, each with its time.
+    #[arg(long)]
+    json: bool,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
@@ -513,7 +518,10 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
             "oci:- cannot go to stdout (a layout is a folder); use oci-archive:- or docker-archive:-"
         )));
     }
-    let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
+    let progress = progress_of(&args.flags);
+    let mut build = build_options(&args.flags)?;
+    build.steps = progress.steps();
+    let opts = pipeline_options(&args.flags, build)?;
     let destination = Destination::Output {
         output,
         names: names.clone(),
@@ -636,19 +644,14 @@ fn push_targets(args: &PushArgs, default_name: Option<&str>) -> Result<Vec<Refer
 
 fn run_push(args: PushArgs) -> Result<(), Failure> {
     check_ca_certs(&args.flags.ca_certs)?;
-    let progress = progress::Progress::new(if args.quiet {
-        progress::Mode::Quiet
-    } else if args.json {
-        progress::Mode::Json
-    } else {
-        progress::Mode::Bars
-    });
+    let progress = progress_of(&args.flags);
     let (targets, delivered) = match layout_source(&args.flags.context)? {
         Some(layout) => push_layout(&args, layout, &progress)?,
         None => {
             let targets = push_targets(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
             build_opts.remote = remote_options(&args, &targets[0]);
+            build_opts.steps = progress.steps();
             let opts = pipeline_options(&args.flags, build_opts)?;
             let destination = Destination::Registry {
                 push: push_options(&args, &targets[0], &progress),
@@ -663,6 +666,15 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
     print_references(&names, &delivered, false);
     args.flags.results.write(&delivered, &names)?;
     Ok(())
+}
+
+/// How progress is shown: `-q` and `--json` win over `--progress`.
+fn progress_of(flags: &BuildFlags) -> progress::Progress {
+    progress::Progress::new(match (flags.quiet, flags.json) {
+        (true, _) => progress::Mode::Quiet,
+        (_, true) => progress::Mode::Json,
+        _ => flags.progress,
+    })
 }
 
 /// One `NAME@DIGEST` line per name on stdout (or stderr), in order.

@@ -497,3 +497,90 @@ fn registry_trust_from_certs_d_and_scheme_mismatch_hints() {
         "{err}"
     );
 }
+
+/// A context whose second COPY is new each time `marker` changes.
+fn two_step_context(dir: &Path, marker: &str) -> std::path::PathBuf {
+    let ctx = dir.join("steps");
+    write_context(
+        &ctx,
+        "FROM scratch\nCOPY base.txt /base.txt\nENV MODE=prod\nCOPY marker.txt /marker.txt\n",
+        &[("base.txt", b"base\n"), ("marker.txt", marker.as_bytes())],
+    );
+    ctx
+}
+
+#[test]
+fn plain_progress_numbers_steps_as_buildx_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = two_step_context(tmp.path(), "one");
+    let layout = tmp.path().join("layout");
+    let first = dockless_build(tmp.path(), &ctx, &layout, &["--progress=plain"]);
+    assert!(first.status.success());
+    let ctx = two_step_context(tmp.path(), "two");
+    let out = dockless_build(tmp.path(), &ctx, &layout, &["--progress=plain"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines[0], "#1 [1/4] FROM scratch", "{err}");
+    assert!(lines.contains(&"#2 [2/4] COPY base.txt /base.txt"), "{err}");
+    assert!(lines.contains(&"#2 CACHED"), "{err}");
+    assert!(lines.contains(&"#3 [3/4] ENV MODE=prod"), "{err}");
+    let last = lines
+        .iter()
+        .find(|l| l.starts_with("#4 DONE "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(last.contains("(layer "), "{err}");
+    // Quiet and JSON modes.
+    let quiet = dockless_build(tmp.path(), &ctx, &layout, &["-q"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let json = dockless_build(tmp.path(), &ctx, &layout, &["--json"]);
+    let events = json_events(&json);
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished")
+        .collect();
+    assert_eq!(finished.len(), 4, "{events:?}");
+    assert_eq!(finished[1]["cached"], true);
+    assert!(events.iter().all(|e| e["time"].is_string()), "{events:?}");
+}
+
+#[test]
+fn a_terminal_gets_the_live_view() {
+    use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = two_step_context(tmp.path(), "tty");
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dockless"));
+    cmd.args(["build", ctx.to_str().unwrap(), "-t", "tty:v1", "-o"]);
+    cmd.arg(format!("oci:{}", tmp.path().join("layout").display()));
+    cmd.env("DOCKLESS_CACHE_DIR", tmp.path().join("cache"));
+    cmd.env("TERM", "xterm");
+    let mut child = pty.slave.spawn_command(cmd).unwrap();
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let mut seen = Vec::new();
+    let reading = std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut reader, &mut seen);
+        seen
+    });
+    assert!(child.wait().unwrap().success());
+    drop(pty.master);
+    let seen = String::from_utf8_lossy(&reading.join().unwrap()).into_owned();
+    assert!(
+        seen.contains("#4 [4/4] COPY marker.txt /marker.txt") || seen.contains("#4 DONE"),
+        "{seen}"
+    );
+    assert!(seen.contains("tty:v1@sha256:"), "{seen}");
+    // Drawn for a terminal: cursor movement or line clearing, not plain lines only.
+    assert!(seen.contains('\u{1b}'), "{seen:?}");
+}

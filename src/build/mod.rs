@@ -15,6 +15,7 @@ mod copy;
 mod owner;
 mod source;
 mod stage;
+pub mod steps;
 mod url;
 
 use crate::cache::layers::{CacheStats, LayerCache};
@@ -79,6 +80,8 @@ pub struct BuildOptions {
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// Receives each step's start and end.
+    pub steps: steps::StepSink,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -102,6 +105,7 @@ impl BuildOptions {
             cache_dir: cache_dir.into(),
             remote: remote::Options::default(),
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            steps: steps::StepSink::default(),
         }
     }
 
@@ -319,6 +323,9 @@ struct Builder<'a> {
     url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
+    /// The step running (1-based) and how many the build has.
+    step: usize,
+    steps_total: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -344,6 +351,8 @@ impl<'a> Builder<'a> {
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
+            step: 0,
+            steps_total: 0,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -652,6 +661,10 @@ impl<'a> Builder<'a> {
         let target = self.target_index()?;
         let (needed, images) = self.plan(target)?;
         self.bases.expect(&images);
+        self.steps_total = needed
+            .iter()
+            .map(|&i| 1 + self.df.stages[i].instructions.len())
+            .sum();
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);
