@@ -26,6 +26,31 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// The environment `build` and `push` read (README, "Environment").
+const BUILD_ENV: &str = "Environment:
+  DOCKLESS_CACHE_DIR       cache folder (default $XDG_CACHE_HOME/dockless, ~/.cache/dockless)
+  DOCKLESS_REGISTRY        registry for push names without one
+  DOCKLESS_CACHE_MAX_SIZE  cache cap after a build (default 10G)
+  DOCKLESS_ADD_URL_MAX_SIZE  most one ADD <url> downloads (default 1G)
+  DOCKLESS_LOG             log filter, e.g. info or debug (default warn)
+  DOCKER_CONFIG            folder of config.json with registry credentials (default ~/.docker)
+  SSL_CERT_FILE, SSL_CERT_DIR  CA bundle instead of the system's
+  XDG_CONFIG_HOME          user certs.d: $XDG_CONFIG_HOME/containers/certs.d/HOST:PORT/*.crt
+  SOURCE_DATE_EPOCH        timestamps in the image (default 0: 1970-01-01)
+  NO_COLOR                 no colours in logs";
+
+const CREDENTIALS_ENV: &str = "Environment:
+  DOCKER_CONFIG            folder of config.json with registry credentials (default ~/.docker)
+  SSL_CERT_FILE, SSL_CERT_DIR  CA bundle instead of the system's";
+
+const SERVE_ENV: &str = "Environment:
+  DOCKLESS_WEBHOOK_SECRET  the webhook secret (else webhook_secret_file)
+  DOCKLESS_LOG             log filter (default info: one line per build state change)
+  DOCKLESS_CACHE_MAX_SIZE  cache cap after each image (default 10G)
+  DOCKLESS_REQUEUE_SECS, DOCKLESS_SHUTDOWN_GRACE_SECS, DOCKLESS_HEADER_TIMEOUT_SECS,
+  DOCKLESS_BODY_TIMEOUT_SECS, DOCKLESS_BODY_BUDGET_BYTES  see README, \"dockless serve\"
+  DOCKER_CONFIG, SSL_CERT_FILE, SOURCE_DATE_EPOCH, NO_COLOR  as for build";
+
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
@@ -45,17 +70,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Build an image into an OCI layout (./oci-layout by default) or an archive.
+    #[command(after_help = BUILD_ENV)]
     Build(BuildArgs),
     /// Build an image and push it to a registry; prints REGISTRY/REPO:TAG@DIGEST.
+    #[command(after_help = BUILD_ENV)]
     Push(PushArgs),
     /// Check credentials against a registry and store them as `docker login` does.
+    #[command(after_help = CREDENTIALS_ENV)]
     Login(LoginArgs),
     /// Remove a registry's stored credentials, as `docker logout` does.
+    #[command(after_help = CREDENTIALS_ENV)]
     Logout {
         /// Registry host[:port].
         registry: String,
     },
     /// Run the GitHub webhook build service (see README, "dockless serve").
+    #[command(after_help = SERVE_ENV)]
     Serve(ServeArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
