@@ -100,6 +100,22 @@ pub struct LayerEntry {
     pub mtime: Option<u64>,
 }
 
+/// The name of an opaque whiteout: the folder's lower content is hidden.
+pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+/// Tar order: by path, except that a folder's opaque whiteout comes before
+/// everything in the folder (as Docker writes it), so a runtime that applies
+/// it when it reads it cannot remove what this layer puts there.
+fn tar_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(path: &str) -> std::borrow::Cow<'_, str> {
+        match path.strip_suffix(OPAQUE_WHITEOUT) {
+            Some(dir) if dir.is_empty() || dir.ends_with('/') => format!("{dir}\0").into(),
+            _ => path.into(),
+        }
+    }
+    key(a).cmp(&key(b))
+}
+
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum LayerCompression {
@@ -270,11 +286,8 @@ fn write_layer_inner(
     store: &BlobStore,
     opts: LayerOptions,
     segments: Option<&dyn SegmentCache>,
-    mut hashes: Option<&mut FileHashes>,
+    hashes: Option<&mut FileHashes>,
 ) -> Result<LayerInfo, LayerError> {
-    let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
-
     let temp = store.temp_file()?;
     let file = temp
         .as_file()
@@ -283,6 +296,37 @@ fn write_layer_inner(
             path: temp.path().display().to_string(),
             source,
         })?;
+    let (info, table) = stream_layer(entries, file, opts, segments, hashes)?;
+    store.commit(temp, &info.digest)?;
+    if let Some(cache) = segments {
+        cache.record(&info.digest, &table);
+    }
+    Ok(info)
+}
+
+/// Writes the layer's compressed bytes to `out` (a pipe to the process that
+/// stores it: a RUN step's diff is read inside the sandbox's namespace)
+/// and returns what the bytes are known by.
+pub fn write_layer_to(
+    entries: &[LayerEntry],
+    out: std::fs::File,
+    opts: LayerOptions,
+) -> Result<LayerInfo, LayerError> {
+    stream_layer(entries, out, opts, None, None).map(|(info, _)| info)
+}
+
+/// The segment table of a streamed layer: (key, offset, length).
+type SegmentTable = Vec<(String, u64, u64)>;
+
+fn stream_layer(
+    entries: &[LayerEntry],
+    file: std::fs::File,
+    opts: LayerOptions,
+    segments: Option<&dyn SegmentCache>,
+    mut hashes: Option<&mut FileHashes>,
+) -> Result<(LayerInfo, SegmentTable), LayerError> {
+    let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| tar_order(&a.path, &b.path));
     let finish_err = |source| LayerError::Write {
         path: "<end of archive>".into(),
         source,
@@ -336,17 +380,14 @@ fn write_layer_inner(
     let mut buffered = out;
     buffered.flush().map_err(finish_err)?;
     drop(buffered);
-    store.commit(temp, &digest)?;
-    if let Some(cache) = segments {
-        cache.record(&digest, &table);
-    }
-    Ok(LayerInfo {
+    let info = LayerInfo {
         digest,
         diff_id,
         size,
         uncompressed_size,
         media_type: opts.compression.media_type().into(),
-    })
+    };
+    Ok((info, table))
 }
 
 /// How one segment becomes compressed bytes.

@@ -165,6 +165,68 @@ pub fn write_oci_layout(
 
 const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// Marks an index.json entry as an attachment (a signature, an SBOM, ...)
+/// of the image whose digest it holds, not an image of its own.
+pub const ANNOTATION_ATTACHMENT: &str = "dev.dockless.attachment-of";
+
+fn is_attachment(d: &oci_spec::image::Descriptor) -> bool {
+    d.annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_ATTACHMENT))
+}
+
+/// The manifest named `name` in the layout at `dir`, if it has one.
+pub fn manifest_named(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, LayoutError> {
+    let index = read_index(&dir.join("index.json"))?;
+    let Some(d) = index
+        .manifests()
+        .iter()
+        .find(|d| ref_name(d).as_deref() == Some(name))
+    else {
+        return Ok(None);
+    };
+    let store = BlobStore::open(dir)?;
+    let path = store.existing(d.digest().as_ref())?;
+    fs::read(&path).map(Some).map_err(io_err(&path))
+}
+
+/// Puts an attachment manifest of `subject` in the layout at `dir` and lists
+/// it in index.json: under `name` (replacing what had that name), or
+/// unnamed, once, when `name` is None (a referrer).
+pub fn add_attachment(
+    dir: &Path,
+    subject: &str,
+    media_type: &str,
+    bytes: &[u8],
+    name: Option<&str>,
+) -> Result<(), LayoutError> {
+    let digest = BlobStore::open(dir)?.put_bytes(bytes)?;
+    let index_path = dir.join("index.json");
+    let mut index = read_index(&index_path)?;
+    let listed = |d: &&oci_spec::image::Descriptor| match name {
+        Some(n) => ref_name(d).as_deref() == Some(n),
+        None => d.digest().to_string() == digest,
+    };
+    let mut manifests: Vec<_> = index
+        .manifests()
+        .iter()
+        .filter(|d| !listed(d))
+        .cloned()
+        .collect();
+    let mut d = descriptor(media_type, bytes.len() as u64, &digest)?;
+    let mut annotations = HashMap::from([(ANNOTATION_ATTACHMENT.to_string(), subject.to_string())]);
+    if let Some(n) = name {
+        annotations.insert(REF_NAME.to_string(), n.to_string());
+    }
+    d.set_annotations(Some(annotations));
+    manifests.push(d);
+    index.set_manifests(manifests);
+    write_file_atomic(
+        &index_path,
+        &canonical_json(&index).map_err(ImageError::from)?,
+    )
+}
+
 fn ref_name(d: &oci_spec::image::Descriptor) -> Option<String> {
     d.annotations().as_ref()?.get(REF_NAME).cloned()
 }
@@ -379,9 +441,11 @@ pub fn read_artifact(dir: &Path, name: Option<&str>) -> Result<LayoutImage, Layo
     }
     let index = read_index(&dir.join("index.json"))?;
     let entries = index.manifests();
+    // Signatures and attestations written beside an image are not images.
+    let images: Vec<_> = entries.iter().filter(|d| !is_attachment(d)).collect();
     let chosen = match name {
         Some(n) => entries.iter().find(|d| ref_name(d).as_deref() == Some(n)),
-        None if entries.len() == 1 => entries.first(),
+        None if images.len() == 1 => images.first().copied(),
         None => None,
     };
     let Some(chosen) = chosen else {

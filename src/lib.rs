@@ -1,5 +1,6 @@
 //! dockless: build OCI images from a Dockerfile without a daemon.
 
+pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod context;
@@ -12,8 +13,10 @@ pub mod layout;
 pub mod name;
 pub mod pipeline;
 pub mod platform;
+mod process;
 pub mod remote;
 pub mod rootfs;
+pub mod sandbox;
 pub mod serve;
 pub mod store;
 pub mod suggest;

@@ -50,11 +50,14 @@ const SERVE_ENV: &str = "Environment:
   DOCKLESS_REQUEUE_SECS, DOCKLESS_SHUTDOWN_GRACE_SECS, DOCKLESS_HEADER_TIMEOUT_SECS,
   DOCKLESS_BODY_TIMEOUT_SECS, DOCKLESS_BODY_BUDGET_BYTES  see README, \"dockless serve\"
   DOCKER_CONFIG, SSL_CERT_FILE, SOURCE_DATE_EPOCH, NO_COLOR  as for build";
+mod supply_cli;
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
 const EXIT_BUILD: u8 = 3;
 const EXIT_REGISTRY: u8 = 4;
+/// `verify`: no signature by the key, or an attestation that does not verify.
+const EXIT_VERIFY: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +90,8 @@ enum Commands {
     /// Run the GitHub webhook build service (see README, "dockless serve").
     #[command(after_help = SERVE_ENV)]
     Serve(ServeArgs),
+    /// Check an image's cosign signatures and signed attestations with a public key.
+    Verify(supply_cli::VerifyArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -116,6 +121,14 @@ enum CacheCommand {
 
 fn parse_size(text: &str) -> Result<u64, String> {
     dockless::cache::parse_size(text)
+}
+
+fn parse_isolation(text: &str) -> Result<dockless::sandbox::Isolation, String> {
+    text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 10m, 1h30m)"))
 }
 
 #[derive(Args)]
@@ -215,9 +228,21 @@ struct BuildFlags {
     /// COPY in a layer of their own, before the rest.
     #[arg(long)]
     split_layers: bool,
-    /// Do not reuse layers or compressed segments from the cache.
+    /// Do not reuse layers, compressed segments or RUN steps from the cache.
     #[arg(long, visible_alias = "no-cache")]
     no_layer_cache: bool,
+    /// How RUN steps are isolated: auto (a user namespace whenever one can
+    /// be made; as root without one, chroot with a warning), userns, or
+    /// chroot (no user namespace: only as root in a throwaway container).
+    #[arg(long, default_value = "auto", value_parser = parse_isolation)]
+    isolation: dockless::sandbox::Isolation,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR
+    /// (as `docker buildx build --secret`); repeatable. Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
+    /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
+    #[arg(long, value_parser = parse_duration)]
+    run_timeout: Option<std::time::Duration>,
     /// Accepted as docker's: dockless always asks the registry what a
     /// base's tag names now, and never builds from a stale one.
     #[arg(long)]
@@ -241,6 +266,8 @@ struct BuildFlags {
     /// The most one `ADD <url>` may download, e.g. 512M.
     #[arg(long, env = "DOCKLESS_ADD_URL_MAX_SIZE", default_value = "1G", value_parser = parse_size)]
     add_url_max_size: u64,
+    #[command(flatten)]
+    supply: supply_cli::SupplyFlags,
 }
 
 /// An error with the exit code it deserves.
@@ -266,12 +293,24 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // The RUN sandbox's helper, re-executed per step: hidden, and before
+    // anything else so it stays single-threaded and quick to start.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dockless::sandbox::HELPER_ARG)
+    {
+        dockless::sandbox::helper_main();
+    }
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Commands::Serve(_)));
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
         Commands::Login(args) => run_login(args),
+        Commands::Verify(args) => supply_cli::run_verify(args).map(drop).map_err(|e| Failure {
+            code: EXIT_VERIFY,
+            error: e,
+        }),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
         Commands::Logout { registry } => run_logout(&registry),
@@ -408,7 +447,14 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.isolation = args.isolation;
+    opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
+    for text in &args.secrets {
+        let (id, source) =
+            dockless::build::SecretSource::parse(text).map_err(|e| usage(anyhow::anyhow!(e)))?;
+        opts.secrets.insert(id, source);
+    }
     Ok(opts)
 }
 
@@ -437,10 +483,12 @@ fn platforms(flags: &BuildFlags) -> Result<Vec<Platform>, Failure> {
 }
 
 fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineOptions, Failure> {
+    let supply = flags.supply.options(flags.file.as_deref()).map_err(usage)?;
     Ok(PipelineOptions {
         build,
         platforms: platforms(flags)?,
         cache_max_size: flags.cache_max_size,
+        supply,
     })
 }
 
@@ -456,6 +504,8 @@ fn report_built(built: &dockless::build::BuiltSet) {
         layers_written = c.layers_written,
         files_hashed = c.files_hashed,
         segments_reused = c.segments_reused,
+        steps_run = c.steps_run,
+        steps_from_cache = c.steps_from_cache,
         "layer cache"
     );
 }
@@ -472,6 +522,13 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Deli
     };
     runtime
         .block_on(pipeline::run(opts, destination, &on_event))
+        .map(|delivered| {
+            for a in &delivered.attached {
+                for (tag, digest) in &a.tags {
+                    tracing::info!(subject = %a.subject, %tag, %digest, "attached");
+                }
+            }
+        })
         .map_err(|e| match e {
             // A panic in the build stays a panic, as when it ran on this thread.
             PipelineError::BuildAborted(j) | PipelineError::WriteAborted(j) if j.is_panic() => {
@@ -486,7 +543,9 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Deli
                 code: EXIT_BUILD,
                 error: e.into(),
             },
-            e @ (PipelineError::Push(_) | PipelineError::FetchBaseLayers(_)) => Failure {
+            e @ (PipelineError::Push(_)
+            | PipelineError::FetchBaseLayers(_)
+            | PipelineError::AttachTarget { .. }) => Failure {
                 code: EXIT_REGISTRY,
                 error: e.into(),
             },
@@ -620,10 +679,12 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--label", !flags.labels.is_empty()),
         ("--platform", flags.platform.is_some()),
         ("--target", flags.target.is_some()),
+        ("--secret", !flags.secrets.is_empty()),
+        ("--sign-key", flags.supply.signs()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
-            "{flag} shapes a build; an oci: layout is pushed as it is"
+            "{flag} shapes a build (or what is attached to it); an oci: layout is pushed as it is"
         ))),
         None => Ok(()),
     }

@@ -4,6 +4,8 @@
 //! registry, or write an OCI layout or archive holding every blob), then
 //! keep the cache folder under its cap, never removing what was just built.
 
+use crate::attest::attach::{Attached, LayoutTarget, Plan, RegistryTarget};
+use crate::attest::supply::{self, StoreOrRegistry, SupplyError, SupplyOptions};
 use crate::build::{self, BuildError, BuildOptions, BuiltSet};
 use crate::layout::{LayoutError, Output};
 use crate::name::Reference;
@@ -23,6 +25,16 @@ pub struct PipelineOptions {
     /// After delivery the cache folder (`build.cache_dir`) is pruned to this
     /// many bytes, least recently used blobs first.
     pub cache_max_size: u64,
+    /// The SBOM, provenance and signature attached to what is delivered.
+    pub supply: SupplyOptions,
+}
+
+/// What was delivered: the manifest (or index) digest, and what was
+/// attached to it (and, for an index, to each platform's image).
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub digest: String,
+    pub attached: Vec<Attached>,
 }
 
 /// Where the built image goes.
@@ -70,6 +82,16 @@ pub enum PipelineError {
     /// The writing thread panicked (or its runtime shut down under it).
     #[error(transparent)]
     WriteAborted(tokio::task::JoinError),
+    #[error(transparent)]
+    Supply(#[from] SupplyError),
+    /// The SBOM's thread panicked (or its runtime shut down under it).
+    #[error(transparent)]
+    SupplyAborted(tokio::task::JoinError),
+    #[error("attaching to {target}: {source}")]
+    AttachTarget {
+        target: String,
+        source: crate::remote::RegistryError,
+    },
 }
 
 /// Builds, delivers and prunes; returns the digest of the delivered
@@ -79,27 +101,169 @@ pub async fn run(
     opts: PipelineOptions,
     destination: &Destination,
     events: PipelineSink<'_>,
-) -> Result<String, PipelineError> {
+) -> Result<Delivered, PipelineError> {
     let PipelineOptions {
         build,
         platforms,
         cache_max_size,
+        supply,
     } = opts;
     let cache_dir = build.cache_dir.clone();
     let sources = build.remote.clone();
+    let started = supply::now();
     // Builds read and write files for a long time: off the async threads.
-    let built = tokio::task::spawn_blocking(move || {
-        // What an interrupted run left behind, before this run adds its own.
-        crate::cache::temp::clean_stale(&build.cache_dir);
-        build::build_platforms(&build, &platforms)
-    })
-    .await
-    .map_err(PipelineError::BuildAborted)??;
+    let built = {
+        let build = build.clone();
+        tokio::task::spawn_blocking(move || {
+            // What an interrupted run left behind, before this run adds its own.
+            crate::cache::temp::clean_stale(&build.cache_dir);
+            build::build_platforms(&build, &platforms)
+        })
+        .await
+        .map_err(PipelineError::BuildAborted)??
+    };
     events(PipelineEvent::Built(&built));
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
-    let delivered = deliver(built, destination, &cache_dir, &sources).await;
+    let result = async {
+        let finished = supply::now();
+        let built_record = BuiltRecord {
+            artifact: built.artifact.clone(),
+            store: built.store.clone(),
+            bases: built.bases.clone(),
+            dockerfile_digest: built.dockerfile_digest.clone(),
+        };
+        let digest = deliver(built, destination, &cache_dir, &sources).await?;
+        // After delivery: a push fails on its own terms (a source serving
+        // wrong bytes, say) before the SBOM reads anything.
+        let store = built_record.store.clone();
+        let plans = plan_attachments(
+            built_record,
+            build,
+            supply,
+            destination,
+            (started, finished),
+        )
+        .await?;
+        let attached = attach(&plans, destination, &store).await?;
+        Ok(Delivered { digest, attached })
+    }
+    .await;
     prune_keeping(cache_dir, cache_max_size, keep).await;
-    delivered
+    result
+}
+
+/// `REGISTRY/REPO` (or the name built, without its tag): what documents
+/// call the image.
+fn repository_of(destination: &Destination) -> String {
+    match destination {
+        Destination::Registry { target, .. } => {
+            format!("{}/{}", target.registry(), target.repository())
+        }
+        Destination::Output { names, .. } => {
+            let name = names.first().map(String::as_str).unwrap_or_default();
+            match name.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+                _ => name.to_string(),
+            }
+        }
+    }
+}
+
+/// What the documents need of a build once it is delivered.
+struct BuiltRecord {
+    artifact: crate::image::Artifact,
+    store: crate::store::BlobStore,
+    bases: Vec<crate::image::BaseInfo>,
+    dockerfile_digest: String,
+}
+
+/// The SBOM and provenance of what was built, planned for attaching (off
+/// the async threads: layers are read).
+async fn plan_attachments(
+    built: BuiltRecord,
+    build: BuildOptions,
+    supply: SupplyOptions,
+    destination: &Destination,
+    (started, finished): (u64, u64),
+) -> Result<Vec<Plan>, PipelineError> {
+    if supply.is_off() {
+        return Ok(Vec::new());
+    }
+    let repository = repository_of(destination);
+    let blobs = StoreOrRegistry::new(
+        &built.store,
+        &built.artifact,
+        &build.remote,
+        &build.cache_dir,
+    );
+    tokio::task::spawn_blocking(move || {
+        let inputs = supply::Inputs {
+            artifact: &built.artifact,
+            bases: &built.bases,
+            dockerfile_digest: &built.dockerfile_digest,
+            build_args: &build.build_args,
+            target: build.target.as_deref(),
+            repository: &repository,
+            cache_dir: &build.cache_dir,
+            started,
+            finished,
+        };
+        Ok(supply::prepare(&supply, &inputs, &blobs)?)
+    })
+    .await
+    .map_err(PipelineError::SupplyAborted)?
+}
+
+/// Writes the planned attachments where the image went: its registry
+/// repository, or an OCI layout (archives hold the image alone).
+async fn attach(
+    plans: &[Plan],
+    destination: &Destination,
+    store: &crate::store::BlobStore,
+) -> Result<Vec<Attached>, PipelineError> {
+    if plans.is_empty() {
+        return Ok(Vec::new());
+    }
+    match destination {
+        Destination::Registry { target, push, .. } => {
+            let shown = target.to_string();
+            // Progress and --json events describe the image, not these.
+            let quiet = Options {
+                events: crate::remote::EventSink::default(),
+                ..push.clone()
+            };
+            let pusher = crate::remote::Pusher::open(target, &[], &quiet)
+                .await
+                .map_err(|source| PipelineError::AttachTarget {
+                    target: shown.clone(),
+                    source,
+                })?;
+            let t = RegistryTarget {
+                pusher: &pusher,
+                store,
+            };
+            Ok(supply::attach_all(&t, &shown, plans).await?)
+        }
+        Destination::Output {
+            output: Output::Oci(dir),
+            ..
+        } => {
+            let mut done = Vec::new();
+            for plan in plans {
+                let t = LayoutTarget {
+                    dir: dir.clone(),
+                    subject: plan.subject.digest.clone(),
+                };
+                let shown = dir.display().to_string();
+                done.extend(supply::attach_all(&t, &shown, std::slice::from_ref(plan)).await?);
+            }
+            Ok(done)
+        }
+        Destination::Output { .. } => {
+            tracing::info!("an archive holds the image alone; SBOM and provenance go to registries and oci:DIR layouts");
+            Ok(Vec::new())
+        }
+    }
 }
 
 async fn deliver(

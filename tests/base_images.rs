@@ -274,28 +274,8 @@ fn from_single_image_inherits_config_like_buildah_and_runs() {
         1000,
         "--chown=app resolved from the base's /etc/passwd"
     );
-    let printed = runc_run(&b.work.join("bundle"));
+    let printed = runc_run(&b.work.join("bundle"), "dockless-base");
     assert_eq!(printed, "hello from the app\n");
-}
-
-/// Runs an unpacked bundle with runc and returns its stdout.
-fn runc_run(bundle: &Path) -> String {
-    require_tool("runc");
-    let path = bundle.join("config.json");
-    let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    config["process"].as_object_mut().unwrap().remove("rlimits");
-    config["process"]["terminal"] = Value::Bool(false);
-    config["linux"].as_object_mut().unwrap().remove("resources");
-    fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let id = format!("dockless-base-{}", std::process::id());
-    let out = run_ok(
-        Command::new("runc")
-            .arg("run")
-            .arg(&id)
-            .current_dir(bundle)
-            .stdin(std::process::Stdio::null()),
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn buildah_config(b: &Bases, dockerfile: &str) -> serde_json::Map<String, Value> {

@@ -3,11 +3,13 @@
 //! agree. buildah, umoci and skopeo must be installed: a missing tool fails.
 
 mod common;
+mod regsupport;
 
 use common::{
     buildah, compared_config, describe_tree, layout_config, require_tool, run_ok, tar_of, testdata,
     umoci_unpack, Member,
 };
+use regsupport::{Registry, RegistryCfg};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -113,6 +115,8 @@ fn archive_bytes() -> Vec<u8> {
 struct Built {
     tree: Vec<String>,
     config: Map<String, Value>,
+    /// dockless's `NAME:TAG@DIGEST` line (empty for buildah).
+    printed: String,
 }
 
 fn build_args(args: &[(&str, &str)]) -> Vec<String> {
@@ -124,14 +128,23 @@ fn build_args(args: &[(&str, &str)]) -> Vec<String> {
 /// A build's result, or its error output.
 type Outcome = Result<Built, String>;
 
-fn build_dockless(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)]) -> Outcome {
+fn build_dockless(
+    tmp: &Path,
+    ctx: &Path,
+    dockerfile: &Path,
+    args: &[(&str, &str)],
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> Outcome {
     let layout = tmp.join("dlayout");
     let out = common::dockless(&tmp.join("cache"))
+        .envs(env.iter().copied())
         .arg("build")
         .arg(ctx)
         .arg("-f")
         .arg(dockerfile)
         .args(build_args(args))
+        .args(flags)
         .args(["-t", "compare:test", "-o"])
         .arg(format!("oci:{}", layout.display()))
         .output()
@@ -144,10 +157,17 @@ fn build_dockless(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str
     Ok(Built {
         tree: describe_tree(&rootfs),
         config: compared_config(&config),
+        printed: common::stdout(&out),
     })
 }
 
-fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)]) -> Outcome {
+fn build_buildah(
+    tmp: &Path,
+    ctx: &Path,
+    dockerfile: &Path,
+    args: &[(&str, &str)],
+    flags: &[&str],
+) -> Outcome {
     require_tool("buildah");
     let mut bud = buildah(tmp);
     bud.args([
@@ -162,6 +182,7 @@ fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)
     ])
     .arg(dockerfile)
     .args(build_args(args))
+    .args(flags)
     .arg(ctx);
     let out = bud.output().expect("run buildah");
     if !out.status.success() {
@@ -184,6 +205,7 @@ fn build_buildah(tmp: &Path, ctx: &Path, dockerfile: &Path, args: &[(&str, &str)
     Ok(Built {
         tree: describe_tree(&rootfs),
         config: compared_config(&config),
+        printed: String::new(),
     })
 }
 
@@ -194,6 +216,8 @@ struct BuildKit<'a> {
     config: &'a [(&'a str, Value)],
     /// (path, field, value): `mode` or `owner` of a path in the tree.
     tree: &'a [(&'a str, &'a str, &'a str)],
+    /// Paths buildah leaves that BuildKit does not.
+    absent: &'a [&'a str],
 }
 
 impl BuildKit<'_> {
@@ -255,8 +279,8 @@ fn compare_failure(name: &str, dockerfile: &str, message: &str) {
     let ctx = tmp.path().join("ctx");
     common::write_context(&ctx, dockerfile, &[]);
     let file = ctx.join("Dockerfile");
-    let dl = build_dockless(&tmp.path().join("d"), &ctx, &file, &[]);
-    let bh = build_buildah(&tmp.path().join("b"), &ctx, &file, &[]);
+    let dl = build_dockless(&tmp.path().join("d"), &ctx, &file, &[], &[], &[]);
+    let bh = build_buildah(&tmp.path().join("b"), &ctx, &file, &[], &[]);
     assert!(bh.is_err(), "buildah accepted {dockerfile:?}");
     match dl {
         Ok(_) => panic!(
@@ -275,13 +299,28 @@ fn compare_in(
     buildkit: &BuildKit,
 ) {
     let file = ctx.join(dockerfile);
-    let bh = build_buildah(&tmp.join("b"), ctx, &file, args)
+    let bh = build_buildah(&tmp.join("b"), ctx, &file, args, &[])
         .unwrap_or_else(|e| panic!("buildah failed on {dockerfile}: {e}"));
-    let dl = build_dockless(&tmp.join("d"), ctx, &file, args)
+    let dl = build_dockless(&tmp.join("d"), ctx, &file, args, &[], &[])
         .unwrap_or_else(|e| panic!("dockless failed on {dockerfile}: {e}"));
+    check_same(dockerfile, &dl, &bh, buildkit);
+}
 
+/// Fails with a readable diff when the two builds differ (`buildkit` as
+/// in [`compare_except`]).
+fn check_same(dockerfile: &str, dl: &Built, bh: &Built, buildkit: &BuildKit) {
     let mut problems = Vec::new();
-    let expected: Vec<String> = bh.tree.iter().map(|l| buildkit.line(l)).collect();
+    let expected: Vec<String> = bh
+        .tree
+        .iter()
+        .filter(|l| {
+            !buildkit
+                .absent
+                .iter()
+                .any(|p| l.starts_with(&format!("{p} ")))
+        })
+        .map(|l| buildkit.line(l))
+        .collect();
     let dl_lines: BTreeSet<&String> = dl.tree.iter().collect();
     let bh_lines: BTreeSet<&String> = expected.iter().collect();
     let mut tree_diff = Vec::new();
@@ -529,4 +568,113 @@ fn add_url_matches_buildah() {
         server.url("")
     );
     compare_inline("add-url", &dockerfile, &[], &BuildKit::default());
+}
+
+/// A registry holding the busybox base, and what RUN comparisons pass to
+/// each builder to reach it over plain HTTP.
+struct RunBase {
+    reg: Registry,
+    _dir: tempfile::TempDir,
+    reference: String,
+}
+
+impl RunBase {
+    fn start() -> RunBase {
+        let reg = Registry::start(RegistryCfg::default());
+        let dir = tempfile::tempdir().unwrap();
+        let reference = common::push_busybox_base(&reg.addr(), dir.path());
+        RunBase {
+            reg,
+            _dir: dir,
+            reference,
+        }
+    }
+}
+
+/// Builds testdata/compare/`ours` with dockless and `theirs` with buildah
+/// (the same steps where buildah 1.28 lacks a form, as heredocs), FROM the
+/// busybox base, and compares the results.
+fn compare_run(name: &str, ours: &str, theirs: &str) {
+    compare_run_with(name, ours, theirs, &[], &BuildKit::default());
+}
+
+/// [`compare_run`] with flags both builders take (as `--secret`), and
+/// BuildKit's results where buildah's differ.
+fn compare_run_with(name: &str, ours: &str, theirs: &str, both: &[&str], buildkit: &BuildKit) {
+    let base = RunBase::start();
+    let addr = base.reg.addr();
+    let tmp = temp(name);
+    let ctx = prepare_context(tmp.path());
+    let args = [("BASE", base.reference.as_str())];
+    let mut flags = vec!["--insecure-registry", addr.as_str()];
+    flags.extend(both);
+    let built = |dir: &str, env: &[(&str, &str)]| {
+        build_dockless(
+            &tmp.path().join(dir),
+            &ctx,
+            &ctx.join(ours),
+            &args,
+            &flags,
+            env,
+        )
+        .unwrap_or_else(|e| panic!("dockless failed on {ours}: {e}"))
+    };
+    let dl = built("d", &[]);
+    let bh = build_buildah(
+        &tmp.path().join("b"),
+        &ctx,
+        &ctx.join(theirs),
+        &args,
+        &[&["--tls-verify=false"], both].concat(),
+    )
+    .unwrap_or_else(|e| panic!("buildah failed on {theirs}: {e}"));
+    check_same(ours, &dl, &bh, buildkit);
+    // Without overlayfs (a copied root and a before/after walk) the image
+    // is the same, byte for byte.
+    let copied = built("c", &[(dockless::build::ROOT_ENV, "copy")]);
+    assert_eq!(
+        copied.printed, dl.printed,
+        "{ours}: copied root vs overlayfs"
+    );
+}
+
+#[test]
+fn run_file_changes_match_buildah() {
+    compare_run("run-files", "run-files.Dockerfile", "run-files.Dockerfile");
+}
+
+#[test]
+fn run_user_workdir_env_shell_and_exec_form_match_buildah() {
+    compare_run("run-user", "run-user.Dockerfile", "run-user.Dockerfile");
+}
+
+#[test]
+fn run_heredocs_match_the_same_steps_in_buildah() {
+    // buildah 1.28 reads no heredocs: its file runs the same commands inline.
+    compare_run(
+        "run-heredoc",
+        "run-heredoc.Dockerfile",
+        "run-heredoc.buildah.Dockerfile",
+    );
+}
+
+#[test]
+fn run_mounts_match_buildah() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "twelve bytes").unwrap();
+    let flag = format!("id=tok,src={}", secret.display());
+    // buildah 1.28 leaves the folders it made for mount targets in the
+    // image; BuildKit removes them (moby/buildkit#3307), as dockless does.
+    let buildkit = BuildKit {
+        absent: &["mnt", "run/secrets", "var/cache"],
+        ..BuildKit::default()
+    };
+    compare_run_with(
+        "run-mounts",
+        "run-mounts.Dockerfile",
+        "run-mounts.Dockerfile",
+        &["--secret", &flag],
+        &buildkit,
+    );
 }

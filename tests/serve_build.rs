@@ -6,6 +6,7 @@
 //! checkout, show them, or read unbounded files.
 mod regsupport;
 mod serve_support;
+mod supply_support;
 
 use regsupport::{Registry, RegistryCfg};
 use serve_support::*;
@@ -17,10 +18,33 @@ fn merged_pr_builds_and_pushes_every_image() {
     let reg = Registry::start(RegistryCfg::default());
     let dir = tempfile::tempdir().unwrap();
     let repo = GitRepo::create(dir.path());
+    // Images are signed with the key dockless.toml names (PKCS#8 PEM).
+    let key = dir.path().join("sign.pem");
+    let public = dir.path().join("sign.pub");
+    let openssl = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    let (key_s, public_s) = (key.to_str().unwrap(), public.to_str().unwrap());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        key_s,
+    ]);
+    openssl(&["pkey", "-in", key_s, "-pubout", "-out", public_s]);
+    let extra = format!("sign_key_file = \"{key_s}\"");
     let srv = Server::start(
         dir.path(),
         &ServerCfg {
             max_builds: 2,
+            extra: &extra,
             ..ServerCfg::new(reg.addr(), repo.url())
         },
     );
@@ -74,6 +98,7 @@ fn merged_pr_builds_and_pushes_every_image() {
         assert!(reference.starts_with(&prefix), "{reference}");
         let digest = reference.rsplit_once('@').unwrap().1;
         reg.verify(&format!("{name}:{version}"), digest, None);
+        assert_attached(&reg, img, name, digest, &repo.merge_sha, &public);
     }
     // The merge commit was built, not the PR head: api has develop's later change.
     let out = std::process::Command::new("skopeo")
@@ -114,6 +139,71 @@ fn merged_pr_builds_and_pushes_every_image() {
     // The per-build log under state_dir names what happened.
     let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();
     assert!(log.contains("pushed ") && log.contains("AMI"), "{log}");
+}
+
+/// The build lists the SBOM, provenance and signature it pushed beside the
+/// image, by digest, as the registry serves them; the provenance names the
+/// merge commit; the signature verifies (`dockless verify`).
+fn assert_attached(
+    reg: &Registry,
+    img: &serde_json::Value,
+    name: &str,
+    digest: &str,
+    merge_sha: &str,
+    public: &Path,
+) {
+    let attached = &img["attachments"][0];
+    assert_eq!(attached["subject"], digest, "{img}");
+    let stem = digest.replacen(':', "-", 1);
+    for tag in [
+        stem.clone(),
+        format!("{stem}.sig"),
+        format!("{stem}.att"),
+        format!("{stem}.sbom"),
+    ] {
+        let listed = attached["tags"][&tag]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tag}: {img}"));
+        assert_eq!(
+            reg.skopeo_manifest_digest(&format!("{name}:{tag}"), None)
+                .unwrap(),
+            listed
+        );
+    }
+    let provenance = attached["referrers"]["application/vnd.dsse.envelope.v1+json"]
+        .as_str()
+        .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = supply_support::skopeo_fetch(reg, &format!("{name}@{provenance}"), dest.path());
+    let manifest = fetched.named("x").unwrap();
+    let envelope = fetched.json(manifest["layers"][0]["digest"].as_str().unwrap());
+    use base64::Engine as _;
+    let statement = base64::engine::general_purpose::STANDARD
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert_eq!(deps[0]["digest"]["gitCommit"], merge_sha, "{statement}");
+    let id = &statement["predicate"]["runDetails"]["metadata"]["invocationId"];
+    assert!(
+        id.as_str().unwrap().starts_with("dockless-serve-build-"),
+        "{statement}"
+    );
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .args([
+            "verify",
+            &format!("{}/{name}@{digest}", reg.addr()),
+            "--insecure",
+            "--key",
+        ])
+        .arg(public)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }
 
 /// The content of one file from the image's single layer, via skopeo.
@@ -361,4 +451,37 @@ fn four_thousand_images_fail_at_once_with_the_cap() {
         "image.json lists 4000 images; at most 100 are built for one commit"
     );
     assert_eq!(b["images"].as_array().unwrap().len(), 0, "{b}");
+}
+
+#[test]
+fn run_steps_run_in_the_service_and_their_output_stays_in_the_build_log() {
+    let (reg, _dir, repo, srv) = setup();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let sha = repo.commit("a RUN step", |dir| {
+        std::fs::write(dir.join("api/busybox"), &busybox).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.join("api/busybox"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(
+            dir.join("api/Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo said-by-the-step; /bin/busybox mkdir -p /srv; echo made > /srv/made\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("image.json"),
+            r#"{"service_name": "api", "version": "3.0.0", "type": "Docker"}"#,
+        )
+        .unwrap();
+    });
+    let b = build_commit(&srv, &sha);
+    assert_eq!(b["status"], "succeeded", "{b}");
+    let id = b["build_id"].as_i64().unwrap();
+    let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();
+    assert!(
+        log.contains("[3/3] RUN [\"/bin/busybox\", \"sh\", \"-c\"")
+            && log.contains("\nsaid-by-the-step\n"),
+        "{log}"
+    );
+    assert_eq!(layer_file(&reg, "api:3.0.0", "srv/made"), "made\n");
 }

@@ -12,11 +12,17 @@
 pub mod archive;
 mod base;
 mod copy;
+mod mounts;
 mod owner;
+mod run;
 mod source;
 mod stage;
 pub mod steps;
 mod url;
+mod workspace;
+
+pub use mounts::SecretSource;
+pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
 use crate::context::untrusted::{FileError, FileRef};
@@ -30,6 +36,7 @@ use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
 use crate::remote;
 use crate::rootfs::{clean, RootFs};
+use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
 use base::{BaseLayerError, Bases};
 use std::collections::HashMap;
@@ -77,11 +84,21 @@ pub struct BuildOptions {
     /// on the caller's tokio runtime when the build runs inside a
     /// multi-thread one (or `spawn_blocking`), else on one the build starts.
     pub remote: remote::Options,
+    /// How RUN steps are isolated (see `sandbox`).
+    pub isolation: Isolation,
+    /// Kills a RUN step that runs longer.
+    pub run_timeout: Option<std::time::Duration>,
+    /// The dockless binary, re-executed as the sandbox helper.
+    pub sandbox_helper: PathBuf,
+    /// Where RUN steps' headers and output go (appended); dockless's stderr when None.
+    pub step_log: Option<PathBuf>,
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
     /// Receives each step's start and end.
     pub steps: steps::StepSink,
+    /// `RUN --mount=type=secret` sources, by id (`--secret`).
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -104,8 +121,13 @@ impl BuildOptions {
             layer_cache: true,
             cache_dir: cache_dir.into(),
             remote: remote::Options::default(),
+            isolation: Isolation::Auto,
+            run_timeout: None,
+            sandbox_helper: PathBuf::from("/proc/self/exe"),
+            step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
             steps: steps::StepSink::default(),
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -165,6 +187,10 @@ pub struct Built {
     pub unused_build_args: Vec<String>,
     /// What the layer cache served and what was written.
     pub cache: CacheStats,
+    /// Every registry image the build read (`FROM`, `COPY --from=<image>`).
+    pub bases: Vec<BaseInfo>,
+    /// `sha256:<hex>` of the Dockerfile's bytes.
+    pub dockerfile_digest: String,
 }
 
 /// Builds the target stage (the last one unless `opts.target` names another).
@@ -185,7 +211,9 @@ pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let file = path.display().to_string();
     let df = dockerfile::parse(&text, &file)?;
     let mut builder = Builder::new(opts, df, file)?;
-    builder.run()
+    let mut built = builder.run()?;
+    built.dockerfile_digest = crate::digest::sha256(text.as_bytes());
+    Ok(built)
 }
 
 /// A build for every platform given: one image, or an index when there are several.
@@ -195,6 +223,9 @@ pub struct BuiltSet {
     pub unused_build_args: Vec<String>,
     /// Summed over platforms.
     pub cache: CacheStats,
+    /// Every registry image any platform's build read, each once.
+    pub bases: Vec<BaseInfo>,
+    pub dockerfile_digest: String,
 }
 
 /// Builds once per platform (the host's when none is given). The service's own
@@ -214,22 +245,29 @@ pub fn build_platforms(
             store: built.store,
             unused_build_args: built.unused_build_args,
             cache: built.cache,
+            bases: built.bases,
+            dockerfile_digest: built.dockerfile_digest,
         });
     }
     let mut images = Vec::new();
     let mut unused = BTreeSet::new();
     let mut store = None;
     let mut cache = CacheStats::default();
+    let mut bases = Vec::new();
+    let mut dockerfile_digest = String::new();
     for platform in platforms {
         let mut one = opts.clone();
         one.platform = Some(platform.clone());
         let built = build(&one)?;
         images.push(built.image);
         unused.extend(built.unused_build_args);
-        cache.layers_from_cache += built.cache.layers_from_cache;
-        cache.layers_written += built.cache.layers_written;
-        cache.files_hashed += built.cache.files_hashed;
-        cache.segments_reused += built.cache.segments_reused;
+        for b in built.bases {
+            if !bases.contains(&b) {
+                bases.push(b);
+            }
+        }
+        dockerfile_digest = built.dockerfile_digest;
+        cache.add(&built.cache);
         store = Some(built.store);
     }
     let store = match store {
@@ -242,6 +280,8 @@ pub fn build_platforms(
         store,
         unused_build_args: unused.into_iter().collect(),
         cache,
+        bases,
+        dockerfile_digest,
     })
 }
 
@@ -282,6 +322,10 @@ struct StageState {
     args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (an ENTRYPOINT only resets an inherited one).
     cmd_set_here: bool,
+    /// The stage's name and where its current instruction is among the
+    /// steps BuildKit counts (FROM, RUN, COPY, ADD, WORKDIR): (step, of).
+    name: Option<String>,
+    step: (usize, usize),
 }
 
 impl StageState {
@@ -297,6 +341,15 @@ impl StageState {
 
     fn workdir(&self) -> String {
         clean("", &self.image.config.config.working_dir)
+    }
+
+    /// `build 2/5` (`2/5` in an unnamed stage), as `docker buildx` labels steps.
+    fn step_label(&self) -> String {
+        let (at, of) = self.step;
+        match &self.name {
+            Some(name) => format!("{name} {at}/{of}"),
+            None => format!("{at}/{of}"),
+        }
     }
 }
 
@@ -326,6 +379,8 @@ struct Builder<'a> {
     /// The step running (1-based) and how many the build has.
     step: usize,
     steps_total: usize,
+    /// RUN's roots on disk and its sandbox, made at the first step that runs.
+    workspace: Option<workspace::Workspace>,
 }
 
 impl<'a> Builder<'a> {
@@ -353,6 +408,7 @@ impl<'a> Builder<'a> {
             cache_stats: CacheStats::default(),
             step: 0,
             steps_total: 0,
+            workspace: None,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -627,6 +683,11 @@ impl<'a> Builder<'a> {
                         follow(self.copy_from_ref(index, ins, from)?, &mut pending);
                     }
                 }
+                if let InstructionKind::Run(args) = &ins.kind {
+                    for base in self.mount_bases(index, ins, &args.mounts)? {
+                        follow(base, &mut pending);
+                    }
+                }
             }
         }
         Ok((needed, images))
@@ -634,12 +695,7 @@ impl<'a> Builder<'a> {
 
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
-            InstructionKind::Run(_) => Err(self.fail(
-                ins.line,
-                "RUN is not supported: dockless builds images without a container runtime, \
-                 so it cannot execute commands (do that work before the build, or in a stage \
-                 built by another tool)",
-            )),
+            InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
             InstructionKind::Add(args) => {
                 let git = |s: &&String| url::remote_kind(s) == Some(url::Remote::Git);
                 if let Some(repo) = args.sources.iter().find(git) {
@@ -694,11 +750,21 @@ impl<'a> Builder<'a> {
             cache.save();
             self.cache_stats.files_hashed = cache.files_hashed();
         }
+        let mut bases: Vec<BaseInfo> = self
+            .images
+            .values()
+            .filter_map(|r| r.image.base.clone())
+            .collect();
+        bases.sort_by(|a, b| (&a.name, &a.digest).cmp(&(&b.name, &b.digest)));
+        bases.dedup();
         Ok(Built {
             image,
             store: self.store.clone(),
             unused_build_args,
             cache: self.cache_stats,
+            bases,
+            // Set by `build`, which holds the Dockerfile's text.
+            dockerfile_digest: String::new(),
         })
     }
 }

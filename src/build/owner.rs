@@ -40,6 +40,33 @@ pub(super) fn resolve_owner(spec: &str, fs: &RootFs, lazy: &Bases) -> Result<(u3
 /// The most of a stage's `/etc/passwd` or `/etc/group` that is read.
 const ID_FILE_MAX_BYTES: u64 = 1 << 20;
 
+/// A small file of the stage (`/etc/passwd`, say), read from wherever its
+/// bytes are; None when the stage has no such regular file.
+pub(super) fn read_stage_file(
+    fs: &RootFs,
+    lazy: &Bases,
+    file: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let Ok(resolved) = fs.resolve(file, true) else {
+        return Ok(None);
+    };
+    let Some(NodeKind::File { source, .. }) = fs.get(&resolved).map(|n| &n.kind) else {
+        return Ok(None);
+    };
+    match source {
+        FileSource::Path(path) => FileRef::Given(path.clone())
+            .read(ID_FILE_MAX_BYTES)
+            .map(Some)
+            .map_err(|e| e.problem.to_string()),
+        // The layer may still be in its registry.
+        FileSource::Layer { blob, path } => {
+            lazy.ensure(blob).map_err(|e| e.to_string()).and_then(|()| {
+                overlay::read_member(blob, path, ID_FILE_MAX_BYTES).map_err(|e| e.to_string())
+            })
+        }
+    }
+}
+
 /// Finds `name` in a passwd- or group-style file of the stage: (field `id_field`, next field).
 fn lookup_id(
     fs: &RootFs,
@@ -48,23 +75,12 @@ fn lookup_id(
     name: &str,
     id_field: usize,
 ) -> Option<(u32, Option<u32>)> {
-    let resolved = fs.resolve(file, true).ok()?;
-    let NodeKind::File { source, .. } = &fs.get(&resolved)?.kind else {
-        return None;
-    };
-    let bytes = match source {
-        FileSource::Path(path) => FileRef::Given(path.clone()).read(ID_FILE_MAX_BYTES).ok()?,
-        // The layer may still be in its registry.
-        FileSource::Layer { blob, path } => match lazy
-            .ensure(blob)
-            .and_then(|()| Ok(overlay::read_member(blob, path, ID_FILE_MAX_BYTES)?))
-        {
-            Ok(found) => found?,
-            Err(e) => {
-                tracing::warn!("cannot read /{file} of the stage: {e}");
-                return None;
-            }
-        },
+    let bytes = match read_stage_file(fs, lazy, file) {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::warn!("cannot read /{file} of the stage: {e}");
+            return None;
+        }
     };
     String::from_utf8_lossy(&bytes).lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();

@@ -45,22 +45,30 @@ impl Builder<'_> {
                 self.images[&key].clone()
             }
         };
-        if let Some(trigger) = base.image.config.config.on_build.first() {
-            return Err(self.fail(
-                stage.from.line,
-                format!(
-                    "the base image has ONBUILD triggers (first: {trigger:?}); running them is not supported yet"
-                ),
-            ));
-        }
+        let mut base = base;
+        // A base's ONBUILD triggers run right after FROM, as BuildKit runs
+        // them, and are not passed on.
+        let triggers =
+            self.onbuild_triggers(stage.from.line, &base.image.config.config.on_build)?;
+        base.image.config.config.on_build.clear();
+        let instructions: Vec<Instruction> = triggers
+            .into_iter()
+            .chain(stage.instructions.iter().cloned())
+            .collect();
+        let steps = instructions.iter().filter(|i| counts_as_step(i)).count();
         let mut state = StageState {
             image: base.image,
             fs: base.fs,
             args: BTreeMap::new(),
             cmd_set_here: false,
+            name: stage.from.alias.clone(),
+            step: (1, steps + 1),
         };
         self.end_step(from_step, &state);
-        for ins in &stage.instructions {
+        for ins in &instructions {
+            if counts_as_step(ins) {
+                state.step.0 += 1;
+            }
             let step = self.begin_step(&ins.original);
             self.run_instruction(index, &mut state, ins)?;
             self.end_step(step, &state);
@@ -104,6 +112,57 @@ impl Builder<'_> {
                 .map(|l| l.size),
             duration: start.at.elapsed(),
         });
+    }
+
+    /// A base's ONBUILD triggers as instructions of the FROM's line;
+    /// chained ONBUILD, FROM and MAINTAINER are refused as docker does.
+    fn onbuild_triggers(
+        &self,
+        line: usize,
+        triggers: &[String],
+    ) -> Result<Vec<Instruction>, BuildError> {
+        let mut out = Vec::new();
+        for trigger in triggers {
+            let fail = |message: &str| {
+                self.fail(
+                    line,
+                    format!(
+                        "the base image's ONBUILD trigger {:?}: {message}",
+                        excerpt(trigger)
+                    ),
+                )
+            };
+            let keyword = trigger
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            match keyword.as_str() {
+                "ONBUILD" => {
+                    return Err(fail("chaining ONBUILD via ONBUILD ONBUILD is not allowed"))
+                }
+                "FROM" | "MAINTAINER" => {
+                    return Err(fail(&format!(
+                        "{keyword} is not allowed as an ONBUILD trigger"
+                    )))
+                }
+                _ => {}
+            }
+            let parsed = crate::dockerfile::parse(&format!("FROM scratch\n{trigger}\n"), "ONBUILD")
+                .map_err(|e| fail(&e.message))?;
+            let mut found: Vec<Instruction> = parsed
+                .stages
+                .into_iter()
+                .flat_map(|s| s.instructions)
+                .collect();
+            let (Some(mut ins), true) = (found.pop(), found.is_empty()) else {
+                return Err(fail("not one instruction"));
+            };
+            ins.line = line;
+            self.check_supported(&ins)?;
+            out.push(ins);
+        }
+        Ok(out)
     }
 
     pub(super) fn history(&self, ins: &Instruction) -> History {
@@ -315,12 +374,21 @@ impl Builder<'_> {
             InstructionKind::Maintainer(name) => state.image.config.author = Some(name.clone()),
             InstructionKind::Copy(args) => self.copy(stage, state, ins, args, false)?,
             InstructionKind::Add(args) => self.copy(stage, state, ins, args, true)?,
-            InstructionKind::Run(_) => {
-                return Err(self.fail(line, "RUN is not supported without a container runtime"))
-            }
+            InstructionKind::Run(args) => return self.run_step(stage, state, ins, args),
         }
         self.commit(state, ins)
     }
+}
+
+/// Whether `docker buildx` counts the instruction as a step of its own.
+fn counts_as_step(ins: &Instruction) -> bool {
+    matches!(
+        ins.kind,
+        InstructionKind::Run(_)
+            | InstructionKind::Copy(_)
+            | InstructionKind::Add(_)
+            | InstructionKind::Workdir(_)
+    )
 }
 
 /// Shell forms run under the stage's SHELL, as Docker documents (buildah 1.28

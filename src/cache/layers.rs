@@ -23,6 +23,9 @@
 //! - `layers/shapes/<shape>.json` notes the [`LayerInfo`] last cached for a
 //!   layer shape, so that a fresh checkout of a cached tree (new inodes, same
 //!   content) is hashed first and served from the cache.
+//! - `layers/steps/<key>.json` records what a RUN step with that key left
+//!   (see `build::run` for the key): its [`LayerInfo`], or that it changed
+//!   nothing.
 //! - `segments/<compressor>/<aa>/<key>` records where a compressed segment
 //!   (see `layer`) lies in a stored blob, keyed by the sha256 of its
 //!   uncompressed bytes, so a changed layer recompresses only changed segments.
@@ -35,8 +38,8 @@
 //! prune --max-size SIZE` runs it by hand. The stat map keeps at most
 //! [`STAT_ENTRIES_MAX`] entries, the least recently used going first.
 
-use super::prune::touch;
 use super::segments::SegmentIndex;
+use super::touch;
 use crate::digest;
 use crate::files::write_atomic;
 use crate::layer::{
@@ -80,6 +83,28 @@ pub struct CacheStats {
     pub layers_written: usize,
     pub files_hashed: usize,
     pub segments_reused: usize,
+    /// RUN steps run, and skipped because their key was known.
+    pub steps_run: usize,
+    pub steps_from_cache: usize,
+}
+
+impl CacheStats {
+    /// Adds another build's counts (one per platform).
+    pub fn add(&mut self, other: &CacheStats) {
+        self.layers_from_cache += other.layers_from_cache;
+        self.layers_written += other.layers_written;
+        self.files_hashed += other.files_hashed;
+        self.segments_reused += other.segments_reused;
+        self.steps_run += other.steps_run;
+        self.steps_from_cache += other.steps_from_cache;
+    }
+}
+
+/// What a RUN step left, under `layers/steps/<key>.json`: its layer, or
+/// nothing when it changed no file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub layer: Option<LayerInfo>,
 }
 
 pub struct LayerCache {
@@ -435,6 +460,43 @@ impl LayerCache {
             return false;
         }
         true
+    }
+
+    fn step_path(&self, key: &str) -> PathBuf {
+        self.dir.join("steps").join(format!("{key}.json"))
+    }
+
+    /// What a RUN step with this key left before: `Some(None)` when it
+    /// changed nothing, `Some(Some(layer))` while the layer's blob is still
+    /// in the store.
+    pub fn step(&self, key: &str, store: &BlobStore) -> Option<Option<LayerInfo>> {
+        let path = self.step_path(key);
+        let record: StepRecord = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+        let Some(info) = record.layer else {
+            touch(&path);
+            return Some(None);
+        };
+        match store.existing(&info.digest) {
+            Ok(blob) => {
+                touch(&blob);
+                Some(Some(info))
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Records what a RUN step with this key left.
+    pub fn record_step(&self, key: &str, layer: Option<&LayerInfo>) {
+        let path = self.step_path(key);
+        let record = StepRecord {
+            layer: layer.cloned(),
+        };
+        if let Err(e) = write_atomic(&path, &serde_json::to_vec(&record).unwrap_or_default()) {
+            tracing::warn!("cannot record a RUN step in {}: {e}", path.display());
+        }
     }
 
     /// Writes the stat map back (bounded to [`STAT_ENTRIES_MAX`] entries).

@@ -1,17 +1,31 @@
 //! Where dockless keeps its working blobs between runs: the folder, the
 //! build timestamp, the layer cache (`layers`) with its compressed
-//! segments (`segments`), and pruning to a size cap (`prune`).
+//! segments (`segments`), `RUN --mount=type=cache` folders, and pruning to
+//! a size cap (`prune`).
 
 pub mod layers;
 mod prune;
 mod segments;
 pub mod temp;
 
-pub(crate) use prune::touch;
 pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE};
 pub use segments::SegmentIndex;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Under the cache folder: a folder per `RUN --mount=type=cache` id.
+pub const RUN_CACHE_DIR: &str = "run-cache";
+
+/// Marks a cached file as used, for [`prune()`]'s LRU order.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Where the SBOM keeps what each layer's package files hold, by diff_id.
+pub const SBOM_LAYER_DIR: &str = "sbom-layer";
 
 /// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
 pub fn default_dir() -> PathBuf {
@@ -35,6 +49,14 @@ pub fn default_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid SOURCE_DATE_EPOCH {0:?}: expected whole seconds since 1970-01-01")]
 pub struct EpochError(pub String);
+
+/// `SOURCE_DATE_EPOCH` when it is set (to something not blank).
+pub fn source_date_epoch_if_set() -> Result<Option<u64>, EpochError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| EpochError(v)),
+        _ => Ok(None),
+    }
+}
 
 /// Build timestamps: `$SOURCE_DATE_EPOCH`, or 0 so builds are reproducible by default.
 pub fn source_date_epoch() -> Result<u64, EpochError> {

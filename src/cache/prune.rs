@@ -1,6 +1,7 @@
 //! Keeping the cache under a size cap: least recently used blobs first,
 //! then the records that pointed at them.
 
+use super::layers::StepRecord;
 use crate::digest;
 use crate::layer::LayerInfo;
 use std::collections::HashSet;
@@ -12,13 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Default cap of the blob store, in bytes (10 GiB).
 pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
 
-/// Marks a cached file as used, for [`prune`]'s LRU order.
-pub(crate) fn touch(path: &Path) {
-    if let Ok(f) = fs::File::options().append(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
-    }
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PruneReport {
     pub blobs_removed: usize,
@@ -28,9 +22,10 @@ pub struct PruneReport {
     pub bytes_kept: u64,
 }
 
-/// Removes least recently used blobs and base-layer header indexes
+/// Removes least recently used blobs, base-layer header indexes
 /// (`layer-index/`, kept apart from their blobs on purpose: they let a
-/// build skip the download) until both together hold at most
+/// build skip the download), the SBOM's layer scans (`sbom-layer/`) and
+/// `RUN --mount=type=cache` folders not in use until together they hold at most
 /// `max_bytes`, never those named in `keep`; then drops layer and segment
 /// records that point at removed blobs.
 ///
@@ -41,6 +36,11 @@ pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Re
     let blob_dir = cache_dir.join("blobs").join("sha256");
     let mut entries = cached_files(&blob_dir, "")?;
     entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
+    entries.extend(cached_files(
+        &cache_dir.join(super::SBOM_LAYER_DIR),
+        ".json",
+    )?);
+    entries.extend(run_caches(&cache_dir.join(super::RUN_CACHE_DIR))?);
     let mut total: u64 = entries.iter().map(|e| e.len).sum::<u64>() + temp.bytes_kept;
     let mut report = PruneReport {
         temp_removed: temp.removed,
@@ -56,10 +56,10 @@ pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Re
             if keep.contains(&format!("sha256:{}", e.hex)) {
                 continue;
             }
-            if fs::remove_file(&e.path).is_ok() {
+            if e.remove() {
                 total -= e.len;
                 report.bytes_removed += e.len;
-                if e.path.starts_with(&blob_dir) {
+                if e.path.starts_with(&blob_dir) && e.lock.is_none() {
                     report.blobs_removed += 1;
                 }
             }
@@ -78,6 +78,67 @@ struct CachedFile {
     hex: String,
     path: PathBuf,
     len: u64,
+    /// A `RUN --mount=type=cache` folder, with its lock file.
+    lock: Option<PathBuf>,
+}
+
+impl CachedFile {
+    fn remove(&self) -> bool {
+        let Some(lock) = &self.lock else {
+            return fs::remove_file(&self.path).is_ok();
+        };
+        // Never one a running step holds.
+        let Ok(file) = fs::OpenOptions::new().write(true).open(lock) else {
+            return fs::remove_dir_all(&self.path).is_ok();
+        };
+        use rustix::fs::{flock, FlockOperation};
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return false;
+        }
+        let removed = fs::remove_dir_all(&self.path).is_ok();
+        if removed {
+            let _ = fs::remove_file(lock);
+        }
+        removed
+    }
+}
+
+/// `RUN --mount=type=cache` folders: their size, and when their lock file
+/// says they were last used. (A folder whose files belong to IDs of a
+/// user namespace that dockless cannot remove is left, and counted.)
+fn run_caches(dir: &Path) -> io::Result<Vec<CachedFile>> {
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in listing.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let lock = path.with_extension("lock");
+        let used = fs::metadata(&lock)
+            .or_else(|_| entry.metadata())
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH);
+        let len = walkdir::WalkDir::new(&path)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        out.push(CachedFile {
+            used,
+            hex: entry.file_name().to_string_lossy().into_owned(),
+            path,
+            len,
+            lock: Some(lock),
+        });
+    }
+    Ok(out)
 }
 
 /// The files in `dir` named `<hex><suffix>`; none if `dir` is missing.
@@ -103,6 +164,7 @@ fn cached_files(dir: &Path, suffix: &str) -> io::Result<Vec<CachedFile>> {
             hex: hex.to_string(),
             path: entry.path(),
             len: md.len(),
+            lock: None,
         });
     }
     Ok(out)
@@ -122,6 +184,23 @@ fn drop_dangling(cache_dir: &Path, blob_dir: &Path) {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if info.is_none_or(|i| gone(&i.digest)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    for entry in fs::read_dir(layers.join("steps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let record: Option<StepRecord> = fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let dangling = match record {
+            Some(StepRecord { layer: Some(info) }) => gone(&info.digest),
+            Some(StepRecord { layer: None }) => false,
+            None => true,
+        };
+        if dangling {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -3,6 +3,7 @@
 //! durations.
 
 use super::json::{parse_json_array, JsonArray};
+use super::run::parse_run;
 use super::words::{extract_flags, parse_heredoc_word, split_keyword, split_words_raw};
 use super::{ArgDecl, Command, CopyArgs, From, Healthcheck, Heredoc, InstructionKind};
 use crate::context::untrusted::{self, excerpt};
@@ -279,7 +280,9 @@ pub(super) fn parse_kind(
             Ok(InstructionKind::Volume(vols))
         }
         "ENTRYPOINT" | "CMD" | "RUN" => {
-            reject_flags(kw, flag_words)?;
+            if kw != "RUN" {
+                reject_flags(kw, flag_words.clone())?;
+            }
             let cmd = parse_command(kw, args)?;
             if matches!(&cmd, Command::Shell(s) if s.is_empty()) {
                 return Err(format!("{kw} requires a command"));
@@ -287,7 +290,7 @@ pub(super) fn parse_kind(
             Ok(match kw {
                 "ENTRYPOINT" => InstructionKind::Entrypoint(cmd),
                 "CMD" => InstructionKind::Cmd(cmd),
-                _ => InstructionKind::Run(cmd),
+                _ => InstructionKind::Run(parse_run(flag_words, cmd)?),
             })
         }
         "SHELL" => {

@@ -16,13 +16,15 @@ mod instruction;
 mod json;
 mod parse;
 mod pattern;
+mod run;
 mod words;
 
 #[cfg(test)]
 mod tests;
 
 pub use expand::{expand_heredoc, expand_word, expand_words};
-pub use parse::parse;
+pub use parse::{heredoc_name, parse};
+pub use run::{CacheSharing, MountType, RunMount, RunNetwork};
 
 use std::time::Duration;
 
@@ -92,7 +94,7 @@ pub enum InstructionKind {
     Volume(Vec<String>),
     Entrypoint(Command),
     Cmd(Command),
-    Run(Command),
+    Run(RunArgs),
     Shell(Vec<String>),
     StopSignal(String),
     Healthcheck(Healthcheck),
@@ -112,6 +114,25 @@ pub struct CopyArgs {
     pub checksum: Option<String>,
     pub link: bool,
     pub heredocs: Vec<Heredoc>,
+}
+
+/// RUN's command and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub command: Command,
+    pub mounts: Vec<RunMount>,
+    pub network: RunNetwork,
+}
+
+impl RunArgs {
+    /// A command with no flags.
+    pub fn plain(command: Command) -> RunArgs {
+        RunArgs {
+            command,
+            mounts: Vec::new(),
+            network: RunNetwork::Default,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -249,3 +249,9 @@ fn trim_continuation(line: &str, escape: char) -> (String, bool) {
         _ => (line.to_string(), false),
     }
 }
+
+/// The delimiter of a heredoc word (`<<EOF`, `<<-"EOF"`), or None when the
+/// word is not one.
+pub fn heredoc_name(word: &str) -> Option<String> {
+    parse_heredoc_word(word).map(|h| h.name)
+}

@@ -291,3 +291,61 @@ fn reused_segments_give_the_same_bytes_as_a_cold_write() {
     let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
     assert!(hits >= segments - 2, "{hits} of {segments} reused");
 }
+
+#[test]
+fn an_entry_keeps_its_own_mtime_and_an_opaque_whiteout_leads_its_folder() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let mut own = file_entry(src.path(), "d/.a", b"x");
+    own.mtime = Some(99);
+    let mut opaque = file_entry(src.path(), "d/.wh..wh..opq", b"");
+    opaque.mode = 0;
+    let dir = LayerEntry {
+        path: "d".into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: None,
+        data: EntryData::Dir,
+    };
+    let top = file_entry(src.path(), ".wh..wh..opq", b"");
+    let entries = vec![own, file_entry(src.path(), "d-e", b"y"), opaque, dir, top];
+    let opts = LayerOptions {
+        mtime: 1234,
+        ..Default::default()
+    };
+    let info = write_layer(&entries, &store, opts).unwrap();
+    let names: Vec<(String, u64)> = read_back(&store, &info)
+        .into_iter()
+        .map(|(p, _, mtime, _)| (p, mtime))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (".wh..wh..opq".to_string(), 1234),
+            ("d/".to_string(), 1234),
+            ("d-e".to_string(), 1234),
+            ("d/.wh..wh..opq".to_string(), 1234),
+            ("d/.a".to_string(), 99),
+        ]
+    );
+}
+
+#[test]
+fn a_layer_written_to_a_pipe_is_the_stored_layer() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let entries = big_tree(src.path());
+    let stored = write_layer(&entries, &store, LayerOptions::default()).unwrap();
+    let (read, write) = std::io::pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut { read }, &mut bytes).unwrap();
+        bytes
+    });
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(write));
+    let piped = write_layer_to(&entries, file, LayerOptions::default()).unwrap();
+    let bytes = reader.join().unwrap();
+    assert_eq!(piped, stored);
+    assert_eq!(crate::digest::sha256(&bytes), stored.digest);
+}

@@ -301,6 +301,60 @@ impl Client {
         .await
     }
 
+    /// The manifest or index under `reference` (a tag or digest) in
+    /// `repo`, or None when the registry has none (404). Small documents
+    /// only (signatures, attestations, indexes), read whole.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        // An OCI manifest asked for without an OCI Accept is a 404 on docker-registry.
+        let headers = [("accept", super::pull::accept_header())];
+        self.get_small(&url, &headers, "manifest").await
+    }
+
+    /// A small blob of `repo` (a signature payload, an attestation), read
+    /// whole and checked against its digest; None when it is not there.
+    pub async fn get_small_blob(&self, repo: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.blob_url(repo, digest)?;
+        let Some(bytes) = self.get_small(&url, &[], "blob").await? else {
+            return Ok(None);
+        };
+        let actual = crate::digest::sha256(&bytes);
+        if actual != digest {
+            return Err(RegistryError::Protocol {
+                host: self.t.host.clone(),
+                reason: format!("blob {digest} arrived as {actual}"),
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    async fn get_small(
+        &self,
+        url: &Url,
+        headers: &[(&str, String)],
+        what: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let resp = self.get_retrying(url, headers).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.fail(what, resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.body_error(e))?;
+        if bytes.len() > crate::image::MAX_DOCUMENT {
+            return Err(RegistryError::Protocol {
+                host: self.t.host.clone(),
+                reason: format!(
+                    "{what} {} is over {} bytes",
+                    url.path(),
+                    crate::image::MAX_DOCUMENT
+                ),
+            });
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
     /// Error for a failed response, with an auth hint on 401.
     pub(crate) async fn fail(&self, operation: &str, resp: reqwest::Response) -> RegistryError {
         // Where a Location or a redirect led: no credentials were sent there.

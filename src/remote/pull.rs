@@ -72,7 +72,7 @@ fn is_index(media_type: &str, doc: &Document) -> bool {
     media_type == MEDIA_TYPE_INDEX || media_type == DOCKER_LIST || doc.manifests.is_some()
 }
 
-fn accept_header() -> String {
+pub(crate) fn accept_header() -> String {
     [
         MEDIA_TYPE_MANIFEST,
         MEDIA_TYPE_INDEX,

@@ -629,6 +629,23 @@ impl Pusher {
         Ok(outcome)
     }
 
+    /// Pushes one blob (HEAD, then upload) to the target repository.
+    pub async fn push_blob(&self, blob: &LocalBlob) -> Result<()> {
+        let repo = self.target.repository();
+        self.client
+            .push_blob(repo, blob, &self.sources)
+            .await
+            .map(drop)
+    }
+
+    /// The manifest or index under `reference` in the target repository,
+    /// or None when the registry has none (404).
+    pub async fn get_manifest(&self, reference: &str) -> Result<Option<Vec<u8>>> {
+        self.client
+            .get_manifest(self.target.repository(), reference)
+            .await
+    }
+
     /// PUTs a manifest or index under `reference`; returns its digest.
     pub async fn put_manifest(
         &self,

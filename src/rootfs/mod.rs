@@ -2,6 +2,7 @@
 //! it and where a file's bytes come from. Nothing is ever written to disk, so
 //! a hostile symlink can only point somewhere inside this model.
 
+pub mod disk;
 pub mod overlay;
 
 use crate::layer::{EntryData, FileSource, LayerEntry};

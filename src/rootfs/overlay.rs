@@ -3,7 +3,7 @@
 //! headers: file bodies stay in the layer blobs until something copies them.
 
 use crate::digest::HashingReader;
-use crate::layer::{EntryData, FileSource, LayerEntry};
+use crate::layer::{EntryData, FileSource, LayerEntry, OPAQUE_WHITEOUT as OPAQUE};
 use crate::rootfs::{clean, Node, NodeKind, RootFs};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+/// The prefix of a whiteout's name: `.wh.NAME` hides `NAME`.
+pub(crate) const WHITEOUT: &str = ".wh.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -30,15 +30,20 @@ pub enum OverlayError {
 }
 
 /// The uncompressed tar stream of a layer blob, whatever its compression.
-fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
+pub(crate) fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
     };
-    let mut file = BufReader::new(File::open(blob).map_err(io_err)?);
-    let head = io::BufRead::fill_buf(&mut file).map_err(io_err)?;
+    layer_stream(File::open(blob).map_err(io_err)?).map_err(io_err)
+}
+
+/// [`open_layer`] of a blob already open.
+pub(crate) fn layer_stream(file: File) -> io::Result<Box<dyn Read>> {
+    let mut file = BufReader::new(file);
+    let head = io::BufRead::fill_buf(&mut file)?;
     if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Ok(Box::new(zstd::Decoder::with_buffer(file).map_err(io_err)?));
+        return Ok(Box::new(zstd::Decoder::with_buffer(file)?));
     }
     // Several gzip members (pigz, dockless's own parallel layers) read as one stream.
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -49,7 +54,7 @@ fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OverlayError> {
 }
 
 /// An entry name as an image path, or None for the root or an escaping name.
-fn image_path(name: &str) -> Option<String> {
+pub(crate) fn image_path(name: &str) -> Option<String> {
     if name.split('/').any(|p| p == "..") {
         return None;
     }
@@ -136,6 +141,19 @@ pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
 
 /// Reads a layer blob's headers, checking its diff_id.
 pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError> {
+    read_index_with(blob, diff_id, &mut |_, _| Ok(()))
+}
+
+/// A layer entry as it streams past: its index record and its body.
+pub type EntryVisitor<'v> = dyn FnMut(&IndexEntry, &mut dyn Read) -> io::Result<()> + 'v;
+
+/// [`read_index`] that also shows `visit` every entry but whiteouts, with
+/// its body, in the same pass (the SBOM reads package files this way).
+pub fn read_index_with(
+    blob: &Path,
+    diff_id: &str,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<LayerIndex, OverlayError> {
     let io_err = |source| OverlayError::Io {
         blob: blob.to_path_buf(),
         source,
@@ -145,7 +163,7 @@ pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError
     {
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries().map_err(io_err)? {
-            let entry = entry.map_err(io_err)?;
+            let mut entry = entry.map_err(io_err)?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let Some(path) = image_path(&name) else {
                 continue;
@@ -168,7 +186,9 @@ pub fn read_index(blob: &Path, diff_id: &str) -> Result<LayerIndex, OverlayError
                 entries.push(marker(clean(dir, hidden), IndexKind::Whiteout));
                 continue;
             }
-            entries.push(read_header(&entry, path).map_err(io_err)?);
+            let record = read_header(&entry, path).map_err(io_err)?;
+            visit(&record, &mut entry).map_err(io_err)?;
+            entries.push(record);
         }
     }
     let (actual, size) = hashed.finish().map_err(io_err)?;

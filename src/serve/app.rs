@@ -13,6 +13,8 @@ use std::time::Duration;
 pub(super) struct App {
     pub(super) cfg: Config,
     pub(super) secret: Secret,
+    /// From `sign_key_file`: signs what the service pushes.
+    pub(super) sign_key: Option<crate::attest::sign::Signer256>,
     pub(super) job_store: JobStore,
     /// Rung when a build is queued.
     pub(super) build_queued: tokio::sync::Notify,

@@ -51,6 +51,31 @@ pub struct Config {
     /// The most one `ADD <url>` of a repository's Dockerfile may download,
     /// e.g. "256M" (default 1G).
     pub add_url_max_size: Option<String>,
+    /// Signs every pushed image and its attestations (cosign's formats); an
+    /// encrypted cosign key takes its password from `COSIGN_PASSWORD`.
+    pub sign_key_file: Option<PathBuf>,
+    /// Kills a RUN step that runs longer, e.g. `"30m"`.
+    #[serde(default, deserialize_with = "duration")]
+    pub run_timeout: Option<std::time::Duration>,
+    /// `RUN --mount=type=secret` sources, as `--secret` takes them
+    /// (`"id=npmrc,src=/etc/dockless/npmrc"`, `"id=token,env=VAR"`);
+    /// every listed repository's builds can read them.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// [`Config::secrets`] parsed by `load`, relative files from the
+    /// config file's folder.
+    #[serde(skip)]
+    pub secret_sources: std::collections::BTreeMap<String, crate::build::SecretSource>,
+}
+
+/// A humantime duration such as `"10m"` or `"1h 30m"`.
+fn duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (e.g. \"30m\")")))
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +92,7 @@ impl std::fmt::Debug for Config {
                 &self.github_token.as_ref().map(|_| "<redacted>"),
             )
             .field("repos", &self.repos)
+            .field("run_timeout", &self.run_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +122,9 @@ impl Config {
         if let Some(p) = cfg.webhook_secret_file.as_mut() {
             fix(p);
         }
+        if let Some(p) = cfg.sign_key_file.as_mut() {
+            fix(p);
+        }
         if cfg.max_concurrent_builds == 0 {
             return Err(err("max_concurrent_builds must be at least 1".into()));
         }
@@ -110,6 +139,14 @@ impl Config {
         }
         if cfg.branch.is_empty() {
             return Err(err("branch is empty".into()));
+        }
+        for text in &cfg.secrets {
+            let (id, mut source) = crate::build::SecretSource::parse(text)
+                .map_err(|e| err(format!("secrets: {e}")))?;
+            if let crate::build::SecretSource::File(p) = &mut source {
+                fix(p);
+            }
+            cfg.secret_sources.insert(id, source);
         }
         for r in &cfg.repos {
             if !r.full_name.contains('/') {
@@ -192,6 +229,7 @@ branch = "main"
 max_concurrent_builds = 3
 webhook_secret_file = "secret"
 add_url_max_size = "256M"
+secrets = ["id=npmrc,src=npmrc", "id=token,env=TOKEN"]
 [[repos]]
 full_name = "Owner/Repo"
 clone_url = "file:///tmp/x"
@@ -207,6 +245,15 @@ full_name = "owner/other"
         );
         assert_eq!(cfg.max_concurrent_builds, 3);
         assert_eq!(cfg.add_url_max_size(), 256 << 20);
+        use crate::build::SecretSource;
+        assert_eq!(
+            cfg.secret_sources["npmrc"],
+            SecretSource::File(d.path().join("npmrc"))
+        );
+        assert_eq!(
+            cfg.secret_sources["token"],
+            SecretSource::Env("TOKEN".into())
+        );
         assert_eq!(cfg.repo("owner/repo").unwrap().url(), "file:///tmp/x");
         assert_eq!(
             cfg.repo("owner/other").unwrap().url(),
@@ -244,5 +291,14 @@ full_name = "owner/other"
         );
         let e = Config::load(&bad_size).expect_err("refused").to_string();
         assert!(e.contains("add_url_max_size"), "{e}");
+        let bad_secret = write(
+            d.path(),
+            "listen = \"x\"\nregistry = \"r\"\nstate_dir = \"s\"\nsecrets = [\"src=f\"]\n",
+        );
+        let e = Config::load(&bad_secret).expect_err("refused").to_string();
+        assert!(
+            e.contains("secrets: --secret \"src=f\": needs id=ID"),
+            "{e}"
+        );
     }
 }

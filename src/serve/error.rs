@@ -19,6 +19,8 @@ pub enum ServeError {
     Jobs(#[from] super::jobs::JobError),
     #[error(transparent)]
     Status(#[from] super::ghstatus::StatusError),
+    #[error("sign_key_file: {0}")]
+    SignKey(#[from] crate::attest::sign::SignError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::process::die_with_parent;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{0:?} is not a commit id")]
@@ -85,25 +87,11 @@ fn git(git_dir: &Path) -> Command {
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
         .stdin(std::process::Stdio::null());
+    // A fetch never outlives a server killed with -9 to race the fetch of
+    // the build it re-queues (its locks are cleared at start-up, see
+    // [`clear_stale_locks`]).
     die_with_parent(&mut cmd);
     cmd
-}
-
-/// The child gets SIGKILL when the thread that spawned it dies, so a `git
-/// fetch` never outlives a server killed with -9 and races the fetch of
-/// the build it re-queues (the locks it leaves are cleared at start-up, see
-/// [`clear_stale_locks`]).
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Removes the `*.lock` files a killed git left in the repository caches

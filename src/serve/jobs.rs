@@ -96,6 +96,9 @@ pub struct ImageResult {
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// SBOM, provenance and signatures pushed beside the image (digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attest::attach::Attached>,
 }
 
 impl<'de> serde::Deserialize<'de> for Status {
@@ -534,6 +537,11 @@ mod tests {
             status: Status::Succeeded,
             reference: Some("r/api:1@sha256:00".into()),
             error: None,
+            attachments: vec![crate::attest::attach::Attached {
+                subject: "sha256:00".into(),
+                referrers: [("application/spdx+json".into(), "sha256:01".into())].into(),
+                tags: [("sha256-00.sig".into(), "sha256:02".into())].into(),
+            }],
         };
         store.set_images(a, std::slice::from_ref(&img)).unwrap();
         drop(store);
@@ -667,6 +675,7 @@ mod tests {
             status,
             reference: None,
             error: None,
+            attachments: Vec::new(),
         };
         let queued = vec![image("a", Status::Queued), image("b", Status::Queued)];
         store.set_images(a, &queued).unwrap();

@@ -104,10 +104,16 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         )?),
         _ => None,
     };
+    // A key that cannot be read stops the service now, not every build later.
+    let sign_key = match &cfg.sign_key_file {
+        Some(path) => Some(crate::attest::sign::Signer256::load_with_env(path)?),
+        None => None,
+    };
     let workers = cfg.max_concurrent_builds;
     let app = Arc::new(App {
         cfg,
         secret,
+        sign_key,
         job_store: store,
         build_queued: tokio::sync::Notify::new(),
         stopping: AtomicBool::new(false),

@@ -228,6 +228,117 @@ pub fn compared_config(image: &serde_json::Value) -> serde_json::Map<String, ser
     out
 }
 
+/// A busybox root filesystem as a tar (made here from Debian's
+/// busybox-static, never committed): every applet linked in /bin, root and
+/// `app` (1000:1000) in /etc/passwd and /etc/group, /tmp 1777, and the
+/// mount points a runtime expects (/proc, /sys, /dev, /run, /etc/hosts,
+/// /etc/hostname and /etc/resolv.conf; buildah leaves the last four in its
+/// image when they are missing), all root's, mtimes fixed.
+pub fn busybox_rootfs_tar(dest: &Path) {
+    use tar::EntryType::{Directory, Regular, Symlink};
+    let busybox = std::fs::read(require_tool("busybox")).expect("read busybox");
+    let list = run_ok(Command::new(require_tool("busybox")).arg("--list"));
+    let mut b = tar::Builder::new(std::fs::File::create(dest).unwrap());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, body: &[u8], link: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(if kind == Regular {
+            body.len() as u64
+        } else {
+            0
+        });
+        if kind == Symlink {
+            b.append_link(&mut h, name, link).unwrap();
+        } else {
+            b.append_data(&mut h, name, body).unwrap();
+        }
+    };
+    for dir in [
+        "bin", "etc", "home", "proc", "sys", "dev", "run", "usr", "var",
+    ] {
+        add(dir, Directory, 0o755, b"", "");
+    }
+    add("tmp", Directory, 0o1777, b"", "");
+    add("root", Directory, 0o700, b"", "");
+    add("bin/busybox", Regular, 0o755, &busybox, "");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            add(&format!("bin/{applet}"), Symlink, 0o777, b"", "busybox");
+        }
+    }
+    add(
+        "etc/passwd",
+        Regular,
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        "",
+    );
+    add(
+        "etc/group",
+        Regular,
+        0o644,
+        b"root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+        "",
+    );
+    add("etc/hosts", Regular, 0o644, b"127.0.0.1 localhost\n", "");
+    add("etc/hostname", Regular, 0o644, b"busybox\n", "");
+    add("etc/resolv.conf", Regular, 0o644, b"", "");
+    b.finish().unwrap();
+}
+
+/// Builds a busybox base image with dockless (`FROM scratch` + `ADD` of
+/// [`busybox_rootfs_tar`]) and pushes it to the plain-HTTP registry at
+/// `addr` as `base/busybox:1`; returns that reference.
+pub fn push_busybox_base(addr: &str, work: &Path) -> String {
+    let ctx = work.join("busybox-base");
+    std::fs::create_dir_all(&ctx).unwrap();
+    busybox_rootfs_tar(&ctx.join("rootfs.tar"));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nENV PATH=/usr/local/bin:/usr/bin:/bin\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    let reference = format!("{addr}/base/busybox:1");
+    run_ok(
+        dockless(&work.join("base-cache"))
+            .arg("push")
+            .arg(&ctx)
+            .args(["-t", &reference, "--insecure", "-q"]),
+    );
+    reference
+}
+
+/// Runs a bundle umoci unpacked with runc (its own state folder in the
+/// bundle; no terminal, rlimits or cgroup resources, which a test runner
+/// may lack) and returns the container's stdout.
+pub fn runc_run(bundle: &Path, id: &str) -> String {
+    require_tool("runc");
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("config.json");
+    let process = config["process"].as_object_mut().expect("process");
+    process.remove("rlimits");
+    process.insert("terminal".into(), serde_json::Value::Bool(false));
+    if let Some(linux) = config["linux"].as_object_mut() {
+        linux.remove("resources");
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = run_ok(
+        Command::new("runc")
+            .arg("--root")
+            .arg(bundle.join("runc-state"))
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(format!("{id}-{}", std::process::id()))
+            .stdin(std::process::Stdio::null()),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

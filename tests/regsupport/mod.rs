@@ -206,7 +206,7 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    fn skopeo_tls_args(&self, prefix: &str) -> Vec<String> {
+    pub fn skopeo_tls_args(&self, prefix: &str) -> Vec<String> {
         match &self.skopeo_cert_dir {
             Some(d) => vec![format!("--{prefix}cert-dir={}", d.display())],
             None => vec![format!("--{prefix}tls-verify=false")],

@@ -13,8 +13,8 @@ fn exec_and_shell_forms() {
         ("CMD []", Cmd(Exec(vec![]))),
         ("ENTRYPOINT [\"/bin/app\", \"--flag\"]", Entrypoint(Exec(s(&["/bin/app", "--flag"])))),
         ("ENTRYPOINT exec app", Entrypoint(Shell("exec app".into()))),
-        ("RUN [\"ls\", \"-la\"]", Run(Exec(s(&["ls", "-la"])))),
-        ("RUN echo 'a b' | wc -c", Run(Shell("echo 'a b' | wc -c".into()))),
+        ("RUN [\"ls\", \"-la\"]", Run(RunArgs::plain(Exec(s(&["ls", "-la"]))))),
+        ("RUN echo 'a b' | wc -c", Run(RunArgs::plain(Shell("echo 'a b' | wc -c".into())))),
     ];
     for (text, kind) in cases {
         assert_eq!(one(text), kind, "{text:?}");

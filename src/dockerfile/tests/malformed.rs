@@ -32,7 +32,7 @@ fn malformed_unknown_flags() {
         ("FROM a\nCOPY --frm=x a b\n", 2, "unknown flag for COPY: --frm"),
         ("FROM a\nADD --from=x a b\n", 2, "unknown flag for ADD: --from"),
         ("FROM --plat=x a\n", 1, "unknown flag for FROM: --plat"),
-        ("FROM a\nRUN --mount=type=cache,target=/x make\n", 2, "unknown flag for RUN: --mount"),
+        ("FROM a\nRUN --mnt=type=cache,target=/x make\n", 2, "unknown flag for RUN: --mnt"),
         ("FROM a\nCMD --doit [\"a\"]\n", 2, "unknown flag for CMD: --doit"),
         ("FROM a\nHEALTHCHECK --every=5s CMD x\n", 2, "unknown flag for HEALTHCHECK: --every"),
     ];
@@ -256,7 +256,7 @@ fn error_lines_after_multiline_instructions() {
     // A blank line does not end a continuation, so COPY joins the RUN.
     assert_eq!(
         one("RUN x \\\n\nCOPY\n"),
-        InstructionKind::Run(Command::Shell("x COPY".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell("x COPY".into())))
     );
 }
 

@@ -7,6 +7,7 @@ mod instruction;
 mod json;
 mod malformed;
 mod parse;
+mod run;
 
 use super::instruction::parse_go_duration;
 use super::*;

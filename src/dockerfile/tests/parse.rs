@@ -55,7 +55,7 @@ fn directives_are_recorded() {
     assert_eq!(d.escape, '`');
     assert_eq!(
         d.stages[0].instructions[0].kind,
-        InstructionKind::Run(Command::Shell("echo   hi".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell("echo   hi".into())))
     );
 }
 
@@ -89,7 +89,10 @@ fn backtick_escape_makes_backslash_ordinary() {
         InstructionKind::Env(vec![("GOPATH".into(), "\\go".into())])
     );
     assert_eq!(k[1], InstructionKind::Workdir("C:\\dir\\".into()));
-    assert_eq!(k[2], InstructionKind::Run(Command::Shell("dir".into())));
+    assert_eq!(
+        k[2],
+        InstructionKind::Run(RunArgs::plain(Command::Shell("dir".into())))
+    );
 }
 
 #[test]
@@ -111,7 +114,7 @@ fn crlf_and_bom_are_handled() {
         .collect();
     assert_eq!(
         k[0],
-        InstructionKind::Run(Command::Shell("echo   hi".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell("echo   hi".into())))
     );
     assert_eq!(k[1], InstructionKind::Cmd(Command::Exec(s(&["x"]))));
 }
@@ -125,9 +128,9 @@ fn continuation_skips_comments_and_blank_lines() {
     assert_eq!(i[0].line, 2);
     assert_eq!(
         i[0].kind,
-        InstructionKind::Run(Command::Shell(
+        InstructionKind::Run(RunArgs::plain(Command::Shell(
             "apt-get update   && apt-get install -y x   && echo done".into()
-        ))
+        )))
     );
     assert_eq!(
         i[0].original,
@@ -141,16 +144,22 @@ fn continuation_with_trailing_whitespace_after_escape() {
     let k = one("RUN echo hello \\  \t\nworld\n");
     assert_eq!(
         k,
-        InstructionKind::Run(Command::Shell("echo hello world".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell("echo hello world".into())))
     );
 }
 
 #[test]
 fn continuation_at_eof_is_fine() {
     let k = one("RUN something \\");
-    assert_eq!(k, InstructionKind::Run(Command::Shell("something".into())));
+    assert_eq!(
+        k,
+        InstructionKind::Run(RunArgs::plain(Command::Shell("something".into())))
+    );
     let k = one("RUN something \\\n\n# trailing comment\n");
-    assert_eq!(k, InstructionKind::Run(Command::Shell("something".into())));
+    assert_eq!(
+        k,
+        InstructionKind::Run(RunArgs::plain(Command::Shell("something".into())))
+    );
 }
 
 #[test]
@@ -171,7 +180,9 @@ fn lone_escape_lines_inside_continuation() {
     let k = one("RUN echo hi \\\n \\\n world \\\n\\\n good\\\n\\\nnight\n");
     assert_eq!(
         k,
-        InstructionKind::Run(Command::Shell("echo hi   world  goodnight".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell(
+            "echo hi   world  goodnight".into()
+        )))
     );
 }
 
@@ -180,9 +191,9 @@ fn comment_lines_are_dropped_and_hash_inside_args_kept() {
     let k = kinds("# comment\n   # indented\nRUN echo # not a comment\n");
     assert_eq!(
         k,
-        vec![InstructionKind::Run(Command::Shell(
+        vec![InstructionKind::Run(RunArgs::plain(Command::Shell(
             "echo # not a comment".into()
-        ))]
+        )))]
     );
 }
 
@@ -210,7 +221,7 @@ fn run_heredoc_quoted_and_chomped() {
     let i = instrs("RUN <<-\"SCRIPT\" bash\n\t\techo $HOME\n\tdone\n\tSCRIPT\nUSER x\n");
     assert_eq!(
         i[0].kind,
-        InstructionKind::Run(Command::Shell("<<-\"SCRIPT\" bash".into()))
+        InstructionKind::Run(RunArgs::plain(Command::Shell("<<-\"SCRIPT\" bash".into())))
     );
     assert_eq!(
         i[0].heredocs,

@@ -17,11 +17,14 @@ use super::app::App;
 use super::ghstatus::CommitState;
 use super::imagespec;
 use super::jobs::{Claim, ImageResult, Job, Status};
+use crate::attest::attach::Attached;
+use crate::attest::provenance::Source;
+use crate::attest::supply::SupplyOptions;
 use crate::build::BuildOptions;
 use crate::pipeline::{self, Destination, PipelineOptions};
 use failure::{BuildFailure, Hindrance, ImageFailure};
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,13 +184,17 @@ pub async fn run_worker(app: Arc<App>, worker: usize) {
 struct BuildLog(Option<std::fs::File>);
 
 impl BuildLog {
+    fn path(state_dir: &Path, id: i64) -> PathBuf {
+        state_dir.join("logs").join(format!("{id}.log"))
+    }
+
     fn open(state_dir: &Path, id: i64) -> BuildLog {
-        let dir = state_dir.join("logs");
-        let file = std::fs::create_dir_all(&dir).and_then(|_| {
+        let path = BuildLog::path(state_dir, id);
+        let file = std::fs::create_dir_all(state_dir.join("logs")).and_then(|_| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{id}.log")))
+                .open(&path)
         });
         BuildLog(file.ok())
     }
@@ -360,6 +367,7 @@ async fn fetch_and_build_images(
                 status: Status::Queued,
                 reference: None,
                 error: None,
+                attachments: Vec::new(),
             },
             hindrance: None,
         })
@@ -374,11 +382,13 @@ async fn fetch_and_build_images(
         let image = &mut images[i];
         image.result.status = Status::Running;
         record_image(i, &image.result);
-        match build_and_push_image(app, entry, &checkout).await {
-            Ok(reference) => {
+        let step_log = BuildLog::path(&app.cfg.state_dir, job.id);
+        match build_and_push_image(app, job, entry, &checkout, &step_log).await {
+            Ok((reference, attachments)) => {
                 log.line(&format!("pushed {reference}"));
                 image.result.status = Status::Succeeded;
                 image.result.reference = Some(reference);
+                image.result.attachments = attachments;
             }
             Err(failure) => {
                 let message = failure::in_config_terms(&failure.to_string());
@@ -410,12 +420,17 @@ fn cache_max_size() -> u64 {
         .unwrap_or(crate::cache::DEFAULT_MAX_SIZE)
 }
 
-/// Builds and pushes one entry; returns `REGISTRY/NAME:VERSION@DIGEST`.
+/// Builds and pushes one entry, with its SBOM, provenance (naming the
+/// merge commit) and signature; returns `REGISTRY/NAME:VERSION@DIGEST` and
+/// what was attached. RUN steps write their output to `step_log` (the
+/// build's log).
 async fn build_and_push_image(
     app: &App,
+    job: &Job,
     entry: &imagespec::RawEntry,
     checkout: &Path,
-) -> Result<String, ImageFailure> {
+    step_log: &Path,
+) -> Result<(String, Vec<Attached>), ImageFailure> {
     let image =
         imagespec::resolve(entry, checkout, &app.cfg.registry).map_err(ImageFailure::Entry)?;
     if let Some(delay) = app.test_build_delay {
@@ -431,19 +446,37 @@ async fn build_and_push_image(
     }
     build.remote.ca_certs = app.cfg.ca_cert.iter().cloned().collect();
     build.add_url_max_size = app.cfg.add_url_max_size();
+    build.run_timeout = app.cfg.run_timeout;
+    build.secrets = app.cfg.secret_sources.clone();
+    build.step_log = Some(step_log.to_path_buf());
     let destination = Destination::Registry {
         target: image.target.clone(),
         extra_tags: Vec::new(),
         push: build.remote.clone(),
     };
+    let supply = SupplyOptions {
+        sign_key: app.sign_key.clone(),
+        source: Some(Source {
+            repository: job.clone_url.clone(),
+            commit: job.commit.clone(),
+        }),
+        dockerfile: image.dockerfile.display().to_string(),
+        source_date_epoch: crate::cache::source_date_epoch_if_set()?,
+        invocation_id: Some(format!("dockless-serve-build-{}", job.id)),
+        ..SupplyOptions::default()
+    };
     let opts = PipelineOptions {
         build,
         platforms: Vec::new(),
         cache_max_size: cache_max_size(),
+        supply,
     };
     // The service logs nothing of a finished build beyond its outcome.
-    let digest = pipeline::run(opts, &destination, &|_| {})
+    let delivered = pipeline::run(opts, &destination, &|_| {})
         .await
         .map_err(|e| ImageFailure::from_pipeline(e, &image.target))?;
-    Ok(format!("{}@{digest}", image.target))
+    Ok((
+        format!("{}@{}", image.target, delivered.digest),
+        delivered.attached,
+    ))
 }
