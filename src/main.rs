@@ -14,9 +14,12 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod envhelp;
 mod inspect;
+mod login_cli;
 mod progress;
 mod results;
+mod supply_cli;
 
 /// The version and the commit it was built from (see build.rs).
 const VERSION: &str = concat!(
@@ -25,32 +28,6 @@ const VERSION: &str = concat!(
     env!("DOCKLESS_COMMIT"),
     ")"
 );
-
-/// The environment `build` and `push` read (README, "Environment").
-const BUILD_ENV: &str = "Environment:
-  DOCKLESS_CACHE_DIR       cache folder (default $XDG_CACHE_HOME/dockless, ~/.cache/dockless)
-  DOCKLESS_REGISTRY        registry for push names without one
-  DOCKLESS_CACHE_MAX_SIZE  cache cap after a build (default 10G)
-  DOCKLESS_ADD_URL_MAX_SIZE  most one ADD <url> downloads (default 1G)
-  DOCKLESS_LOG             log filter, e.g. info or debug (default warn)
-  DOCKER_CONFIG            folder of config.json with registry credentials (default ~/.docker)
-  SSL_CERT_FILE, SSL_CERT_DIR  CA bundle instead of the system's
-  XDG_CONFIG_HOME          user certs.d: $XDG_CONFIG_HOME/containers/certs.d/HOST:PORT/*.crt
-  SOURCE_DATE_EPOCH        timestamps in the image (default 0: 1970-01-01)
-  NO_COLOR                 no colours in logs";
-
-const CREDENTIALS_ENV: &str = "Environment:
-  DOCKER_CONFIG            folder of config.json with registry credentials (default ~/.docker)
-  SSL_CERT_FILE, SSL_CERT_DIR  CA bundle instead of the system's";
-
-const SERVE_ENV: &str = "Environment:
-  DOCKLESS_WEBHOOK_SECRET  the webhook secret (else webhook_secret_file)
-  DOCKLESS_LOG             log filter (default info: one line per build state change)
-  DOCKLESS_CACHE_MAX_SIZE  cache cap after each image (default 10G)
-  DOCKLESS_REQUEUE_SECS, DOCKLESS_SHUTDOWN_GRACE_SECS, DOCKLESS_HEADER_TIMEOUT_SECS,
-  DOCKLESS_BODY_TIMEOUT_SECS, DOCKLESS_BODY_BUDGET_BYTES  see README, \"dockless serve\"
-  DOCKER_CONFIG, SSL_CERT_FILE, SOURCE_DATE_EPOCH, NO_COLOR  as for build";
-mod supply_cli;
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
@@ -73,22 +50,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Build an image into an OCI layout (./oci-layout by default) or an archive.
-    #[command(after_help = BUILD_ENV)]
+    #[command(after_help = envhelp::BUILD_ENV)]
     Build(BuildArgs),
     /// Build an image and push it to a registry; prints REGISTRY/REPO:TAG@DIGEST.
-    #[command(after_help = BUILD_ENV)]
+    #[command(after_help = envhelp::BUILD_ENV)]
     Push(PushArgs),
     /// Check credentials against a registry and store them as `docker login` does.
-    #[command(after_help = CREDENTIALS_ENV)]
-    Login(LoginArgs),
+    #[command(after_help = envhelp::CREDENTIALS_ENV)]
+    Login(login_cli::LoginArgs),
     /// Remove a registry's stored credentials, as `docker logout` does.
-    #[command(after_help = CREDENTIALS_ENV)]
+    #[command(after_help = envhelp::CREDENTIALS_ENV)]
     Logout {
         /// Registry host[:port].
         registry: String,
     },
     /// Run the GitHub webhook build service (see README, "dockless serve").
-    #[command(after_help = SERVE_ENV)]
+    #[command(after_help = envhelp::SERVE_ENV)]
     Serve(ServeArgs),
     /// Check an image's cosign signatures and signed attestations with a public key.
     Verify(supply_cli::VerifyArgs),
@@ -162,24 +139,6 @@ struct PushArgs {
     concurrency: usize,
     #[command(flatten)]
     flags: BuildFlags,
-}
-
-#[derive(Args)]
-struct LoginArgs {
-    /// Registry host[:port].
-    registry: String,
-    #[arg(short = 'u', long)]
-    username: String,
-    /// Read the password from standard input.
-    #[arg(long)]
-    password_stdin: bool,
-    /// Password on the command line (visible to other users; prefer --password-stdin).
-    #[arg(short = 'p', long, conflicts_with = "password_stdin")]
-    password: Option<String>,
-    #[arg(long = "ca-cert", value_name = "FILE")]
-    ca_certs: Vec<PathBuf>,
-    #[arg(long)]
-    insecure: bool,
 }
 
 #[derive(Args)]
@@ -306,14 +265,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
-        Commands::Login(args) => run_login(args),
+        Commands::Login(args) => login_cli::run_login(args),
         Commands::Verify(args) => supply_cli::run_verify(args).map(drop).map_err(|e| Failure {
             code: EXIT_VERIFY,
             error: e,
         }),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
-        Commands::Logout { registry } => run_logout(&registry),
+        Commands::Logout { registry } => login_cli::run_logout(&registry),
         Commands::Inspect(args) => inspect::run(args),
         Commands::Version => {
             println!("dockless {VERSION}");
@@ -832,65 +791,4 @@ fn push_options(
         events: progress.sink(),
         ..remote_options(args, target)
     }
-}
-
-fn run_login(args: LoginArgs) -> Result<(), Failure> {
-    check_ca_certs(&args.ca_certs)?;
-    let password = match (&args.password, args.password_stdin) {
-        (Some(p), _) => {
-            eprintln!("warning: --password is visible to other users; prefer --password-stdin");
-            p.clone()
-        }
-        (None, true) => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(usage(anyhow::anyhow!(
-                    "--password-stdin: no password on stdin"
-                )));
-            }
-            password.to_string()
-        }
-        (None, false) => {
-            return Err(usage(anyhow::anyhow!(
-                "give the password with --password-stdin"
-            )))
-        }
-    };
-    let opts = remote::Options {
-        ca_certs: args.ca_certs.clone(),
-        ..remote::Options::default()
-    };
-    let opts = if args.insecure {
-        opts.insecure(&args.registry)
-    } else {
-        opts
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime
-        .block_on(remote::login(
-            &args.registry,
-            &args.username,
-            &password,
-            &opts,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: e.into(),
-        })?;
-    eprintln!("Login Succeeded");
-    Ok(())
-}
-
-fn run_logout(registry: &str) -> Result<(), Failure> {
-    let removed = remote::remove_credential(registry).map_err(|e| Failure {
-        code: EXIT_REGISTRY,
-        error: e.into(),
-    })?;
-    match removed {
-        true => eprintln!("Removing login credentials for {registry}"),
-        false => eprintln!("Not logged in to {registry}"),
-    }
-    Ok(())
 }
