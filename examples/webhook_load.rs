@@ -1,18 +1,25 @@
 //! Load benchmark for `dockless serve`: sends signed merged-PR deliveries
-//! (each with its own X-GitHub-Delivery, so each queues a build) and prints
-//! acknowledgement latency percentiles.
+//! (each with its own X-GitHub-Delivery) and prints acknowledgement latency
+//! percentiles, then how long each acknowledged build waited to start.
 //!
 //! ```sh
 //! DOCKLESS_WEBHOOK_SECRET=... cargo run --release --example webhook_load -- \
-//!     127.0.0.1:8088 [--requests 500] [--concurrency 50] [--repo owner/repo]
+//!     127.0.0.1:8088[,127.0.0.1:8089,...] [--requests 500] [--concurrency 50] \
+//!     [--repo owner/repo] [--distinct-commits] [--start-of N]
 //! ```
+//! Several addresses are used round robin, as a load balancer would.
+//! `--distinct-commits` gives each delivery its own merge commit, so each
+//! queues its own build (otherwise they all join one build). `--start-of N`
+//! then measures acknowledgement → build start for N more deliveries sent
+//! one at a time, each once the previous build has started (idle workers:
+//! the wake-up path, e.g. PostgreSQL's NOTIFY to another replica).
 //! The server must list the repository (default acme/shop) in `[[repos]]`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const FIXTURE: &str = include_str!("../testdata/webhooks/pull_request.closed.merged.json");
 
@@ -24,24 +31,70 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-/// One delivery; returns the status code.
-fn send(addr: &str, body: &[u8], sig: &str, delivery: &str) -> std::io::Result<u16> {
+/// One HTTP/1.1 request with `Connection: close`: (status, body).
+fn request(addr: &str, head: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let head = format!(
-        "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {sig}\r\n\r\n",
-        body.len()
-    );
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    Ok(text
+    let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// Deliveries signed with one secret, for one repository.
+struct Sender {
+    secret: Vec<u8>,
+    payload: serde_json::Value,
+    distinct_commits: bool,
+    run: u32,
+}
+
+impl Sender {
+    /// Delivery `n` to `addr`: the status and the build id of a 202.
+    fn send(&self, addr: &str, n: usize) -> std::io::Result<(u16, Option<i64>)> {
+        let mut payload = self.payload.clone();
+        if self.distinct_commits {
+            payload["pull_request"]["merge_commit_sha"] =
+                format!("{:08x}{:032x}", self.run, n).into();
+        }
+        let body = serde_json::to_vec(&payload).unwrap();
+        let sig = dockless::serve::webhook::sign(&self.secret, &body);
+        let head = format!(
+            "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-GitHub-Event: pull_request\r\nX-GitHub-Delivery: load-{}-{n}\r\nX-Hub-Signature-256: {sig}\r\n\r\n",
+            body.len(),
+            self.run
+        );
+        let (status, reply) = request(addr, &head, &body)?;
+        let id = serde_json::from_str::<serde_json::Value>(&reply)
+            .ok()
+            .and_then(|v| v["build_id"].as_i64());
+        Ok((status, id))
+    }
+}
+
+/// When build `id` started, as `GET /builds/<id>` says; waits for it.
+fn started_at(addr: &str, id: i64, limit: Duration) -> Option<SystemTime> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let head =
+            format!("GET /builds/{id} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if let Ok((200, body)) = request(addr, &head, b"") {
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            if let Some(t) = v["started_at"].as_str() {
+                return humantime::parse_rfc3339(t).ok();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -49,44 +102,85 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+fn report(what: &str, mut l: Vec<Duration>) {
+    if l.is_empty() {
+        println!("{what}: no samples");
+        return;
+    }
+    l.sort();
+    println!(
+        "{what}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        percentile(&l, 0.50).as_secs_f64() * 1e3,
+        percentile(&l, 0.90).as_secs_f64() * 1e3,
+        percentile(&l, 0.99).as_secs_f64() * 1e3,
+        l.last().unwrap().as_secs_f64() * 1e3,
+        l.len()
+    );
+}
+
+/// Wall-clock time from `ack` to `start`; zero when the clocks put the
+/// start first (the database's clock and this one are the same machine's
+/// in the README's runs).
+fn gap(ack: SystemTime, start: SystemTime) -> Duration {
+    start.duration_since(ack).unwrap_or_default()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(addr) = args.first().filter(|a| !a.starts_with("--")).cloned() else {
+    let Some(addrs) = args.first().filter(|a| !a.starts_with("--")).cloned() else {
         eprintln!(
-            "usage: webhook_load HOST:PORT [--requests N] [--concurrency N] [--repo owner/repo]"
+            "usage: webhook_load HOST:PORT[,HOST:PORT...] [--requests N] [--concurrency N] [--repo owner/repo] [--distinct-commits] [--start-of N]"
         );
         std::process::exit(2);
     };
+    let addrs: Arc<Vec<String>> = Arc::new(addrs.split(',').map(str::to_string).collect());
     let requests: usize = arg(&args, "--requests", "500").parse().expect("--requests");
     let concurrency: usize = arg(&args, "--concurrency", "50")
         .parse()
         .expect("--concurrency");
+    let start_of: usize = arg(&args, "--start-of", "0").parse().expect("--start-of");
     let repo = arg(&args, "--repo", "acme/shop");
     let secret = std::env::var("DOCKLESS_WEBHOOK_SECRET").expect("set DOCKLESS_WEBHOOK_SECRET");
 
     let mut payload: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
     payload["repository"]["full_name"] = repo.into();
-    let body = Arc::new(serde_json::to_vec(&payload).unwrap());
-    let sig = Arc::new(dockless::serve::webhook::sign(secret.as_bytes(), &body));
-    let run = std::process::id();
+    let sender = Arc::new(Sender {
+        secret: secret.into_bytes(),
+        payload,
+        distinct_commits: args.iter().any(|a| a == "--distinct-commits"),
+        run: std::process::id(),
+    });
 
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
+    let acked = Arc::new(Mutex::new(Vec::new()));
     let codes = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (next, latencies, codes) = (next.clone(), latencies.clone(), codes.clone());
-            let (addr, body, sig) = (addr.clone(), body.clone(), sig.clone());
+            let (next, latencies, codes, acked) = (
+                next.clone(),
+                latencies.clone(),
+                codes.clone(),
+                acked.clone(),
+            );
+            let (addrs, sender) = (addrs.clone(), sender.clone());
             std::thread::spawn(move || loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= requests {
                     break;
                 }
+                let addr = &addrs[n % addrs.len()];
                 let t = Instant::now();
-                let code = send(&addr, &body, &sig, &format!("load-{run}-{n}")).unwrap_or(0);
+                let (code, id) = sender.send(addr, n).unwrap_or((0, None));
                 latencies.lock().unwrap().push(t.elapsed());
                 *codes.lock().unwrap().entry(code).or_default() += 1;
+                if let Some(id) = id {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((addr.clone(), id, SystemTime::now()));
+                }
             })
         })
         .collect();
@@ -94,19 +188,43 @@ fn main() {
         t.join().unwrap();
     }
     let wall = started.elapsed();
-    let mut l = latencies.lock().unwrap().clone();
-    l.sort();
     println!(
-        "{requests} deliveries, concurrency {concurrency}, {:.2}s ({:.0} req/s)",
+        "{requests} deliveries to {} replica(s), concurrency {concurrency}, {:.2}s ({:.0} req/s)",
+        addrs.len(),
         wall.as_secs_f64(),
         requests as f64 / wall.as_secs_f64()
     );
     println!("status codes: {:?}", codes.lock().unwrap());
-    println!(
-        "ack latency: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&l, 0.50).as_secs_f64() * 1e3,
-        percentile(&l, 0.90).as_secs_f64() * 1e3,
-        percentile(&l, 0.99).as_secs_f64() * 1e3,
-        l.last().unwrap().as_secs_f64() * 1e3
-    );
+    report("ack latency", latencies.lock().unwrap().clone());
+
+    if sender.distinct_commits {
+        // How long the burst's builds queued: ack → start, as the workers drain it.
+        let waits = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(addr, id, ack)| {
+                started_at(addr, *id, Duration::from_secs(600)).map(|s| gap(*ack, s))
+            })
+            .collect();
+        report("burst ack -> build start (queueing)", waits);
+    }
+    if start_of > 0 {
+        let mut waits = Vec::new();
+        for k in 0..start_of {
+            let n = requests + k;
+            let addr = &addrs[n % addrs.len()];
+            if let Ok((202, Some(id))) = sender.send(addr, n) {
+                let ack = SystemTime::now();
+                // Read from another replica when there is one.
+                let reader = &addrs[(n + 1) % addrs.len()];
+                if let Some(s) = started_at(reader, id, Duration::from_secs(60)) {
+                    waits.push(gap(ack, s));
+                }
+            }
+            // Let the build fail and its worker go idle again.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        report("idle ack -> build start (wake-up)", waits);
+    }
 }

@@ -23,7 +23,7 @@
 mod regsupport;
 mod serve_support;
 
-use dockless::serve::jobs::JobStore;
+use dockless::serve::jobs::SqliteStore;
 use regsupport::{Registry, RegistryCfg};
 use serde_json::Value;
 use serve_support::*;
@@ -102,12 +102,12 @@ fn log_count(log: &str, message: &str, id: i64) -> usize {
 }
 
 fn integrity_ok(state: &Path) {
-    let store = JobStore::open(&state.join("jobs.sqlite")).unwrap();
+    let store = SqliteStore::open(&state.join("jobs.sqlite")).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
 fn running_in_store(state: &Path) -> usize {
-    let store = JobStore::open(&state.join("jobs.sqlite")).unwrap();
+    let store = SqliteStore::open(&state.join("jobs.sqlite")).unwrap();
     store.stats().unwrap().running as usize
 }
 

@@ -7,7 +7,7 @@
 mod regsupport;
 mod serve_support;
 
-use dockless::serve::jobs::{JobStore, Status};
+use dockless::serve::jobs::{SqliteStore, Status};
 use regsupport::{Registry, RegistryCfg};
 use serve_support::*;
 use std::time::Duration;
@@ -49,7 +49,7 @@ fn kill_9_mid_build_then_restart_completes_exactly_once() {
     });
     srv.kill9();
     {
-        let store = JobStore::open(&srv.state.join("jobs.sqlite")).unwrap();
+        let store = SqliteStore::open(&srv.state.join("jobs.sqlite")).unwrap();
         let job = store.get(id).unwrap().unwrap();
         assert_eq!(
             job.status,
@@ -115,7 +115,7 @@ fn sigterm_finishes_running_build_and_keeps_the_queue() {
     // No new connections after the stop.
     assert!(std::net::TcpStream::connect(&srv.addr).is_err());
     {
-        let store = JobStore::open(&srv.state.join("jobs.sqlite")).unwrap();
+        let store = SqliteStore::open(&srv.state.join("jobs.sqlite")).unwrap();
         let a = store.get(first).unwrap().unwrap();
         let b = store.get(second).unwrap().unwrap();
         assert_eq!(

@@ -15,9 +15,18 @@ pub(super) struct App {
     pub(super) secret: Secret,
     /// From `sign_key_file`: signs what the service pushes.
     pub(super) sign_key: Option<crate::attest::sign::Signer256>,
-    pub(super) job_store: JobStore,
-    /// Rung when a build is queued.
-    pub(super) build_queued: tokio::sync::Notify,
+    pub(super) job_store: Box<dyn JobStore>,
+    /// This replica's name (see `Config::replica`).
+    pub(super) replica: String,
+    /// How long idle workers wait before looking for expired leases
+    /// when no wake-up came.
+    pub(super) idle_poll: Duration,
+    /// Builds this replica lost to another after its lease expired, and
+    /// builds it took over from another.
+    pub(super) leases_lost: AtomicU64,
+    pub(super) leases_taken_over: AtomicU64,
+    /// Rung when a build is queued (here, or by another replica).
+    pub(super) build_queued: Arc<tokio::sync::Notify>,
     /// Set on SIGTERM: workers take no new builds.
     pub(super) stopping: AtomicBool,
     pub(super) commit_statuses: Option<StatusClient>,

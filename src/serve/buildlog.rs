@@ -53,7 +53,7 @@ pub(super) fn follow(
                 return None;
             }
             // Finished before this look: one more read takes the last lines.
-            f.done = f.app.stopping.load(Ordering::SeqCst) || finished(&f.app, f.id);
+            f.done = f.app.stopping.load(Ordering::SeqCst) || finished(&f.app, f.id).await;
             if !f.done {
                 tokio::time::sleep(FOLLOW_INTERVAL).await;
             }
@@ -61,8 +61,8 @@ pub(super) fn follow(
     })
 }
 
-fn finished(app: &App, id: i64) -> bool {
-    let job = tokio::task::block_in_place(|| app.job_store.get(id));
+async fn finished(app: &App, id: i64) -> bool {
+    let job = app.job_store.get(id).await;
     !matches!(job, Ok(Some(j)) if matches!(j.status, Status::Queued | Status::Running))
 }
 

@@ -26,6 +26,14 @@ fn default_branch() -> String {
 fn default_builds() -> usize {
     2
 }
+fn default_lease_secs() -> u64 {
+    DEFAULT_LEASE_SECS
+}
+
+/// How long a claimed build's lease lasts without renewal.
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// The environment variable that overrides `database_url`.
+pub const DATABASE_URL_VAR: &str = "DOCKLESS_DATABASE_URL";
 
 /// The TOML config, exactly the keys of the contract (unknown keys are errors).
 #[derive(Clone, Deserialize)]
@@ -51,6 +59,18 @@ pub struct Config {
     /// The most one `ADD <url>` of a repository's Dockerfile may download,
     /// e.g. "256M" (default 1G).
     pub add_url_max_size: Option<String>,
+    /// `postgres://user@host/db`: the queue in PostgreSQL, shared by
+    /// replicas (`DOCKLESS_DATABASE_URL` overrides it); without it, SQLite
+    /// under `state_dir`.
+    pub database_url: Option<String>,
+    /// A CA certificate (PEM) to trust for TLS to the database, beside the system's.
+    pub database_ca_cert: Option<PathBuf>,
+    /// Seconds a claimed build's lease lasts; renewed every third of it.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// This replica's name in /metrics, logs and `lease_owner` (default:
+    /// the host name and the listen port).
+    pub replica_name: Option<String>,
     /// Signs every pushed image and its attestations (cosign's formats); an
     /// encrypted cosign key takes its password from `COSIGN_PASSWORD`.
     pub sign_key_file: Option<PathBuf>,
@@ -92,6 +112,11 @@ impl std::fmt::Debug for Config {
                 &self.github_token.as_ref().map(|_| "<redacted>"),
             )
             .field("repos", &self.repos)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("lease_secs", &self.lease_secs)
             .field("run_timeout", &self.run_timeout)
             .finish_non_exhaustive()
     }
@@ -121,6 +146,25 @@ impl Config {
         }
         if let Some(p) = cfg.webhook_secret_file.as_mut() {
             fix(p);
+        }
+        if let Some(p) = cfg.database_ca_cert.as_mut() {
+            fix(p);
+        }
+        if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+            cfg.database_url = Some(url).filter(|u| !u.is_empty());
+        }
+        if let Some(url) = &cfg.database_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return Err(err(format!(
+                    "database_url (or {DATABASE_URL_VAR}) must start with postgres:// or postgresql://"
+                )));
+            }
+        }
+        if cfg.lease_secs < 3 {
+            return Err(err(format!(
+                "lease_secs = {} is too short: at least 3 (renewed every third of it)",
+                cfg.lease_secs
+            )));
         }
         if let Some(p) = cfg.sign_key_file.as_mut() {
             fix(p);
@@ -185,6 +229,23 @@ impl Config {
             return Err(ServeError::NoSecret);
         }
         Ok(Secret(value.into_bytes()))
+    }
+
+    /// How long a claim holds without renewal.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs)
+    }
+
+    /// This replica's name: `replica_name`, else HOST:PORT of `listen`.
+    pub fn replica(&self) -> String {
+        if let Some(name) = self.replica_name.as_ref().filter(|n| !n.is_empty()) {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let port = self.listen.rsplit(':').next().unwrap_or_default();
+        format!("{host}:{port}")
     }
 
     pub fn repo(&self, full_name: &str) -> Option<&RepoConfig> {
@@ -300,5 +361,46 @@ full_name = "owner/other"
             e.contains("secrets: --secret \"src=f\": needs id=ID"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn database_url_and_leases() {
+        let d = tempfile::tempdir().unwrap();
+        let base = "listen = \"127.0.0.1:8088\"\nregistry = \"r\"\nstate_dir = \"s\"\n";
+        // DOCKLESS_DATABASE_URL, when the environment sets it, wins over the file.
+        let from_env = std::env::var_os(DATABASE_URL_VAR).is_some();
+        let cfg = Config::load(&write(d.path(), base)).unwrap();
+        assert_eq!(cfg.lease_secs, 30);
+        if !from_env {
+            assert!(cfg.database_url.is_none());
+        }
+        let pg = format!(
+            "{base}database_url = \"postgres://dockless:pw@db/ci\"\nlease_secs = 5\nreplica_name = \"east-1\"\ndatabase_ca_cert = \"ca.pem\"\n"
+        );
+        let cfg = Config::load(&write(d.path(), &pg)).unwrap();
+        assert_eq!(
+            (cfg.lease(), cfg.replica().as_str()),
+            (std::time::Duration::from_secs(5), "east-1")
+        );
+        assert_eq!(cfg.database_ca_cert, Some(d.path().join("ca.pem")));
+        assert!(
+            !format!("{cfg:?}").contains("pw@"),
+            "the password stays out of logs"
+        );
+        if !from_env {
+            let mysql = format!("{base}database_url = \"mysql://db/ci\"\n");
+            let e = Config::load(&write(d.path(), &mysql))
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("database_url") && e.contains("postgres://"),
+                "{e}"
+            );
+        }
+        let short = format!("{base}lease_secs = 1\n");
+        let e = Config::load(&write(d.path(), &short))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("lease_secs"), "{e}");
     }
 }

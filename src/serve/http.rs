@@ -6,7 +6,7 @@ use super::app::{App, RESPONSE_CODES};
 use super::jobs::{Job, NewJob};
 use super::webhook::{self, Event, SignatureCheck};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
+type HttpResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
-fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
-    Full::new(bytes.into()).boxed()
+fn full(bytes: impl Into<Bytes>) -> UnsyncBoxBody<Bytes, Infallible> {
+    Full::new(bytes.into()).boxed_unsync()
 }
 
 fn json_response(code: StatusCode, v: serde_json::Value) -> HttpResponse {
@@ -111,12 +111,14 @@ pub async fn handle_request(
         (&Method::POST, "/hooks/github") => webhook_delivery(app.clone(), &conn, req).await,
         (_, "/hooks/github") => error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
-        (&Method::GET, "/metrics") => metrics(&app),
-        (&Method::GET, "/builds") | (&Method::GET, "/builds/") => list_builds(&app),
+        (&Method::GET, "/metrics") => metrics(&app).await,
+        (&Method::GET, "/builds") | (&Method::GET, "/builds/") => list_builds(&app).await,
         (&Method::GET, p) if p.starts_with("/builds/") && p.ends_with("/log") => {
-            build_log(&app, &p["/builds/".len()..p.len() - "/log".len()])
+            build_log(&app, &p["/builds/".len()..p.len() - "/log".len()]).await
         }
-        (&Method::GET, p) if p.starts_with("/builds/") => get_build(&app, &p["/builds/".len()..]),
+        (&Method::GET, p) if p.starts_with("/builds/") => {
+            get_build(&app, &p["/builds/".len()..]).await
+        }
         _ => error_response(StatusCode::NOT_FOUND, "not found"),
     };
     app.count_response(resp.status());
@@ -206,22 +208,18 @@ async fn webhook_delivery(
                 return error_response(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
             }
             let url = repo.url();
-            let repository = repo.full_name.clone();
-            let (store_app, delivery_id) = (app.clone(), delivery.clone());
             let commit = pr.merge_commit_sha.clone();
-            // SQLite commits wait for the disk: keep them off the async threads.
-            let queued = tokio::task::spawn_blocking(move || {
-                store_app.job_store.enqueue(&NewJob {
-                    delivery: &delivery_id,
-                    repository: &repository,
+            let queued = app
+                .job_store
+                .enqueue(&NewJob {
+                    delivery: &delivery,
+                    repository: &repo.full_name,
                     clone_url: &url,
                     pr_number: pr.number,
                     commit: &pr.merge_commit_sha,
                     head_sha: &pr.head_sha,
                 })
-            })
-            .await
-            .unwrap_or_else(|e| Err(super::jobs::JobError::Corrupt(e.to_string())));
+                .await;
             match queued {
                 Ok((id, created)) => {
                     if created {
@@ -248,9 +246,13 @@ async fn webhook_delivery(
                 }
                 Err(e) => {
                     tracing::error!(%delivery, "cannot queue the build: {e}");
-                    error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot queue the build: the job store failed; nothing was accepted, deliver again later",
+                    with_header(
+                        error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot queue the build: the job store failed; nothing was accepted, deliver again later",
+                        ),
+                        hyper::header::RETRY_AFTER,
+                        "30",
                     )
                 }
             }
@@ -266,6 +268,15 @@ fn rfc3339(ms: Option<i64>) -> serde_json::Value {
         }
         _ => serde_json::Value::Null,
     }
+}
+
+/// The store could not answer (PostgreSQL away, say): worth asking again.
+fn job_store_error() -> HttpResponse {
+    with_header(
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "job store error"),
+        hyper::header::RETRY_AFTER,
+        "5",
+    )
 }
 
 /// A build as the API shows it.
@@ -284,37 +295,38 @@ pub fn job_json(job: &Job) -> serde_json::Value {
         "finished_at": rfc3339(job.finished_ms),
         "error": job.error,
         "images": job.images,
+        "replica": job.lease_owner,
     })
 }
 
-fn get_build(app: &App, id: &str) -> HttpResponse {
+async fn get_build(app: &App, id: &str) -> HttpResponse {
     let Ok(id) = id.parse::<i64>() else {
         return error_response(StatusCode::NOT_FOUND, "no such build");
     };
-    match app.job_store.get(id) {
+    match app.job_store.get(id).await {
         Ok(Some(job)) => json_response(StatusCode::OK, job_json(&job)),
         Ok(None) => error_response(StatusCode::NOT_FOUND, "no such build"),
         Err(e) => {
             tracing::error!("reading build {id}: {e}");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+            job_store_error()
         }
     }
 }
 
 /// The build's log as plain text, followed while the build runs.
-fn build_log(app: &Arc<App>, id: &str) -> HttpResponse {
+async fn build_log(app: &Arc<App>, id: &str) -> HttpResponse {
     let Ok(id) = id.parse::<i64>() else {
         return error_response(StatusCode::NOT_FOUND, "no such build");
     };
-    match app.job_store.get(id) {
+    match app.job_store.get(id).await {
         Ok(Some(_)) => {}
         Ok(None) => return error_response(StatusCode::NOT_FOUND, "no such build"),
         Err(e) => {
             tracing::error!("reading build {id}: {e}");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error");
+            return job_store_error();
         }
     }
-    let body = StreamBody::new(super::buildlog::follow(app.clone(), id)).boxed();
+    let body = StreamBody::new(super::buildlog::follow(app.clone(), id)).boxed_unsync();
     let mut r = Response::new(body);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -323,15 +335,15 @@ fn build_log(app: &Arc<App>, id: &str) -> HttpResponse {
     r
 }
 
-fn list_builds(app: &App) -> HttpResponse {
-    match app.job_store.recent(100) {
+async fn list_builds(app: &App) -> HttpResponse {
+    match app.job_store.recent(100).await {
         Ok(jobs) => json_response(
             StatusCode::OK,
             json!({ "builds": jobs.iter().map(job_json).collect::<Vec<_>>() }),
         ),
         Err(e) => {
             tracing::error!("listing builds: {e}");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error")
+            job_store_error()
         }
     }
 }
@@ -340,13 +352,13 @@ const DURATION_BUCKETS: [f64; 10] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
-fn metrics(app: &App) -> HttpResponse {
+async fn metrics(app: &App) -> HttpResponse {
     use std::fmt::Write as _;
-    let stats = match app.job_store.stats() {
+    let stats = match app.job_store.stats().await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("metrics: {e}");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "job store error");
+            return job_store_error();
         }
     };
     let mut out = String::new();
@@ -418,12 +430,43 @@ fn metrics(app: &App) -> HttpResponse {
             "dockless_http_connections_cut_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    replica_metrics(app, &mut out);
     let mut r = Response::new(full(out));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+/// What this replica alone knows: its name, and the leases it lost to or
+/// took over from other replicas. (The build counts above are the shared
+/// queue's, the same on every replica.)
+fn replica_metrics(app: &App, out: &mut String) {
+    use std::fmt::Write as _;
+    let replica = app.replica.replace(['\\', '"', '\n'], "_");
+    let _ = writeln!(
+        out,
+        "# HELP dockless_replica_info This replica's name (replica_name).\n# TYPE dockless_replica_info gauge\ndockless_replica_info{{replica=\"{replica}\"}} 1"
+    );
+    for (name, help, n) in [
+        (
+            "dockless_leases_lost_total",
+            "Builds this replica stopped because another took them over after its lease expired.",
+            &app.leases_lost,
+        ),
+        (
+            "dockless_leases_taken_over_total",
+            "Builds this replica claimed after another replica's lease on them expired.",
+            &app.leases_taken_over,
+        ),
+    ] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{replica=\"{replica}\"}} {n}"
+        );
+    }
 }
 
 #[cfg(test)]

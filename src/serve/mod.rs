@@ -28,7 +28,7 @@ pub use error::ServeError;
 use admission::{BodyBudget, Slots};
 use app::App;
 use http::handle_request;
-use jobs::JobStore;
+use jobs::{JobStore, PgStore, SqliteStore};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -78,7 +78,8 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         move |source| ServeError::Io { path, source }
     };
     std::fs::create_dir_all(&cfg.state_dir).map_err(io(&cfg.state_dir))?;
-    // One server per state_dir: two would each run the same queued builds.
+    // One server per state_dir: its caches and work folders are its own
+    // (and with SQLite, two would each run the same queued builds).
     let lock_path = cfg.state_dir.join("lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -90,11 +91,11 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         return Err(ServeError::Locked(cfg.state_dir.clone()));
     }
     gitfetch::clear_stale_locks(&cfg.state_dir.join("git"));
-    let store = JobStore::open(&cfg.state_dir.join("jobs.sqlite"))?;
-    let requeued = store.requeue_interrupted()?;
-    if requeued > 0 {
-        tracing::warn!("{requeued} interrupted build(s) queued again");
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io(Path::new("tokio runtime")))?;
+    let (job_store, idle_poll) = runtime.block_on(open_job_store(&cfg))?;
     let statuses = match &cfg.github_token {
         Some(token) if !token.is_empty() => Some(ghstatus::StatusClient::new(
             cfg.github_api_url
@@ -111,11 +112,15 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     };
     let workers = cfg.max_concurrent_builds;
     let app = Arc::new(App {
+        replica: cfg.replica(),
         cfg,
         secret,
         sign_key,
-        job_store: store,
-        build_queued: tokio::sync::Notify::new(),
+        job_store,
+        idle_poll,
+        leases_lost: Default::default(),
+        leases_taken_over: Default::default(),
+        build_queued: Default::default(),
         stopping: AtomicBool::new(false),
         commit_statuses: statuses,
         fetch_locks: Default::default(),
@@ -130,16 +135,32 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         test_build_delay: worker::test_build_delay_from_env(),
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(io(Path::new("tokio runtime")))?;
     let result = runtime.block_on(accept_until_stopped(app, workers));
     // Builds still running after the grace period are abandoned here; they
-    // are `running` in the store and go back to the queue at the next start.
+    // are `running` in the store and go back to the queue at the next start
+    // (SQLite) or once their lease expires (PostgreSQL).
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     result
+}
+
+/// The job store the config names, and how often idle workers look for
+/// expired leases. SQLite: this process owns it, so builds left `running`
+/// go back to the queue now. PostgreSQL: other replicas may be running
+/// them; an expired lease is found by polling (NOTIFY wakes for the rest).
+async fn open_job_store(cfg: &Config) -> Result<(Box<dyn JobStore>, Duration), ServeError> {
+    if let Some(url) = &cfg.database_url {
+        let store = PgStore::connect(url, cfg.database_ca_cert.clone()).await?;
+        tracing::info!("job store: PostgreSQL");
+        let poll = (cfg.lease() / 2).max(Duration::from_secs(1));
+        return Ok((Box::new(store), poll));
+    }
+    let store = SqliteStore::open(&cfg.state_dir.join("jobs.sqlite"))?;
+    let requeued = store.requeue_interrupted()?;
+    if requeued > 0 {
+        tracing::warn!("{requeued} interrupted build(s) queued again");
+    }
+    Ok((Box::new(store), Duration::from_secs(2)))
 }
 
 /// Serves one connection until it closes, or until `admission` cuts it.
@@ -208,6 +229,7 @@ async fn accept_until_stopped(app: Arc<App>, workers: usize) -> Result<(), Serve
     tracing::info!("dockless serve listening on http://{local}");
     eprintln!("dockless serve: listening on http://{local}");
 
+    app.job_store.watch_queue(app.build_queued.clone());
     let mut pool = tokio::task::JoinSet::new();
     for n in 0..workers {
         pool.spawn(worker::run_worker(app.clone(), n));

@@ -2,7 +2,9 @@
 //! from the job store, fetches the merge commit, reads `image.json`, builds
 //! every image with the library and pushes it, and records the outcome.
 //!
-//! Store calls wait for the disk, so they run under `block_in_place`.
+//! A claimed build is held under a lease that the worker renews while it
+//! runs; when another replica has taken the build over (this one paused or
+//! cut off past the lease), the build stops here and its writes are fenced.
 //!
 //! A build that fails because the disk under `state_dir` is full is not
 //! failed: it goes back to the queue with the reason in its `error`, and the
@@ -16,7 +18,7 @@ mod failure;
 use super::app::App;
 use super::ghstatus::CommitState;
 use super::imagespec;
-use super::jobs::{Claim, ImageResult, Job, Status};
+use super::jobs::{Claim, ImageResult, Job, Lease, Status};
 use crate::attest::attach::Attached;
 use crate::attest::provenance::Source;
 use crate::attest::supply::SupplyOptions;
@@ -152,16 +154,23 @@ pub async fn run_worker(app: Arc<App>, worker: usize) {
         }
         // Register for a wake-up before looking, so a build queued in between is not missed.
         let woken = app.build_queued.notified();
-        match tokio::task::block_in_place(|| app.job_store.claim()) {
+        match app.job_store.claim(&app.replica, app.cfg.lease()).await {
             Ok(Some(Claim::GaveUp(job))) => report_given_up(&app, &job).await,
-            Ok(Some(Claim::Run(job))) => {
+            Ok(Some(Claim::Run { job, took_over })) => {
+                if took_over {
+                    app.leases_taken_over.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        build_id = job.id,
+                        "took over the build: its earlier claimant's lease expired"
+                    );
+                }
                 tracing::info!(
                     worker,
                     build_id = job.id,
                     attempt = job.attempts,
                     "build started"
                 );
-                if let Some(pause) = run_build(&app, job).await {
+                if let Some(pause) = run_build_under_lease(&app, job).await {
                     // A full disk or a registry away: give it time.
                     tokio::time::sleep(pause).await;
                 }
@@ -169,12 +178,54 @@ pub async fn run_worker(app: Arc<App>, worker: usize) {
             Ok(None) => {
                 tokio::select! {
                     _ = woken => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = tokio::time::sleep(app.idle_poll) => {}
                 }
             }
             Err(e) => {
                 tracing::error!("job store: {e}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Runs a build while renewing its lease every third of `lease_secs`; a
+/// build whose lease another claim took is stopped, its result unrecorded.
+async fn run_build_under_lease(app: &App, job: Job) -> Option<Duration> {
+    let lease = job.lease();
+    let (id, work) = (job.id, work_dir(app, &job));
+    tokio::select! {
+        pause = run_build(app, job) => pause,
+        () = keep_lease(app, lease) => {
+            let _ = std::fs::remove_dir_all(&work);
+            app.leases_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                build_id = id,
+                "lease lost: another replica took the build over; stopped it here"
+            );
+            None
+        }
+    }
+}
+
+/// Renews the lease until it is lost (returns then): found taken by
+/// another claim, or not renewed for a whole lease (the store away), after
+/// which another replica may hold it. The lease is counted from before each
+/// renewal was sent, so this side gives up no later than the store does.
+async fn keep_lease(app: &App, lease: Lease) {
+    let duration = app.cfg.lease();
+    let mut held_until = tokio::time::Instant::now() + duration;
+    loop {
+        tokio::time::sleep(duration / 3).await;
+        let sent = tokio::time::Instant::now();
+        match app.job_store.renew(lease, duration).await {
+            Ok(true) => held_until = sent + duration,
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(build_id = lease.build_id, "lease not renewed: {e}");
+                if tokio::time::Instant::now() >= held_until {
+                    return;
+                }
             }
         }
     }
@@ -218,22 +269,34 @@ async fn post_commit_status(app: &App, job: &Job, state: CommitState, descriptio
 }
 
 /// Writes an outcome, trying again while the store cannot write (a full
-/// disk): a build must not stay `running` while nothing runs it. Gives up
-/// only when the server stops; the build is then `running` in the store and
-/// goes back to the queue at the next start.
-async fn record_outcome(app: &App, id: i64, outcome: &Outcome) {
+/// disk, the database away): a build must not stay `running` while nothing
+/// runs it. Gives up only when the server stops; the build is then
+/// `running` in the store and goes back to the queue at the next start or
+/// when its lease expires. The images' final state goes with the outcome.
+/// False when the lease was lost: the outcome belongs to whoever took the
+/// build over.
+async fn record_outcome(
+    app: &App,
+    lease: Lease,
+    outcome: &Outcome,
+    images: Option<&[ImageResult]>,
+) -> bool {
     let mut pause = Duration::from_millis(200);
     loop {
-        let res = tokio::task::block_in_place(|| match outcome {
-            Outcome::Done(status, error) => app.job_store.finish(id, *status, error.as_deref()),
-            Outcome::Requeue { reason, .. } => app.job_store.requeue(id, reason),
-        });
+        let res = match outcome {
+            Outcome::Done(status, error) => {
+                let error = error.as_deref();
+                app.job_store.finish(lease, *status, error, images).await
+            }
+            Outcome::Requeue { reason, .. } => app.job_store.requeue(lease, reason).await,
+        };
         match res {
-            Ok(()) => return,
+            Ok(held) => return held,
             Err(e) => {
+                let id = lease.build_id;
                 tracing::error!(build_id = id, "cannot record the outcome: {e}");
                 if app.stopping.load(Ordering::SeqCst) {
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -268,14 +331,14 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
         "dockless is building the images",
     )
     .await;
-    let work = app
-        .cfg
-        .state_dir
-        .join("work")
-        .join(format!("{}-{}", job.id, job.attempts));
-    let outcome = match fetch_and_build_images(app, &job, &work, &mut log).await {
-        Ok(images) => Outcome::of_images(&images, &job),
-        Err(failure) => Outcome::of_failure(&failure, &job),
+    let work = work_dir(app, &job);
+    let (outcome, images) = match fetch_and_build_images(app, &job, &work, &mut log).await {
+        Ok(images) => {
+            let outcome = Outcome::of_images(&images, &job);
+            let results: Vec<ImageResult> = images.into_iter().map(|i| i.result).collect();
+            (outcome, Some(results))
+        }
+        Err(failure) => (Outcome::of_failure(&failure, &job), None),
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
@@ -289,7 +352,17 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
             error.as_deref().unwrap_or("every image pushed")
         )),
     }
-    record_outcome(app, job.id, &outcome).await;
+    if !record_outcome(app, job.lease(), &outcome, images.as_deref()).await {
+        app.leases_lost.fetch_add(1, Ordering::Relaxed);
+        log.line(
+            "lease lost: another replica took the build over; this attempt's result is dropped",
+        );
+        tracing::warn!(
+            build_id = job.id,
+            "lease lost: another replica took the build over; result not recorded"
+        );
+        return None;
+    }
     let (status, error) = match outcome {
         Outcome::Requeue { reason, pause } => {
             tracing::warn!(build_id = job.id, ?pause, "build queued again: {reason}");
@@ -312,6 +385,12 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
     };
     post_commit_status(app, &job, state, &text).await;
     None
+}
+
+/// Where an attempt of a build checks out and builds.
+fn work_dir(app: &App, job: &Job) -> std::path::PathBuf {
+    let name = format!("{}-{}", job.id, job.attempts);
+    app.cfg.state_dir.join("work").join(name)
 }
 
 /// One fetch at a time into a repository's git cache.
@@ -373,15 +452,16 @@ async fn fetch_and_build_images(
         })
         .collect();
     let results: Vec<ImageResult> = images.iter().map(|i| i.result.clone()).collect();
-    let _ = tokio::task::block_in_place(|| app.job_store.set_images(job.id, &results));
+    let lease = job.lease();
+    let _ = app.job_store.set_images(lease, &results).await;
     // One image per write: the list is written once, not once per image.
-    let record_image = |i: usize, image: &ImageResult| {
-        let _ = tokio::task::block_in_place(|| app.job_store.set_image(job.id, i, image));
+    let record_image = |i: usize, image: ImageResult| async move {
+        let _ = app.job_store.set_image(lease, i, &image).await;
     };
     for (i, entry) in entries.iter().enumerate() {
         let image = &mut images[i];
         image.result.status = Status::Running;
-        record_image(i, &image.result);
+        record_image(i, image.result.clone()).await;
         let step_log = BuildLog::path(&app.cfg.state_dir, job.id);
         match build_and_push_image(app, job, entry, &checkout, &step_log).await {
             Ok((reference, attachments)) => {
@@ -406,7 +486,7 @@ async fn fetch_and_build_images(
                 image.hindrance = failure.hindrance();
             }
         }
-        record_image(i, &image.result);
+        record_image(i, image.result.clone()).await;
     }
     Ok(images)
 }

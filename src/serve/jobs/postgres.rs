@@ -1,0 +1,398 @@
+//! The job store on PostgreSQL, shared by any number of replicas.
+//!
+//! Idempotency across replicas rests on unique constraints (a delivery is
+//! one row of `jobs` or `aliases`; a commit has one live build), never on
+//! in-process locks: an insert that loses a race inserts nothing, and the
+//! look-up runs again and finds the winner. Workers claim with
+//! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`).
+//! Lease times are the database's clock, so replicas' clocks need not agree.
+
+use super::{
+    duration_ms, gave_up_error, images_json, parse_images, pg_schema, Claim, ImageResult, Job,
+    JobError, JobStore, Lease, NewJob, Result, Stats, Status, MAX_UNFINISHED,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The channel `enqueue` notifies and `watch_queue` listens on.
+const CHANNEL: &str = "dockless_jobs";
+/// The database's clock in milliseconds since the epoch.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+/// How long a request waits for a connection (or to make one) before the
+/// delivery gets 503: well inside GitHub's 10 s.
+const CONNECT_WAIT: Duration = Duration::from_secs(4);
+const POOL_SIZE: usize = 16;
+
+const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images::text, lease_token, lease_owner";
+
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+impl PgStore {
+    /// Connects to `url` (TLS as its `sslmode` says, trusting the system's
+    /// roots and `ca_cert`) and applies the migrations.
+    pub async fn connect(url: &str, ca_cert: Option<PathBuf>) -> Result<PgStore> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| JobError::Config(format!("not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dockless serve");
+        }
+        let mut tls = crate::remote::tls::client_config(&Vec::from_iter(ca_cert))
+            .map_err(|e| JobError::Config(e.to_string()))?;
+        // The registry's ALPN (http/1.1) would make PostgreSQL 17 refuse the handshake.
+        tls.alpn_protocols.clear();
+        let tls = MakeRustlsConnect::new(tls);
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_WAIT))
+            .create_timeout(Some(CONNECT_WAIT))
+            .recycle_timeout(Some(CONNECT_WAIT))
+            .build()
+            .map_err(|e| JobError::Config(e.to_string()))?;
+        let mut client = pool.get().await?;
+        let applied = pg_schema::migrate(&mut client).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "job store: PostgreSQL schema migrated");
+        }
+        Ok(PgStore { pool, config, tls })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// One write guarded by the claimant's lease: true when it held.
+    async fn fenced(
+        &self,
+        lease: Lease,
+        set: &str,
+        rest: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE jobs SET {set} WHERE id = $1 AND lease_token = $2 AND status = 'running'"
+        );
+        let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&lease.build_id, &lease.token];
+        args.extend_from_slice(rest);
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        Ok(client.execute(&stmt, &args).await? == 1)
+    }
+
+    /// The build a delivery already has, as itself or as an alias.
+    async fn known(client: &deadpool_postgres::Object, delivery: &str) -> Result<Option<i64>> {
+        let row = client
+            .query_opt(
+                "SELECT id FROM jobs WHERE delivery = $1
+                 UNION ALL SELECT job_id FROM aliases WHERE delivery = $1
+                 LIMIT 1",
+                &[&delivery],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// How many times `enqueue` looks again after losing a race; each lost race
+/// means another replica's row is now there to be found.
+const ENQUEUE_TRIES: usize = 5;
+
+#[async_trait::async_trait]
+impl JobStore for PgStore {
+    async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
+        let client = self.client().await?;
+        for _ in 0..ENQUEUE_TRIES {
+            if let Some(id) = Self::known(&client, job.delivery).await? {
+                return Ok((id, false));
+            }
+            let live = client
+                .query_opt(
+                    "SELECT id FROM jobs WHERE repository = $1 AND commit_sha = $2
+                     AND status IN ('queued', 'running', 'succeeded')",
+                    &[&job.repository, &job.commit],
+                )
+                .await?;
+            if let Some(row) = live {
+                let id: i64 = row.get(0);
+                let added = client
+                    .execute(
+                        "INSERT INTO aliases (delivery, job_id) VALUES ($1, $2)
+                         ON CONFLICT DO NOTHING",
+                        &[&job.delivery, &id],
+                    )
+                    .await?;
+                if added == 1 {
+                    return Ok((id, false));
+                }
+                continue;
+            }
+            // Any unique constraint (the delivery, the live commit) that
+            // another replica's insert took first makes this insert nothing.
+            let inserted = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO jobs (delivery, repository, clone_url, pr_number,
+                            commit_sha, head_sha, status, created_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', {NOW_MS})
+                         ON CONFLICT DO NOTHING RETURNING id"
+                    ),
+                    &[
+                        &job.delivery,
+                        &job.repository,
+                        &job.clone_url,
+                        &(job.pr_number as i64),
+                        &job.commit,
+                        &job.head_sha,
+                    ],
+                )
+                .await?;
+            if let Some(row) = inserted {
+                // Wakes the idle workers of every replica.
+                // The build is queued either way: pollers find it.
+                if let Err(e) = client
+                    .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                    .await
+                {
+                    tracing::warn!("job store: NOTIFY: {e}");
+                }
+                return Ok((row.get(0), true));
+            }
+        }
+        Err(JobError::Schema(format!(
+            "delivery {} lost {ENQUEUE_TRIES} races in a row",
+            job.delivery
+        )))
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH pick AS (
+                SELECT id, status AS was FROM jobs
+                WHERE status = 'queued' OR (status = 'running' AND lease_expires_ms < {NOW_MS})
+                ORDER BY id LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET
+                status = CASE WHEN unfinished >= $1 THEN 'failed' ELSE 'running' END,
+                error = CASE WHEN unfinished >= $1 THEN $2 ELSE error END,
+                finished_ms = CASE WHEN unfinished >= $1 THEN {NOW_MS} ELSE finished_ms END,
+                started_ms = CASE WHEN unfinished >= $1 THEN started_ms ELSE {NOW_MS} END,
+                attempts = CASE WHEN unfinished >= $1 THEN attempts ELSE attempts + 1 END,
+                unfinished = CASE WHEN unfinished >= $1 THEN unfinished ELSE unfinished + 1 END,
+                lease_token = lease_token + 1,
+                lease_owner = $3,
+                lease_expires_ms = {NOW_MS} + $4
+             FROM pick WHERE jobs.id = pick.id
+             RETURNING {}, pick.was",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("jobs.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &MAX_UNFINISHED,
+                    &gave_up_error(),
+                    &owner,
+                    &duration_ms(lease),
+                ],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let was: String = row.get(16);
+        let job = row_to_job(&row)?;
+        Ok(Some(match job.status {
+            Status::Failed => Claim::GaveUp(job),
+            _ => Claim::Run {
+                job,
+                took_over: was == "running",
+            },
+        }))
+    }
+
+    async fn renew(&self, lease: Lease, duration: Duration) -> Result<bool> {
+        let set = format!("lease_expires_ms = {NOW_MS} + $3");
+        self.fenced(lease, &set, &[&duration_ms(duration)]).await
+    }
+
+    async fn requeue(&self, lease: Lease, reason: &str) -> Result<bool> {
+        self.fenced(
+            lease,
+            "status = 'queued', started_ms = NULL, error = $3, lease_expires_ms = NULL,
+             unfinished = unfinished - 1",
+            &[&reason],
+        )
+        .await
+    }
+
+    async fn set_images(&self, lease: Lease, images: &[ImageResult]) -> Result<bool> {
+        self.fenced(lease, "images = $3::text::jsonb", &[&images_json(images)?])
+            .await
+    }
+
+    async fn set_image(&self, lease: Lease, index: usize, image: &ImageResult) -> Result<bool> {
+        let path = vec![index.to_string()];
+        self.fenced(
+            lease,
+            "images = jsonb_set(images, $3::text[], $4::text::jsonb, false)",
+            &[&path, &images_json(image)?],
+        )
+        .await
+    }
+
+    async fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        error: Option<&str>,
+        images: Option<&[ImageResult]>,
+    ) -> Result<bool> {
+        let images = images.map(images_json).transpose()?;
+        let set = format!(
+            "status = $3, error = $4, finished_ms = {NOW_MS}, lease_expires_ms = NULL,
+             unfinished = unfinished - 1, images = COALESCE($5::text::jsonb, images)"
+        );
+        self.fenced(lease, &set, &[&status.as_str(), &error, &images])
+            .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Job>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+        let stmt = client.prepare_cached(&sql).await?;
+        client
+            .query_opt(&stmt, &[&id])
+            .await?
+            .map(|r| row_to_job(&r))
+            .transpose()
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<Job>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT $1");
+        let rows = client.query(&sql, &[&(limit as i64)]).await?;
+        rows.iter().map(row_to_job).collect()
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let client = self.client().await?;
+        let mut stats = Stats::default();
+        for row in client
+            .query("SELECT status, COUNT(*) FROM jobs GROUP BY status", &[])
+            .await?
+        {
+            stats.count(row.get(0), row.get(1))?;
+        }
+        let rows = client
+            .query(
+                "SELECT finished_ms - started_ms FROM jobs
+                 WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL
+                 ORDER BY id DESC LIMIT 10000",
+                &[],
+            )
+            .await?;
+        stats.durations = rows
+            .iter()
+            .map(|r| r.get::<_, i64>(0).max(0) as f64 / 1000.0)
+            .collect();
+        Ok(stats)
+    }
+
+    fn watch_queue(&self, queued: Arc<tokio::sync::Notify>) {
+        tokio::spawn(listen_forever(
+            self.config.clone(),
+            self.tls.clone(),
+            queued,
+        ));
+    }
+}
+
+/// Holds a connection that LISTENs on [`CHANNEL`] and rings `queued` on
+/// each notification; reconnects when the database goes away, ringing
+/// once after each reconnection for what it may have missed.
+async fn listen_forever(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    queued: Arc<tokio::sync::Notify>,
+) {
+    use futures_util::StreamExt as _;
+    loop {
+        match config.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let statement = format!("LISTEN {CHANNEL}");
+                let listen = client.batch_execute(&statement);
+                // The connection must be polled for the LISTEN to complete.
+                let listening = async {
+                    tokio::pin!(listen);
+                    loop {
+                        tokio::select! {
+                            r = &mut listen => return r.is_ok(),
+                            m = messages.next() => if !matches!(m, Some(Ok(_))) { return false },
+                        }
+                    }
+                };
+                if listening.await {
+                    tracing::debug!("job store: listening for queued builds");
+                    queued.notify_waiters();
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                            queued.notify_one();
+                        }
+                    }
+                }
+                tracing::warn!("job store: lost the LISTEN connection; reconnecting");
+            }
+            Err(e) => tracing::warn!("job store: LISTEN connection: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn row_to_job(r: &Row) -> Result<Job> {
+    let images: String = r.try_get(13)?;
+    Ok(Job {
+        id: r.try_get(0)?,
+        delivery: r.try_get(1)?,
+        repository: r.try_get(2)?,
+        clone_url: r.try_get(3)?,
+        pr_number: r.try_get::<_, i64>(4)?.max(0) as u64,
+        commit: r.try_get(5)?,
+        head_sha: r.try_get(6)?,
+        status: Status::parse(r.try_get(7)?)?,
+        created_ms: r.try_get(8)?,
+        started_ms: r.try_get(9)?,
+        finished_ms: r.try_get(10)?,
+        attempts: r.try_get(11)?,
+        error: r.try_get(12)?,
+        images: parse_images(&images)?,
+        lease_token: r.try_get(14)?,
+        lease_owner: r.try_get(15)?,
+    })
+}
