@@ -56,7 +56,7 @@ fn main() {
     let built = image.finish(&store).unwrap();
     let layout = work.path().join("layout");
     let artifact = dockless::image::Artifact::Image(Box::new(built.clone()));
-    dockless::layout::write_oci_layout(&layout, &store, &artifact, "bench").unwrap();
+    dockless::layout::write_oci_layout(&layout, &store, &artifact, &["bench".into()]).unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let nowhere = Reference::parse_tag("127.0.0.1:1/unused:v1").unwrap();

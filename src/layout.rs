@@ -59,6 +59,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
     }
 }
 
+/// The archive path that means standard output (`docker-archive:-`).
+pub const STDOUT: &str = "-";
+
 /// Where `build` writes its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -80,6 +83,14 @@ impl std::fmt::Display for Output {
 }
 
 impl Output {
+    /// An archive written to standard output (`oci-archive:-`, `docker-archive:-`).
+    pub fn is_stdout(&self) -> bool {
+        match self {
+            Output::Oci(_) => false,
+            Output::OciArchive(p) | Output::DockerArchive(p) => p == Path::new(STDOUT),
+        }
+    }
+
     /// The embedded default store: `./oci-layout`.
     pub fn default_layout() -> Output {
         Output::Oci(PathBuf::from("oci-layout"))
@@ -100,18 +111,18 @@ impl Output {
         }
     }
 
-    /// Writes the image (or index), named `name` (e.g. `hello:v1`), from the blob store.
+    /// Writes the image (or index), named `names` (e.g. `hello:v1`), from the blob store.
     pub fn write(
         &self,
         store: &BlobStore,
         artifact: &Artifact,
-        name: &str,
+        names: &[String],
     ) -> Result<(), LayoutError> {
         match (self, artifact) {
-            (Output::Oci(dir), _) => write_oci_layout(dir, store, artifact, name),
-            (Output::OciArchive(file), _) => write_oci_archive(file, store, artifact, name),
+            (Output::Oci(dir), _) => write_oci_layout(dir, store, artifact, names),
+            (Output::OciArchive(file), _) => write_oci_archive(file, store, artifact, names),
             (Output::DockerArchive(file), Artifact::Image(image)) => {
-                write_docker_archive(file, store, image, name)
+                write_docker_archive(file, store, image, names)
             }
             (Output::DockerArchive(_), Artifact::Index(_)) => {
                 Err(LayoutError::IndexInDockerArchive)
@@ -120,13 +131,13 @@ impl Output {
     }
 }
 
-/// Adds the image to an OCI layout folder (created if missing), replacing any
-/// earlier image of the same name in index.json.
+/// Adds the image to an OCI layout folder (created if missing) under each
+/// of `names`, replacing any earlier image of those names in index.json.
 pub fn write_oci_layout(
     dir: &Path,
     store: &BlobStore,
     image: &Artifact,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let layout = BlobStore::open(dir)?;
     for digest in image.blob_digests() {
@@ -139,10 +150,12 @@ pub fn write_oci_layout(
     let mut manifests: Vec<_> = index
         .manifests()
         .iter()
-        .filter(|d| ref_name(d).as_deref() != Some(name))
+        .filter(|d| ref_name(d).is_none_or(|n| !names.contains(&n)))
         .cloned()
         .collect();
-    manifests.push(manifest_descriptor(image, name)?);
+    for name in names {
+        manifests.push(manifest_descriptor(image, name)?);
+    }
     index.set_manifests(manifests);
     write_file_atomic(
         &index_path,
@@ -302,15 +315,21 @@ impl ArchiveWriter {
     }
 }
 
-/// Builds an archive in a temporary file beside `dest` and renames it into place.
+/// Builds an archive in a temporary file beside `dest` and renames it into
+/// place; `-` is standard output, written only once the archive is whole.
 fn write_archive(
     dest: &Path,
     fill: impl FnOnce(&mut ArchiveWriter) -> Result<(), LayoutError>,
 ) -> Result<(), LayoutError> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let to_stdout = dest == Path::new(STDOUT);
+    let temp_dir = std::env::temp_dir();
+    let dir = match to_stdout {
+        true => temp_dir.as_path(),
+        false => dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    };
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let temp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     let file = temp.as_file().try_clone().map_err(io_err(dest))?;
@@ -322,6 +341,12 @@ fn write_archive(
     let mut buffered = writer.tar.into_inner().map_err(io_err(dest))?;
     buffered.flush().map_err(io_err(dest))?;
     drop(buffered);
+    if to_stdout {
+        let mut stdout = io::stdout().lock();
+        let mut file = temp.reopen().map_err(io_err(temp.path()))?;
+        io::copy(&mut file, &mut stdout).map_err(io_err(dest))?;
+        return stdout.flush().map_err(io_err(dest));
+    }
     temp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
     Ok(())
 }
@@ -331,10 +356,11 @@ pub fn write_oci_archive(
     dest: &Path,
     store: &BlobStore,
     image: &Artifact,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let mut index = empty_index()?;
-    index.set_manifests(vec![manifest_descriptor(image, name)?]);
+    let descriptors = names.iter().map(|n| manifest_descriptor(image, n));
+    index.set_manifests(descriptors.collect::<Result<_, _>>()?);
     let index = canonical_json(&index).map_err(ImageError::from)?;
     let mut digests = image.blob_digests();
     digests.sort();
@@ -358,7 +384,7 @@ pub fn write_docker_archive(
     dest: &Path,
     store: &BlobStore,
     image: &BuiltImage,
-    name: &str,
+    names: &[String],
 ) -> Result<(), LayoutError> {
     let config_hex = image.config_digest.trim_start_matches("sha256:");
     let config_name = format!("{config_hex}.json");
@@ -369,7 +395,7 @@ pub fn write_docker_archive(
         .collect();
     let manifest = serde_json::json!([{
         "Config": config_name,
-        "RepoTags": [name],
+        "RepoTags": names,
         "Layers": layer_names,
     }]);
     let manifest = canonical_json(&manifest).map_err(ImageError::from)?;

@@ -19,3 +19,4 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod serve;
 pub mod store;
+pub mod suggest;

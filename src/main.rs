@@ -1,19 +1,33 @@
 //! The `dockless` command: a thin shell over the library.
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use dockless::build::BuildOptions;
 use dockless::layout::Output;
 use dockless::name::{self, Reference};
 use dockless::pipeline::{self, Destination, PipelineError, PipelineEvent, PipelineOptions};
 use dockless::platform::Platform;
 use dockless::remote;
+use results::Delivered;
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod envhelp;
+mod inspect;
+mod login_cli;
 mod progress;
+mod results;
 mod supply_cli;
+
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKLESS_COMMIT"),
+    ")"
+);
 
 /// Exit codes scripts can tell apart (clap exits with 2 on a usage error).
 const EXIT_USAGE: u8 = 2;
@@ -25,7 +39,7 @@ const EXIT_VERIFY: u8 = 5;
 #[derive(Parser)]
 #[command(
     name = "dockless",
-    version,
+    version = VERSION,
     about = "Build OCI images from a Dockerfile without a daemon"
 )]
 struct Cli {
@@ -36,18 +50,40 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Build an image into an OCI layout (./oci-layout by default) or an archive.
+    #[command(after_help = envhelp::BUILD_ENV)]
     Build(BuildArgs),
     /// Build an image and push it to a registry; prints REGISTRY/REPO:TAG@DIGEST.
+    #[command(after_help = envhelp::BUILD_ENV)]
     Push(PushArgs),
     /// Check credentials against a registry and store them as `docker login` does.
-    Login(LoginArgs),
+    #[command(after_help = envhelp::CREDENTIALS_ENV)]
+    Login(login_cli::LoginArgs),
+    /// Remove a registry's stored credentials, as `docker logout` does.
+    #[command(after_help = envhelp::CREDENTIALS_ENV)]
+    Logout {
+        /// Registry host[:port].
+        registry: String,
+    },
     /// Run the GitHub webhook build service (see README, "dockless serve").
+    #[command(after_help = envhelp::SERVE_ENV)]
     Serve(ServeArgs),
     /// Check an image's cosign signatures and signed attestations with a public key.
     Verify(supply_cli::VerifyArgs),
     /// Manage the cache folder (blobs, layer and segment records).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Show an image's manifest, config, layers and platforms (a registry
+    /// reference, oci:DIR[:NAME:TAG], oci-archive:FILE or docker-archive:FILE).
+    Inspect(inspect::InspectArgs),
+    /// Print the version and the commit dockless was built from.
+    Version,
+    /// Print a shell completion script: `dockless completions bash > /etc/bash_completion.d/dockless`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `dockless man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -74,9 +110,10 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Args)]
 struct BuildArgs {
-    /// Image name and tag (NAME[:TAG]); defaults to the context folder's name.
+    /// Image name and tag (NAME[:TAG]); repeatable, one line on stdout each;
+    /// defaults to the context folder's name.
     #[arg(short = 't', long = "tag")]
-    tag: Option<String>,
+    tags: Vec<String>,
     /// oci:DIR, oci-archive:FILE.tar or docker-archive:FILE.tar (default oci:./oci-layout).
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
@@ -86,9 +123,11 @@ struct BuildArgs {
 
 #[derive(Args)]
 struct PushArgs {
-    /// TAG, REPO:TAG or REGISTRY/REPO:TAG; the repository defaults to the context folder's name.
+    /// TAG, REPO:TAG or REGISTRY/REPO:TAG; the repository defaults to the
+    /// context folder's name. Repeatable: the manifest is uploaded once and
+    /// each further tag is a manifest PUT; stdout has one line per tag.
     #[arg(short = 't', long = "tag")]
-    tag: Option<String>,
+    tags: Vec<String>,
     /// Registry host[:port] for names without one.
     #[arg(long, env = "DOCKLESS_REGISTRY")]
     registry: Option<String>,
@@ -98,32 +137,8 @@ struct PushArgs {
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
-    /// No progress output.
-    #[arg(long, short = 'q', conflicts_with = "json")]
-    quiet: bool,
-    /// Progress as JSON lines on stderr, for CI.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     flags: BuildFlags,
-}
-
-#[derive(Args)]
-struct LoginArgs {
-    /// Registry host[:port].
-    registry: String,
-    #[arg(short = 'u', long)]
-    username: String,
-    /// Read the password from standard input.
-    #[arg(long)]
-    password_stdin: bool,
-    /// Password on the command line (visible to other users; prefer --password-stdin).
-    #[arg(short = 'p', long, conflicts_with = "password_stdin")]
-    password: Option<String>,
-    #[arg(long = "ca-cert", value_name = "FILE")]
-    ca_certs: Vec<PathBuf>,
-    #[arg(long)]
-    insecure: bool,
 }
 
 #[derive(Args)]
@@ -187,6 +202,23 @@ struct BuildFlags {
     /// Kill a RUN step that runs longer than this, e.g. 10m or 1h30m.
     #[arg(long, value_parser = parse_duration)]
     run_timeout: Option<std::time::Duration>,
+    /// Accepted as docker's: dockless always asks the registry what a
+    /// base's tag names now, and never builds from a stale one.
+    #[arg(long)]
+    pull: bool,
+    #[command(flatten)]
+    results: results::ResultFiles,
+    /// Progress on stderr: auto (tty on a terminal, else plain), plain
+    /// (one line per step and blob, as buildx's), tty (live view) or quiet.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: progress::Mode,
+    /// No progress output (--progress=quiet).
+    #[arg(long, short = 'q', conflicts_with = "json")]
+    quiet: bool,
+    /// Progress as JSON lines on stderr, for CI: build steps, blobs,
+    /// manifests, each with its time.
+    #[arg(long)]
+    json: bool,
     /// After the build, remove least recently used cached blobs beyond this size.
     #[arg(long, env = "DOCKLESS_CACHE_MAX_SIZE", default_value = "10G", value_parser = parse_size)]
     cache_max_size: u64,
@@ -228,18 +260,36 @@ fn main() -> ExitCode {
     {
         dockless::sandbox::helper_main();
     }
-    init_logging();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Commands::Serve(_)));
     let result = match cli.command {
         Commands::Build(args) => run_build(args),
         Commands::Push(args) => run_push(args),
-        Commands::Login(args) => run_login(args),
+        Commands::Login(args) => login_cli::run_login(args),
         Commands::Verify(args) => supply_cli::run_verify(args).map(drop).map_err(|e| Failure {
             code: EXIT_VERIFY,
             error: e,
         }),
         Commands::Serve(args) => dockless::serve::run(&args.config).map_err(Failure::from),
         Commands::Cache(CacheCommand::Prune { max_size }) => run_prune(max_size),
+        Commands::Logout { registry } => login_cli::run_logout(&registry),
+        Commands::Inspect(args) => inspect::run(args),
+        Commands::Version => {
+            println!("dockless {VERSION}");
+            Ok(())
+        }
+        Commands::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dockless",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Commands::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -265,15 +315,25 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging() {
+/// Logs on stderr: `$DOCKLESS_LOG` (tracing's filter syntax), else
+/// warnings, or for `serve` each build's state changes (info). Colours only
+/// on a terminal, and never with `NO_COLOR` set (no-color.org).
+fn init_logging(serve: bool) {
+    let default = if serve { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DOCKLESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .init();
+        .with_ansi(colour)
+        .with_target(false);
+    // The service's log is read later, so it carries the time; the CLI's is not.
+    match serve {
+        true => log.init(),
+        false => log.without_time().init(),
+    }
 }
 
 fn key_values(
@@ -303,7 +363,34 @@ fn key_values(
     Ok(map)
 }
 
+/// A missing file or folder named on the command line is a usage error
+/// that names the flag, found before any work starts.
+fn check_inputs(args: &BuildFlags) -> Result<(), Failure> {
+    if !args.context.is_dir() {
+        let problem = match args.context.exists() {
+            true => "is not a folder",
+            false => "does not exist",
+        };
+        return Err(usage(anyhow::anyhow!(
+            "the build context {} {problem}; pass the folder holding the files to COPY",
+            args.context.display()
+        )));
+    }
+    check_ca_certs(&args.ca_certs)
+}
+
+fn check_ca_certs(files: &[PathBuf]) -> Result<(), Failure> {
+    match files.iter().find(|f| !f.is_file()) {
+        Some(f) => Err(usage(anyhow::anyhow!(
+            "--ca-cert {}: no such file; give the PEM file of the registry's CA",
+            f.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
+    check_inputs(args)?;
     let mut opts = BuildOptions::new(&args.context, dockless::cache::default_dir());
     opts.dockerfile = args.file.clone();
     opts.build_args = key_values(&args.build_args, "--build-arg", true)?;
@@ -335,8 +422,9 @@ fn run_prune(max_size: u64) -> Result<(), Failure> {
     let report = dockless::cache::prune(&dir, max_size, &Default::default())
         .with_context(|| format!("pruning {}", dir.display()))?;
     eprintln!(
-        "removed {} blobs ({} bytes); {} bytes kept in {}",
+        "removed {} blobs and {} stale temporary files ({} bytes); {} bytes kept in {}",
         report.blobs_removed,
+        report.temp_removed,
         report.bytes_removed,
         report.bytes_kept,
         dir.display()
@@ -365,8 +453,7 @@ fn pipeline_options(flags: &BuildFlags, build: BuildOptions) -> Result<PipelineO
 
 /// What the CLI shows of a finished build: docker's warning for build args
 /// no ARG declares, and what the layer cache did (at info level).
-fn report_built(event: PipelineEvent<'_>) {
-    let PipelineEvent::Built(built) = event;
+fn report_built(built: &dockless::build::BuiltSet) {
     for arg in &built.unused_build_args {
         tracing::warn!("build arg {arg} was given but no ARG declares it");
     }
@@ -382,19 +469,24 @@ fn report_built(event: PipelineEvent<'_>) {
     );
 }
 
-/// Builds, delivers and prunes (see `dockless::pipeline`); returns the
-/// delivered digest, or the failed step's error with its exit code.
-fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<String, Failure> {
+/// Builds, delivers and prunes (see `dockless::pipeline`); returns what
+/// was delivered, or the failed step's error with its exit code.
+fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Delivered, Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
+    let delivered = std::sync::Mutex::new(None);
+    let on_event = |event: PipelineEvent<'_>| {
+        let PipelineEvent::Built(built) = event;
+        report_built(built);
+        *delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Delivered::of(&built.artifact));
+    };
     runtime
-        .block_on(pipeline::run(opts, destination, &report_built))
+        .block_on(pipeline::run(opts, destination, &on_event))
         .map(|delivered| {
             for a in &delivered.attached {
                 for (tag, digest) in &a.tags {
                     tracing::info!(subject = %a.subject, %tag, %digest, "attached");
                 }
             }
-            delivered.digest
         })
         .map_err(|e| match e {
             // A panic in the build stays a panic, as when it ran on this thread.
@@ -417,7 +509,10 @@ fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Stri
                 error: e.into(),
             },
             e => e.into(),
-        })
+        })?;
+    let delivered = delivered.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The Built event comes before any delivery, so a success had it.
+    delivered.ok_or_else(|| anyhow::anyhow!("the build reported no image").into())
 }
 
 /// Where the image goes, as the user named it (`--output` or the push target).
@@ -431,24 +526,58 @@ fn output_text(destination: &Destination) -> String {
 /// The name to tag with: `-t`, else the context folder's.
 fn tag_name(tag: Option<&str>, context: &std::path::Path) -> Result<Reference, Failure> {
     match tag {
-        Some(t) => Reference::parse_tag(t).map_err(usage),
-        None => Reference::parse_tag(&name::default_name(context)).map_err(usage),
+        Some(t) => parse_tag(t),
+        None => parse_tag(&name::default_name(context)),
     }
 }
 
+/// A name to tag with; when invalid, the error suggests the nearest valid one.
+fn parse_tag(text: &str) -> Result<Reference, Failure> {
+    Reference::parse_tag(text).map_err(|e| match Reference::suggest_tag(text) {
+        Some(fixed) => usage(anyhow::anyhow!("{e}; did you mean {fixed:?}?")),
+        None => usage(e),
+    })
+}
+
+/// Every `-t` as written (`NAME:TAG`), or the context folder's name.
+fn tag_names(tags: &[String], context: &std::path::Path) -> Result<Vec<String>, Failure> {
+    if tags.is_empty() {
+        return Ok(vec![tag_name(None, context)?.as_written()]);
+    }
+    tags.iter()
+        .map(|t| Ok(tag_name(Some(t), context)?.as_written()))
+        .collect()
+}
+
 fn run_build(args: BuildArgs) -> Result<(), Failure> {
-    let name = tag_name(args.tag.as_deref(), &args.flags.context)?.as_written();
+    let names = tag_names(&args.tags, &args.flags.context)?;
     let output = match &args.output {
         Some(o) => Output::parse(o).map_err(usage)?,
         None => Output::default_layout(),
     };
-    let opts = pipeline_options(&args.flags, build_options(&args.flags)?)?;
+    let to_stdout = output.is_stdout();
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(usage(anyhow::anyhow!(
+            "refusing to write an archive to a terminal; redirect stdout: `> image.tar` or `| docker load`"
+        )));
+    }
+    if matches!(output, Output::Oci(ref p) if p == std::path::Path::new("-")) {
+        return Err(usage(anyhow::anyhow!(
+            "oci:- cannot go to stdout (a layout is a folder); use oci-archive:- or docker-archive:-"
+        )));
+    }
+    let progress = progress_of(&args.flags);
+    let mut build = build_options(&args.flags)?;
+    build.steps = progress.steps();
+    let opts = pipeline_options(&args.flags, build)?;
     let destination = Destination::Output {
         output,
-        name: name.clone(),
+        names: names.clone(),
     };
-    let digest = run_pipeline(opts, &destination)?;
-    println!("{name}@{digest}");
+    let delivered = run_pipeline(opts, &destination)?;
+    // stdout carries the archive then; the references go to stderr.
+    print_references(&names, &delivered, to_stdout);
+    args.flags.results.write(&delivered, &names)?;
     Ok(())
 }
 
@@ -468,7 +597,7 @@ fn layout_source(context: &std::path::Path) -> Result<Option<LayoutSource>, Fail
         _ => return Ok(None),
     };
     let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(Reference::parse_tag(name).map_err(usage)?)),
+        Some((path, name)) => (path, Some(parse_tag(name)?)),
         None => (rest, None),
     };
     Ok(Some(LayoutSource {
@@ -523,17 +652,19 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
 /// Where `push` sends the image: `--tag v1` is a tag for the default name
 /// (a layout's own name, else the context folder's); `repo:tag` and
 /// `team/repo:tag` go to `--registry`; a name with a host is taken whole.
-fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference, Failure> {
+fn push_target(
+    args: &PushArgs,
+    tag: Option<&str>,
+    default_name: Option<&str>,
+) -> Result<Reference, Failure> {
     let default = match default_name {
-        Some(n) => Reference::parse_tag(n).map_err(usage)?,
+        Some(n) => parse_tag(n)?,
         None => tag_name(None, &args.flags.context)?,
     };
-    let named = match args.tag.as_deref() {
+    let named = match tag {
         None => default,
-        Some(t) if !t.contains([':', '/']) => {
-            Reference::parse_tag(&format!("{}:{t}", default.name())).map_err(usage)?
-        }
-        Some(t) => Reference::parse_tag(t).map_err(usage)?,
+        Some(t) if !t.contains([':', '/']) => parse_tag(&format!("{}:{t}", default.name()))?,
+        Some(t) => parse_tag(t)?,
     };
     if named.names_registry() {
         return Ok(named);
@@ -541,7 +672,7 @@ fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference,
     let name = named.as_written();
     match &args.registry {
         Some(registry) => {
-            Reference::parse_tag(&format!("{}/{name}", registry.trim_end_matches('/'))).map_err(usage)
+            parse_tag(&format!("{}/{name}", registry.trim_end_matches('/')))
         }
         None => Err(usage(anyhow::anyhow!(
             "no registry for {name}: pass --registry, set DOCKLESS_REGISTRY, or tag as REGISTRY/REPO:TAG"
@@ -549,31 +680,61 @@ fn push_target(args: &PushArgs, default_name: Option<&str>) -> Result<Reference,
     }
 }
 
+/// Where `push` sends the image: every `-t` in order (the first is
+/// pushed, the rest tagged), or the default name.
+fn push_targets(args: &PushArgs, default_name: Option<&str>) -> Result<Vec<Reference>, Failure> {
+    if args.tags.is_empty() {
+        return Ok(vec![push_target(args, None, default_name)?]);
+    }
+    args.tags
+        .iter()
+        .map(|t| push_target(args, Some(t), default_name))
+        .collect()
+}
+
 fn run_push(args: PushArgs) -> Result<(), Failure> {
-    let progress = progress::Progress::new(if args.quiet {
-        progress::Mode::Quiet
-    } else if args.json {
-        progress::Mode::Json
-    } else {
-        progress::Mode::Bars
-    });
-    let (target, digest) = match layout_source(&args.flags.context)? {
+    check_ca_certs(&args.flags.ca_certs)?;
+    let progress = progress_of(&args.flags);
+    let (targets, delivered) = match layout_source(&args.flags.context)? {
         Some(layout) => push_layout(&args, layout, &progress)?,
         None => {
-            let target = push_target(&args, None)?;
+            let targets = push_targets(&args, None)?;
             let mut build_opts = build_options(&args.flags)?;
-            build_opts.remote = remote_options(&args, &target);
+            build_opts.remote = remote_options(&args, &targets[0]);
+            build_opts.steps = progress.steps();
             let opts = pipeline_options(&args.flags, build_opts)?;
             let destination = Destination::Registry {
-                push: push_options(&args, &target, &progress),
-                target: target.clone(),
+                push: push_options(&args, &targets[0], &progress),
+                target: targets[0].clone(),
+                extra_tags: targets[1..].to_vec(),
             };
-            (target, run_pipeline(opts, &destination)?)
+            (targets, run_pipeline(opts, &destination)?)
         }
     };
     progress.finish();
-    println!("{target}@{digest}");
+    let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    print_references(&names, &delivered, false);
+    args.flags.results.write(&delivered, &names)?;
     Ok(())
+}
+
+/// How progress is shown: `-q` and `--json` win over `--progress`.
+fn progress_of(flags: &BuildFlags) -> progress::Progress {
+    progress::Progress::new(match (flags.quiet, flags.json) {
+        (true, _) => progress::Mode::Quiet,
+        (_, true) => progress::Mode::Json,
+        _ => flags.progress,
+    })
+}
+
+/// One `NAME@DIGEST` line per name on stdout (or stderr), in order.
+fn print_references(names: &[String], delivered: &Delivered, on_stderr: bool) {
+    for name in names {
+        match on_stderr {
+            true => eprintln!("{name}@{}", delivered.digest),
+            false => println!("{name}@{}", delivered.digest),
+        }
+    }
 }
 
 /// Pushes an image (or index) from an OCI layout as it is: no build, no prune.
@@ -581,26 +742,26 @@ fn push_layout(
     args: &PushArgs,
     layout: LayoutSource,
     progress: &progress::Progress,
-) -> Result<(Reference, String), Failure> {
+) -> Result<(Vec<Reference>, Delivered), Failure> {
     refuse_build_flags(&args.flags)?;
     // `_unpacked` keeps an unpacked oci-archive until the push is done.
     let (image, _unpacked) = read_layout(layout)?;
-    let target = push_target(args, image.name.as_deref())?;
+    let targets = push_targets(args, image.name.as_deref())?;
+    let (target, extra) = (&targets[0], &targets[1..]);
     let cache_dir = dockless::cache::default_dir();
     let runtime = tokio::runtime::Runtime::new()?;
-    let digest = runtime
-        .block_on(remote::publish::publish_artifact(
-            &image.store,
-            &image.artifact,
-            &target,
-            &push_options(args, &target, progress),
-            &cache_dir,
-        ))
+    let opts = push_options(args, target, progress);
+    let (store, artifact) = (&image.store, &image.artifact);
+    runtime
+        .block_on(async {
+            remote::publish::publish_artifact(store, artifact, target, &opts, &cache_dir).await?;
+            remote::publish::publish_tags(store, artifact, target, extra, &opts, &cache_dir).await
+        })
         .map_err(|e| Failure {
             code: EXIT_REGISTRY,
             error: e.into(),
         })?;
-    Ok((target, digest))
+    Ok((targets, Delivered::of(artifact)))
 }
 
 /// How `push` reaches registries: `--insecure-registry` hosts and the
@@ -630,52 +791,4 @@ fn push_options(
         events: progress.sink(),
         ..remote_options(args, target)
     }
-}
-
-fn run_login(args: LoginArgs) -> Result<(), Failure> {
-    let password = match (&args.password, args.password_stdin) {
-        (Some(p), _) => {
-            eprintln!("warning: --password is visible to other users; prefer --password-stdin");
-            p.clone()
-        }
-        (None, true) => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(usage(anyhow::anyhow!(
-                    "--password-stdin: no password on stdin"
-                )));
-            }
-            password.to_string()
-        }
-        (None, false) => {
-            return Err(usage(anyhow::anyhow!(
-                "give the password with --password-stdin"
-            )))
-        }
-    };
-    let opts = remote::Options {
-        ca_certs: args.ca_certs.clone(),
-        ..remote::Options::default()
-    };
-    let opts = if args.insecure {
-        opts.insecure(&args.registry)
-    } else {
-        opts
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime
-        .block_on(remote::login(
-            &args.registry,
-            &args.username,
-            &password,
-            &opts,
-        ))
-        .map_err(|e| Failure {
-            code: EXIT_REGISTRY,
-            error: e.into(),
-        })?;
-    eprintln!("Login Succeeded");
-    Ok(())
 }

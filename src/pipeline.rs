@@ -43,12 +43,17 @@ pub struct Delivered {
 #[derive(Debug, Clone)]
 pub enum Destination {
     /// Pushed to `target` (base layers mounted or streamed registry to
-    /// registry, see `remote::publish`); `push` says how to reach the target
-    /// and the base images' registries, and `push.events` gets its progress.
-    Registry { target: Reference, push: Options },
-    /// Written to an OCI layout or archive under `name` (`NAME:TAG`), with
+    /// registry, see `remote::publish`), then tagged as each of
+    /// `extra_tags`; `push` says how to reach the target and the base
+    /// images' registries, and `push.events` gets its progress.
+    Registry {
+        target: Reference,
+        extra_tags: Vec<Reference>,
+        push: Options,
+    },
+    /// Written to an OCI layout or archive under `names` (`NAME:TAG`), with
     /// base layers still in their registry downloaded first.
-    Output { output: Output, name: String },
+    Output { output: Output, names: Vec<String> },
 }
 
 /// What the pipeline reports between its steps.
@@ -109,9 +114,13 @@ pub async fn run(
     // Builds read and write files for a long time: off the async threads.
     let built = {
         let build = build.clone();
-        tokio::task::spawn_blocking(move || build::build_platforms(&build, &platforms))
-            .await
-            .map_err(PipelineError::BuildAborted)??
+        tokio::task::spawn_blocking(move || {
+            // What an interrupted run left behind, before this run adds its own.
+            crate::cache::temp::clean_stale(&build.cache_dir);
+            build::build_platforms(&build, &platforms)
+        })
+        .await
+        .map_err(PipelineError::BuildAborted)??
     };
     events(PipelineEvent::Built(&built));
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
@@ -150,10 +159,13 @@ fn repository_of(destination: &Destination) -> String {
         Destination::Registry { target, .. } => {
             format!("{}/{}", target.registry(), target.repository())
         }
-        Destination::Output { name, .. } => match name.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
-            _ => name.clone(),
-        },
+        Destination::Output { names, .. } => {
+            let name = names.first().map(String::as_str).unwrap_or_default();
+            match name.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+                _ => name.to_string(),
+            }
+        }
     }
 }
 
@@ -213,7 +225,7 @@ async fn attach(
         return Ok(Vec::new());
     }
     match destination {
-        Destination::Registry { target, push } => {
+        Destination::Registry { target, push, .. } => {
             let shown = target.to_string();
             // Progress and --json events describe the image, not these.
             let quiet = Options {
@@ -261,21 +273,26 @@ async fn deliver(
     sources: &Options,
 ) -> Result<String, PipelineError> {
     match destination {
-        Destination::Registry { target, push } => {
-            Ok(
-                publish::publish_artifact(&built.store, &built.artifact, target, push, cache_dir)
-                    .await?,
-            )
+        Destination::Registry {
+            target,
+            extra_tags,
+            push,
+        } => {
+            let (store, artifact) = (&built.store, &built.artifact);
+            let digest =
+                publish::publish_artifact(store, artifact, target, push, cache_dir).await?;
+            publish::publish_tags(store, artifact, target, extra_tags, push, cache_dir).await?;
+            Ok(digest)
         }
-        Destination::Output { output, name } => {
+        Destination::Output { output, names } => {
             // Base layers may still be in their registry; a layout holds every blob.
             pull::ensure_blobs(&built.store, &built.artifact, sources)
                 .await
                 .map_err(PipelineError::FetchBaseLayers)?;
-            let (output, name) = (output.clone(), name.clone());
+            let (output, names) = (output.clone(), names.clone());
             tokio::task::spawn_blocking(move || {
                 output
-                    .write(&built.store, &built.artifact, &name)
+                    .write(&built.store, &built.artifact, &names)
                     .map(|()| built.artifact.digest().to_string())
             })
             .await

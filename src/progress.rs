@@ -1,22 +1,43 @@
-//! Push progress on stderr: a bar per blob on a terminal, JSON lines for CI,
-//! or nothing. stdout stays reserved for the one reference line.
+//! Progress on stderr, as `docker buildx build --progress` shows it: build
+//! steps and a bar per uploaded blob on a terminal (`tty`), one line per
+//! event in a log (`plain`), JSON lines for CI (`--json`), or nothing.
+//! stdout stays reserved for the reference lines.
 
+use dockless::build::steps::{StepEvent, StepSink};
 use dockless::remote::{EventSink, PushEvent};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Mode {
-    Bars,
-    Json,
+    /// tty on a terminal, plain otherwise.
+    Auto,
+    Plain,
+    Tty,
     Quiet,
+    #[value(skip)]
+    Json,
 }
 
+impl Mode {
+    fn resolved(self) -> Mode {
+        match self {
+            Mode::Auto if std::io::stderr().is_terminal() => Mode::Tty,
+            Mode::Auto => Mode::Plain,
+            m => m,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Progress {
     mode: Mode,
     multi: MultiProgress,
+    /// Upload bars by blob digest, and the running step's spinner.
     bars: Arc<Mutex<HashMap<String, ProgressBar>>>,
 }
 
@@ -25,8 +46,15 @@ fn short(digest: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-fn json_line(event: &PushEvent) -> serde_json::Value {
-    use serde_json::json;
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn seconds(d: &Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn push_json(event: &PushEvent) -> Value {
     match event {
         PushEvent::BlobStarted { digest, size } => {
             json!({"event": "blob_started", "digest": digest, "size": size})
@@ -49,17 +77,99 @@ fn json_line(event: &PushEvent) -> serde_json::Value {
             digest,
             from: Some(from),
         } => json!({"event": "blob_uploaded", "digest": digest, "streamed_from": from}),
-        PushEvent::ManifestPushed { digest, reference } => {
-            json!({"event": "manifest_pushed", "digest": digest, "tag": reference})
+        PushEvent::ManifestPushed {
+            digest,
+            reference,
+            repository,
+        } => {
+            let full = match reference.starts_with("sha256:") {
+                true => format!("{repository}@{reference}"),
+                false => format!("{repository}:{reference}"),
+            };
+            json!({"event": "manifest_pushed", "digest": digest, "tag": reference, "reference": full})
         }
+    }
+}
+
+fn step_json(event: &StepEvent) -> Value {
+    match event {
+        StepEvent::Started {
+            step,
+            total,
+            instruction,
+        } => {
+            json!({"event": "step_started", "step": step, "total": total, "instruction": instruction})
+        }
+        StepEvent::Finished {
+            step,
+            total,
+            instruction,
+            cached,
+            layer_bytes,
+            duration,
+        } => json!({
+            "event": "step_finished", "step": step, "total": total, "instruction": instruction,
+            "cached": cached, "layer_bytes": layer_bytes,
+            "duration_ms": duration.as_millis() as u64,
+        }),
+    }
+}
+
+/// One JSON object per line, each with the time it happened.
+fn emit_json(mut line: Value) {
+    line["time"] = now().into();
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A step as `buildx --progress=plain` writes it: `#N [i/total] TEXT`, then
+/// `#N CACHED` or `#N DONE 0.12s` with the layer's size.
+fn step_line(event: &StepEvent) -> String {
+    match event {
+        StepEvent::Started {
+            step,
+            total,
+            instruction,
+        } => format!("#{step} [{step}/{total}] {instruction}"),
+        StepEvent::Finished {
+            step, cached: true, ..
+        } => format!("#{step} CACHED"),
+        StepEvent::Finished {
+            step,
+            layer_bytes,
+            duration,
+            ..
+        } => match layer_bytes {
+            Some(b) => format!(
+                "#{step} DONE {} (layer {})",
+                seconds(duration),
+                HumanBytes(*b)
+            ),
+            None => format!("#{step} DONE {}", seconds(duration)),
+        },
+    }
+}
+
+/// What a finished blob shows.
+fn blob_outcome(event: &PushEvent) -> Option<(&str, String)> {
+    match event {
+        PushEvent::BlobSkipped { digest } => Some((digest, "already there".into())),
+        PushEvent::BlobMounted { digest, from } => Some((digest, format!("mounted from {from}"))),
+        PushEvent::BlobUploaded { digest, from } => Some((
+            digest,
+            match from {
+                Some(from) => format!("streamed from {from}"),
+                None => "pushed".into(),
+            },
+        )),
+        _ => None,
     }
 }
 
 impl Progress {
     pub fn new(mode: Mode) -> Progress {
-        // indicatif hides its bars by itself when stderr is not a terminal.
+        let mode = mode.resolved();
         let target = match mode {
-            Mode::Bars => ProgressDrawTarget::stderr(),
+            Mode::Tty => ProgressDrawTarget::stderr(),
             _ => ProgressDrawTarget::hidden(),
         };
         Progress {
@@ -69,53 +179,89 @@ impl Progress {
         }
     }
 
+    /// Where the build reports its steps.
+    pub fn steps(&self) -> StepSink {
+        let this = self.clone();
+        match self.mode {
+            Mode::Quiet => StepSink::default(),
+            Mode::Json => StepSink::new(|e| emit_json(step_json(e))),
+            Mode::Plain | Mode::Auto => StepSink::new(|e| eprintln!("{}", step_line(e))),
+            Mode::Tty => StepSink::new(move |e| this.draw_step(e)),
+        }
+    }
+
+    /// Where a push reports its blobs and manifests.
     pub fn sink(&self) -> EventSink {
+        let this = self.clone();
         match self.mode {
             Mode::Quiet => EventSink::default(),
+            // Progress ticks are many; CI logs want the outcomes.
             Mode::Json => EventSink::new(|event| {
-                // Progress ticks are many; CI logs want the outcomes.
-                if matches!(event, PushEvent::BlobProgress { .. }) {
-                    return;
+                if !matches!(event, PushEvent::BlobProgress { .. }) {
+                    emit_json(push_json(event));
                 }
-                let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "{}", json_line(event));
             }),
-            Mode::Bars => {
-                let multi = self.multi.clone();
-                let bars = self.bars.clone();
-                EventSink::new(move |event| Self::draw(&multi, &bars, event))
+            Mode::Plain | Mode::Auto => EventSink::new(|event| {
+                if let Some(line) = plain_push_line(event) {
+                    eprintln!("{line}");
+                }
+            }),
+            Mode::Tty => EventSink::new(move |event| this.draw_push(event)),
+        }
+    }
+
+    fn draw_step(&self, event: &StepEvent) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        match event {
+            StepEvent::Started { .. } => {
+                let spinner = self.multi.add(ProgressBar::new_spinner());
+                spinner.set_message(step_line(event));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                bars.insert("step".into(), spinner);
+            }
+            StepEvent::Finished { .. } => {
+                if let Some(spinner) = bars.remove("step") {
+                    spinner.finish_and_clear();
+                    self.multi.remove(&spinner);
+                }
+                let _ = self.multi.println(step_line(event));
             }
         }
     }
 
-    fn draw(multi: &MultiProgress, bars: &Mutex<HashMap<String, ProgressBar>>, event: &PushEvent) {
-        let Ok(mut bars) = bars.lock() else { return };
-        let style = ProgressStyle::with_template("{prefix} {bar:30} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    fn draw_push(&self, event: &PushEvent) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        let style = ProgressStyle::with_template(
+            "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         match event {
             PushEvent::BlobStarted { digest, size } => {
-                let bar = multi.add(
-                    ProgressBar::new(*size)
-                        .with_style(style)
-                        .with_prefix(short(digest).to_string()),
-                );
-                bars.insert(digest.clone(), bar);
+                let bar = ProgressBar::new(*size)
+                    .with_style(style)
+                    .with_prefix(short(digest).to_string());
+                bars.insert(digest.clone(), self.multi.add(bar));
             }
             PushEvent::BlobProgress { digest, sent, .. } => {
                 if let Some(bar) = bars.get(digest) {
                     bar.set_position(*sent);
                 }
             }
-            PushEvent::BlobSkipped { digest } => finish(&bars, digest, "already there"),
-            PushEvent::BlobMounted { from, digest } => {
-                finish(&bars, digest, &format!("mounted from {from}"))
+            PushEvent::ManifestPushed { .. } => {
+                let _ = self
+                    .multi
+                    .println(plain_push_line(event).unwrap_or_default());
             }
-            PushEvent::BlobUploaded { digest, from } => match from {
-                Some(from) => finish(&bars, digest, &format!("streamed from {from}")),
-                None => finish(&bars, digest, "pushed"),
-            },
-            PushEvent::ManifestPushed { reference, .. } => {
-                let _ = multi.println(format!("manifest pushed as {reference}"));
+            _ => {
+                if let Some((digest, message)) = blob_outcome(event) {
+                    if let Some(bar) = bars.get(digest) {
+                        bar.finish_with_message(message);
+                    }
+                }
             }
         }
     }
@@ -125,8 +271,19 @@ impl Progress {
     }
 }
 
-fn finish(bars: &HashMap<String, ProgressBar>, digest: &str, message: &str) {
-    if let Some(bar) = bars.get(digest) {
-        bar.finish_with_message(message.to_string());
+/// A push event as one log line (progress ticks and starts say nothing new).
+fn plain_push_line(event: &PushEvent) -> Option<String> {
+    if let Some((digest, message)) = blob_outcome(event) {
+        return Some(format!("blob {}: {message}", short(digest)));
+    }
+    match event {
+        PushEvent::ManifestPushed { .. } => {
+            let v = push_json(event);
+            Some(format!(
+                "manifest pushed as {}",
+                v["reference"].as_str().unwrap_or_default()
+            ))
+        }
+        _ => None,
     }
 }

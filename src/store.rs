@@ -77,7 +77,11 @@ impl BlobStore {
     pub fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
         let dir = self.tmp_dir();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        NamedTempFile::new_in(&dir).map_err(io_err(&dir))
+        let temp = NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
+        // Held until the file is committed or dropped: tells
+        // `cache::temp::clean_stale` in another process it is in use.
+        let _ = temp.as_file().try_lock();
+        Ok(temp)
     }
 
     /// Removes the temporary folder when nothing is in flight, so an OCI

@@ -17,6 +17,7 @@ mod owner;
 mod run;
 mod source;
 mod stage;
+pub mod steps;
 mod url;
 mod workspace;
 
@@ -94,6 +95,8 @@ pub struct BuildOptions {
     /// The most bytes one `ADD <url>` may download (before and after a
     /// gzip transfer encoding is decoded).
     pub add_url_max_size: u64,
+    /// Receives each step's start and end.
+    pub steps: steps::StepSink,
     /// `RUN --mount=type=secret` sources, by id (`--secret`).
     pub secrets: BTreeMap<String, SecretSource>,
 }
@@ -123,6 +126,7 @@ impl BuildOptions {
             sandbox_helper: PathBuf::from("/proc/self/exe"),
             step_log: None,
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
+            steps: steps::StepSink::default(),
             secrets: BTreeMap::new(),
         }
     }
@@ -192,7 +196,12 @@ pub struct Built {
 /// Builds the target stage (the last one unless `opts.target` names another).
 pub fn build(opts: &BuildOptions) -> Result<Built, BuildError> {
     let dockerfile = opts.dockerfile_ref();
-    let path = dockerfile.nominal_path();
+    // Inside a checkout (the service) errors name the file as the
+    // repository does, not where the server keeps its work tree.
+    let path = match opts.dockerfile_root {
+        Some(_) => PathBuf::from(dockerfile.name()),
+        None => dockerfile.nominal_path(),
+    };
     let text = dockerfile
         .read_text(dockerfile::MAX_BYTES)
         .map_err(|source| BuildError::ReadDockerfile {
@@ -367,6 +376,9 @@ struct Builder<'a> {
     url_mtimes: HashMap<PathBuf, u64>,
     layer_cache: Option<LayerCache>,
     cache_stats: CacheStats,
+    /// The step running (1-based) and how many the build has.
+    step: usize,
+    steps_total: usize,
     /// RUN's roots on disk and its sandbox, made at the first step that runs.
     workspace: Option<workspace::Workspace>,
 }
@@ -394,6 +406,8 @@ impl<'a> Builder<'a> {
             url_mtimes: HashMap::new(),
             layer_cache: opts.layer_cache.then(|| LayerCache::open(&opts.cache_dir)),
             cache_stats: CacheStats::default(),
+            step: 0,
+            steps_total: 0,
             workspace: None,
         };
         builder.resolve_global_args()?;
@@ -703,6 +717,10 @@ impl<'a> Builder<'a> {
         let target = self.target_index()?;
         let (needed, images) = self.plan(target)?;
         self.bases.expect(&images);
+        self.steps_total = needed
+            .iter()
+            .map(|&i| 1 + self.df.stages[i].instructions.len())
+            .sum();
         for index in needed {
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);

@@ -3,7 +3,9 @@
 //! layer cache when it has one).
 
 use super::owner::resolve_owner;
+use super::steps::StepEvent;
 use super::{BaseRef, BuildError, Builder, StageResult, StageState, HISTORY_COMMENT};
+use crate::cache::layers::CacheStats;
 use crate::context::untrusted::excerpt;
 use crate::dockerfile::{Command, Healthcheck, Instruction, InstructionKind};
 use crate::image::{HealthConfig, History, Image, ImageConfig};
@@ -11,6 +13,13 @@ use crate::layer::{self, FileSource, LayerOptions};
 use crate::platform::Platform;
 use crate::rootfs::{clean, overlay, RootFs};
 use std::collections::BTreeMap;
+
+/// A step under way.
+struct StepStart {
+    instruction: String,
+    at: std::time::Instant,
+    layers: CacheStats,
+}
 
 impl Builder<'_> {
     pub(super) fn run_stage(&mut self, index: usize) -> Result<StageResult, BuildError> {
@@ -21,6 +30,7 @@ impl Builder<'_> {
             platform =
                 Platform::parse(&text).map_err(|e| self.fail(stage.from.line, e.to_string()))?;
         }
+        let from_step = self.begin_step(&format!("FROM {}", stage.from.image));
         let base = match self.stage_base(index)? {
             BaseRef::Stage(i) => self.results[i].clone().ok_or_else(|| {
                 self.fail(stage.from.line, "internal: base stage was not built first")
@@ -54,16 +64,54 @@ impl Builder<'_> {
             name: stage.from.alias.clone(),
             step: (1, steps + 1),
         };
+        self.end_step(from_step, &state);
         for ins in &instructions {
             if counts_as_step(ins) {
                 state.step.0 += 1;
             }
+            let step = self.begin_step(&ins.original);
             self.run_instruction(index, &mut state, ins)?;
+            self.end_step(step, &state);
         }
         Ok(StageResult {
             image: state.image,
             fs: state.fs,
         })
+    }
+
+    /// Reports the next step as started; what [`Self::end_step`] needs.
+    fn begin_step(&mut self, original: &str) -> StepStart {
+        self.step += 1;
+        let instruction = super::steps::shown(original);
+        self.opts.steps.emit(StepEvent::Started {
+            step: self.step,
+            total: self.steps_total,
+            instruction: instruction.clone(),
+        });
+        StepStart {
+            instruction,
+            at: std::time::Instant::now(),
+            layers: self.cache_stats,
+        }
+    }
+
+    /// Reports the step as finished: from the cache, with a new layer, or neither.
+    fn end_step(&self, start: StepStart, state: &StageState) {
+        let (before, now) = (start.layers, self.cache_stats);
+        let written = now.layers_written > before.layers_written;
+        self.opts.steps.emit(StepEvent::Finished {
+            step: self.step,
+            total: self.steps_total,
+            instruction: start.instruction,
+            cached: now.layers_from_cache > before.layers_from_cache,
+            layer_bytes: state
+                .image
+                .layers
+                .last()
+                .filter(|_| written)
+                .map(|l| l.size),
+            duration: start.at.elapsed(),
+        });
     }
 
     /// A base's ONBUILD triggers as instructions of the FROM's line;

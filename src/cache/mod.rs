@@ -6,6 +6,7 @@
 pub mod layers;
 mod prune;
 mod segments;
+pub mod temp;
 
 pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE};
 pub use segments::SegmentIndex;

@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PruneReport {
     pub blobs_removed: usize,
+    /// Stale temporary files and folders an interrupted run left.
+    pub temp_removed: usize,
     pub bytes_removed: u64,
     pub bytes_kept: u64,
 }
@@ -26,7 +28,11 @@ pub struct PruneReport {
 /// `RUN --mount=type=cache` folders not in use until together they hold at most
 /// `max_bytes`, never those named in `keep`; then drops layer and segment
 /// records that point at removed blobs.
+///
+/// Stale temporary files (see [`super::temp`]) go first; those still in
+/// use count towards the cap.
 pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Result<PruneReport> {
+    let temp = super::temp::clean_stale(cache_dir);
     let blob_dir = cache_dir.join("blobs").join("sha256");
     let mut entries = cached_files(&blob_dir, "")?;
     entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
@@ -35,8 +41,12 @@ pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Re
         ".json",
     )?);
     entries.extend(run_caches(&cache_dir.join(super::RUN_CACHE_DIR))?);
-    let mut total: u64 = entries.iter().map(|e| e.len).sum();
-    let mut report = PruneReport::default();
+    let mut total: u64 = entries.iter().map(|e| e.len).sum::<u64>() + temp.bytes_kept;
+    let mut report = PruneReport {
+        temp_removed: temp.removed,
+        bytes_removed: temp.bytes_removed,
+        ..PruneReport::default()
+    };
     if total > max_bytes {
         entries.sort_by_key(|e| e.used);
         for e in &entries {

@@ -346,7 +346,10 @@ pub(super) fn parse_kind(
 /// Dockerfile (a secret, say) must not come back in the error.
 pub(super) fn unknown_instruction(place: &str, keyword: &str) -> String {
     match untrusted::keyword(keyword) {
-        Some(kw) => format!("unknown instruction{place}: {kw}"),
+        Some(kw) => match crate::suggest::closest(&kw, KNOWN_INSTRUCTIONS) {
+            Some(meant) => format!("unknown instruction{place}: {kw} (did you mean {meant}?)"),
+            None => format!("unknown instruction{place}: {kw}"),
+        },
         None => {
             format!("unknown instruction{place}: the line does not start with a Dockerfile keyword")
         }

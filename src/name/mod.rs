@@ -71,6 +71,30 @@ impl Reference {
         Ok(reference)
     }
 
+    /// The valid name to tag with nearest to `text`, which is not one:
+    /// the name lower-cased, and characters a tag cannot hold (a space,
+    /// `+`) made `-` (`app:1.0 beta` gives `app:1.0-beta`).
+    pub fn suggest_tag(text: &str) -> Option<String> {
+        let (name, tag) = match text.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+            _ => (text, None),
+        };
+        let mut fixed = name.trim().to_ascii_lowercase().replace(' ', "-");
+        if let Some(tag) = tag {
+            let tag: String = tag
+                .trim()
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
+                    _ => '-',
+                })
+                .collect();
+            let tag = tag.trim_start_matches(['.', '-']);
+            fixed = format!("{fixed}:{}", &tag[..tag.len().min(128)]);
+        }
+        (fixed != text && Reference::parse_tag(&fixed).is_ok()).then_some(fixed)
+    }
+
     pub fn registry(&self) -> &str {
         &self.registry
     }

@@ -588,3 +588,20 @@ fn former_disagreements() {
         "{e}"
     );
 }
+
+#[test]
+fn suggests_the_nearest_valid_tag() {
+    for (given, wanted) in [
+        ("app:1.0 beta", Some("app:1.0-beta")),
+        ("app:1.0+build.5", Some("app:1.0-build.5")),
+        ("MyApp:v1", Some("myapp:v1")),
+        (
+            "127.0.0.1:5000/Team/App:1 2",
+            Some("127.0.0.1:5000/team/app:1-2"),
+        ),
+        ("app:v1", None),
+        ("a@b:c", None),
+    ] {
+        assert_eq!(Reference::suggest_tag(given).as_deref(), wanted, "{given}");
+    }
+}

@@ -186,14 +186,58 @@ fn write_config(path: &Path, key: &str, username: &str, password: &str) -> Resul
     crate::files::write_private(path, &bytes).map_err(|e| format!("cannot write {shown}: {e}"))
 }
 
+/// `docker logout`: removes `registry`'s entry from the docker config (and
+/// asks its credential helper to erase the secret). Returns whether there
+/// was one.
+pub fn remove_credential(registry: &str) -> Result<bool, RegistryError> {
+    let fail = |reason: String| RegistryError::Credentials {
+        registry: registry.to_string(),
+        reason,
+    };
+    let Some(path) = docker_config_path().filter(|p| p.is_file()) else {
+        return Ok(false);
+    };
+    let shown = path.display();
+    let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {shown}: {e}")))?;
+    let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(format!("{shown} is not valid JSON: {e}")))?;
+    let key = config_key(registry);
+    let helper = doc
+        .get("credHelpers")
+        .and_then(|h| h.get(&key))
+        .or_else(|| doc.get("credsStore"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let removed = doc
+        .get_mut("auths")
+        .and_then(|a| a.as_object_mut())
+        .and_then(|a| a.remove(&key))
+        .is_some();
+    if let Some(h) = helper {
+        helper_run(&h, "erase", key.as_bytes()).map_err(fail)?;
+    }
+    if removed {
+        let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| fail(e.to_string()))?;
+        crate::files::write_private(&path, &bytes)
+            .map_err(|e| fail(format!("cannot write {shown}: {e}")))?;
+    }
+    Ok(removed)
+}
+
 /// `docker-credential-<name> store`, secret passed on stdin only.
 fn helper_store(name: &str, key: &str, username: &str, password: &str) -> Result<(), String> {
+    let payload = serde_json::json!({ "ServerURL": key, "Username": username, "Secret": password });
+    helper_run(name, "store", payload.to_string().as_bytes())
+}
+
+/// `docker-credential-<name> <action>` with `input` on stdin.
+fn helper_run(name: &str, action: &str, input: &[u8]) -> Result<(), String> {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let prog = format!("docker-credential-{name}");
-    let payload = serde_json::json!({ "ServerURL": key, "Username": username, "Secret": password });
     let mut child = Command::new(&prog)
-        .arg("store")
+        .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -201,7 +245,7 @@ fn helper_store(name: &str, key: &str, username: &str, password: &str) -> Result
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(payload.to_string().as_bytes())
+            .write_all(input)
             .map_err(|e| format!("writing to {prog}: {e}"))?;
     }
     let status = child
@@ -209,8 +253,8 @@ fn helper_store(name: &str, key: &str, username: &str, password: &str) -> Result
         .map_err(|e| format!("waiting for {prog}: {e}"))?;
     if !status.success() {
         // The helper's output is not shown: it could echo the secret.
-        warn!(helper = %prog, %status, "credential helper store failed");
-        return Err(format!("{prog} store failed ({status})"));
+        warn!(helper = %prog, %status, "credential helper {action} failed");
+        return Err(format!("{prog} {action} failed ({status})"));
     }
     Ok(())
 }

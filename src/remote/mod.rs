@@ -38,7 +38,9 @@ mod transport;
 pub use auth::Access;
 pub use challenge::{parse_www_authenticate, Challenge};
 pub use client::Client;
-pub use credentials::{config_key, docker_config_path, load_credential, Credential};
+pub use credentials::{
+    config_key, docker_config_path, load_credential, remove_credential, Credential,
+};
 pub(crate) use error::error_chain;
 pub use error::RegistryError;
 pub use login::login;

@@ -29,7 +29,12 @@ pub enum PushEvent {
     /// Manifest (or index) accepted under `reference`: the tag, or the
     /// digest for the per-platform manifests of an index, which are put by
     /// digest before it.
-    ManifestPushed { digest: String, reference: String },
+    ManifestPushed {
+        digest: String,
+        reference: String,
+        /// `HOST/REPO`: with `reference`, the full reference.
+        repository: String,
+    },
 }
 
 type Callback = dyn Fn(&PushEvent) + Send + Sync;

@@ -210,6 +210,34 @@ pub async fn publish_artifact(
     }
 }
 
+/// Tags what [`publish_artifact`] pushed to `first` as each of `extra`
+/// too: in `first`'s repository a manifest PUT of the same bytes (one
+/// client for them all), elsewhere a publish of its own (blobs mounted).
+pub async fn publish_tags(
+    store: &BlobStore,
+    artifact: &Artifact,
+    first: &Reference,
+    extra: &[Reference],
+    opts: &Options,
+    cache_dir: &Path,
+) -> Result<(), PublishError> {
+    let same_repo =
+        |r: &&Reference| r.registry() == first.registry() && r.repository() == first.repository();
+    let (retags, elsewhere): (Vec<&Reference>, Vec<&Reference>) = extra.iter().partition(same_repo);
+    if !retags.is_empty() {
+        let pusher = Pusher::open(first, &[], opts).await?;
+        for tag in retags {
+            pusher
+                .put_manifest(tag.identifier(), artifact.media_type(), artifact.manifest())
+                .await?;
+        }
+    }
+    for target in elsewhere {
+        publish_artifact(store, artifact, target, opts, cache_dir).await?;
+    }
+    Ok(())
+}
+
 /// Pushes `images`, each under the target's tag, or, when an index follows,
 /// each by its digest and then the index (media type, bytes) under the tag.
 async fn publish_images(

@@ -486,6 +486,22 @@ impl Puller {
         reader.base_image(platform).await
     }
 
+    /// The manifest or index `image` names, as the registry stores it
+    /// (checked against its digest when pinned): bytes, digest, media type.
+    pub async fn manifest(
+        &self,
+        image: &Reference,
+        store: &BlobStore,
+    ) -> Result<(Vec<u8>, String, String), PullError> {
+        let client = self.client(image.registry(), image.repository()).await?;
+        let reader = Reader {
+            client: &client,
+            image,
+            store,
+        };
+        reader.document(image.identifier()).await
+    }
+
     /// Downloads one blob of `image`'s repository into the store (unless it
     /// is there), verifying its digest and size.
     pub async fn fetch_blob(

@@ -390,6 +390,7 @@ impl Client {
         self.events.emit(PushEvent::ManifestPushed {
             digest: digest.clone(),
             reference: reference.to_string(),
+            repository: format!("{}/{repo}", self.registry()),
         });
         Ok(digest)
     }

@@ -40,7 +40,7 @@ fn describe_rustls(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => "server certificate is signed by an unknown authority \
-                 (not in the OS trust store nor any --ca-cert)"
+                 (not in the OS trust store, any --ca-cert, nor certs.d/HOST:PORT/*.crt)"
                 .into(),
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 "server certificate is not valid for this host name".into()
@@ -55,8 +55,61 @@ fn describe_rustls(e: &rustls::Error) -> String {
                 .into(),
             other => format!("invalid server certificate: {other:?}"),
         },
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            "the server answered in plain HTTP, not TLS: for a plain-HTTP registry \
+             pass --insecure (or --insecure-registry HOST)"
+                .into()
+        }
         other => other.to_string(),
     }
+}
+
+/// The folders podman and docker read a registry's CA files from, as
+/// `DIR/HOST[:PORT]/*.crt`: `/etc/containers/certs.d`,
+/// `/etc/docker/certs.d`, and the user's `$XDG_CONFIG_HOME/containers/certs.d`
+/// (default `~/.config/containers/certs.d`).
+fn certs_d_roots() -> Vec<PathBuf> {
+    let mut roots = vec![
+        PathBuf::from("/etc/containers/certs.d"),
+        PathBuf::from("/etc/docker/certs.d"),
+    ];
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(home) = config_home {
+        roots.push(home.join("containers/certs.d"));
+    }
+    roots
+}
+
+/// `registry`'s CA files in the certs.d folders, sorted within each folder.
+pub(crate) fn certs_d_files(registry: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for root in certs_d_roots() {
+        let Ok(listing) = std::fs::read_dir(root.join(registry)) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = listing
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+/// [`client_config`] for one registry: `ca_certs` and the registry's own
+/// CA files from the certs.d folders.
+pub(crate) fn registry_config(
+    ca_certs: &[PathBuf],
+    registry: &str,
+) -> Result<rustls::ClientConfig> {
+    let mut files = ca_certs.to_vec();
+    files.extend(certs_d_files(registry));
+    client_config(&files)
 }
 
 pub(crate) fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig> {

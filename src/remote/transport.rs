@@ -45,7 +45,7 @@ impl Transport {
                 reason: "not a valid registry host".into(),
             }
         })?;
-        let tls = tls::client_config(&opts.ca_certs)?;
+        let tls = tls::registry_config(&opts.ca_certs, registry)?;
         Ok(Transport {
             http: http_client(opts.connect_timeout, Some(opts.read_timeout), tls.clone())?,
             upload_http: http_client(opts.connect_timeout, None, tls)?,
@@ -267,6 +267,13 @@ pub(crate) async fn error_from_response(
             truncate(text, 300)
         }
     });
+    // Go's server answers a plain request on its TLS port so.
+    let message = match message.contains("HTTP request to an HTTPS server") {
+        true => format!(
+            "{message}: the registry speaks TLS; drop --insecure (or --insecure-registry) for it"
+        ),
+        false => message,
+    };
     match status {
         StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
             registry: host.to_string(),

@@ -131,7 +131,10 @@ impl Config {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute from the start: git and the workers run in other
+        // folders, where a relative path would name something else.
+        let absolute = std::path::absolute(path).map_err(|e| err(e.to_string()))?;
+        let base = absolute.parent().unwrap_or(Path::new("/"));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -6,7 +6,8 @@ use super::app::{App, RESPONSE_CODES};
 use super::jobs::{Job, NewJob};
 use super::webhook::{self, Event, SignatureCheck};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -15,10 +16,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-type HttpResponse = Response<Full<Bytes>>;
+type HttpResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
+
+fn full(bytes: impl Into<Bytes>) -> UnsyncBoxBody<Bytes, Infallible> {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 fn json_response(code: StatusCode, v: serde_json::Value) -> HttpResponse {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = code;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -108,6 +113,9 @@ pub async fn handle_request(
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/metrics") => metrics(&app).await,
         (&Method::GET, "/builds") | (&Method::GET, "/builds/") => list_builds(&app).await,
+        (&Method::GET, p) if p.starts_with("/builds/") && p.ends_with("/log") => {
+            build_log(&app, &p["/builds/".len()..p.len() - "/log".len()]).await
+        }
         (&Method::GET, p) if p.starts_with("/builds/") => {
             get_build(&app, &p["/builds/".len()..]).await
         }
@@ -305,6 +313,28 @@ async fn get_build(app: &App, id: &str) -> HttpResponse {
     }
 }
 
+/// The build's log as plain text, followed while the build runs.
+async fn build_log(app: &Arc<App>, id: &str) -> HttpResponse {
+    let Ok(id) = id.parse::<i64>() else {
+        return error_response(StatusCode::NOT_FOUND, "no such build");
+    };
+    match app.job_store.get(id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error_response(StatusCode::NOT_FOUND, "no such build"),
+        Err(e) => {
+            tracing::error!("reading build {id}: {e}");
+            return job_store_error();
+        }
+    }
+    let body = StreamBody::new(super::buildlog::follow(app.clone(), id)).boxed_unsync();
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 async fn list_builds(app: &App) -> HttpResponse {
     match app.job_store.recent(100).await {
         Ok(jobs) => json_response(
@@ -401,7 +431,7 @@ async fn metrics(app: &App) -> HttpResponse {
         );
     }
     replica_metrics(app, &mut out);
-    let mut r = Response::new(Full::new(Bytes::from(out)));
+    let mut r = Response::new(full(out));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),

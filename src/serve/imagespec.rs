@@ -39,7 +39,12 @@ pub struct RawEntry {
     pub kind: String,
     pub context: Option<String>,
     pub dockerfile: Option<String>,
+    /// Keys image.json does not know, as written (the entry fails on them).
+    pub unknown_keys: Vec<String>,
 }
+
+/// The keys of an entry.
+const KEYS: [&str; 5] = ["service_name", "version", "type", "context", "dockerfile"];
 
 /// An entry that passed every check: what to build and where to push it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +99,17 @@ fn opt_field(v: &Value, key: &str) -> Option<String> {
 }
 
 fn raw_entry(v: &Value) -> RawEntry {
+    let unknown_keys = v
+        .as_object()
+        .map(|map| {
+            map.keys()
+                .filter(|k| !KEYS.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     RawEntry {
+        unknown_keys,
         service_name: text_field(v, "service_name"),
         version: text_field(v, "version"),
         kind: text_field(v, "type"),
@@ -151,15 +166,24 @@ pub fn inside_repo(repo: &Path, rel: &str, what: &str) -> Result<PathBuf, String
 /// Checks an entry against the registry it will be pushed to and the checkout.
 pub fn resolve(entry: &RawEntry, repo: &Path, registry: &str) -> Result<CheckedEntry, String> {
     let (name, version) = (excerpt(&entry.service_name), excerpt(&entry.version));
+    // A typo in a key would otherwise build with the default silently.
+    if let Some(key) = entry.unknown_keys.first() {
+        return Err(format!(
+            "{FILE_NAME}: unknown key {:?}{}; the keys are {}",
+            excerpt(key),
+            crate::suggest::did_you_mean(key, &KEYS),
+            KEYS.join(", ")
+        ));
+    }
     if entry.service_name.is_empty() {
-        return Err("missing \"service_name\"".into());
+        return Err(format!("{FILE_NAME}: missing \"service_name\""));
     }
     if entry.version.is_empty() {
-        return Err("missing \"version\"".into());
+        return Err(format!("{FILE_NAME}: missing \"version\""));
     }
     match entry.kind.to_ascii_lowercase().as_str() {
         "docker" | "oci" => {}
-        "" => return Err("missing \"type\" (Docker or OCI)".into()),
+        "" => return Err(format!("{FILE_NAME}: missing \"type\" (Docker or OCI)")),
         _ => {
             return Err(format!(
                 "type {:?} is not built by dockless: only Docker and OCI images are",
@@ -295,7 +319,17 @@ mod tests {
         assert_eq!(web.dockerfile, Path::new("Dockerfile"));
         let err = resolve(&entry("vm", "1", "AMI"), d.path(), "r:5000").unwrap_err();
         assert!(err.contains("\"AMI\" is not built by dockless"), "{err}");
-        assert!(resolve(&entry("vm", "1", ""), d.path(), "r:5000").is_err());
+        let err = resolve(&entry("vm", "1", ""), d.path(), "r:5000").unwrap_err();
+        assert!(err.starts_with("image.json: missing \"type\""), "{err}");
+        let typo = &parse(
+            br#"{"service_name": "api", "version": "1", "type": "Docker", "dockerfle": "D"}"#,
+        )
+        .unwrap()[0];
+        let err = resolve(typo, d.path(), "r:5000").unwrap_err();
+        assert!(
+            err.starts_with("image.json: unknown key \"dockerfle\" (did you mean \"dockerfile\"?)"),
+            "{err}"
+        );
         let mut custom = entry("web", "3", "Docker");
         custom.context = Some("deploy".into());
         custom.dockerfile = Some("web.Dockerfile".into());

@@ -11,6 +11,7 @@
 
 mod admission;
 mod app;
+mod buildlog;
 mod config;
 mod error;
 mod ghstatus;

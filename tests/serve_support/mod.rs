@@ -185,6 +185,8 @@ pub struct Server {
     pub log: PathBuf,
     /// Extra environment for the process (set before `spawn`).
     pub env: Vec<(String, String)>,
+    /// The process's working folder, when not the test's.
+    pub cwd: Option<PathBuf>,
 }
 
 pub struct ServerCfg<'a> {
@@ -220,15 +222,30 @@ impl ServerCfg<'static> {
 impl Server {
     /// Writes the config into `dir` and starts the server.
     pub fn start(dir: &Path, cfg: &ServerCfg<'_>) -> Server {
+        Server::start_with(dir, cfg, false)
+    }
+
+    /// As `start`, but the config names `state_dir = "state"` and the
+    /// server runs in `dir` with `--config dockless.toml`, as a user starts it.
+    pub fn start_relative(dir: &Path, cfg: &ServerCfg<'_>) -> Server {
+        Server::start_with(dir, cfg, true)
+    }
+
+    fn start_with(dir: &Path, cfg: &ServerCfg<'_>, relative: bool) -> Server {
         let port = free_port();
         let state = dir.join("state");
         let config = dir.join("dockless.toml");
+        let state_text = if relative {
+            "state".to_string()
+        } else {
+            state.display().to_string()
+        };
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\nregistry = \"{}\"\ninsecure_registry = true\nstate_dir = \"{}\"\nbranch = \"develop\"\nmax_concurrent_builds = {}\n{}\n[[repos]]\nfull_name = \"{REPO}\"\nclone_url = \"{}\"\n",
                 cfg.registry,
-                state.display(),
+                state_text,
                 cfg.max_builds,
                 cfg.extra,
                 cfg.clone_url
@@ -238,10 +255,15 @@ impl Server {
         let mut s = Server {
             child: None,
             addr: format!("127.0.0.1:{port}"),
-            config,
+            config: if relative {
+                "dockless.toml".into()
+            } else {
+                config
+            },
             state,
             log: dir.join("serve.log"),
             env: cfg.env.clone(),
+            cwd: relative.then(|| dir.to_path_buf()),
         };
         s.spawn(cfg.delay_ms);
         s
@@ -268,8 +290,15 @@ impl Server {
             Some(ms) => cmd.env("DOCKLESS_TEST_BUILD_DELAY_MS", ms.to_string()),
             None => cmd.env_remove("DOCKLESS_TEST_BUILD_DELAY_MS"),
         };
+        // An empty value removes the variable (DOCKLESS_LOG, to see the default).
         for (k, v) in &self.env {
-            cmd.env(k, v);
+            match v.is_empty() {
+                true => cmd.env_remove(k),
+                false => cmd.env(k, v),
+            };
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
         }
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -19,7 +19,7 @@ fn error_display_format() {
 fn malformed_unknown_instruction() {
     #[rustfmt::skip]
     let cases = [
-        ("FROM a\n\nCOPPY a b\n", 3, "unknown instruction: COPPY"),
+        ("FROM a\n\nCOPPY a b\n", 3, "unknown instruction: COPPY (did you mean COPY?)"),
         ("FROM a\nRUN x \\\n  y\nfrobnicate\n", 4, "unknown instruction: FROBNICATE"),
     ];
     assert_errs(&cases);
@@ -224,7 +224,7 @@ fn malformed_onbuild() {
         ("FROM a\nONBUILD ONBUILD RUN x\n", 2, "chaining ONBUILD via ONBUILD ONBUILD is not allowed"),
         ("FROM a\nONBUILD from b\n", 2, "FROM is not allowed as an ONBUILD trigger"),
         ("FROM a\nONBUILD MAINTAINER me\n", 2, "MAINTAINER is not allowed as an ONBUILD trigger"),
-        ("FROM a\nONBUILD RUUN x\n", 2, "unknown instruction in ONBUILD trigger: RUUN"),
+        ("FROM a\nONBUILD RUUN x\n", 2, "unknown instruction in ONBUILD trigger: RUUN (did you mean RUN?)"),
         ("FROM a\nONBUILD COPY a\n", 2, "invalid ONBUILD trigger: COPY requires at least two arguments, got 1"),
     ];
     assert_errs(&cases);

@@ -63,6 +63,21 @@ impl ImageFailure {
     }
 }
 
+/// An error as the service's users read it: the registry client's hints
+/// name CLI flags; the service is set up in dockless.toml instead.
+pub(super) fn in_config_terms(message: &str) -> String {
+    message
+        .replace(
+            "--insecure (or --insecure-registry HOST)",
+            "insecure_registry = true in dockless.toml",
+        )
+        .replace(
+            "drop --insecure (or --insecure-registry)",
+            "set insecure_registry = false in dockless.toml",
+        )
+        .replace("any --ca-cert", "ca_cert in dockless.toml")
+}
+
 /// What stopped a build that is worth waiting out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hindrance {
@@ -134,6 +149,14 @@ pub(super) fn caused_by_full_disk(error: &(dyn Error + 'static)) -> bool {
 mod tests {
     use super::*;
     use crate::store::StoreError;
+
+    #[test]
+    fn hints_name_config_keys() {
+        let cli = "TLS error with r:5000: server certificate is signed by an unknown \
+                   authority (not in the OS trust store, any --ca-cert, nor certs.d/HOST:PORT/*.crt)";
+        let shown = in_config_terms(cli);
+        assert!(shown.contains("ca_cert in dockless.toml") && !shown.contains("--ca-cert"));
+    }
 
     fn os_error(code: i32) -> io::Error {
         io::Error::from_raw_os_error(code)

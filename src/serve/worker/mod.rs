@@ -342,6 +342,16 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
     };
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(work.with_extension("index"));
+    // The log's last line comes first: a reader following it
+    // (GET /builds/<id>/log) stops once the store says the build ended.
+    match &outcome {
+        Outcome::Requeue { reason, .. } => log.line(&format!("build queued again: {reason}")),
+        Outcome::Done(status, error) => log.line(&format!(
+            "build {}: {}",
+            status.as_str(),
+            error.as_deref().unwrap_or("every image pushed")
+        )),
+    }
     if !record_outcome(app, job.lease(), &outcome, images.as_deref()).await {
         app.leases_lost.fetch_add(1, Ordering::Relaxed);
         log.line(
@@ -355,20 +365,15 @@ async fn run_build(app: &App, job: Job) -> Option<Duration> {
     }
     let (status, error) = match outcome {
         Outcome::Requeue { reason, pause } => {
-            log.line(&format!("build queued again: {reason}"));
             tracing::warn!(build_id = job.id, ?pause, "build queued again: {reason}");
             return Some(pause);
         }
         Outcome::Done(status, error) => (status, error),
     };
-    log.line(&format!(
-        "build {}: {}",
-        status.as_str(),
-        error.as_deref().unwrap_or("every image pushed")
-    ));
     tracing::info!(
         build_id = job.id,
         status = status.as_str(),
+        error = error.as_deref().unwrap_or_default(),
         "build finished"
     );
     let (state, text) = match status {
@@ -466,7 +471,7 @@ async fn fetch_and_build_images(
                 image.result.attachments = attachments;
             }
             Err(failure) => {
-                let message = failure.to_string();
+                let message = failure::in_config_terms(&failure.to_string());
                 log.line(&format!(
                     "image {} ({}): {message}",
                     i + 1,
@@ -526,6 +531,7 @@ async fn build_and_push_image(
     build.step_log = Some(step_log.to_path_buf());
     let destination = Destination::Registry {
         target: image.target.clone(),
+        extra_tags: Vec::new(),
         push: build.remote.clone(),
     };
     let supply = SupplyOptions {

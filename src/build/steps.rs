@@ -1,0 +1,64 @@
+//! Build progress by step, as `docker buildx build --progress=plain`
+//! numbers them: every FROM and instruction of the stages built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A step began or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEvent {
+    Started {
+        /// 1-based, out of `total`.
+        step: usize,
+        total: usize,
+        /// The instruction's first line as written, e.g. `COPY app /app`.
+        instruction: String,
+    },
+    Finished {
+        step: usize,
+        total: usize,
+        instruction: String,
+        /// The layer came from the layer cache.
+        cached: bool,
+        /// The compressed size of the layer written, when one was.
+        layer_bytes: Option<u64>,
+        duration: Duration,
+    },
+}
+
+type Callback = dyn Fn(&StepEvent) + Send + Sync;
+
+/// Receives [`StepEvent`]s; `StepSink::default()` discards them.
+#[derive(Clone, Default)]
+pub struct StepSink(Option<Arc<Callback>>);
+
+impl StepSink {
+    pub fn new(f: impl Fn(&StepEvent) + Send + Sync + 'static) -> Self {
+        StepSink(Some(Arc::new(f)))
+    }
+
+    pub(super) fn emit(&self, e: StepEvent) {
+        if let Some(f) = &self.0 {
+            f(&e);
+        }
+    }
+}
+
+impl std::fmt::Debug for StepSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StepSink(callback)"
+        } else {
+            "StepSink(none)"
+        })
+    }
+}
+
+/// How a step is shown: its first line, at most 100 characters.
+pub(super) fn shown(original: &str) -> String {
+    let line = original.lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
+}
