@@ -8,14 +8,11 @@ mod prune;
 mod segments;
 pub mod temp;
 
-pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE};
+pub use prune::{parse_size, prune, PruneReport, DEFAULT_MAX_SIZE, RUN_CACHE_DIR, SBOM_LAYER_DIR};
 pub use segments::SegmentIndex;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-/// Under the cache folder: a folder per `RUN --mount=type=cache` id.
-pub const RUN_CACHE_DIR: &str = "run-cache";
 
 /// Marks a cached file as used, for [`prune()`]'s LRU order.
 pub(crate) fn touch(path: &Path) {
@@ -23,9 +20,6 @@ pub(crate) fn touch(path: &Path) {
         let _ = f.set_modified(SystemTime::now());
     }
 }
-
-/// Where the SBOM keeps what each layer's package files hold, by diff_id.
-pub const SBOM_LAYER_DIR: &str = "sbom-layer";
 
 /// `$DOCKLESS_CACHE_DIR`, else `$XDG_CACHE_HOME/dockless`, else `~/.cache/dockless`.
 pub fn default_dir() -> PathBuf {

@@ -2,6 +2,12 @@
 //! then the records that pointed at them.
 
 use super::layers::StepRecord;
+
+/// Under the cache folder: a folder per `RUN --mount=type=cache` id.
+pub const RUN_CACHE_DIR: &str = "run-cache";
+
+/// Where the SBOM keeps what each layer's package files hold, by diff_id.
+pub const SBOM_LAYER_DIR: &str = "sbom-layer";
 use crate::digest;
 use crate::layer::LayerInfo;
 use std::collections::HashSet;
@@ -36,11 +42,8 @@ pub fn prune(cache_dir: &Path, max_bytes: u64, keep: &HashSet<String>) -> io::Re
     let blob_dir = cache_dir.join("blobs").join("sha256");
     let mut entries = cached_files(&blob_dir, "")?;
     entries.extend(cached_files(&cache_dir.join("layer-index"), ".json")?);
-    entries.extend(cached_files(
-        &cache_dir.join(super::SBOM_LAYER_DIR),
-        ".json",
-    )?);
-    entries.extend(run_caches(&cache_dir.join(super::RUN_CACHE_DIR))?);
+    entries.extend(cached_files(&cache_dir.join(SBOM_LAYER_DIR), ".json")?);
+    entries.extend(run_caches(&cache_dir.join(RUN_CACHE_DIR))?);
     let mut total: u64 = entries.iter().map(|e| e.len).sum::<u64>() + temp.bytes_kept;
     let mut report = PruneReport {
         temp_removed: temp.removed,

@@ -20,6 +20,21 @@ use super::origin;
 use super::retry::RetryPolicy;
 use super::stall::Liveness;
 use super::transport::{error_from_response, Transport};
+use crate::image::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Every manifest and index type dockless reads, for a manifest GET.
+pub(crate) fn accept_header() -> String {
+    [
+        MEDIA_TYPE_MANIFEST,
+        MEDIA_TYPE_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_LIST,
+    ]
+    .join(", ")
+}
 
 /// A request body that can be rebuilt for a retry.
 #[derive(Clone, Copy)]
@@ -307,7 +322,7 @@ impl Client {
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<Vec<u8>>> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         // An OCI manifest asked for without an OCI Accept is a 404 on docker-registry.
-        let headers = [("accept", super::pull::accept_header())];
+        let headers = [("accept", accept_header())];
         self.get_small(&url, &headers, "manifest").await
     }
 

@@ -4,13 +4,13 @@
 //! on the way.
 
 use super::auth::Access;
-use super::client::{Client, ReqBody};
+use super::client::{accept_header, Client, ReqBody, DOCKER_LIST};
 use super::error::RegistryError;
 use super::options::{EventSink, Options};
 use crate::digest::{self, HashingWriter};
 use crate::image::{
     Artifact, BuiltImage, DocDescriptor as Descriptor, Document, ImageConfig, MAX_DOCUMENT,
-    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+    MEDIA_TYPE_INDEX,
 };
 use crate::layer::LayerInfo;
 use crate::name::Reference;
@@ -22,9 +22,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -70,16 +67,6 @@ pub struct BaseImage {
 
 fn is_index(media_type: &str, doc: &Document) -> bool {
     media_type == MEDIA_TYPE_INDEX || media_type == DOCKER_LIST || doc.manifests.is_some()
-}
-
-pub(crate) fn accept_header() -> String {
-    [
-        MEDIA_TYPE_MANIFEST,
-        MEDIA_TYPE_INDEX,
-        DOCKER_MANIFEST,
-        DOCKER_LIST,
-    ]
-    .join(", ")
 }
 
 /// Picks the platform's entry: exact os/arch, and the variant when asked for.
@@ -602,6 +589,8 @@ fn parse_document(reader: &Reader<'_>, bytes: &[u8]) -> Result<Document, PullErr
 mod tests {
     use super::*;
     use crate::image::DocPlatform as DescPlatform;
+    use crate::image::MEDIA_TYPE_MANIFEST;
+    use crate::remote::client::DOCKER_MANIFEST;
 
     fn entry(arch: &str, variant: Option<&str>) -> Descriptor {
         Descriptor {
