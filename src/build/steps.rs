@@ -56,9 +56,36 @@ impl std::fmt::Debug for StepSink {
 
 /// How a step is shown: its first line, at most 100 characters.
 pub(super) fn shown(original: &str) -> String {
-    let line = original.lines().next().unwrap_or_default().trim();
+    let line = without_url_secrets(original.lines().next().unwrap_or_default().trim());
+    let line = line.as_str();
     match line.char_indices().nth(100) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
+    }
+}
+
+/// The line with every URL's user info, query and fragment left out (as
+/// `ADD` errors show them): progress and logs never carry credentials.
+fn without_url_secrets(line: &str) -> String {
+    let mut out = line.to_string();
+    for word in line.split_whitespace().filter(|w| w.contains("://")) {
+        if let Ok(url) = url::Url::parse(word) {
+            out = out.replace(word, &super::url::shown(&url));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_shown_step_carries_no_url_credentials() {
+        assert_eq!(
+            shown("ADD https://user:pw@h:8443/f.txt?token=s /u/\n"),
+            "ADD https://h:8443/f.txt /u/"
+        );
+        assert_eq!(shown("COPY a b"), "COPY a b");
     }
 }

@@ -93,6 +93,14 @@ impl RegistryError {
             || matches!(self, RegistryError::Registry { status, .. } if retryable_status(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK)))
     }
 
+    /// A manifest refused because a blob it names is missing or does not
+    /// match its digest (the distribution spec's error codes): what a
+    /// concurrent upload of the same blob looks like while it commits.
+    pub fn is_blob_settling(&self) -> bool {
+        matches!(self, RegistryError::Registry { status: 400, message, .. }
+            if message.contains("MANIFEST_BLOB_UNKNOWN") || message.contains("DIGEST_INVALID"))
+    }
+
     /// Faults of the path rather than of the request: worth another try.
     pub fn is_transient(&self) -> bool {
         matches!(

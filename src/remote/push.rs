@@ -24,6 +24,12 @@ use super::pull::Puller;
 use super::retry::retry_after;
 use crate::name::Reference;
 
+/// A blob another push of the same bytes is committing at the same moment
+/// can look missing or corrupt to a manifest PUT on docker-registry's
+/// filesystem driver; it settles within a moment, so the PUT is tried again.
+const BLOB_SETTLE_TRIES: u32 = 4;
+const BLOB_SETTLE_WAIT: Duration = Duration::from_millis(250);
+
 /// A registry repository holding a blob that is not in the local store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteBlob {
@@ -364,6 +370,29 @@ impl Client {
     /// digest, computed here from the exact bytes (the registry's
     /// `Docker-Content-Digest` is not trusted).
     pub(crate) async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let mut waited = 0;
+        loop {
+            match self
+                .put_manifest_once(repo, reference, media_type, bytes)
+                .await
+            {
+                Err(e) if e.is_blob_settling() && waited < BLOB_SETTLE_TRIES => {
+                    waited += 1;
+                    warn!(%repo, %reference, "{e}; trying again");
+                    tokio::time::sleep(BLOB_SETTLE_WAIT * waited).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_manifest_once(
         &self,
         repo: &str,
         reference: &str,
