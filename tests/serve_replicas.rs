@@ -202,11 +202,17 @@ fn three_replicas_build_each_accepted_delivery_once_while_two_are_killed() {
     assert_eq!(ids.len(), 20, "one build per commit");
 
     let survivor = (0..3).find(|r| !dead[*r]).unwrap();
+    // Every build first: docker-registry may answer 500 for a manifest that
+    // another build is writing the same bytes of at that moment.
+    let mut builds = Vec::new();
     for (k, id) in &build_of_commit {
         let b = wait_done(&replicas[survivor], *id, Duration::from_secs(600));
         assert_eq!(b["status"], "succeeded", "{b}");
         assert_eq!(b["commit"], commits[*k].as_str());
-        assert_pushed(&reg, &b);
+        builds.push(b);
+    }
+    for b in &builds {
+        assert_pushed(&reg, b);
     }
     for id in &ids {
         assert_eq!(
@@ -325,12 +331,16 @@ fn a_database_restart_during_a_burst_loses_nothing_accepted() {
         assert_eq!(r.status, 202, "{}", r.body);
         accepted.insert(k, r.json()["build_id"].as_i64().unwrap());
     }
+    let mut builds = Vec::new();
     for (k, id) in &accepted {
         let b = replicas[0].wait_finished(*id, Duration::from_secs(300));
         assert_eq!(b["status"], "succeeded", "{b}");
         assert_eq!(b["commit"], commits[*k].as_str());
-        assert_pushed(&reg, &b);
         assert_eq!(completions(&replicas, *id), 1);
+        builds.push(b);
+    }
+    for b in &builds {
+        assert_pushed(&reg, b);
     }
     let list = get(&replicas[1].addr, "/builds").json();
     assert_eq!(list["builds"].as_array().unwrap().len(), 12);
