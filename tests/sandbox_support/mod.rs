@@ -124,7 +124,11 @@ fn set_subordinate_range(name: &str, start: Option<u32>) {
         if let Some(start) = start {
             kept.push_str(&format!("{name}:{start}:65536\n"));
         }
-        std::fs::write(file, kept).unwrap();
+        // Renamed into place: a build of another test may be running
+        // newuidmap, which must never read a half-written file.
+        let next = format!("{file}.dockless-test");
+        std::fs::write(&next, kept).unwrap();
+        std::fs::rename(&next, file).unwrap();
     }
 }
 
