@@ -5,6 +5,7 @@
 
 pub mod layers;
 mod prune;
+pub mod registry;
 mod segments;
 pub mod temp;
 
