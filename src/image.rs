@@ -289,6 +289,9 @@ pub struct BuiltImage {
     pub layers: Vec<LayerInfo>,
     pub platform: Platform,
     pub base: Option<BaseInfo>,
+    /// The registry build cache that holds layers above the base which
+    /// the store lacks (a cache hit only checked the blob is there).
+    pub cache_source: Option<crate::name::Reference>,
 }
 
 impl BuiltImage {
@@ -366,6 +369,7 @@ impl Image {
             layers: self.layers.clone(),
             platform: self.platform(),
             base: self.base.clone(),
+            cache_source: None,
         })
     }
 }

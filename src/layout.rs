@@ -561,6 +561,7 @@ fn read_image(dir: &Path, store: &BlobStore, desc: &Desc) -> Result<BuiltImage, 
             variant: config.variant,
         },
         base: None,
+        cache_source: None,
     })
 }
 

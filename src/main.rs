@@ -227,6 +227,19 @@ struct BuildFlags {
     add_url_max_size: u64,
     #[command(flatten)]
     supply: supply_cli::SupplyFlags,
+    /// Share the layer cache through a registry repository (kaniko's flag):
+    /// each COPY, ADD and RUN step is looked up there before it runs, and
+    /// the build's steps are written there after it. REGISTRY/REPO[:TAG]
+    /// (tag default dockless-cache); a cache that cannot be reached is a warning.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    cache_repo: Option<String>,
+    /// BuildKit's form for reading the registry cache: type=registry,ref=REGISTRY/REPO[:TAG].
+    #[arg(long, value_name = "type=registry,ref=REF")]
+    cache_from: Vec<String>,
+    /// BuildKit's form for writing the registry cache:
+    /// type=registry,ref=REGISTRY/REPO[:TAG][,mode=min|max] (min: the image's layers only).
+    #[arg(long, value_name = "type=registry,ref=REF")]
+    cache_to: Vec<String>,
 }
 
 /// An error with the exit code it deserves.
@@ -406,6 +419,12 @@ fn build_options(args: &BuildFlags) -> Result<BuildOptions, Failure> {
         .map_err(|e: String| usage(anyhow::anyhow!(e)))?;
     opts.split_layers = args.split_layers;
     opts.layer_cache = !args.no_layer_cache;
+    opts.registry_cache = dockless::cache::registry::CacheSpec::from_flags(
+        args.cache_repo.as_deref(),
+        &args.cache_from,
+        &args.cache_to,
+    )
+    .map_err(usage)?;
     opts.isolation = args.isolation;
     opts.run_timeout = args.run_timeout;
     opts.add_url_max_size = args.add_url_max_size;
@@ -465,18 +484,25 @@ fn report_built(built: &dockless::build::BuiltSet) {
         segments_reused = c.segments_reused,
         steps_run = c.steps_run,
         steps_from_cache = c.steps_from_cache,
+        layers_from_registry = c.layers_from_registry,
+        steps_from_registry = c.steps_from_registry,
         "layer cache"
     );
 }
 
 /// Builds, delivers and prunes (see `dockless::pipeline`); returns what
 /// was delivered, or the failed step's error with its exit code.
-fn run_pipeline(opts: PipelineOptions, destination: &Destination) -> Result<Delivered, Failure> {
+fn run_pipeline(
+    opts: PipelineOptions,
+    destination: &Destination,
+    progress: &progress::Progress,
+) -> Result<Delivered, Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
     let delivered = std::sync::Mutex::new(None);
     let on_event = |event: PipelineEvent<'_>| {
         let PipelineEvent::Built(built) = event;
         report_built(built);
+        progress.built(&built.cache);
         *delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Delivered::of(&built.artifact));
     };
     runtime
@@ -574,7 +600,7 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         output,
         names: names.clone(),
     };
-    let delivered = run_pipeline(opts, &destination)?;
+    let delivered = run_pipeline(opts, &destination, &progress)?;
     // stdout carries the archive then; the references go to stderr.
     print_references(&names, &delivered, to_stdout);
     args.flags.results.write(&delivered, &names)?;
@@ -640,6 +666,9 @@ fn refuse_build_flags(flags: &BuildFlags) -> Result<(), Failure> {
         ("--target", flags.target.is_some()),
         ("--secret", !flags.secrets.is_empty()),
         ("--sign-key", flags.supply.signs()),
+        ("--cache-repo", flags.cache_repo.is_some()),
+        ("--cache-from", !flags.cache_from.is_empty()),
+        ("--cache-to", !flags.cache_to.is_empty()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((flag, _)) => Err(usage(anyhow::anyhow!(
@@ -708,7 +737,7 @@ fn run_push(args: PushArgs) -> Result<(), Failure> {
                 target: targets[0].clone(),
                 extra_tags: targets[1..].to_vec(),
             };
-            (targets, run_pipeline(opts, &destination)?)
+            (targets, run_pipeline(opts, &destination, &progress)?)
         }
     };
     progress.finish();

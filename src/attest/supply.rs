@@ -235,6 +235,9 @@ impl StoreOrRegistry {
     ) -> StoreOrRegistry {
         let mut remote = HashMap::new();
         for image in images_of(artifact) {
+            for blob in crate::remote::pull::cached_layers(image, store) {
+                remote.insert(blob.digest.clone(), blob);
+            }
             let Some(base) = &image.base else { continue };
             let Ok(reference) = crate::name::Reference::parse(&base.name) else {
                 continue;

@@ -198,6 +198,12 @@ impl Bases {
         Ok(layers)
     }
 
+    /// Notes that the blob of `store_path` is still in a registry, to be
+    /// fetched when something reads it (a layer the registry build cache served).
+    pub(super) fn add_lazy(&mut self, store_path: PathBuf, blob: BaseBlob) {
+        self.lazy.insert(store_path, blob);
+    }
+
     /// Makes sure a blob is on disk before something reads it.
     pub(super) fn ensure(&self, blob: &Path) -> Result<(), BaseLayerError> {
         self.ensure_all([blob])

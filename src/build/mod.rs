@@ -14,6 +14,7 @@ mod base;
 mod copy;
 mod mounts;
 mod owner;
+mod regcache;
 mod run;
 mod source;
 mod stage;
@@ -25,6 +26,7 @@ pub use mounts::SecretSource;
 pub use workspace::ROOT_ENV;
 
 use crate::cache::layers::{CacheStats, LayerCache};
+use crate::cache::registry::CacheSpec;
 use crate::context::untrusted::{FileError, FileRef};
 use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::{
@@ -99,6 +101,10 @@ pub struct BuildOptions {
     pub steps: steps::StepSink,
     /// `RUN --mount=type=secret` sources, by id (`--secret`).
     pub secrets: BTreeMap<String, SecretSource>,
+    /// The registry build cache read before each COPY, ADD and RUN step
+    /// and written after the build (see `cache::registry`); only with
+    /// `layer_cache`.
+    pub registry_cache: CacheSpec,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -128,6 +134,7 @@ impl BuildOptions {
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
             steps: steps::StepSink::default(),
             secrets: BTreeMap::new(),
+            registry_cache: CacheSpec::default(),
         }
     }
 
@@ -381,6 +388,8 @@ struct Builder<'a> {
     steps_total: usize,
     /// RUN's roots on disk and its sandbox, made at the first step that runs.
     workspace: Option<workspace::Workspace>,
+    /// The registry build cache, when one is given and the layer cache is on.
+    registry_cache: Option<regcache::RegistryCache>,
 }
 
 impl<'a> Builder<'a> {
@@ -409,6 +418,7 @@ impl<'a> Builder<'a> {
             step: 0,
             steps_total: 0,
             workspace: None,
+            registry_cache: None,
         };
         builder.resolve_global_args()?;
         Ok(builder)
@@ -717,6 +727,7 @@ impl<'a> Builder<'a> {
         let target = self.target_index()?;
         let (needed, images) = self.plan(target)?;
         self.bases.expect(&images);
+        self.open_registry_cache();
         self.steps_total = needed
             .iter()
             .map(|&i| 1 + self.df.stages[i].instructions.len())
@@ -738,7 +749,9 @@ impl<'a> Builder<'a> {
                 .labels
                 .insert(k.clone(), v.clone());
         }
-        let image = result.image.finish(&self.store)?;
+        let mut image = result.image.finish(&self.store)?;
+        image.cache_source = self.registry_cache_source();
+        self.export_registry_cache(&image);
         let unused_build_args = self
             .opts
             .build_args

@@ -165,13 +165,14 @@ impl Builder<'_> {
         };
         let key = self.step_key(state, &command, &env, args.network, mounts_key);
         let header = format!("[{}] {}", state.step_label(), ins.original);
-        if let Some(done) = self
+        let local = self
             .layer_cache
             .as_ref()
-            .and_then(|c| c.step(&key, &self.store))
-        {
+            .and_then(|c| c.step(&key, &self.store));
+        if let Some(done) = local.or_else(|| self.registry_step(&key)) {
             self.step_output(line, &format!("{header} (cached)"))?;
             self.cache_stats.steps_from_cache += 1;
+            self.registry_record_step(&key, done.as_ref());
             return self.add_step_layer(state, line, done, history);
         }
         crate::sandbox::check_runnable(&state.image.platform())
@@ -212,6 +213,7 @@ impl Builder<'_> {
         if let Some(cache) = &self.layer_cache {
             cache.record_step(&key, made.as_ref());
         }
+        self.registry_record_step(&key, made.as_ref());
         self.add_step_layer(state, line, made, history)
     }
 
@@ -378,10 +380,14 @@ impl Builder<'_> {
             state.image.add_history(history);
             return Ok(());
         };
-        let blob = self.store.existing(&info.digest)?;
+        // A layer the registry cache served may still be there only.
+        let blob = self.store.path(&info.digest)?;
         let index = match overlay::load_index(&self.opts.cache_dir, &info.digest, &info.diff_id) {
             Some(index) => index,
             None => {
+                self.bases
+                    .ensure(&blob)
+                    .map_err(|e| self.fail_because(line, e.to_string(), e))?;
                 let index = overlay::read_index(&blob, &info.diff_id)
                     .map_err(|e| self.fail(line, e.to_string()))?;
                 overlay::save_index(&self.opts.cache_dir, &info.digest, &index);

@@ -204,16 +204,23 @@ impl Builder<'_> {
                 compression: self.opts.compression,
                 threads: 0,
             };
-            // A cold layer's files are hashed while they are written, not before.
-            let scanned = self
-                .layer_cache
-                .as_ref()
-                .and_then(|c| c.scan(&entries, &opts));
+            // A cold layer's files are hashed while they are written, not
+            // before, unless the registry cache needs the key first.
+            let scanned = match (&self.layer_cache, self.registry_cache.is_some()) {
+                (Some(cache), true) => cache.scan_hashed(&entries, &opts),
+                (Some(cache), false) => cache.scan(&entries, &opts),
+                (None, _) => None,
+            };
             let keyed = scanned.as_ref().and_then(|s| s.key());
-            if let (Some(cache), Some(key)) = (&self.layer_cache, &keyed) {
-                if let Some(info) = cache.lookup(key, &self.store) {
+            if let Some(key) = &keyed {
+                let local = self
+                    .layer_cache
+                    .as_ref()
+                    .and_then(|c| c.lookup(key, &self.store));
+                if let Some(info) = local.or_else(|| self.registry_layer(&key.key)) {
                     tracing::info!(line, digest = %info.digest, "layer served from cache");
                     self.cache_stats.layers_from_cache += 1;
+                    self.registry_record_layer(&key.key, &info);
                     state.image.add_layer(info, history);
                     return Ok(());
                 }
@@ -244,6 +251,9 @@ impl Builder<'_> {
                 None => layer::write_layer(&entries, &self.store, opts)?,
             };
             self.cache_stats.layers_written += 1;
+            if let Some(key) = &keyed {
+                self.registry_record_layer(&key.key, &info);
+            }
             tracing::info!(line, digest = %info.digest, size = info.size, "layer written");
             state.image.add_layer(info, history);
         } else {

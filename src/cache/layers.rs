@@ -86,6 +86,10 @@ pub struct CacheStats {
     /// RUN steps run, and skipped because their key was known.
     pub steps_run: usize,
     pub steps_from_cache: usize,
+    /// Layers and RUN steps the registry build cache served (also counted
+    /// in `layers_from_cache` and `steps_from_cache`).
+    pub layers_from_registry: usize,
+    pub steps_from_registry: usize,
 }
 
 impl CacheStats {
@@ -97,6 +101,8 @@ impl CacheStats {
         self.segments_reused += other.segments_reused;
         self.steps_run += other.steps_run;
         self.steps_from_cache += other.steps_from_cache;
+        self.layers_from_registry += other.layers_from_registry;
+        self.steps_from_registry += other.steps_from_registry;
     }
 }
 
@@ -257,6 +263,13 @@ impl LayerCache {
     /// None when a file cannot be stat'ed or read (the layer write then reports it).
     pub fn scan(&self, entries: &[LayerEntry], opts: &LayerOptions) -> Option<ScannedLayer> {
         self.scan_with(entries, opts, false)
+    }
+
+    /// [`LayerCache::scan`] that hashes every file the stat map does not
+    /// know up front, so the key is known before the layer is written: the
+    /// registry build cache may hold it even when this cache never saw it.
+    pub fn scan_hashed(&self, entries: &[LayerEntry], opts: &LayerOptions) -> Option<ScannedLayer> {
+        self.scan_with(entries, opts, true)
     }
 
     fn scan_with(

@@ -158,7 +158,14 @@ fn push_image_from(
                 });
                 blob
             }
-            None => local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo)?,
+            None => match image
+                .cache_source
+                .as_ref()
+                .filter(|_| !store.contains(&l.digest))
+            {
+                Some(cache) => from_cache(store, l, cache, mounts, target)?,
+                None => local_blob(store, &l.digest, l.size, &l.media_type, mounts, repo)?,
+            },
         };
         if let Some(base) = base_repo.filter(|b| i < b.layer_count) {
             blob.mount_from.insert(0, base.repository.clone());
@@ -171,6 +178,36 @@ fn push_image_from(
         config,
         layers,
     })
+}
+
+/// A layer the registry build cache served and the store lacks: mounted
+/// from the cache repository when it is on the target's registry, else
+/// streamed from it.
+fn from_cache(
+    store: &BlobStore,
+    layer: &crate::layer::LayerInfo,
+    cache: &Reference,
+    mounts: &MountRecord,
+    target: &Reference,
+) -> Result<LocalBlob, StoreError> {
+    let repo = target.repository();
+    let path = store.path(&layer.digest)?;
+    let mut blob = local_blob_at(
+        path,
+        &layer.digest,
+        layer.size,
+        &layer.media_type,
+        mounts,
+        repo,
+    );
+    blob.source = Some(RemoteBlob {
+        registry: cache.registry().to_string(),
+        repository: cache.repository().to_string(),
+    });
+    if cache.registry() == target.registry() && cache.repository() != repo {
+        blob.mount_from.insert(0, cache.repository().to_string());
+    }
+    Ok(blob)
 }
 
 /// Pushes the image and remembers that the target repository now holds its

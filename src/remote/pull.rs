@@ -544,10 +544,31 @@ pub struct BaseBlob {
     pub size: u64,
 }
 
+/// The layers above the base that the registry build cache served and the
+/// store lacks, as blobs of the cache repository.
+pub fn cached_layers(image: &BuiltImage, store: &BlobStore) -> Vec<BaseBlob> {
+    let Some(cache) = &image.cache_source else {
+        return Vec::new();
+    };
+    let above = image.base.as_ref().map_or(0, |b| b.layer_count);
+    image
+        .layers
+        .iter()
+        .skip(above)
+        .filter(|l| !store.contains(&l.digest))
+        .map(|l| BaseBlob {
+            image: cache.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+        })
+        .collect()
+}
+
 /// Downloads, once and verified, every base layer of the artifact that the
 /// store lacks, so a sink that writes every blob (an OCI layout, an archive)
-/// finds them all. Builds leave base layers in their registry when the
-/// layer index cache knows their headers.
+/// finds them all (and every layer the registry build cache served). Builds
+/// leave base layers in their registry when the layer index cache knows
+/// their headers.
 pub async fn ensure_blobs(
     store: &BlobStore,
     artifact: &Artifact,
@@ -559,6 +580,7 @@ pub async fn ensure_blobs(
     };
     let mut wanted = Vec::new();
     for image in images {
+        wanted.extend(cached_layers(image, store));
         let Some(base) = &image.base else {
             continue;
         };

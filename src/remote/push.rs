@@ -82,7 +82,7 @@ pub struct PushOutcome {
 
 impl Client {
     /// HEAD the blob in `repo`. Some(size) if present.
-    async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+    pub(crate) async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
         let url = self.blob_url(repo, digest)?;
         let resp = self.send(Method::HEAD, &url, &[], ReqBody::Empty).await?;
         match resp.status() {

@@ -62,6 +62,7 @@ fn image(layers: Vec<LayerInfo>) -> BuiltImage {
         layers,
         platform: Platform::parse("linux/amd64").unwrap(),
         base: None,
+        cache_source: None,
     }
 }
 
