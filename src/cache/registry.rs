@@ -198,6 +198,26 @@ impl CacheSpec {
         })
     }
 
+    /// The service's `cache_repo` for one image: without a tag of its own,
+    /// each image repository gets its tag (`team/app` → `team-app`), so
+    /// builds of different repositories never overwrite each other's index.
+    pub fn for_image(text: &str, image: &Reference) -> Result<CacheSpec, CacheSpecError> {
+        let given = Reference::parse(text).ok();
+        if given.as_ref().is_some_and(|r| r.tag().is_some()) {
+            return CacheSpec::repo(text, "cache_repo");
+        }
+        let tag: String = image
+            .repository()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
+                _ => '-',
+            })
+            .take(128)
+            .collect();
+        CacheSpec::repo(&format!("{text}:{tag}"), "cache_repo")
+    }
+
     pub fn is_off(&self) -> bool {
         self.from.is_none() && self.to.is_none()
     }
@@ -466,6 +486,17 @@ mod tests {
         let twice = vec![from[0].clone(), from[0].clone()];
         assert!(CacheSpec::from_flags(None, &twice, &[]).is_err());
         assert!(CacheSpec::from_flags(None, &[], &[]).unwrap().is_off());
+    }
+
+    #[test]
+    fn the_service_gives_each_image_repository_its_own_tag() {
+        let image = Reference::parse_tag("reg:5000/team/app:v1").unwrap();
+        let spec = CacheSpec::for_image("reg:5000/cache", &image).unwrap();
+        assert_eq!(spec.from.unwrap().identifier(), "team-app");
+        let spec = CacheSpec::for_image("reg:5000/cache:all", &image).unwrap();
+        assert_eq!(spec.to.unwrap().0.identifier(), "all");
+        let e = CacheSpec::for_image("reg:5000/Bad Name", &image).unwrap_err();
+        assert!(e.to_string().starts_with("cache_repo"), "{e}");
     }
 
     #[test]

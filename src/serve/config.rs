@@ -86,6 +86,9 @@ pub struct Config {
     /// config file's folder.
     #[serde(skip)]
     pub secret_sources: std::collections::BTreeMap<String, crate::build::SecretSource>,
+    /// `REGISTRY/REPO[:TAG]`: the build cache every replica shares (see
+    /// `cache::registry`); without a tag, one tag per image repository.
+    pub cache_repo: Option<String>,
 }
 
 /// A humantime duration such as `"10m"` or `"1h 30m"`.
@@ -118,6 +121,7 @@ impl std::fmt::Debug for Config {
             )
             .field("lease_secs", &self.lease_secs)
             .field("run_timeout", &self.run_timeout)
+            .field("cache_repo", &self.cache_repo)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +184,10 @@ impl Config {
         }
         if let Some(size) = &cfg.add_url_max_size {
             crate::cache::parse_size(size).map_err(|e| err(format!("add_url_max_size: {e}")))?;
+        }
+        if let Some(repo) = &cfg.cache_repo {
+            crate::cache::registry::parse_repo("cache_repo", repo)
+                .map_err(|e| err(e.to_string()))?;
         }
         if cfg.branch.is_empty() {
             return Err(err("branch is empty".into()));

@@ -23,6 +23,7 @@ use crate::attest::attach::Attached;
 use crate::attest::provenance::Source;
 use crate::attest::supply::SupplyOptions;
 use crate::build::BuildOptions;
+use crate::cache::registry::CacheSpec;
 use crate::pipeline::{self, Destination, PipelineOptions};
 use failure::{BuildFailure, Hindrance, ImageFailure};
 use std::io::Write as _;
@@ -529,6 +530,13 @@ async fn build_and_push_image(
     build.run_timeout = app.cfg.run_timeout;
     build.secrets = app.cfg.secret_sources.clone();
     build.step_log = Some(step_log.to_path_buf());
+    if let Some(repo) = &app.cfg.cache_repo {
+        // Checked when the config was loaded; a cache is never worth a failed build.
+        match CacheSpec::for_image(repo, &image.target) {
+            Ok(spec) => build.registry_cache = spec,
+            Err(e) => tracing::warn!("{e}; building without the registry cache"),
+        }
+    }
     let destination = Destination::Registry {
         target: image.target.clone(),
         extra_tags: Vec::new(),
