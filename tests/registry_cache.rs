@@ -205,29 +205,38 @@ fn buildkit_cache_flags_read_and_write_the_same_cache() {
     assert_eq!(pushed_digest(&a), pushed_digest(&b));
 
     // A third replica adds a RUN step (which needs the cached layers on
-    // disk) and writes an OCI layout (which holds every blob).
+    // disk), writes an OCI layout (which holds every blob) and adds its
+    // step to the cache.
     let more = s.fixture.path("Dockerfile.more");
     let text = fs::read_to_string(s.ctx.join("Dockerfile")).unwrap();
     fs::write(&more, format!("{text}RUN cat /copied /data/two > /again\n")).unwrap();
-    let layout = s.fixture.path("layout");
     let secret = format!("id=tok,src={}", s.secret.display());
-    let c = dockless(&s.fixture.path("replica-c"))
-        .arg("build")
-        .arg(&s.ctx)
-        .arg("-f")
-        .arg(&more)
-        .args(["-t", "run:test", "--json", "--secret", &secret])
-        .args(["--insecure-registry", &s.fixture.reg.addr()])
-        .arg("--ca-cert")
-        .arg(s.certs.ca())
-        .args(["--cache-from", &cache_ref, "-o"])
-        .arg(format!("oci:{}", layout.display()))
-        .output()
-        .unwrap();
-    ok(&c);
-    let c_cache = cache_event(&c);
+    let build_more = |replica: &str| {
+        let layout = s.fixture.path(&format!("layout-{replica}"));
+        let out = dockless(&s.fixture.path(replica))
+            .arg("build")
+            .arg(&s.ctx)
+            .arg("-f")
+            .arg(&more)
+            .args(["-t", "run:test", "--json", "--secret", &secret])
+            .args(["--insecure-registry", &s.fixture.reg.addr()])
+            .arg("--ca-cert")
+            .arg(s.certs.ca())
+            .args(["--cache-from", &cache_ref, "--cache-to", &to, "-o"])
+            .arg(format!("oci:{}", layout.display()))
+            .output()
+            .unwrap();
+        let stderr = ok(&out);
+        assert!(!stderr.contains("cannot write it"), "{stderr}");
+        (cache_event(&out), layout)
+    };
+    let (c_cache, layout) = build_more("replica-c");
     assert_eq!(c_cache["steps_run"], 1, "{c_cache}");
     assert_eq!(c_cache["layers_written"], 0, "{c_cache}");
+    // C merged its new step into the cache: D runs nothing.
+    let (d_cache, _) = build_more("replica-d");
+    assert_eq!(d_cache["steps_run"], 0, "{d_cache}");
+    assert_eq!(d_cache["steps_from_registry"], 4, "{d_cache}");
     let bundle = umoci_unpack(&layout, "run:test", &s.fixture.path("bundle"));
     let again = fs::read_to_string(bundle.join("again")).unwrap();
     assert_eq!(again, format!("{APP}two\n"));

@@ -123,6 +123,8 @@ impl Writer<'_> {
         if made.is_within(&current) {
             return Ok(false);
         }
+        // Blobs the tag names already are in the repository: not HEADed again.
+        let known: BTreeSet<String> = current.blobs().into_iter().map(|b| b.0).collect();
         let merged = made.merged_over(current);
         let config_bytes = serde_json::to_vec(&merged).map_err(|e| e.to_string())?;
         let config = BlobRef {
@@ -134,8 +136,11 @@ impl Writer<'_> {
         };
         let mut layers = Vec::new();
         for (digest, size, media_type) in merged.blobs() {
-            layers.push(self.blob(digest, size, media_type)?);
+            if !known.contains(&digest) {
+                layers.push(self.blob(digest, size, media_type)?);
+            }
         }
+        // The manifest names every blob; only the new ones are pushed.
         let push = PushImage {
             manifest: merged.manifest(&config),
             manifest_media_type: crate::image::MEDIA_TYPE_MANIFEST.into(),

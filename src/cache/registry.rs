@@ -26,7 +26,9 @@ pub const HEADER_INDEX_MEDIA_TYPE: &str = "application/vnd.dockless.cache.layer-
 /// The tag the cache lives under when the ref names none.
 pub const DEFAULT_TAG: &str = "dockless-cache";
 /// Entries of each kind kept in the index; the least recently written go first.
-pub const MAX_ENTRIES: usize = 4096;
+/// (2048 of each keep the index and the manifest well under the 4 MiB a
+/// registry document may have.)
+pub const MAX_ENTRIES: usize = 2048;
 
 /// Which layers `--cache-to` exports (BuildKit's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
