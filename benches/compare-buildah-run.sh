@@ -1,5 +1,6 @@
 # The RUN scenario of benches/compare-buildah.sh (`--run [RUNS]`), sourced
-# by it: uses its WORK, ROOT, RUNS, DOCKLESS, timed and start_registry.
+# by it: uses its WORK, ROOT, RUNS, DOCKLESS, timed, and start_registry and
+# push_busybox_base (benches/support/registry.sh).
 
 FIXTURES=${DOCKLESS_TEST_FIXTURES:-$HOME/.cache/dockless-test-fixtures}
 ARCH=$(dpkg --print-architecture)
@@ -15,19 +16,7 @@ command -v busybox >/dev/null || { echo "missing busybox (busybox-static)" >&2; 
 start_registry
 
 # --- the bases, pushed to the local registry ----------------------------------
-BB="$WORK/busybox-base"
-mkdir -p "$BB/rootfs/bin" "$BB/rootfs/etc" "$BB/rootfs/tmp"
-cp "$(command -v busybox)" "$BB/rootfs/bin/busybox"
-for applet in $(busybox --list); do
-  [[ $applet == busybox ]] || ln -s busybox "$BB/rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' > "$BB/rootfs/etc/passwd"
-printf 'root:x:0:\napp:x:1000:\n' > "$BB/rootfs/etc/group"
-chmod 1777 "$BB/rootfs/tmp"
-tar -C "$BB/rootfs" -cf "$BB/rootfs.tar" .
-printf 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD ["sh"]\n' > "$BB/Dockerfile"
-rm -rf "$BB/rootfs"
-DOCKLESS_CACHE_DIR="$WORK/base-cache" "$DOCKLESS" push "$BB" -t "$REG/base/busybox:1" --insecure -q >/dev/null
+push_busybox_base
 DOCKLESS_CACHE_DIR="$WORK/base-cache" "$DOCKLESS" push "oci:$DEBIAN_LAYOUT:base/debian:bookworm" \
   -t "$REG/base/debian:bookworm" --insecure -q >/dev/null
 

@@ -36,13 +36,9 @@ RSS_ONLY=0
 if [[ "${1:-}" == "--rss-only" ]]; then RSS_ONLY=1; RUNS=1; fi
 TREE_MB=${TREE_MB:-256}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/dockless-bench.XXXXXX")
-REG_PID=""
-cleanup() {
-  if [[ -n "$REG_PID" ]]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/support/registry.sh
+source "$ROOT/benches/support/registry.sh"
+bench_work dockless-bench
 
 for tool in /usr/bin/time python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
@@ -53,13 +49,7 @@ if [[ $RSS_ONLY == 0 ]]; then
   done
 fi
 
-if [[ -n "${DOCKLESS_BIN:-}" ]]; then
-  DOCKLESS=$DOCKLESS_BIN
-else
-  echo "building dockless (release)..." >&2
-  (cd "$ROOT" && cargo build --release --quiet --bin dockless)
-  DOCKLESS="$ROOT/target/release/dockless"
-fi
+find_dockless
 BASELINE=${DOCKLESS_BASELINE:-}
 TOOLS="buildah dockless${BASELINE:+ baseline}"
 
@@ -74,31 +64,6 @@ timed() {
   local rss
   rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
   python3 -c "print(f'{$t1 - $t0:.3f} $rss')"
-}
-
-# A fresh docker-registry on loopback; sets REG.
-start_registry() {
-  local port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  cat > "$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$port
-EOF
-  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-  REG_PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-  REG="127.0.0.1:$port"
 }
 
 if [[ $MODE == run ]]; then
