@@ -95,7 +95,7 @@ fn registry_failure(e: impl Into<anyhow::Error>) -> Failure {
 }
 
 pub fn run(args: InspectArgs) -> Result<(), Failure> {
-    crate::check_ca_certs(&args.ca_certs)?;
+    crate::build_cli::check_ca_certs(&args.ca_certs)?;
     let found = find(&args)?;
     let manifest: Value = serde_json::from_slice(&found.raw)
         .map_err(|e| usage(anyhow::anyhow!("the manifest is not JSON: {e}")))?;

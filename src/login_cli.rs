@@ -1,6 +1,7 @@
 //! `dockless login` and `dockless logout`, as docker's.
 
-use crate::{check_ca_certs, usage, Failure, EXIT_REGISTRY};
+use crate::build_cli::check_ca_certs;
+use crate::{usage, Failure, EXIT_REGISTRY};
 use clap::Args;
 use dockless::remote;
 use std::path::PathBuf;
