@@ -167,6 +167,17 @@ fn a_fresh_replica_rebuilds_from_the_registry_cache_without_running_or_compressi
     for header in b_err.lines().filter(|l| l.contains("] RUN ")) {
         assert!(header.ends_with("(cached)"), "B ran {header:?}:\n{b_err}");
     }
+    // --json says so too: no COPY or RUN step of B was computed.
+    let steps: Vec<_> = json_events(&b)
+        .into_iter()
+        .filter(|e| e["event"] == "step_finished")
+        .filter(|e| {
+            let text = e["instruction"].as_str().unwrap_or_default();
+            text.starts_with("RUN ") || text.starts_with("COPY ")
+        })
+        .collect();
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    assert!(steps.iter().all(|e| e["cached"] == true), "{steps:?}");
     assert_eq!(pushed_digest(&a), pushed_digest(&b));
     // B's layers went to the target straight from the cache registry.
     let streamed = json_events(&b)

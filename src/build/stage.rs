@@ -95,7 +95,8 @@ impl Builder<'_> {
         }
     }
 
-    /// Reports the step as finished: from the cache, with a new layer, or neither.
+    /// Reports the step as finished: not computed (from a cache), with a
+    /// new layer, or neither.
     fn end_step(&self, start: StepStart, state: &StageState) {
         let (before, now) = (start.layers, self.cache_stats);
         let written = now.layers_written > before.layers_written;
@@ -103,7 +104,9 @@ impl Builder<'_> {
             step: self.step,
             total: self.steps_total,
             instruction: start.instruction,
-            cached: now.layers_from_cache > before.layers_from_cache,
+            // A COPY/ADD layer or a RUN step served from either cache.
+            cached: now.layers_from_cache > before.layers_from_cache
+                || now.steps_from_cache > before.steps_from_cache,
             layer_bytes: state
                 .image
                 .layers

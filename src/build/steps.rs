@@ -18,7 +18,8 @@ pub enum StepEvent {
         step: usize,
         total: usize,
         instruction: String,
-        /// The layer came from the layer cache.
+        /// Not computed: the COPY/ADD layer or RUN step came from the
+        /// local or the registry cache.
         cached: bool,
         /// The compressed size of the layer written, when one was.
         layer_bytes: Option<u64>,
