@@ -31,7 +31,7 @@ use crate::dockerfile::{
     self, ArgDecl, CopyArgs, Dockerfile, Instruction, InstructionKind, ParseError,
 };
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
-use crate::layer::{self, LayerCompression, LayerError};
+use crate::layer::{self, tap::SharedTap, LayerCompression, LayerError};
 use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
 use crate::remote;
@@ -99,6 +99,10 @@ pub struct BuildOptions {
     pub steps: steps::StepSink,
     /// `RUN --mount=type=secret` sources, by id (`--secret`).
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Follows the new layers (COPY and ADD) of the target stage and the
+    /// stages it is built FROM while they are written: a push uploads them
+    /// as they are produced (`remote::stream`).
+    pub layer_tap: Option<SharedTap>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -128,6 +132,7 @@ impl BuildOptions {
             add_url_max_size: DEFAULT_ADD_URL_MAX_SIZE,
             steps: steps::StepSink::default(),
             secrets: BTreeMap::new(),
+            layer_tap: None,
         }
     }
 
@@ -379,6 +384,8 @@ struct Builder<'a> {
     /// The step running (1-based) and how many the build has.
     step: usize,
     steps_total: usize,
+    /// Whether the stage running ends up in the image (see `layer_tap`).
+    in_image: bool,
     /// RUN's roots on disk and its sandbox, made at the first step that runs.
     workspace: Option<workspace::Workspace>,
 }
@@ -408,6 +415,7 @@ impl<'a> Builder<'a> {
             cache_stats: CacheStats::default(),
             step: 0,
             steps_total: 0,
+            in_image: false,
             workspace: None,
         };
         builder.resolve_global_args()?;
@@ -693,6 +701,19 @@ impl<'a> Builder<'a> {
         Ok((needed, images))
     }
 
+    /// The target and the stages it is built FROM, whose layers the image holds.
+    fn stages_in_image(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+        let mut stages = BTreeSet::from([target]);
+        let mut index = target;
+        while let BaseRef::Stage(base) = self.stage_base(index)? {
+            if !stages.insert(base) {
+                break;
+            }
+            index = base;
+        }
+        Ok(stages)
+    }
+
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
             InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
@@ -721,7 +742,9 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|&i| 1 + self.df.stages[i].instructions.len())
             .sum();
+        let in_image = self.stages_in_image(target)?;
         for index in needed {
+            self.in_image = in_image.contains(&index);
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);
         }
