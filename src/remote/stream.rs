@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use url::Url;
 
 use super::auth::Access;
 use super::client::{Client, ReqBody};
@@ -172,18 +173,38 @@ impl Shared {
         &self,
         stream: u64,
         file: &std::fs::File,
-        mut progress: watch::Receiver<Progress>,
+        progress: watch::Receiver<Progress>,
     ) -> Result<String, Stop> {
-        let client = self
-            .client()
-            .await
-            .ok_or(Stop::Failed("no client".into()))?;
+        // The push after the build reports an unreachable registry.
+        let client = self.client().await.ok_or(Stop::Abandoned)?;
         let failed = |e: RegistryError| Stop::Failed(e.to_string());
         let mut session = client
             .start_upload(self.target.repository())
             .await
             .map_err(failed)?;
         client.events.emit(PushEvent::LayerUploadStarted { stream });
+        let sent = self
+            .fill(&client, stream, file, &mut session, progress)
+            .await;
+        if sent.is_err() {
+            // Best effort: the registry would purge it some day anyway.
+            let _ = client
+                .send_once(reqwest::Method::DELETE, &session, &[], ReqBody::Empty)
+                .await;
+        }
+        sent
+    }
+
+    /// Sends the blob into `session` as it grows, then closes it.
+    async fn fill(
+        &self,
+        client: &Client,
+        stream: u64,
+        file: &std::fs::File,
+        session: &mut Url,
+        mut progress: watch::Receiver<Progress>,
+    ) -> Result<String, Stop> {
+        let failed = |e: RegistryError| Stop::Failed(e.to_string());
         let mut chunk = client.chunk_size.max(1);
         let mut sent = 0u64;
         loop {
@@ -197,12 +218,12 @@ impl Shared {
                     offset: sent,
                     len,
                 };
-                let answer = client.patch(&session, sent, len, body).await;
+                let answer = client.patch(session, sent, len, body).await;
                 match client
-                    .patched(&session, answer, (sent, len), &mut chunk)
+                    .patched(session, answer, (sent, len), &mut chunk)
                     .await
                 {
-                    Ok(Patched::Next(next)) => session = next,
+                    Ok(Patched::Next(next)) => *session = next,
                     Ok(Patched::Smaller) => continue,
                     Ok(Patched::Stop(step)) => return Err(Stop::Failed(stopped(step))),
                     Err(e) if e.is_transient() => return Err(failed(e)),
@@ -220,7 +241,7 @@ impl Shared {
                 if size != sent {
                     return Err(Stop::Failed(format!("sent {sent} of {size} bytes")));
                 }
-                return match client.finish_upload(session, &digest).await {
+                return match client.finish_upload(session.clone(), &digest).await {
                     Ok(Try::Done) => {
                         client.events.emit(PushEvent::LayerStreamed {
                             stream,
