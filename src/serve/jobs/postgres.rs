@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The channel `enqueue` notifies and `watch_queue` listens on.
+/// The channel `dockless_enqueue` (see `pg_schema`) notifies and
+/// `watch_queue` listens on.
 const CHANNEL: &str = "dockless_jobs";
 /// The database's clock in milliseconds since the epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -97,90 +98,33 @@ impl PgStore {
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client.execute(&stmt, &args).await? == 1)
     }
-
-    /// The build a delivery already has, as itself or as an alias.
-    async fn known(client: &deadpool_postgres::Object, delivery: &str) -> Result<Option<i64>> {
-        let row = client
-            .query_opt(
-                "SELECT id FROM jobs WHERE delivery = $1
-                 UNION ALL SELECT job_id FROM aliases WHERE delivery = $1
-                 LIMIT 1",
-                &[&delivery],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
 }
-
-/// How many times `enqueue` looks again after losing a race; each lost race
-/// means another replica's row is now there to be found.
-const ENQUEUE_TRIES: usize = 5;
 
 #[async_trait::async_trait]
 impl JobStore for PgStore {
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
+        // One round trip: the look-ups, the insert, its NOTIFY and the
+        // commit are one call of a function the migrations made.
         let client = self.client().await?;
-        for _ in 0..ENQUEUE_TRIES {
-            if let Some(id) = Self::known(&client, job.delivery).await? {
-                return Ok((id, false));
-            }
-            let live = client
-                .query_opt(
-                    "SELECT id FROM jobs WHERE repository = $1 AND commit_sha = $2
-                     AND status IN ('queued', 'running', 'succeeded')",
-                    &[&job.repository, &job.commit],
-                )
-                .await?;
-            if let Some(row) = live {
-                let id: i64 = row.get(0);
-                let added = client
-                    .execute(
-                        "INSERT INTO aliases (delivery, job_id) VALUES ($1, $2)
-                         ON CONFLICT DO NOTHING",
-                        &[&job.delivery, &id],
-                    )
-                    .await?;
-                if added == 1 {
-                    return Ok((id, false));
-                }
-                continue;
-            }
-            // Any unique constraint (the delivery, the live commit) that
-            // another replica's insert took first makes this insert nothing.
-            let inserted = client
-                .query_opt(
-                    &format!(
-                        "INSERT INTO jobs (delivery, repository, clone_url, pr_number,
-                            commit_sha, head_sha, status, created_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', {NOW_MS})
-                         ON CONFLICT DO NOTHING RETURNING id"
-                    ),
-                    &[
-                        &job.delivery,
-                        &job.repository,
-                        &job.clone_url,
-                        &(job.pr_number as i64),
-                        &job.commit,
-                        &job.head_sha,
-                    ],
-                )
-                .await?;
-            if let Some(row) = inserted {
-                // Wakes the idle workers of every replica.
-                // The build is queued either way: pollers find it.
-                if let Err(e) = client
-                    .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-                    .await
-                {
-                    tracing::warn!("job store: NOTIFY: {e}");
-                }
-                return Ok((row.get(0), true));
-            }
-        }
-        Err(JobError::Schema(format!(
-            "delivery {} lost {ENQUEUE_TRIES} races in a row",
-            job.delivery
-        )))
+        let stmt = client
+            .prepare_cached(
+                "SELECT build_id, created FROM dockless_enqueue($1, $2, $3, $4, $5, $6)",
+            )
+            .await?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &job.delivery,
+                    &job.repository,
+                    &job.clone_url,
+                    &(job.pr_number as i64),
+                    &job.commit,
+                    &job.head_sha,
+                ],
+            )
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
