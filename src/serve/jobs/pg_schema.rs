@@ -46,7 +46,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// `dockless_enqueue`: the whole of `JobStore::enqueue` in the database, so
-/// a delivery costs one round trip and one commit. Each statement of a
+/// a delivery costs one round trip and one commit. It sends no NOTIFY: a
+/// transaction that notifies holds a lock that serializes every notifying
+/// commit in the cluster through its WAL flush, which made concurrent
+/// deliveries queue behind each other's fsync. Each statement of a
 /// PL/pgSQL function sees what committed before it ran, so after an insert
 /// that lost a race to another replica (a unique constraint: the delivery,
 /// or the commit's live build) the next pass of the loop finds the winner.
@@ -84,8 +87,6 @@ BEGIN
             RETURNING id INTO build_id;
         IF FOUND THEN
             created := true;
-            -- Wakes the idle workers of every replica, at commit.
-            PERFORM pg_notify('dockless_jobs', '');
             RETURN;
         END IF;
     END LOOP;

@@ -4,7 +4,9 @@
 //! one row of `jobs` or `aliases`; a commit has one live build), never on
 //! in-process locks: an insert that loses a race inserts nothing, and the
 //! look-up runs again and finds the winner. Workers claim with
-//! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`).
+//! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`),
+//! sent after the enqueue's commit, off the acknowledgement path (see
+//! `wake_replicas`).
 //! Lease times are the database's clock, so replicas' clocks need not agree.
 
 use super::{
@@ -19,8 +21,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The channel `dockless_enqueue` (see `pg_schema`) notifies and
-/// `watch_queue` listens on.
+/// The channel `wake_replicas` notifies and `watch_queue` listens on.
 const CHANNEL: &str = "dockless_jobs";
 /// The database's clock in milliseconds since the epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -35,6 +36,15 @@ pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    /// Rung by each enqueue that queued a build; see `wake_replicas`.
+    queued: Arc<tokio::sync::Notify>,
+    waker: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.waker.abort();
+    }
 }
 
 impl PgStore {
@@ -74,7 +84,15 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(?applied, "job store: PostgreSQL schema migrated");
         }
-        Ok(PgStore { pool, config, tls })
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let waker = tokio::spawn(wake_replicas(pool.clone(), queued.clone()));
+        Ok(PgStore {
+            pool,
+            config,
+            tls,
+            queued,
+            waker,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -124,7 +142,11 @@ impl JobStore for PgStore {
                 ],
             )
             .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let (id, created) = (row.try_get(0)?, row.try_get(1)?);
+        if created {
+            self.queued.notify_one();
+        }
+        Ok((id, created))
     }
 
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
@@ -273,6 +295,32 @@ impl JobStore for PgStore {
             self.tls.clone(),
             queued,
         ));
+    }
+}
+
+/// Sends a NOTIFY on [`CHANNEL`] after each ring of `queued`, waking the
+/// idle workers of every replica. Rings that come while one is being sent
+/// make one more, not one each. Its commit does not wait for the disk
+/// (`synchronous_commit` off for this transaction alone): a lost wake-up
+/// costs a poll interval, never a build, and a notifying commit holds a
+/// cluster-wide lock. When it cannot be sent, the build is queued anyway
+/// and the workers' polls find it.
+async fn wake_replicas(pool: Pool, queued: Arc<tokio::sync::Notify>) {
+    loop {
+        queued.notified().await;
+        let sent = async {
+            let client = pool.get().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+                )
+                .await?;
+            client.execute(&stmt, &[&CHANNEL]).await?;
+            Ok::<_, JobError>(())
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!("job store: NOTIFY: {e}");
+        }
     }
 }
 
