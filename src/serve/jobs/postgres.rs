@@ -30,6 +30,8 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const CONNECT_WAIT: Duration = Duration::from_secs(4);
 const POOL_SIZE: usize = 16;
 
+const ENQUEUE: &str = "SELECT build_id, created FROM dockless_enqueue($1, $2, $3, $4, $5, $6)";
+
 const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images::text, lease_token, lease_owner";
 
 pub struct PgStore {
@@ -84,6 +86,7 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(?applied, "job store: PostgreSQL schema migrated");
         }
+        warm_up(&pool).await;
         let queued = Arc::new(tokio::sync::Notify::new());
         let waker = tokio::spawn(wake_replicas(pool.clone(), queued.clone()));
         Ok(PgStore {
@@ -121,14 +124,10 @@ impl PgStore {
 #[async_trait::async_trait]
 impl JobStore for PgStore {
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
-        // One round trip: the look-ups, the insert, its NOTIFY and the
-        // commit are one call of a function the migrations made.
+        // One round trip: the look-ups, the insert or alias and the commit
+        // are one call of a function the migrations made.
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT build_id, created FROM dockless_enqueue($1, $2, $3, $4, $5, $6)",
-            )
-            .await?;
+        let stmt = client.prepare_cached(ENQUEUE).await?;
         let row = client
             .query_one(
                 &stmt,
@@ -295,6 +294,23 @@ impl JobStore for PgStore {
             self.tls.clone(),
             queued,
         ));
+    }
+}
+
+/// Opens the pool's connections now, each with the enqueue prepared, so
+/// that a replica's first burst of deliveries does not wait for
+/// PostgreSQL to start a backend per connection. Best effort: a database
+/// that allows fewer connections is still used.
+async fn warm_up(pool: &Pool) {
+    let open = (0..POOL_SIZE).map(|_| async {
+        let client = pool.get().await?;
+        client.prepare_cached(ENQUEUE).await?;
+        Ok::<_, JobError>(client)
+    });
+    // All held at once, so each is its own connection.
+    let opened = futures_util::future::join_all(open).await;
+    if let Some(Err(e)) = opened.iter().find(|c| c.is_err()) {
+        tracing::debug!("job store: opening the pool's connections: {e}");
     }
 }
 
