@@ -2,7 +2,9 @@
 # dockless against buildah (issue 6): cold, no-change and one-file-change
 # build+push of the same tree into one fresh local docker-registry, side by
 # side in one run; prints medians, ratios, compressed sizes and dockless's
-# peak RSS (from /usr/bin/time -v).
+# peak RSS (from /usr/bin/time -v); for dockless also a cold `build` alone
+# (no push, into an OCI layout), against which a cold build+push is set
+# (issue 19: within 1.15x, the upload running while the layer compresses).
 #
 #   benches/compare-buildah.sh [RUNS]          # default 3 runs per scenario
 #   TREE_MB=2048 benches/compare-buildah.sh --rss-only   # peak RSS on a big tree
@@ -130,7 +132,13 @@ dockless_cycle() { # run tag
 baseline_cycle() { # run tag
   DOCKLESS_CACHE_DIR="$WORK/bcache" "$BASELINE" push "$CTX" -t "$REG/bl$1:$2" --insecure -q
 }
-export -f buildah_cycle dockless_cycle baseline_cycle
+# A cold build alone (fresh cache, no registry), into an OCI layout.
+build_only() { # binary
+  rm -rf "$WORK/build-only"
+  DOCKLESS_CACHE_DIR="$WORK/build-only/cache" "$1" build "$CTX" -t only:v1 -q \
+    -o "oci:$WORK/build-only/layout"
+}
+export -f buildah_cycle dockless_cycle baseline_cycle build_only
 export BUILDAH_ROOT CTX REG WORK DOCKLESS BASELINE
 
 layers_size() { # repo tag: compressed size of the layers the registry holds
@@ -163,6 +171,11 @@ for run in $(seq "$RUNS"); do
     rm -rf "$BUILDAH_ROOT" "$WORK/dcache" "$WORK/bcache"
     read -r s r < <(timed bash -c "${tool}_cycle $run c")
     record "$tool" cold "$s" "$r"
+    if [[ $tool != buildah ]]; then
+      bin=$DOCKLESS; [[ $tool == baseline ]] && bin=$BASELINE
+      read -r s r < <(timed bash -c "build_only $bin")
+      record "$tool" build "$s" "$r"
+    fi
     read -r s r < <(timed bash -c "${tool}_cycle $run n")
     record "$tool" nochange "$s" "$r"
     printf '\n# changed in run %s\n' "$run" >> "$CHANGE"
@@ -170,7 +183,8 @@ for run in $(seq "$RUNS"); do
     record "$tool" onefile "$s" "$r"
     echo "run $run $tool: cold $(echo "${T[$tool.cold]}" | awk '{print $NF}')s," \
       "no-change $(echo "${T[$tool.nochange]}" | awk '{print $NF}')s," \
-      "one-file $(echo "${T[$tool.onefile]}" | awk '{print $NF}')s" >&2
+      "one-file $(echo "${T[$tool.onefile]}" | awk '{print $NF}')s" \
+      "${T[$tool.build]:+(cold build alone $(echo "${T[$tool.build]}" | awk '{print $NF}')s)}" >&2
   done
 done
 cp "$ORIG" "$CHANGE"
@@ -179,10 +193,10 @@ DL_SIZE=$(layers_size dl1 c)
 BH_SIZE=$(layers_size bh1 c)
 python3 - "$RUNS" "$(size_mb)" "$FILES" "$DL_SIZE" "$BH_SIZE" "$RSS_MAX" \
   "${T[buildah.cold]}" "${T[buildah.nochange]}" "${T[buildah.onefile]}" \
-  "${T[dockless.cold]}" "${T[dockless.nochange]}" "${T[dockless.onefile]}" <<'EOF'
+  "${T[dockless.cold]}" "${T[dockless.nochange]}" "${T[dockless.onefile]}" "${T[dockless.build]}" <<'EOF'
 import statistics, sys, os
 runs, mb, files, dl_size, bh_size, rss = sys.argv[1:7]
-vals = [list(map(float, v.split())) for v in sys.argv[7:13]]
+vals = [list(map(float, v.split())) for v in sys.argv[7:14]]
 med = [statistics.median(v) for v in vals]
 names = ["cold", "no-change", "one-file change"]
 targets = [4, 20, 10]
@@ -191,16 +205,21 @@ print(f"{'scenario':<16} {'buildah':>9} {'dockless':>9} {'ratio':>7} {'target':>
 for i, n in enumerate(names):
     b, d = med[i], med[i + 3]
     print(f"{n:<16} {b:>8.2f}s {d:>8.3f}s {b / d:>6.1f}x {targets[i]:>6}x")
+build = statistics.median(vals[6])
+print(f"dockless cold build alone {build:.3f}s; cold build+push / build alone {med[3] / build:.2f}x (target <= 1.15)")
 print(f"compressed layers: dockless {int(dl_size) / 1e6:.1f} MB, buildah {int(bh_size) / 1e6:.1f} MB, ratio {int(dl_size) / int(bh_size):.3f} (target <= 1.05)")
 print(f"dockless peak RSS: {int(rss) / 1024:.0f} MB (target <= 256)")
 EOF
 if [[ -n "$BASELINE" ]]; then
   python3 - "${T[buildah.cold]}" "${T[buildah.nochange]}" "${T[buildah.onefile]}" \
     "${T[baseline.cold]}" "${T[baseline.nochange]}" "${T[baseline.onefile]}" \
-    "${T[dockless.cold]}" "${T[dockless.nochange]}" "${T[dockless.onefile]}" <<'EOF'
+    "${T[dockless.cold]}" "${T[dockless.nochange]}" "${T[dockless.onefile]}" \
+    "${T[baseline.build]}" "${T[dockless.build]}" <<'EOF'
 import statistics, sys
-med = [statistics.median(map(float, v.split())) for v in sys.argv[1:10]]
+med = [statistics.median(map(float, v.split())) for v in sys.argv[1:12]]
 print(f"{'scenario':<16} {'baseline':>9} {'dockless':>9} {'change':>7} {'baseline ratio':>15}")
+print(f"{'cold build alone':<16} {med[9]:>8.3f}s {med[10]:>8.3f}s {(med[10] - med[9]) / med[9] * 100:>+6.1f}%")
+print(f"{'push / build':<16} {med[3] / med[9]:>8.2f}x {med[6] / med[10]:>8.2f}x")
 for i, n in enumerate(["cold", "no-change", "one-file change"]):
     b, old, new = med[i], med[i + 3], med[i + 6]
     print(f"{n:<16} {old:>8.3f}s {new:>8.3f}s {(new - old) / old * 100:>+6.1f}% {b / old:>14.1f}x")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Acknowledgement and build-start latency of `dockless serve` on PostgreSQL,
-# with 1 and with 3 replicas (examples/webhook_load.rs), on this machine.
+# Acknowledgement and build-start latency of `dockless serve` on SQLite, and
+# on PostgreSQL with 1 and with 3 replicas (examples/webhook_load.rs), on
+# this machine.
 # Needs Debian's postgresql package and a release build:
 #   cargo build --release --bin dockless --example webhook_load
 #   scripts/bench-replicas.sh [REQUESTS] [CONCURRENCY]
@@ -11,8 +12,9 @@ cd "$(dirname "$0")/.."
 requests="${1:-500}"
 concurrency="${2:-50}"
 profile="${DOCKLESS_BENCH_PROFILE:-release}"
-bin=target/$profile/dockless
-load=target/$profile/examples/webhook_load
+target="${CARGO_TARGET_DIR:-target}"
+bin=$target/$profile/dockless
+load=$target/$profile/examples/webhook_load
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d /tmp/dockless-bench.XXXXXX)
 pids=()
@@ -34,9 +36,12 @@ git init -q -b develop "$work/repo"
 git -C "$work/repo" -c user.name=b -c user.email=b@b commit -q --allow-empty -m init
 export DOCKLESS_WEBHOOK_SECRET=bench-secret
 
-run() { # NAME REPLICAS
-  local db=$1 n=$2 addrs=()
-  as_pg "$pgbin/createdb" -h "$work" -p "$port" -U dockless "$db"
+run() { # NAME REPLICAS [sqlite]
+  local db=$1 n=$2 store=${3:-postgres} addrs=() url=""
+  if [ "$store" = postgres ]; then
+    as_pg "$pgbin/createdb" -h "$work" -p "$port" -U dockless "$db"
+    url="database_url = \"postgres://dockless@127.0.0.1:$port/$db?sslmode=disable\""
+  fi
   for i in $(seq 1 "$n"); do
     local p=$((port + 10 * i)) d="$work/$db-$i"
     mkdir -p "$d"
@@ -45,7 +50,7 @@ listen = "127.0.0.1:$p"
 registry = "127.0.0.1:9"
 state_dir = "$d/state"
 max_concurrent_builds = 2
-database_url = "postgres://dockless@127.0.0.1:$port/$db?sslmode=disable"
+$url
 replica_name = "r$i"
 [[repos]]
 full_name = "acme/shop"
@@ -60,11 +65,12 @@ TOML
   for a in "${addrs[@]}"; do
     until curl -sf "http://$a/healthz" >/dev/null; do sleep 0.1; done
   done
-  echo "== $n replica(s) on PostgreSQL"
+  echo "== $n replica(s) on $store"
   "$load" "$list" --requests "$requests" --concurrency "$concurrency" --distinct-commits --start-of 20
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=()
 }
+run sqlite 1 sqlite
 run one 1
 run three 3

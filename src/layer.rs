@@ -24,6 +24,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
+use tap::{LayerFeed, LayerTap};
 use tar::{EntryType, Header};
 
 pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -260,7 +261,7 @@ pub fn write_layer_cached(
     opts: LayerOptions,
     segments: Option<&dyn SegmentCache>,
 ) -> Result<LayerInfo, LayerError> {
-    write_layer_inner(entries, store, opts, segments, None)
+    write_layer_tapped(entries, store, opts, (segments, None), None)
 }
 
 /// sha256 (hex, no prefix) of each local file's bytes as they went into a
@@ -277,15 +278,17 @@ pub fn write_layer_hashed(
     segments: Option<&dyn SegmentCache>,
 ) -> Result<(LayerInfo, FileHashes), LayerError> {
     let mut hashes = FileHashes::new();
-    let info = write_layer_inner(entries, store, opts, segments, Some(&mut hashes))?;
+    let info = write_layer_tapped(entries, store, opts, (segments, None), Some(&mut hashes))?;
     Ok((info, hashes))
 }
 
-fn write_layer_inner(
+/// [`write_layer_cached`] (with `hashes`, [`write_layer_hashed`]) that lets
+/// `tap` follow the blob while it is written.
+pub fn write_layer_tapped(
     entries: &[LayerEntry],
     store: &BlobStore,
     opts: LayerOptions,
-    segments: Option<&dyn SegmentCache>,
+    (segments, tap): (Option<&dyn SegmentCache>, Option<&dyn LayerTap>),
     hashes: Option<&mut FileHashes>,
 ) -> Result<LayerInfo, LayerError> {
     let temp = store.temp_file()?;
@@ -296,8 +299,17 @@ fn write_layer_inner(
             path: temp.path().display().to_string(),
             source,
         })?;
-    let (info, table) = stream_layer(entries, file, opts, segments, hashes)?;
+    // A handle of its own (its own offset) that outlives the rename into the store.
+    let feed = tap.and_then(|t| {
+        std::fs::File::open(temp.path())
+            .ok()
+            .and_then(|f| t.start(f))
+    });
+    let (info, table) = stream_layer(entries, file, opts, segments, hashes, feed.as_deref())?;
     store.commit(temp, &info.digest)?;
+    if let Some(feed) = &feed {
+        feed.finished(&info.digest, info.size);
+    }
     if let Some(cache) = segments {
         cache.record(&info.digest, &table);
     }
@@ -312,7 +324,7 @@ pub fn write_layer_to(
     out: std::fs::File,
     opts: LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
-    stream_layer(entries, out, opts, None, None).map(|(info, _)| info)
+    stream_layer(entries, out, opts, None, None, None).map(|(info, _)| info)
 }
 
 /// The segment table of a streamed layer: (key, offset, length).
@@ -324,6 +336,7 @@ fn stream_layer(
     opts: LayerOptions,
     segments: Option<&dyn SegmentCache>,
     mut hashes: Option<&mut FileHashes>,
+    feed: Option<&dyn LayerFeed>,
 ) -> Result<(LayerInfo, SegmentTable), LayerError> {
     let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| tar_order(&a.path, &b.path));
@@ -343,7 +356,7 @@ fn stream_layer(
     };
     let out = io::BufWriter::with_capacity(1 << 20, file);
     let (diff_id, uncompressed_size, written) = std::thread::scope(|scope| {
-        let pipeline = Pipeline::start(scope, &compressor, threads, out);
+        let pipeline = Pipeline::start(scope, &compressor, threads, (out, feed));
         let mut tar = tar::Builder::new(pipeline);
         let mut result = Ok(());
         for entry in sorted {
@@ -463,7 +476,7 @@ impl<'scope> Pipeline<'scope> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         compressor: &'scope Compressor<'env>,
         threads: usize,
-        out: Out,
+        (out, feed): (Out, Option<&'scope dyn LayerFeed>),
     ) -> Pipeline<'scope> {
         let threads = threads.max(1);
         let in_flight = 2 * threads + 2;
@@ -491,7 +504,7 @@ impl<'scope> Pipeline<'scope> {
             })
             .collect();
         drop(done_tx);
-        let writer = scope.spawn(move || write_in_order(out, done_rx, token_tx));
+        let writer = scope.spawn(move || write_in_order((out, feed), done_rx, token_tx));
         Pipeline {
             buf: Vec::with_capacity(SEGMENT_MIN),
             next: 0,
@@ -581,7 +594,12 @@ fn path_hash(path: &str) -> u64 {
 }
 
 /// Writes members in segment order, hashing them; returns a token per member.
-fn write_in_order(out: Out, done: Receiver<Done>, tokens: SyncSender<()>) -> io::Result<Written> {
+/// A `feed` hears of each member once it is in the file.
+fn write_in_order(
+    (out, feed): (Out, Option<&dyn LayerFeed>),
+    done: Receiver<Done>,
+    tokens: SyncSender<()>,
+) -> io::Result<Written> {
     let mut out = HashingWriter::new(out);
     let mut pending = std::collections::BTreeMap::new();
     let mut next = 0u64;
@@ -593,6 +611,10 @@ fn write_in_order(out: Out, done: Receiver<Done>, tokens: SyncSender<()>) -> io:
             out.write_all(&bytes)?;
             if let Some(key) = key {
                 table.push((key, offset, bytes.len() as u64));
+            }
+            if let Some(feed) = feed {
+                out.flush()?;
+                feed.written(out.written());
             }
             next += 1;
             let _ = tokens.send(());
@@ -737,5 +759,6 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
+pub mod tap;
 #[cfg(test)]
 mod tests;

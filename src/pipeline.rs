@@ -7,14 +7,16 @@
 use crate::attest::attach::{Attached, LayoutTarget, Plan, RegistryTarget};
 use crate::attest::supply::{self, StoreOrRegistry, SupplyError, SupplyOptions};
 use crate::build::{self, BuildError, BuildOptions, BuiltSet};
+use crate::layer::tap::{LayerTap, SharedTap};
 use crate::layout::{LayoutError, Output};
 use crate::name::Reference;
 use crate::platform::Platform;
 use crate::remote::publish::{self, PublishError};
 use crate::remote::pull::{self, PullError};
-use crate::remote::Options;
+use crate::remote::{LayerStreamer, Options};
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What to build, and how much cache to keep afterwards.
 #[derive(Debug, Clone)]
@@ -111,17 +113,29 @@ pub async fn run(
     let cache_dir = build.cache_dir.clone();
     let sources = build.remote.clone();
     let started = supply::now();
+    // A push uploads new layers while they are written.
+    let streamer = match destination {
+        Destination::Registry { target, push, .. } => {
+            Some(Arc::new(LayerStreamer::new(target, push)))
+        }
+        Destination::Output { .. } => None,
+    };
     // Builds read and write files for a long time: off the async threads.
     let built = {
-        let build = build.clone();
+        let mut build = build.clone();
+        build.layer_tap = streamer.clone().map(|s| SharedTap(s as Arc<dyn LayerTap>));
         tokio::task::spawn_blocking(move || {
             // What an interrupted run left behind, before this run adds its own.
             crate::cache::temp::clean_stale(&build.cache_dir);
             build::build_platforms(&build, &platforms)
         })
         .await
-        .map_err(PipelineError::BuildAborted)??
     };
+    let committed = match &streamer {
+        Some(s) => s.finish().await,
+        None => HashSet::new(),
+    };
+    let built = built.map_err(PipelineError::BuildAborted)??;
     events(PipelineEvent::Built(&built));
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
     let result = async {
@@ -132,7 +146,7 @@ pub async fn run(
             bases: built.bases.clone(),
             dockerfile_digest: built.dockerfile_digest.clone(),
         };
-        let digest = deliver(built, destination, &cache_dir, &sources).await?;
+        let digest = deliver(built, destination, (&cache_dir, &committed), &sources).await?;
         // After delivery: a push fails on its own terms (a source serving
         // wrong bytes, say) before the SBOM reads anything.
         let store = built_record.store.clone();
@@ -266,10 +280,11 @@ async fn attach(
     }
 }
 
+/// `committed`: blobs streamed to the target while they were built.
 async fn deliver(
     built: BuiltSet,
     destination: &Destination,
-    cache_dir: &std::path::Path,
+    (cache_dir, committed): (&std::path::Path, &HashSet<String>),
     sources: &Options,
 ) -> Result<String, PipelineError> {
     match destination {
@@ -280,7 +295,8 @@ async fn deliver(
         } => {
             let (store, artifact) = (&built.store, &built.artifact);
             let digest =
-                publish::publish_artifact(store, artifact, target, push, cache_dir).await?;
+                publish::publish_streamed(store, artifact, target, push, cache_dir, committed)
+                    .await?;
             publish::publish_tags(store, artifact, target, extra_tags, push, cache_dir).await?;
             Ok(digest)
         }

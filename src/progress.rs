@@ -77,6 +77,23 @@ fn push_json(event: &PushEvent) -> Value {
             digest,
             from: Some(from),
         } => json!({"event": "blob_uploaded", "digest": digest, "streamed_from": from}),
+        PushEvent::LayerUploadStarted { stream } => {
+            json!({"event": "layer_upload_started", "stream": stream})
+        }
+        PushEvent::LayerChunkSent {
+            stream,
+            offset,
+            size,
+            complete,
+        } => json!({
+            "event": "layer_chunk_sent", "stream": stream, "offset": offset, "size": size,
+            "layer_complete": complete,
+        }),
+        PushEvent::LayerStreamed {
+            stream,
+            digest,
+            size,
+        } => json!({"event": "layer_streamed", "stream": stream, "digest": digest, "size": size}),
         PushEvent::ManifestPushed {
             digest,
             reference,

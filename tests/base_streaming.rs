@@ -9,7 +9,6 @@ mod regsupport;
 
 use common::*;
 use regsupport::{Registry, RegistryCfg};
-use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,21 +50,6 @@ fn warm_index_cache(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
     }
-}
-
-fn base_layers(reg: &Registry, repo_tag: &str) -> Vec<String> {
-    let out = run_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{}/{repo_tag}", reg.addr())),
-    );
-    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn push(cache: &Path, ctx: &Path, target: &str, source: &Registry) -> Output {
@@ -110,7 +94,7 @@ fn base_layers_stream_between_registries_and_are_fetched_on_demand() {
             ]),
     );
     let base = format!("{}/base/busybox:1", a.addr());
-    let layers = base_layers(&a, "base/busybox:1");
+    let layers = a.layer_digests("base/busybox:1");
     assert_eq!(layers.len(), 3, "busybox, etc and the WORKDIR layer");
 
     // 1. Cold cache: the layers are downloaded (for their headers and for

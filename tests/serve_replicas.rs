@@ -289,9 +289,11 @@ fn a_database_restart_during_a_burst_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let repo = GitRepo::create(dir.path());
     let commits = repo.add_commits(1, 12);
+    // Slowed builds: the outage lands while the first ones run, so their
+    // renewals and results meet the stopped database too.
     let replicas = [
-        replica(dir.path(), "r1", &url, &reg, &repo, 0),
-        replica(dir.path(), "r2", &url, &reg, &repo, 0),
+        replica(dir.path(), "r1", &url, &reg, &repo, 1500),
+        replica(dir.path(), "r2", &url, &reg, &repo, 1500),
     ];
     let send = |k: usize| {
         let payload = merged_pr(&commits[k], &commits[k]);
@@ -314,6 +316,10 @@ fn a_database_restart_during_a_burst_loses_nothing_accepted() {
         assert_eq!(r.status, 202, "{}", r.body);
         accepted.insert(k, r.json()["build_id"].as_i64().unwrap());
     }
+    let first = accepted[&0];
+    replicas[0].wait_build(first, Duration::from_secs(60), |b| {
+        b["images"][0]["status"] == "running"
+    });
     pg.stop();
     let mut refused = Vec::new();
     for k in 4..8 {

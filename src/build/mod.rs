@@ -33,7 +33,7 @@ use crate::dockerfile::{
     self, ArgDecl, CopyArgs, Dockerfile, Instruction, InstructionKind, ParseError,
 };
 use crate::image::{build_index, Artifact, BaseInfo, BuiltImage, Image, ImageError};
-use crate::layer::{self, LayerCompression, LayerError};
+use crate::layer::{self, tap::SharedTap, LayerCompression, LayerError};
 use crate::name::Reference;
 use crate::platform::{Platform, PlatformError};
 use crate::remote;
@@ -105,6 +105,10 @@ pub struct BuildOptions {
     /// and written after the build (see `cache::registry`); only with
     /// `layer_cache`.
     pub registry_cache: CacheSpec,
+    /// Follows the new layers (COPY and ADD) of the target stage and the
+    /// stages it is built FROM while they are written: a push uploads them
+    /// as they are produced (`remote::stream`).
+    pub layer_tap: Option<SharedTap>,
 }
 
 /// Default of [`BuildOptions::add_url_max_size`]: 1 GiB.
@@ -135,6 +139,7 @@ impl BuildOptions {
             steps: steps::StepSink::default(),
             secrets: BTreeMap::new(),
             registry_cache: CacheSpec::default(),
+            layer_tap: None,
         }
     }
 
@@ -386,6 +391,8 @@ struct Builder<'a> {
     /// The step running (1-based) and how many the build has.
     step: usize,
     steps_total: usize,
+    /// Whether the stage running ends up in the image (see `layer_tap`).
+    in_image: bool,
     /// RUN's roots on disk and its sandbox, made at the first step that runs.
     workspace: Option<workspace::Workspace>,
     /// The registry build cache, when one is given and the layer cache is on.
@@ -417,6 +424,7 @@ impl<'a> Builder<'a> {
             cache_stats: CacheStats::default(),
             step: 0,
             steps_total: 0,
+            in_image: false,
             workspace: None,
             registry_cache: None,
         };
@@ -703,6 +711,19 @@ impl<'a> Builder<'a> {
         Ok((needed, images))
     }
 
+    /// The target and the stages it is built FROM, whose layers the image holds.
+    fn stages_in_image(&self, target: usize) -> Result<BTreeSet<usize>, BuildError> {
+        let mut stages = BTreeSet::from([target]);
+        let mut index = target;
+        while let BaseRef::Stage(base) = self.stage_base(index)? {
+            if !stages.insert(base) {
+                break;
+            }
+            index = base;
+        }
+        Ok(stages)
+    }
+
     fn check_supported(&self, ins: &Instruction) -> Result<(), BuildError> {
         match &ins.kind {
             InstructionKind::Run(args) => self.check_mounts(ins, &args.mounts),
@@ -732,7 +753,9 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|&i| 1 + self.df.stages[i].instructions.len())
             .sum();
+        let in_image = self.stages_in_image(target)?;
         for index in needed {
+            self.in_image = in_image.contains(&index);
             let result = self.run_stage(index)?;
             self.results[index] = Some(result);
         }

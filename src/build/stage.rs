@@ -244,14 +244,21 @@ impl Builder<'_> {
                 overlay::materialize(&mut entries, &staging)
                     .map_err(|e| self.fail_because(line, e.to_string(), e))?;
             }
+            let tap = self.opts.layer_tap.as_ref().filter(|_| self.in_image);
+            let tap = tap.map(|t| &*t.0);
             let info = match &self.layer_cache {
                 Some(cache) => {
-                    let (info, reused) =
-                        cache.write_layer(scanned.as_ref(), &entries, &self.store, opts)?;
+                    let (info, reused) = cache.write_layer_tapped(
+                        scanned.as_ref(),
+                        &entries,
+                        &self.store,
+                        opts,
+                        tap,
+                    )?;
                     self.cache_stats.segments_reused += reused;
                     info
                 }
-                None => layer::write_layer(&entries, &self.store, opts)?,
+                None => layer::write_layer_tapped(&entries, &self.store, opts, (None, tap), None)?,
             };
             self.cache_stats.layers_written += 1;
             if let Some(key) = &keyed {

@@ -43,7 +43,8 @@ use super::touch;
 use crate::digest;
 use crate::files::write_atomic;
 use crate::layer::{
-    self, EntryData, FileHashes, FileSource, LayerEntry, LayerError, LayerInfo, LayerOptions,
+    self, tap::LayerTap, EntryData, FileHashes, FileSource, LayerEntry, LayerError, LayerInfo,
+    LayerOptions, SegmentCache,
 };
 use crate::store::BlobStore;
 use rayon::prelude::*;
@@ -382,19 +383,34 @@ impl LayerCache {
         store: &BlobStore,
         opts: LayerOptions,
     ) -> Result<(LayerInfo, usize), LayerError> {
+        self.write_layer_tapped(scan, entries, store, opts, None)
+    }
+
+    /// [`LayerCache::write_layer`], letting `tap` follow the blob as it is
+    /// written (see `layer::tap`).
+    pub fn write_layer_tapped(
+        &self,
+        scan: Option<&ScannedLayer>,
+        entries: &[LayerEntry],
+        store: &BlobStore,
+        opts: LayerOptions,
+        tap: Option<&dyn LayerTap>,
+    ) -> Result<(LayerInfo, usize), LayerError> {
         let segments = self.segments(store);
+        let with = (Some(&segments as &dyn SegmentCache), tap);
         let Some(scan) = scan else {
-            let info = layer::write_layer_cached(entries, store, opts, Some(&segments))?;
+            let info = layer::write_layer_tapped(entries, store, opts, with, None)?;
             return Ok((info, segments.reused()));
         };
         if scan.unknown == 0 {
-            let info = layer::write_layer_cached(entries, store, opts, Some(&segments))?;
+            let info = layer::write_layer_tapped(entries, store, opts, with, None)?;
             if let Some(key) = scan.key() {
                 self.insert_scanned(scan, &key, &info);
             }
             return Ok((info, segments.reused()));
         }
-        let (info, hashes) = layer::write_layer_hashed(entries, store, opts, Some(&segments))?;
+        let mut hashes = FileHashes::new();
+        let info = layer::write_layer_tapped(entries, store, opts, with, Some(&mut hashes))?;
         self.record_streamed(scan, &hashes);
         if let Some(key) = scan.key_with(Some(&hashes)) {
             self.insert_scanned(scan, &key, &info);

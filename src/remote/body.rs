@@ -62,20 +62,44 @@ pub(super) async fn file_body(
         path: path.to_path_buf(),
         source,
     };
-    let mut f = tokio::fs::File::open(path).await.map_err(io_err)?;
-    f.seek(std::io::SeekFrom::Start(offset))
+    let f = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let progress = BlobProgress {
+        digest: digest.to_string(),
+        total,
+        events,
+    };
+    range_body(f, offset, len, Some(progress))
         .await
-        .map_err(io_err)?;
-    let digest = digest.to_string();
+        .map_err(io_err)
+}
+
+/// Where the bytes sent of a blob are reported.
+pub(super) struct BlobProgress {
+    pub(super) digest: String,
+    pub(super) total: u64,
+    pub(super) events: EventSink,
+}
+
+/// A streamed body of `len` bytes of `f` from `offset`.
+pub(super) async fn range_body(
+    mut f: tokio::fs::File,
+    offset: u64,
+    len: u64,
+    progress: Option<BlobProgress>,
+) -> std::io::Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>
+{
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut sent = offset;
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024).inspect_ok(
         move |chunk| {
             sent += chunk.len() as u64;
-            events.emit(PushEvent::BlobProgress {
-                digest: digest.clone(),
-                sent,
-                total,
-            });
+            if let Some(p) = &progress {
+                p.events.emit(PushEvent::BlobProgress {
+                    digest: p.digest.clone(),
+                    sent,
+                    total: p.total,
+                });
+            }
         },
     );
     Ok(stream)

@@ -12,7 +12,7 @@ use tracing::debug;
 use url::Url;
 
 use super::auth::{Access, AuthState};
-use super::body::{self, file_body, ByteStream, RemoteRange, SourceFault};
+use super::body::{self, file_body, range_body, ByteStream, RemoteRange, SourceFault};
 use super::credentials;
 use super::error::{RegistryError, Result};
 use super::options::{EventSink, Options, DEFAULT_CHUNK_SIZE};
@@ -49,6 +49,12 @@ pub(crate) enum ReqBody<'a> {
         digest: &'a str,
         /// Absolute blob size, for progress totals.
         total: u64,
+    },
+    /// Bytes of a blob still being written, from a handle of its own.
+    Open {
+        file: &'a std::fs::File,
+        offset: u64,
+        len: u64,
     },
     /// Bytes of a blob in another registry, GET anew for every request, so
     /// a retry re-opens the source.
@@ -183,7 +189,10 @@ impl Client {
     ) -> Result<reqwest::Response> {
         let mut retried = false;
         loop {
-            let streamed = matches!(body, ReqBody::File { .. } | ReqBody::Remote { .. });
+            let streamed = matches!(
+                body,
+                ReqBody::File { .. } | ReqBody::Open { .. } | ReqBody::Remote { .. }
+            );
             let http = if streamed {
                 &self.t.upload_http
             } else {
@@ -240,6 +249,15 @@ impl Client {
             } => {
                 let events = self.events.clone();
                 let stream = file_body(path, offset, len, digest, total, events).await?;
+                Some((len, Box::pin(stream)))
+            }
+            ReqBody::Open { file, offset, len } => {
+                let io_err = |source| RegistryError::Io {
+                    path: "<the layer being written>".into(),
+                    source,
+                };
+                let f = tokio::fs::File::from_std(file.try_clone().map_err(io_err)?);
+                let stream = range_body(f, offset, len, None).await.map_err(io_err)?;
                 Some((len, Box::pin(stream)))
             }
             ReqBody::Remote {

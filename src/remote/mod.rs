@@ -32,6 +32,7 @@ pub mod pull;
 mod push;
 mod retry;
 mod stall;
+mod stream;
 pub(crate) mod tls;
 mod transport;
 
@@ -47,3 +48,4 @@ pub use login::login;
 pub use options::{EventSink, Options, PushEvent, DEFAULT_CHUNK_SIZE};
 pub use pull::{BaseBlob, Puller};
 pub use push::{file_digest, push, LocalBlob, PushImage, PushOutcome, Pusher, RemoteBlob};
+pub use stream::LayerStreamer;

@@ -26,6 +26,24 @@ pub enum PushEvent {
         digest: String,
         from: Option<String>,
     },
+    /// A new layer's upload session is open while the layer is still being
+    /// written; `stream` numbers the layers streamed in this run.
+    LayerUploadStarted { stream: u64 },
+    /// Bytes `offset..offset + size` of streamed layer `stream` were taken
+    /// by the registry; `complete` says whether the layer was complete when
+    /// they were sent.
+    LayerChunkSent {
+        stream: u64,
+        offset: u64,
+        size: u64,
+        complete: bool,
+    },
+    /// Streamed layer `stream` is committed in the target repository.
+    LayerStreamed {
+        stream: u64,
+        digest: String,
+        size: u64,
+    },
     /// Manifest (or index) accepted under `reference`: the tag, or the
     /// digest for the per-platform manifests of an index, which are put by
     /// digest before it.

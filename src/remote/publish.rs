@@ -11,7 +11,7 @@ use crate::image::{
 };
 use crate::name::Reference;
 use crate::store::{BlobStore, StoreError};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +220,9 @@ pub async fn publish(
     opts: &Options,
     cache_dir: &Path,
 ) -> Result<PushOutcome, PublishError> {
-    let mut outcomes = publish_images(store, &[image], target, opts, cache_dir, None).await?;
+    let none = HashSet::new();
+    let mut outcomes =
+        publish_images(store, &[image], target, opts, cache_dir, (None, &none)).await?;
     Ok(outcomes.pop().unwrap_or_default())
 }
 
@@ -234,17 +236,37 @@ pub async fn publish_artifact(
     opts: &Options,
     cache_dir: &Path,
 ) -> Result<String, PublishError> {
-    match artifact {
-        Artifact::Image(image) => Ok(publish(store, image, target, opts, cache_dir)
-            .await?
-            .manifest_digest),
-        Artifact::Index(index) => {
-            let images: Vec<&BuiltImage> = index.images.iter().collect();
-            let manifest = (MEDIA_TYPE_INDEX, index.manifest.as_slice());
-            publish_images(store, &images, target, opts, cache_dir, Some(manifest)).await?;
-            Ok(index.digest.clone())
-        }
-    }
+    publish_streamed(store, artifact, target, opts, cache_dir, &HashSet::new()).await
+}
+
+/// [`publish_artifact`] after the blobs in `committed` were streamed to
+/// `target`'s repository during the build (see `remote::stream`): those
+/// are not sent or looked for again.
+pub async fn publish_streamed(
+    store: &BlobStore,
+    artifact: &Artifact,
+    target: &Reference,
+    opts: &Options,
+    cache_dir: &Path,
+    committed: &HashSet<String>,
+) -> Result<String, PublishError> {
+    let (images, index) = match artifact {
+        Artifact::Image(image) => (vec![&**image], None),
+        Artifact::Index(index) => (
+            index.images.iter().collect(),
+            Some((MEDIA_TYPE_INDEX, index.manifest.as_slice())),
+        ),
+    };
+    let outcomes =
+        publish_images(store, &images, target, opts, cache_dir, (index, committed)).await?;
+    Ok(match index {
+        Some(_) => artifact.digest().to_string(),
+        None => outcomes
+            .into_iter()
+            .next()
+            .map(|o| o.manifest_digest)
+            .unwrap_or_default(),
+    })
 }
 
 /// Tags what [`publish_artifact`] pushed to `first` as each of `extra`
@@ -283,7 +305,7 @@ async fn publish_images(
     target: &Reference,
     opts: &Options,
     cache_dir: &Path,
-    index: Option<(&str, &[u8])>,
+    (index, committed): (Option<(&str, &[u8])>, &HashSet<String>),
 ) -> Result<Vec<PushOutcome>, PublishError> {
     let record_file = record_path(cache_dir, target.registry());
     let record = read_record(&record_file);
@@ -291,7 +313,8 @@ async fn publish_images(
         .iter()
         .map(|image| push_image_from(store, image, &record, target, true))
         .collect::<Result<Vec<_>, _>>()?;
-    let pusher = Pusher::open(target, &pushes.iter().collect::<Vec<_>>(), opts).await?;
+    let mut pusher = Pusher::open(target, &pushes.iter().collect::<Vec<_>>(), opts).await?;
+    pusher.assume_committed(committed);
     let mut outcomes = Vec::new();
     for (image, push) in images.iter().zip(&pushes) {
         let reference = match index {

@@ -139,7 +139,7 @@ impl Client {
         }
     }
 
-    async fn start_upload(&self, repo: &str) -> Result<Url> {
+    pub(super) async fn start_upload(&self, repo: &str) -> Result<Url> {
         let url = self.t.url(&format!("/v2/{repo}/blobs/uploads/"))?;
         // A repeated POST at worst leaves an unused session behind.
         let resp = self
@@ -203,50 +203,103 @@ impl Client {
         let mut offset = 0u64;
         while offset < blob.size {
             let len = (*chunk).max(1).min(blob.size - offset);
-            let resp = self
-                .send_once(
-                    Method::PATCH,
-                    &session,
-                    &[
-                        ("content-type", "application/octet-stream".into()),
-                        ("content-range", format!("{}-{}", offset, offset + len - 1)),
-                    ],
-                    up.body(offset, len),
-                )
+            let sent = self
+                .patch(&session, offset, len, up.body(offset, len))
                 .await;
-            let resp = up.blame(resp);
-            // Whether a failed PATCH was applied is unknowable: the session is
-            // abandoned, never written to again.
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) if e.is_transient() => return Ok(Try::lost(e)),
-                Err(e) => return Err(e),
-            };
-            match resp.status() {
-                StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
-                    // The registry may ask for bigger chunks than we send.
-                    if let Some(min) = resp
-                        .headers()
-                        .get("oci-chunk-min-length")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        *chunk = (*chunk).max(min);
-                    }
-                    session = self.location(&session, &resp)?;
+            match self
+                .patched(&session, up.blame(sent), (offset, len), chunk)
+                .await?
+            {
+                Patched::Next(next) => {
+                    session = next;
                     offset += len;
                 }
-                StatusCode::PAYLOAD_TOO_LARGE if len > 64 * 1024 => {
-                    // Retry the same range in smaller pieces; the session is still valid.
-                    *chunk = (len / 2).max(64 * 1024);
-                    debug!(chunk = *chunk, "chunk too large; shrinking");
-                }
-                s if retryable_status(s) => return self.again("chunked blob upload", resp).await,
-                _ => return Err(self.fail("chunked blob upload", resp).await),
+                Patched::Smaller => {}
+                Patched::Stop(step) => return Ok(step),
             }
         }
+        self.finish_upload(session, &blob.digest).await
+    }
+
+    /// One PATCH of `len` bytes at `offset` into `session`.
+    pub(super) async fn patch(
+        &self,
+        session: &Url,
+        offset: u64,
+        len: u64,
+        body: ReqBody<'_>,
+    ) -> Result<reqwest::Response> {
+        let headers = [
+            ("content-type", "application/octet-stream".into()),
+            ("content-range", format!("{}-{}", offset, offset + len - 1)),
+        ];
+        self.send_once(Method::PATCH, session, &headers, body).await
+    }
+
+    /// What the answer to a PATCH of `len` bytes at `offset` means: the
+    /// session's next URL (from its `Location`), a smaller `chunk` to send
+    /// the same range again in, or the end of this try. Whether a failed
+    /// PATCH was applied is unknowable, so such a session is abandoned,
+    /// never written to again. A refusal (4xx) is an error.
+    pub(super) async fn patched(
+        &self,
+        session: &Url,
+        sent: Result<reqwest::Response>,
+        (offset, len): (u64, u64),
+        chunk: &mut u64,
+    ) -> Result<Patched> {
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => return Ok(Patched::Stop(Try::lost(e))),
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                // The registry may ask for bigger chunks than we send.
+                if let Some(min) = header_u64(&resp, "oci-chunk-min-length") {
+                    *chunk = (*chunk).max(min);
+                }
+                self.check_range(&resp, offset + len)?;
+                Ok(Patched::Next(self.location(session, &resp)?))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE if len > 64 * 1024 => {
+                // Retry the same range in smaller pieces; the session is still valid.
+                *chunk = (len / 2).max(64 * 1024);
+                debug!(chunk = *chunk, "chunk too large; shrinking");
+                Ok(Patched::Smaller)
+            }
+            s if retryable_status(s) => Ok(Patched::Stop(
+                self.again("chunked blob upload", resp).await?,
+            )),
+            _ => Err(self.fail("chunked blob upload", resp).await),
+        }
+    }
+
+    /// A PATCH answer's `Range` (`0-<last>`, as the spec gives it) must say
+    /// the registry holds exactly the `held` bytes sent; a registry that
+    /// leaves it out is taken at its word.
+    fn check_range(&self, resp: &reqwest::Response, held: u64) -> Result<()> {
+        let Some(range) = resp.headers().get("range").and_then(|v| v.to_str().ok()) else {
+            return Ok(());
+        };
+        let last = range
+            .trim()
+            .trim_start_matches("bytes=")
+            .split_once('-')
+            .and_then(|(_, last)| last.trim().parse::<u64>().ok());
+        match last {
+            Some(last) if last + 1 != held => Err(RegistryError::Protocol {
+                host: self.t.host.clone(),
+                reason: format!("the upload holds {} bytes after {held} were sent", last + 1),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes an upload session with the blob's digest.
+    pub(super) async fn finish_upload(&self, session: Url, digest: &str) -> Result<Try> {
         let mut url = session;
-        url.query_pairs_mut().append_pair("digest", &blob.digest);
+        url.query_pairs_mut().append_pair("digest", digest);
         let resp = match self.send_once(Method::PUT, &url, &[], ReqBody::Empty).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Ok(Try::lost(e)),
@@ -363,6 +416,19 @@ impl Client {
             from: remote.map(|src| src.name.clone()),
         });
         Ok(BlobResult::Uploaded)
+    }
+
+    /// Reports a blob a streamed upload committed as uploaded.
+    fn report_streamed(&self, blob: &LocalBlob) -> BlobResult {
+        self.events.emit(PushEvent::BlobStarted {
+            digest: blob.digest.clone(),
+            size: blob.size,
+        });
+        self.events.emit(PushEvent::BlobUploaded {
+            digest: blob.digest.clone(),
+            from: None,
+        });
+        BlobResult::Uploaded
     }
 
     /// PUTs a manifest (or index) under `reference` (a tag, or its own
@@ -485,8 +551,25 @@ enum BlobResult {
     Uploaded,
 }
 
+/// How the registry took one PATCH, short of a hard error.
+pub(super) enum Patched {
+    /// Taken; the session goes on at this URL.
+    Next(Url),
+    /// Too large: send the same range in smaller chunks.
+    Smaller,
+    /// This try is over (failed in transit, or 429/5xx).
+    Stop(Try),
+}
+
+fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// How one upload try ended, short of a hard error.
-enum Try {
+pub(super) enum Try {
     Done,
     /// The registry refuses monolithic uploads.
     UseChunks,
@@ -563,6 +646,8 @@ pub struct Pusher {
     /// `registry/repository` → the source repository and its client.
     sources: HashMap<String, Source>,
     concurrency: usize,
+    /// Blobs already committed to the target repository in this run.
+    committed: HashSet<String>,
 }
 
 impl Pusher {
@@ -603,7 +688,15 @@ impl Pusher {
             target: target.clone(),
             sources,
             concurrency: opts.concurrency.max(1),
+            committed: HashSet::new(),
         })
+    }
+
+    /// Takes `digests` as committed to the target repository already (a
+    /// streamed upload got the registry's 201 for each): they are reported
+    /// as uploaded, with no HEAD and nothing sent.
+    pub fn assume_committed(&mut self, digests: &HashSet<String>) {
+        self.committed.extend(digests.iter().cloned());
     }
 
     /// Pushes `image`'s blobs (HEAD, mount, upload; in parallel), then its
@@ -634,8 +727,14 @@ impl Pusher {
             .into_iter()
             .map(|b| {
                 let d = b.digest.clone();
+                let committed = self.committed.contains(&d);
                 let fut = client.push_blob(repo, b, sources);
-                async move { fut.await.map(|r| (d, r)) }
+                async move {
+                    if committed {
+                        return Ok((d, client.report_streamed(b)));
+                    }
+                    fut.await.map(|r| (d, r))
+                }
             })
             .collect();
         let results: Vec<(String, BlobResult)> = futures_util::stream::iter(tasks)

@@ -3,6 +3,14 @@
 //! folder, a free port on loopback, and the unix socket in that folder.
 //! PostgreSQL refuses to run as root, so when the tests run as root the
 //! server runs as `nobody`, in a folder `nobody` owns.
+//!
+//! A server never outlives its test process: a watchdog (a shell in its
+//! own process group, so a Ctrl-C to the test leaves it running) waits
+//! for the end of a pipe only the test process holds, and when the test
+//! ends in any way (drop, exit with the server in a static, kill -9) it
+//! stops the server and removes its folder. Each folder also names its
+//! test process in `owner`, so a server whose watchdog went too is
+//! stopped by the next test that starts one.
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt as _;
@@ -12,9 +20,16 @@ use std::process::{Command, Stdio};
 /// The superuser `initdb` makes; it logs in without a password (trust).
 pub const USER: &str = "dockless";
 
+/// The folder name's prefix, under the temporary folder.
+const PREFIX: &str = "dockless-pg";
+/// The file in each folder naming the test process that owns it.
+const OWNER: &str = "owner";
+
 pub struct Postgres {
     /// Holds data/, the socket and the log; removed on drop.
     dir: tempfile::TempDir,
+    /// Stops the server when its stdin (the pipe's other end, here) closes.
+    watchdog: Option<std::process::Child>,
     bin: PathBuf,
     pub port: u16,
     /// Server TLS (ssl=on) with this certificate and key, when set.
@@ -76,14 +91,15 @@ impl Postgres {
     }
 
     fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Postgres {
-        let dir = tempfile::Builder::new()
-            .prefix("dockless-pg")
-            .tempdir()
-            .unwrap();
         let run_as = unprivileged_user();
+        let bin = bin_dir();
+        stop_orphans(&bin, run_as);
+        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir().unwrap();
+        std::fs::write(dir.path().join(OWNER), process_identity(std::process::id())).unwrap();
         let mut pg = Postgres {
             dir,
-            bin: bin_dir(),
+            watchdog: None,
+            bin,
             port: free_port(),
             tls: None,
             run_as,
@@ -118,8 +134,43 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        pg.watchdog = Some(pg.spawn_watchdog());
         pg.start_server();
         pg
+    }
+
+    /// The shell that stops the server and removes its folder once this
+    /// process lets go of its stdin (or is gone).
+    fn spawn_watchdog(&self) -> std::process::Child {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"cat >/dev/null; "$0" -D "$1" -m immediate -w stop; rm -rf "$2""#)
+            .arg(self.bin.join("pg_ctl"))
+            .arg(self.data())
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    /// The watchdog's pid (tests of the watchdog kill it).
+    pub fn watchdog_pid(&self) -> u32 {
+        self.watchdog.as_ref().expect("started").id()
+    }
+
+    /// The postmaster's pid, from `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> u32 {
+        postmaster_pid(&self.data()).expect("the server is running")
+    }
+
+    /// The folder that holds the data, the socket and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn data(&self) -> PathBuf {
@@ -199,17 +250,70 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.data();
-        let mut cmd = Command::new(self.bin.join("pg_ctl"));
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some((uid, gid)) = self.run_as {
-            cmd.uid(uid).gid(gid);
+        let _ = stop_command(&self.bin, &self.data(), self.run_as).status();
+        // Closing its stdin lets the watchdog go (it finds nothing to stop).
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
         }
-        let _ = cmd.status();
+    }
+}
+
+/// `pg_ctl stop -m immediate` of the server on `data`, quietly, as its user.
+fn stop_command(bin: &Path, data: &Path, run_as: Option<(u32, u32)>) -> Command {
+    let mut cmd = Command::new(bin.join("pg_ctl"));
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// `pid` and its start time (field 22 of /proc/PID/stat): a reused pid
+/// is another process.
+fn process_identity(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count after it.
+    let started = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .unwrap_or("gone");
+    format!("{pid} {started}")
+}
+
+fn postmaster_pid(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// Stops the servers (and removes the folders) of test processes that are
+/// gone and whose watchdogs went with them. Folders without an `owner`
+/// file are another kind of run's, and left alone.
+fn stop_orphans(bin: &Path, run_as: Option<(u32, u32)>) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX));
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER)) else {
+            continue;
+        };
+        let Some(pid) = owner.split_whitespace().next().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        if !named || process_identity(pid) == owner {
+            continue;
+        }
+        let _ = stop_command(bin, &dir.join("data"), run_as).status();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

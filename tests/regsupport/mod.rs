@@ -268,6 +268,29 @@ impl Registry {
         assert!(dest.path().join("manifest.json").exists());
     }
 
+    /// The digests of the layers of the manifest under `repo_tag`, as
+    /// `skopeo inspect --raw` reads it.
+    pub fn layer_digests(&self, repo_tag: &str) -> Vec<String> {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(self.skopeo_tls_args(""))
+            .arg(format!("docker://{}/{repo_tag}", self.addr()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Full verification after a successful push.
     pub fn verify(&self, repo_tag: &str, digest: &str, creds: Option<&str>) {
         assert_eq!(
@@ -303,7 +326,7 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Deterministic incompressible bytes (xorshift), so gzip can't shrink big layers.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {

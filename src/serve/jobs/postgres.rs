@@ -4,7 +4,9 @@
 //! one row of `jobs` or `aliases`; a commit has one live build), never on
 //! in-process locks: an insert that loses a race inserts nothing, and the
 //! look-up runs again and finds the winner. Workers claim with
-//! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`).
+//! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`),
+//! sent after the enqueue's commit, off the acknowledgement path (see
+//! `wake_replicas`).
 //! Lease times are the database's clock, so replicas' clocks need not agree.
 
 use super::{
@@ -19,7 +21,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The channel `enqueue` notifies and `watch_queue` listens on.
+/// The channel `wake_replicas` notifies and `watch_queue` listens on.
 const CHANNEL: &str = "dockless_jobs";
 /// The database's clock in milliseconds since the epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -28,12 +30,23 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const CONNECT_WAIT: Duration = Duration::from_secs(4);
 const POOL_SIZE: usize = 16;
 
+const ENQUEUE: &str = "SELECT build_id, created FROM dockless_enqueue($1, $2, $3, $4, $5, $6)";
+
 const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images::text, lease_token, lease_owner";
 
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    /// Rung by each enqueue that queued a build; see `wake_replicas`.
+    queued: Arc<tokio::sync::Notify>,
+    waker: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.waker.abort();
+    }
 }
 
 impl PgStore {
@@ -73,7 +86,16 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(?applied, "job store: PostgreSQL schema migrated");
         }
-        Ok(PgStore { pool, config, tls })
+        warm_up(&pool).await;
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let waker = tokio::spawn(wake_replicas(pool.clone(), queued.clone()));
+        Ok(PgStore {
+            pool,
+            config,
+            tls,
+            queued,
+            waker,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -97,90 +119,33 @@ impl PgStore {
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client.execute(&stmt, &args).await? == 1)
     }
-
-    /// The build a delivery already has, as itself or as an alias.
-    async fn known(client: &deadpool_postgres::Object, delivery: &str) -> Result<Option<i64>> {
-        let row = client
-            .query_opt(
-                "SELECT id FROM jobs WHERE delivery = $1
-                 UNION ALL SELECT job_id FROM aliases WHERE delivery = $1
-                 LIMIT 1",
-                &[&delivery],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
 }
-
-/// How many times `enqueue` looks again after losing a race; each lost race
-/// means another replica's row is now there to be found.
-const ENQUEUE_TRIES: usize = 5;
 
 #[async_trait::async_trait]
 impl JobStore for PgStore {
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
+        // One round trip: the look-ups, the insert or alias and the commit
+        // are one call of a function the migrations made.
         let client = self.client().await?;
-        for _ in 0..ENQUEUE_TRIES {
-            if let Some(id) = Self::known(&client, job.delivery).await? {
-                return Ok((id, false));
-            }
-            let live = client
-                .query_opt(
-                    "SELECT id FROM jobs WHERE repository = $1 AND commit_sha = $2
-                     AND status IN ('queued', 'running', 'succeeded')",
-                    &[&job.repository, &job.commit],
-                )
-                .await?;
-            if let Some(row) = live {
-                let id: i64 = row.get(0);
-                let added = client
-                    .execute(
-                        "INSERT INTO aliases (delivery, job_id) VALUES ($1, $2)
-                         ON CONFLICT DO NOTHING",
-                        &[&job.delivery, &id],
-                    )
-                    .await?;
-                if added == 1 {
-                    return Ok((id, false));
-                }
-                continue;
-            }
-            // Any unique constraint (the delivery, the live commit) that
-            // another replica's insert took first makes this insert nothing.
-            let inserted = client
-                .query_opt(
-                    &format!(
-                        "INSERT INTO jobs (delivery, repository, clone_url, pr_number,
-                            commit_sha, head_sha, status, created_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', {NOW_MS})
-                         ON CONFLICT DO NOTHING RETURNING id"
-                    ),
-                    &[
-                        &job.delivery,
-                        &job.repository,
-                        &job.clone_url,
-                        &(job.pr_number as i64),
-                        &job.commit,
-                        &job.head_sha,
-                    ],
-                )
-                .await?;
-            if let Some(row) = inserted {
-                // Wakes the idle workers of every replica.
-                // The build is queued either way: pollers find it.
-                if let Err(e) = client
-                    .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-                    .await
-                {
-                    tracing::warn!("job store: NOTIFY: {e}");
-                }
-                return Ok((row.get(0), true));
-            }
+        let stmt = client.prepare_cached(ENQUEUE).await?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &job.delivery,
+                    &job.repository,
+                    &job.clone_url,
+                    &(job.pr_number as i64),
+                    &job.commit,
+                    &job.head_sha,
+                ],
+            )
+            .await?;
+        let (id, created) = (row.try_get(0)?, row.try_get(1)?);
+        if created {
+            self.queued.notify_one();
         }
-        Err(JobError::Schema(format!(
-            "delivery {} lost {ENQUEUE_TRIES} races in a row",
-            job.delivery
-        )))
+        Ok((id, created))
     }
 
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
@@ -329,6 +294,49 @@ impl JobStore for PgStore {
             self.tls.clone(),
             queued,
         ));
+    }
+}
+
+/// Opens the pool's connections now, each with the enqueue prepared, so
+/// that a replica's first burst of deliveries does not wait for
+/// PostgreSQL to start a backend per connection. Best effort: a database
+/// that allows fewer connections is still used.
+async fn warm_up(pool: &Pool) {
+    let open = (0..POOL_SIZE).map(|_| async {
+        let client = pool.get().await?;
+        client.prepare_cached(ENQUEUE).await?;
+        Ok::<_, JobError>(client)
+    });
+    // All held at once, so each is its own connection.
+    let opened = futures_util::future::join_all(open).await;
+    if let Some(Err(e)) = opened.iter().find(|c| c.is_err()) {
+        tracing::debug!("job store: opening the pool's connections: {e}");
+    }
+}
+
+/// Sends a NOTIFY on [`CHANNEL`] after each ring of `queued`, waking the
+/// idle workers of every replica. Rings that come while one is being sent
+/// make one more, not one each. Its commit does not wait for the disk
+/// (`synchronous_commit` off for this transaction alone): a lost wake-up
+/// costs a poll interval, never a build, and a notifying commit holds a
+/// cluster-wide lock. When it cannot be sent, the build is queued anyway
+/// and the workers' polls find it.
+async fn wake_replicas(pool: Pool, queued: Arc<tokio::sync::Notify>) {
+    loop {
+        queued.notified().await;
+        let sent = async {
+            let client = pool.get().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+                )
+                .await?;
+            client.execute(&stmt, &[&CHANNEL]).await?;
+            Ok::<_, JobError>(())
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!("job store: NOTIFY: {e}");
+        }
     }
 }
 

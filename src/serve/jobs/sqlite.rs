@@ -97,39 +97,38 @@ impl SqliteStore {
         // IMMEDIATE: the look-up and the insert are one write transaction, so
         // two deliveries of one commit cannot both miss each other.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Cached statements: parsed once, not on every delivery while the
+        // store's lock is held.
         let known: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM jobs WHERE delivery = ?1
                  UNION ALL SELECT job_id FROM aliases WHERE delivery = ?1
                  LIMIT 1",
-                [job.delivery],
-                |r| r.get(0),
-            )
+            )?
+            .query_row([job.delivery], |r| r.get(0))
             .optional()?;
         if let Some(id) = known {
             return Ok((id, false));
         }
         let live: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM jobs WHERE repository = ?1 AND commit_sha = ?2
                  AND status IN ('queued', 'running', 'succeeded')
                  ORDER BY id DESC LIMIT 1",
-                params![job.repository, job.commit],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![job.repository, job.commit], |r| r.get(0))
             .optional()?;
         if let Some(id) = live {
-            tx.execute(
-                "INSERT INTO aliases (delivery, job_id) VALUES (?1, ?2)",
-                params![job.delivery, id],
-            )?;
+            tx.prepare_cached("INSERT INTO aliases (delivery, job_id) VALUES (?1, ?2)")?
+                .execute(params![job.delivery, id])?;
             tx.commit()?;
             return Ok((id, false));
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
-            params![
+        )?
+        .execute(params![
                 job.delivery,
                 job.repository,
                 job.clone_url,
