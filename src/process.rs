@@ -2,6 +2,16 @@
 
 use std::process::Command;
 
+/// Lowers the calling thread's CPU priority to `nice` (`dockless serve`'s
+/// build threads, so its acknowledgements keep the CPU under load). Linux
+/// keeps a nice value per thread, and threads and children it starts
+/// inherit it. Best effort: a priority that cannot be set is a warning.
+pub(crate) fn lower_thread_priority(nice: i32) {
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!("could not lower a build thread's priority: {e}");
+    }
+}
+
 /// The child gets SIGKILL when the thread that spawned it dies, so a child
 /// (a `git fetch` of `dockless serve`, a RUN step's sandbox helper) never
 /// outlives a dockless killed with -9.

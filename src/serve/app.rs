@@ -43,6 +43,9 @@ pub(super) struct App {
     /// A test seam: a pause before each image's build (see
     /// `worker::TEST_BUILD_DELAY_VAR`); `None` outside tests.
     pub(super) test_build_delay: Option<Duration>,
+    /// Where fetches and builds run, at a lower CPU priority than the
+    /// server (see `serve::build_runtime`).
+    pub(super) builds: tokio::runtime::Handle,
 }
 
 pub(super) const RESPONSE_CODES: [u16; 12] =

@@ -47,6 +47,23 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// (`DOCKLESS_SHUTDOWN_GRACE_SECS` overrides it).
 const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 
+/// The nice value of the threads that fetch and build (and so of their
+/// `git` and RUN children): below the acknowledgements, which answer
+/// GitHub within its timeout and are what a burst of deliveries waits on.
+const BUILD_NICE: i32 = 10;
+
+/// The runtime builds run on: its threads at [`BUILD_NICE`], so the
+/// compression, `git` and RUN steps of accepted deliveries take the CPU
+/// only when acknowledgements leave it.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dockless-build")
+        .on_thread_start(|| crate::process::lower_thread_priority(BUILD_NICE))
+        .enable_all()
+        .build()
+}
+
 /// A positive number from the environment, when one is set.
 fn env_positive(name: &str) -> Option<u64> {
     std::env::var(name)
@@ -95,6 +112,7 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(io(Path::new("tokio runtime")))?;
+    let builds = build_runtime().map_err(io(Path::new("tokio build runtime")))?;
     let (job_store, idle_poll) = runtime.block_on(open_job_store(&cfg))?;
     let statuses = match &cfg.github_token {
         Some(token) if !token.is_empty() => Some(ghstatus::StatusClient::new(
@@ -133,6 +151,7 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
                 .map_or(admission::DEFAULT_BODY_BUDGET, |n| n as usize),
         ),
         test_build_delay: worker::test_build_delay_from_env(),
+        builds: builds.handle().clone(),
     });
 
     let result = runtime.block_on(accept_until_stopped(app, workers));
@@ -140,6 +159,7 @@ pub fn run(config_path: &Path) -> Result<(), ServeError> {
     // are `running` in the store and go back to the queue at the next start
     // (SQLite) or once their lease expires (PostgreSQL).
     runtime.shutdown_timeout(Duration::from_secs(1));
+    builds.shutdown_timeout(Duration::from_secs(1));
     drop(lock);
     result
 }

@@ -410,7 +410,8 @@ async fn fetch_commit(app: &App, job: &Job, checkout: &Path) -> Result<(), Build
         job.commit.clone(),
         checkout.to_path_buf(),
     );
-    tokio::task::spawn_blocking(move || super::gitfetch::checkout(&url, &commit, &cache, &dest))
+    app.builds
+        .spawn_blocking(move || super::gitfetch::checkout(&url, &commit, &cache, &dest))
         .await
         .map_err(|source| BuildFailure::FetchAborted {
             commit: job.commit.clone(),
@@ -560,8 +561,15 @@ async fn build_and_push_image(
         supply,
     };
     // The service logs nothing of a finished build beyond its outcome.
-    let delivered = pipeline::run(opts, &destination, &|_| {})
+    // On the build runtime; stopped with the build (a lost lease) because
+    // the handle aborts it when dropped.
+    let build = app
+        .builds
+        .spawn(async move { pipeline::run(opts, &destination, &|_| {}).await });
+    let delivered = tokio_util::task::AbortOnDropHandle::new(build)
         .await
+        .map_err(pipeline::PipelineError::BuildAborted)
+        .and_then(|built| built)
         .map_err(|e| ImageFailure::from_pipeline(e, &image.target))?;
     Ok((
         format!("{}@{}", image.target, delivered.digest),
