@@ -118,6 +118,13 @@ fn tar_order(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
+/// The entries in the order the tar stream holds them.
+pub fn in_tar_order(entries: &[LayerEntry]) -> Vec<&LayerEntry> {
+    let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| tar_order(&a.path, &b.path));
+    sorted
+}
+
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum LayerCompression {
@@ -346,8 +353,7 @@ fn stream_layer(
     segments: Option<&dyn SegmentCache>,
     mut content: Content<'_>,
 ) -> Result<(LayerInfo, SegmentTable), LayerError> {
-    let mut sorted: Vec<&LayerEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| tar_order(&a.path, &b.path));
+    let sorted = in_tar_order(entries);
     let finish_err = |source| LayerError::Write {
         path: "<end of archive>".into(),
         source,

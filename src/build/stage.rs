@@ -245,6 +245,7 @@ impl Builder<'_> {
             };
             self.cache_stats.layers_written += 1;
             tracing::info!(line, digest = %info.digest, size = info.size, "layer written");
+            crate::attest::sbom::layers::record_written(&self.opts.cache_dir, &info, &entries);
             state.image.add_layer(info, history);
         } else {
             state.image.add_history(history);
