@@ -5,6 +5,23 @@
 use std::io::{self, Write as _};
 use std::path::Path;
 
+/// What identifies a file's content without reading it: device, inode,
+/// mtime and ctime in nanoseconds, and size. The layer cache maps it to the
+/// file's sha256.
+pub(crate) fn stat_key(md: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    format!(
+        "{}:{}:{}.{}:{}.{}:{}",
+        md.dev(),
+        md.ino(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+        md.size()
+    )
+}
+
 /// Writes `bytes` to `path` through a temporary file beside it, then renames
 /// it into place, so readers see the old file or the new one, never half of
 /// one. Creates the parent folder; the file gets mode 0600 (tempfile's).

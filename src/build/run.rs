@@ -282,6 +282,12 @@ impl Builder<'_> {
         let made = ws
             .diff(&prepared, LayerSettings::new(&opts), &self.store)
             .map_err(|e| self.fail(line, format!("{what}: reading what it changed: {e}")))?;
+        let made = made.map(|(info, index)| {
+            if let Some(index) = index {
+                overlay::save_index(&self.opts.cache_dir, &info.digest, &index);
+            }
+            info
+        });
         ws.finish(prepared, made.as_ref());
         Ok(made)
     }

@@ -258,13 +258,16 @@ impl Builder<'_> {
                     self.cache_stats.segments_reused += reused;
                     info
                 }
-                None => layer::write_layer_tapped(&entries, &self.store, opts, (None, tap), None)?,
+                None => {
+                    layer::write_layer_tapped(&entries, &self.store, opts, (None, tap), None)?.0
+                }
             };
             self.cache_stats.layers_written += 1;
             if let Some(key) = &keyed {
                 self.registry_record_layer(&key.key, &info);
             }
             tracing::info!(line, digest = %info.digest, size = info.size, "layer written");
+            crate::attest::sbom::layers::record_written(&self.opts.cache_dir, &info, &entries);
             state.image.add_layer(info, history);
         } else {
             state.image.add_history(history);

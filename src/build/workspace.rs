@@ -16,6 +16,7 @@
 use crate::digest::HashingWriter;
 use crate::layer::LayerInfo;
 use crate::rootfs::disk::{Changes, Done, LayerForm, LayerSettings, OpaqueXattr, Task};
+use crate::rootfs::overlay::LayerIndex;
 use crate::sandbox::{Mode, Overlay, Sandbox, TreeRoot};
 use crate::store::BlobStore;
 use sha2::{Digest as _, Sha256};
@@ -341,14 +342,15 @@ impl Workspace {
         })
     }
 
-    /// Writes what the step changed as a layer into `store`; None when it
-    /// changed nothing.
+    /// Writes what the step changed as a layer into `store`, with the
+    /// layer's index when the helper could tell it; None when it changed
+    /// nothing.
     pub(super) fn diff(
         &self,
         prepared: &Prepared,
         settings: LayerSettings,
         store: &BlobStore,
-    ) -> Result<Option<LayerInfo>, String> {
+    ) -> Result<Option<(LayerInfo, Option<LayerIndex>)>, String> {
         let temp = store.temp_file().map_err(|e| e.to_string())?;
         let file = temp.as_file().try_clone().map_err(io_err(temp.path()))?;
         let (mut read, write) = std::io::pipe().map_err(|e| e.to_string())?;
@@ -369,8 +371,12 @@ impl Workspace {
         let copied = copier
             .join()
             .map_err(|_| "the layer copier panicked".to_string())?;
-        let (info, entries) = match done.map_err(|e| e.to_string())? {
-            Done::Layer { info, entries } => (info, entries),
+        let (info, entries, index) = match done.map_err(|e| e.to_string())? {
+            Done::Layer {
+                info,
+                entries,
+                index,
+            } => (info, entries, index),
             Done::Nothing => return Err("the sandbox helper wrote no layer".into()),
         };
         let digest = copied.map_err(|e| format!("receiving the step's layer: {e}"))?;
@@ -386,7 +392,7 @@ impl Workspace {
         store
             .commit(temp, &info.digest)
             .map_err(|e| e.to_string())?;
-        Ok(Some(info))
+        Ok(Some((info, index)))
     }
 
     /// After the step and its diff: an overlay step's upper folder becomes

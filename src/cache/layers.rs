@@ -41,10 +41,10 @@
 use super::segments::SegmentIndex;
 use super::touch;
 use crate::digest;
-use crate::files::write_atomic;
+use crate::files::{stat_key, write_atomic};
 use crate::layer::{
-    self, tap::LayerTap, EntryData, FileHashes, FileSource, LayerEntry, LayerError, LayerInfo,
-    LayerOptions, SegmentCache,
+    self, tap::LayerTap, EntryData, FileHashes, FileSource, KnownFiles, LayerEntry, LayerError,
+    LayerInfo, LayerOptions, SegmentCache,
 };
 use crate::store::BlobStore;
 use rayon::prelude::*;
@@ -155,6 +155,19 @@ impl ScannedLayer {
         self.unknown
     }
 
+    /// The content hashes the layer writer may trust without reading the
+    /// files again: those of files not changed within the racy window.
+    fn known_files(&self) -> KnownFiles {
+        self.stat_keys
+            .iter()
+            .filter(|(_, _, racy)| !racy)
+            .filter_map(|(path, key, _)| {
+                let hash = self.content.get(path)?;
+                Some((path.clone(), (hash.clone(), key.clone())))
+            })
+            .collect()
+    }
+
     /// The key with content hashes taken while the layer was written
     /// (which win over the stat map's: they are the bytes in the layer).
     /// Without hashes, the layer's shape: the key without local files'
@@ -209,19 +222,6 @@ impl ScannedLayer {
                 .collect(),
         })
     }
-}
-
-fn stat_key(md: &fs::Metadata) -> String {
-    format!(
-        "{}:{}:{}.{}:{}.{}:{}",
-        md.dev(),
-        md.ino(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec(),
-        md.size()
-    )
 }
 
 fn hash_file(path: &Path) -> io::Result<String> {
@@ -399,18 +399,17 @@ impl LayerCache {
         let segments = self.segments(store);
         let with = (Some(&segments as &dyn SegmentCache), tap);
         let Some(scan) = scan else {
-            let info = layer::write_layer_tapped(entries, store, opts, with, None)?;
+            let (info, _) = layer::write_layer_tapped(entries, store, opts, with, None)?;
             return Ok((info, segments.reused()));
         };
+        let known = scan.known_files();
+        let (info, hashes) = layer::write_layer_tapped(entries, store, opts, with, Some(&known))?;
         if scan.unknown == 0 {
-            let info = layer::write_layer_tapped(entries, store, opts, with, None)?;
             if let Some(key) = scan.key() {
                 self.insert_scanned(scan, &key, &info);
             }
             return Ok((info, segments.reused()));
         }
-        let mut hashes = FileHashes::new();
-        let info = layer::write_layer_tapped(entries, store, opts, with, Some(&mut hashes))?;
         self.record_streamed(scan, &hashes);
         if let Some(key) = scan.key_with(Some(&hashes)) {
             self.insert_scanned(scan, &key, &info);

@@ -99,8 +99,14 @@ fn hashing_files_on_the_way_changes_no_byte() {
     let mut entries = big_tree(src.path());
     entries.push(file_entry(src.path(), "app/empty", b""));
     let plain = write_layer(&entries, &store, LayerOptions::default()).unwrap();
-    let (hashed, hashes) =
-        write_layer_hashed(&entries, &store, LayerOptions::default(), None).unwrap();
+    let (hashed, hashes) = write_layer_hashed(
+        &entries,
+        &store,
+        LayerOptions::default(),
+        None,
+        &KnownFiles::new(),
+    )
+    .unwrap();
     assert_eq!(plain, hashed);
     assert_eq!(hashes.len(), entries.len());
     for e in &entries {
@@ -290,6 +296,81 @@ fn reused_segments_give_the_same_bytes_as_a_cold_write() {
     assert_eq!(warm, cold);
     let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
     assert!(hits >= segments - 2, "{hits} of {segments} reused");
+}
+
+/// Puts every segment of the blobs `cache` recorded into it, as the on-disk index does.
+fn fill_from_recorded(cache: &MemSegments, store: &BlobStore) -> usize {
+    for (digest, table) in cache.blobs.lock().unwrap().iter() {
+        let blob = std::fs::read(store.existing(digest).unwrap()).unwrap();
+        for (key, off, len) in table {
+            let bytes = blob[*off as usize..(*off + *len) as usize].to_vec();
+            cache.store.lock().unwrap().insert(key.clone(), bytes);
+        }
+    }
+    cache.store.lock().unwrap().len()
+}
+
+/// The content hashes and current stat keys of the entries' files.
+fn known_files(entries: &[LayerEntry]) -> KnownFiles {
+    entries
+        .iter()
+        .filter_map(|e| match &e.data {
+            EntryData::File {
+                source: FileSource::Path(p),
+                ..
+            } => {
+                let (digest, _) = crate::digest::sha256_file(p).unwrap();
+                let stat = crate::files::stat_key(&std::fs::metadata(p).unwrap());
+                let hash = digest.trim_start_matches("sha256:").to_string();
+                Some((p.clone(), (hash, stat)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn known_files_are_not_hashed_again_and_their_segments_are_reused() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let entries = big_tree(src.path());
+    let cache = MemSegments::default();
+    let opts = LayerOptions::default();
+    let (first, streamed) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &KnownFiles::new()).unwrap();
+    assert_eq!(streamed.len(), entries.len());
+    let segments = fill_from_recorded(&cache, &store);
+    let known = known_files(&entries);
+    let (again, streamed) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &known).unwrap();
+    assert_eq!(first, again);
+    assert!(streamed.is_empty(), "{} files hashed again", streamed.len());
+    let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hits, segments);
+}
+
+#[test]
+fn a_known_file_rewritten_since_it_was_hashed_gets_no_stale_segment() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let entries = big_tree(src.path());
+    let cache = MemSegments::default();
+    let opts = LayerOptions::default();
+    write_layer_cached(&entries, &store, opts, Some(&cache)).unwrap();
+    fill_from_recorded(&cache, &store);
+    let known = known_files(&entries);
+    // Same size, other bytes: the recorded hash is stale, the stat key moved.
+    let EntryData::File {
+        source: FileSource::Path(path),
+        size,
+    } = &entries[5].data
+    else {
+        unreachable!()
+    };
+    std::fs::write(path, vec![b'x'; *size as usize]).unwrap();
+    let (warm, _) = write_layer_hashed(&entries, &store, opts, Some(&cache), &known).unwrap();
+    let cold = write_layer(&entries, &store, opts).unwrap();
+    assert_eq!(warm, cold);
 }
 
 #[test]

@@ -39,7 +39,14 @@ struct Shared {
     client: OnceCell<Option<Arc<Client>>>,
     /// The registry refused a chunk: no more streams this run.
     refused: AtomicBool,
+    /// The registry took a chunk: streams need not wait on `probe`.
+    chunks_work: AtomicBool,
+    /// Held by a stream sending its first chunk while `chunks_work` is
+    /// unknown, so a registry that refuses chunks is asked once per run.
+    probe: tokio::sync::Mutex<()>,
     next_stream: AtomicU64,
+    /// `--concurrency`: streams upload one per permit, as other blobs do.
+    uploads: tokio::sync::Semaphore,
     tasks: Mutex<Vec<JoinHandle<Option<String>>>>,
 }
 
@@ -53,7 +60,10 @@ impl LayerStreamer {
                 runtime: tokio::runtime::Handle::current(),
                 client: OnceCell::new(),
                 refused: AtomicBool::new(false),
+                chunks_work: AtomicBool::new(false),
+                probe: tokio::sync::Mutex::new(()),
                 next_stream: AtomicU64::new(1),
+                uploads: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
                 tasks: Mutex::new(Vec::new()),
             }),
         }
@@ -154,11 +164,14 @@ impl Shared {
         file: std::fs::File,
         progress: watch::Receiver<Progress>,
     ) -> Option<String> {
+        let _permit = self.uploads.acquire().await.ok()?;
+        if self.refused.load(Ordering::Relaxed) {
+            return None;
+        }
         match self.send(id, &file, progress).await {
             Ok(digest) => Some(digest),
             Err(Stop::Abandoned) => None,
             Err(Stop::Refused(e)) => {
-                self.refused.store(true, Ordering::Relaxed);
                 info!("the registry refuses chunked uploads ({e}); layers are uploaded whole after the build");
                 None
             }
@@ -218,16 +231,30 @@ impl Shared {
                     offset: sent,
                     len,
                 };
+                let _probing = match self.chunks_work.load(Ordering::Relaxed) {
+                    true => None,
+                    false => Some(self.probe.lock().await),
+                };
+                if self.refused.load(Ordering::Relaxed) {
+                    return Err(Stop::Abandoned);
+                }
                 let answer = client.patch(session, sent, len, body).await;
                 match client
                     .patched(session, answer, (sent, len), &mut chunk)
                     .await
                 {
-                    Ok(Patched::Next(next)) => *session = next,
+                    Ok(Patched::Next(next)) => {
+                        self.chunks_work.store(true, Ordering::Relaxed);
+                        *session = next
+                    }
                     Ok(Patched::Smaller) => continue,
                     Ok(Patched::Stop(step)) => return Err(Stop::Failed(stopped(step))),
                     Err(e) if e.is_transient() => return Err(failed(e)),
-                    Err(e) => return Err(Stop::Refused(e)),
+                    Err(e) => {
+                        // Before `_probing` is released: the next stream must see it.
+                        self.refused.store(true, Ordering::Relaxed);
+                        return Err(Stop::Refused(e));
+                    }
                 }
                 client.events.emit(PushEvent::LayerChunkSent {
                     stream,

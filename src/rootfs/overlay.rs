@@ -3,7 +3,7 @@
 //! headers: file bodies stay in the layer blobs until something copies them.
 
 use crate::digest::HashingReader;
-use crate::layer::{EntryData, FileSource, LayerEntry, OPAQUE_WHITEOUT as OPAQUE};
+use crate::layer::{EntryData, FileSource, LayerEntry, LayerInfo, OPAQUE_WHITEOUT as OPAQUE};
 use crate::rootfs::{clean, Node, NodeKind, RootFs};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,62 @@ pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
     if let Err(e) = write() {
         tracing::warn!("cannot write the layer index {}: {e}", path.display());
     }
+}
+
+/// The index of a layer just written from `entries`, as [`read_index`]
+/// would read it back from the blob, without reading the blob. None when
+/// an entry is still in a base layer's blob.
+pub fn index_of_written(info: &LayerInfo, entries: &[LayerEntry]) -> Option<LayerIndex> {
+    let mut records = Vec::with_capacity(entries.len());
+    for e in crate::layer::in_tar_order(entries) {
+        let Some(path) = image_path(&e.path) else {
+            continue;
+        };
+        let (dir, base) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        let marker = |path: String, kind| IndexEntry {
+            path,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link: None,
+        };
+        if base == OPAQUE {
+            records.push(marker(dir.to_string(), IndexKind::Opaque));
+            continue;
+        }
+        if let Some(hidden) = base.strip_prefix(WHITEOUT) {
+            records.push(marker(clean(dir, hidden), IndexKind::Whiteout));
+            continue;
+        }
+        let (kind, size, link) = match &e.data {
+            EntryData::Dir => (IndexKind::Dir, 0, None),
+            EntryData::File {
+                source: FileSource::Path(_),
+                size,
+            } => (IndexKind::File, *size, None),
+            EntryData::File { .. } => return None,
+            EntryData::Symlink(target) => (IndexKind::Symlink, 0, Some(target.clone())),
+            EntryData::HardLink(target) => (IndexKind::HardLink, 0, image_path(target)),
+            EntryData::Fifo => (IndexKind::Other, 0, None),
+        };
+        records.push(IndexEntry {
+            path,
+            kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            size,
+            link,
+        });
+    }
+    Some(LayerIndex {
+        version: INDEX_VERSION,
+        diff_id: info.diff_id.clone(),
+        uncompressed_size: info.uncompressed_size,
+        entries: records,
+    })
 }
 
 /// Reads a layer blob's headers, checking its diff_id.
@@ -413,6 +469,35 @@ mod tests {
             source: FileSource::Path(PathBuf::new()),
             size,
         }
+    }
+
+    #[test]
+    fn the_index_of_a_written_layer_is_the_one_its_blob_gives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(tmp.path().join("s")).unwrap();
+        let src = tmp.path();
+        let long = format!("app/{}/deep.py", "n".repeat(120));
+        let mut entries = vec![
+            entry("app", EntryData::Dir, src),
+            entry("app/main.py", file(700), src),
+            entry(&long, file(3), src),
+            entry("app/link", EntryData::Symlink("../etc/x".into()), src),
+            entry("app/hard", EntryData::HardLink("app/main.py".into()), src),
+            entry("app/pipe", EntryData::Fifo, src),
+            entry("usr/bin/tool", file(5000), src),
+        ];
+        entries[6].mode = 0o4755;
+        entries[6].uid = 7;
+        let info = write_layer(&entries, &store, Default::default()).unwrap();
+        let blob = store.existing(&info.digest).unwrap();
+        let read = read_index(&blob, &info.diff_id).unwrap();
+        assert_eq!(index_of_written(&info, &entries), Some(read));
+        entries.push(entry("app/.wh.gone", file(0), src));
+        entries.push(entry("etc/.wh..wh..opq", file(0), src));
+        let info = write_layer(&entries, &store, Default::default()).unwrap();
+        let blob = store.existing(&info.digest).unwrap();
+        let read = read_index(&blob, &info.diff_id).unwrap();
+        assert_eq!(index_of_written(&info, &entries), Some(read));
     }
 
     #[test]

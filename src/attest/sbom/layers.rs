@@ -7,7 +7,7 @@
 
 use super::package::{Finding, OsRelease};
 use super::{binary, dpkg, java, node, python, SbomError};
-use crate::layer::LayerInfo;
+use crate::layer::{EntryData, FileSource, LayerEntry, LayerInfo};
 use crate::rootfs::overlay::{self, IndexEntry, IndexKind, LayerIndex};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,47 @@ fn scan_layer(
         index,
         findings,
     })
+}
+
+/// Records the index and the SBOM findings of a layer just written from
+/// local files, so that the SBOM needs neither to decompress its blob nor
+/// to hash the tar stream again: the writer knew every header, and the
+/// package files are read from disk. Layers with base-layer members are
+/// left to be read from their blob.
+pub fn record_written(cache_dir: &Path, info: &LayerInfo, entries: &[LayerEntry]) {
+    let Some(index) = overlay::index_of_written(info, entries) else {
+        return;
+    };
+    let sources: BTreeMap<String, &Path> = entries
+        .iter()
+        .filter_map(|e| match &e.data {
+            EntryData::File {
+                source: FileSource::Path(p),
+                ..
+            } => Some((overlay::image_path(&e.path)?, p.as_path())),
+            _ => None,
+        })
+        .collect();
+    let mut findings = BTreeMap::new();
+    for e in &index.entries {
+        let body = match e.kind {
+            IndexKind::File if Candidate::of(e).is_some() => sources.get(e.path.as_str()),
+            IndexKind::HardLink => None,
+            _ => continue,
+        };
+        let read = match body {
+            Some(path) => {
+                std::fs::File::open(path).and_then(|mut f| read_entry(&mut findings, e, &mut f))
+            }
+            None => read_entry(&mut findings, e, &mut io::empty()),
+        };
+        if let Err(err) = read {
+            tracing::debug!("SBOM of a written layer, {}: {err}", e.path);
+            return;
+        }
+    }
+    overlay::save_index(cache_dir, &info.digest, &index);
+    save_findings(cache_dir, &info.diff_id, &findings);
 }
 
 /// One pass over a blob: its header index, and the package files' findings.

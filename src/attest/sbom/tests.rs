@@ -14,7 +14,12 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     fn write(&self, files: &[(&str, &[u8])]) -> LayerInfo {
-        let entries: Vec<LayerEntry> = files
+        let entries = self.entries(files);
+        write_layer(&entries, &self.store, LayerOptions::default()).unwrap()
+    }
+
+    fn entries(&self, files: &[(&str, &[u8])]) -> Vec<LayerEntry> {
+        files
             .iter()
             .map(|(path, body)| {
                 let n = self.next.get();
@@ -33,9 +38,52 @@ impl Layers<'_> {
                     },
                 }
             })
-            .collect();
-        write_layer(&entries, &self.store, LayerOptions::default()).unwrap()
+            .collect()
     }
+}
+
+#[test]
+fn a_layer_recorded_as_written_gives_the_same_packages_without_its_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layers = Layers {
+        dir: tmp.path(),
+        store: BlobStore::open(tmp.path().join("store")).unwrap(),
+        next: Cell::new(0),
+    };
+    let mut entries = layers.entries(&[
+        ("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
+        ("var/lib/dpkg/status", STATUS_2),
+        (
+            "srv/flask-3.0.0.dist-info/METADATA",
+            b"Name: Flask\nVersion: 3.0.0\n",
+        ),
+        (
+            "app/node_modules/express/package.json",
+            br#"{"name":"express","version":"4.18.2"}"#,
+        ),
+    ]);
+    entries.push(LayerEntry {
+        path: "opt/flask/METADATA".into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: None,
+        data: EntryData::HardLink("srv/flask-3.0.0.dist-info/METADATA".into()),
+    });
+    let info = write_layer(&entries, &layers.store, LayerOptions::default()).unwrap();
+    let img = image(vec![info.clone()]);
+    let blobs = CountingBlobs {
+        store: layers.store.clone(),
+        reads: AtomicUsize::new(0),
+    };
+    let from_blob = inventory("example.com/app", &img, &tmp.path().join("a"), &blobs).unwrap();
+    assert_eq!(blobs.reads.load(Ordering::SeqCst), 1);
+    let cache = tmp.path().join("b");
+    layers::record_written(&cache, &info, &entries);
+    let recorded = inventory("example.com/app", &img, &cache, &blobs).unwrap();
+    assert_eq!(blobs.reads.load(Ordering::SeqCst), 1, "the blob was read");
+    assert_eq!(recorded.packages, from_blob.packages);
+    assert!(from_blob.packages.len() >= 4, "{:?}", from_blob.packages);
 }
 
 /// Counts blob reads, so a test can tell the cache answered.

@@ -131,10 +131,12 @@ pub enum Task {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Done {
     Nothing,
-    /// The layer written to stdout, and how many entries it holds.
+    /// The layer written to stdout, how many entries it holds, and its
+    /// index (so the builder need not read the layer back for it).
     Layer {
         info: LayerInfo,
         entries: usize,
+        index: Option<crate::rootfs::overlay::LayerIndex>,
     },
 }
 
@@ -250,6 +252,7 @@ pub fn run(task: &Task, held: Held, out: File) -> Result<Done, DiskError> {
             };
             let info = crate::layer::write_layer_to(&entries, out, layer.options())?;
             Ok(Done::Layer {
+                index: crate::rootfs::overlay::index_of_written(&info, &entries),
                 info,
                 entries: entries.len(),
             })
