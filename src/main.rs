@@ -289,14 +289,20 @@ fn run_pipeline(
 ) -> Result<Delivered, Failure> {
     let runtime = tokio::runtime::Runtime::new()?;
     let delivered = std::sync::Mutex::new(None);
+    let stats = std::sync::Mutex::new(None);
     let on_event = |event: PipelineEvent<'_>| {
         let PipelineEvent::Built(built) = event;
         report_built(built);
-        progress.built(&built.cache);
+        *stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(built.cache);
         *delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Delivered::of(&built.artifact));
     };
-    runtime
-        .block_on(pipeline::run(opts, destination, &on_event))
+    let downloads = opts.build.remote.layer_downloads.clone();
+    let result = runtime.block_on(pipeline::run(opts, destination, &on_event));
+    // After the SBOM and the push, so the downloads they made are counted.
+    if let Some(stats) = *stats.lock().unwrap_or_else(|p| p.into_inner()) {
+        progress.built(&stats, downloads.get());
+    }
+    result
         .map(|delivered| {
             for a in &delivered.attached {
                 for (tag, digest) in &a.tags {

@@ -123,6 +123,8 @@ pub async fn run(
     // Builds read and write files for a long time: off the async threads.
     let built = {
         let mut build = build.clone();
+        // With an SBOM, the registry cache is written after it, with its scans.
+        build.defer_registry_cache = supply.sbom.is_some();
         build.layer_tap = streamer.clone().map(|s| SharedTap(s as Arc<dyn LayerTap>));
         tokio::task::spawn_blocking(move || {
             // What an interrupted run left behind, before this run adds its own.
@@ -135,8 +137,10 @@ pub async fn run(
         Some(s) => s.finish().await,
         None => HashSet::new(),
     };
-    let built = built.map_err(PipelineError::BuildAborted)??;
+    let mut built = built.map_err(PipelineError::BuildAborted)??;
     events(PipelineEvent::Built(&built));
+    let cache_exports = std::mem::take(&mut built.cache_exports);
+    let export_store = built.store.clone();
     let keep: HashSet<String> = built.artifact.blob_digests().into_iter().collect();
     let result = async {
         let finished = supply::now();
@@ -162,6 +166,10 @@ pub async fn run(
         Ok(Delivered { digest, attached })
     }
     .await;
+    // Whether delivery worked or not, as when the build writes it.
+    for export in cache_exports {
+        export.write(&export_store, &cache_dir).await;
+    }
     prune_keeping(cache_dir, cache_max_size, keep).await;
     result
 }

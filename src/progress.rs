@@ -285,14 +285,15 @@ impl Progress {
 
     /// What the build's caches did, as one `--json` event: CI can tell a
     /// rebuild that ran and compressed nothing.
-    pub fn built(&self, c: &dockless::cache::layers::CacheStats) {
+    /// `layer_downloads`: layer blobs the run downloaded (build, SBOM and push).
+    pub fn built(&self, c: &dockless::cache::layers::CacheStats, layer_downloads: u64) {
         if self.mode == Mode::Json {
             emit_json(json!({
                 "event": "build_cache",
                 "layers_written": c.layers_written, "layers_from_cache": c.layers_from_cache,
                 "layers_from_registry": c.layers_from_registry, "steps_run": c.steps_run,
                 "steps_from_cache": c.steps_from_cache, "steps_from_registry": c.steps_from_registry,
-                "files_hashed": c.files_hashed,
+                "files_hashed": c.files_hashed, "layer_downloads": layer_downloads,
             }));
         }
     }

@@ -152,6 +152,8 @@ fn a_fresh_replica_rebuilds_from_the_registry_cache_without_running_or_compressi
     assert_eq!(a_cache["steps_run"], 3, "{a_cache}");
     assert_eq!(a_cache["layers_written"], 2, "{a_cache}");
     assert!(a_err.contains("nothing cached there yet"), "{a_err}");
+    // A's empty cache folder: the base's layers were downloaded to be read.
+    assert!(a_cache["layer_downloads"].as_u64() > Some(0), "{a_cache}");
 
     // Another repository of the target: B's layers are not there yet.
     let b = s.push("replica-b", "b", &["--cache-repo", &repo]);
@@ -164,6 +166,9 @@ fn a_fresh_replica_rebuilds_from_the_registry_cache_without_running_or_compressi
     );
     assert_eq!(b_cache["steps_from_registry"], 3, "{b_cache}");
     assert_eq!(b_cache["layers_from_registry"], 2, "{b_cache}");
+    // The base's header indexes and every layer's SBOM scan came from the
+    // cache: neither the build nor the SBOM read a layer.
+    assert_eq!(b_cache["layer_downloads"], 0, "{b_cache}\n{b_err}");
     for header in b_err.lines().filter(|l| l.contains("] RUN ")) {
         assert!(header.ends_with("(cached)"), "B ran {header:?}:\n{b_err}");
     }

@@ -41,6 +41,7 @@ use crate::rootfs::{clean, RootFs};
 use crate::sandbox::Isolation;
 use crate::store::{BlobStore, StoreError};
 use base::{BaseLayerError, Bases};
+pub use regcache::CacheExport;
 use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -105,6 +106,10 @@ pub struct BuildOptions {
     /// and written after the build (see `cache::registry`); only with
     /// `layer_cache`.
     pub registry_cache: CacheSpec,
+    /// The caller writes the registry cache itself, once the SBOM has
+    /// scanned the image (see [`Built::cache_export`]), so the layers'
+    /// scans go with it.
+    pub defer_registry_cache: bool,
     /// Follows the new layers (COPY and ADD) of the target stage and the
     /// stages it is built FROM while they are written: a push uploads them
     /// as they are produced (`remote::stream`).
@@ -139,6 +144,7 @@ impl BuildOptions {
             steps: steps::StepSink::default(),
             secrets: BTreeMap::new(),
             registry_cache: CacheSpec::default(),
+            defer_registry_cache: false,
             layer_tap: None,
         }
     }
@@ -203,6 +209,8 @@ pub struct Built {
     pub bases: Vec<BaseInfo>,
     /// `sha256:<hex>` of the Dockerfile's bytes.
     pub dockerfile_digest: String,
+    /// The registry cache still to write (`defer_registry_cache`).
+    pub cache_export: Option<CacheExport>,
 }
 
 /// Builds the target stage (the last one unless `opts.target` names another).
@@ -238,6 +246,8 @@ pub struct BuiltSet {
     /// Every registry image any platform's build read, each once.
     pub bases: Vec<BaseInfo>,
     pub dockerfile_digest: String,
+    /// Each platform's registry cache still to write.
+    pub cache_exports: Vec<CacheExport>,
 }
 
 /// Builds once per platform (the host's when none is given). The service's own
@@ -259,6 +269,7 @@ pub fn build_platforms(
             cache: built.cache,
             bases: built.bases,
             dockerfile_digest: built.dockerfile_digest,
+            cache_exports: built.cache_export.into_iter().collect(),
         });
     }
     let mut images = Vec::new();
@@ -267,6 +278,7 @@ pub fn build_platforms(
     let mut cache = CacheStats::default();
     let mut bases = Vec::new();
     let mut dockerfile_digest = String::new();
+    let mut cache_exports = Vec::new();
     for platform in platforms {
         let mut one = opts.clone();
         one.platform = Some(platform.clone());
@@ -279,6 +291,7 @@ pub fn build_platforms(
             }
         }
         dockerfile_digest = built.dockerfile_digest;
+        cache_exports.extend(built.cache_export);
         cache.add(&built.cache);
         store = Some(built.store);
     }
@@ -294,6 +307,7 @@ pub fn build_platforms(
         cache,
         bases,
         dockerfile_digest,
+        cache_exports,
     })
 }
 
@@ -641,6 +655,8 @@ impl<'a> Builder<'a> {
         let file = self.file.clone();
         let fail = |e: BaseLayerError| fail_because(&file, line, format!("{what}: {e}"), e);
         let base = self.bases.pull(image, platform).map_err(fail)?;
+        // Their header indexes from the registry cache: not downloaded to be indexed.
+        self.registry_import_scans(&base.layers);
         let mut fs = RootFs::default();
         let layers = self
             .bases
@@ -774,7 +790,8 @@ impl<'a> Builder<'a> {
         }
         let mut image = result.image.finish(&self.store)?;
         image.cache_source = self.registry_cache_source();
-        self.export_registry_cache(&image);
+        self.registry_import_scans(&image.layers);
+        let cache_export = self.export_registry_cache(&image);
         let unused_build_args = self
             .opts
             .build_args
@@ -801,6 +818,7 @@ impl<'a> Builder<'a> {
             bases,
             // Set by `build`, which holds the Dockerfile's text.
             dockerfile_digest: String::new(),
+            cache_export,
         })
     }
 }

@@ -5,7 +5,10 @@
 //! when a later step, the SBOM or an OCI layout reads it; a push mounts or
 //! streams it). After the build, its entries are merged into the cache.
 //! Any failure to reach the cache is a warning, and the build goes on
-//! without it.
+//! without it. With the SBOM on, the cache also keeps each image layer's
+//! scan and header index, read back before the base is applied and before
+//! the SBOM, so neither downloads a layer; then the pipeline writes the
+//! cache once the SBOM is done ([`CacheExport`]).
 
 use super::Builder;
 use crate::cache::registry::{self, BlobRef, CacheIndex, CacheSpec, ExportMode};
@@ -81,20 +84,29 @@ async fn blob_there(puller: &Puller, at: &Reference, digest: &str) -> Result<boo
         .map_err(|e| e.to_string())
 }
 
-/// A RUN layer's header index from the cache repository, if it is there and for this layer.
+/// A small blob (header index, scan) from the cache repository, if it is there.
+async fn small_blob(
+    puller: &Puller,
+    at: &Reference,
+    blob: &BlobRef,
+) -> Result<Option<Vec<u8>>, String> {
+    let client = puller
+        .client(at.registry(), at.repository())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .get_small_blob(at.repository(), &blob.digest)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A layer's header index from the cache repository, if it is there and parses.
 async fn header_index(
     puller: &Puller,
     at: &Reference,
     header: &BlobRef,
 ) -> Result<Option<overlay::LayerIndex>, String> {
-    let client = puller
-        .client(at.registry(), at.repository())
-        .await
-        .map_err(|e| e.to_string())?;
-    let bytes = client
-        .get_small_blob(at.repository(), &header.digest)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = small_blob(puller, at, header).await?;
     Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
@@ -179,6 +191,65 @@ impl Writer<'_> {
             path,
             mount_from,
         })
+    }
+}
+
+/// A build's entries for `--cache-to`, written by the pipeline after the
+/// SBOM (`BuildOptions::defer_registry_cache`) with the image layers' scans.
+#[derive(Debug)]
+pub struct CacheExport {
+    made: CacheIndex,
+    opts: Options,
+    to: Reference,
+    from: Option<Reference>,
+    layers: Vec<LayerInfo>,
+}
+
+impl CacheExport {
+    /// Adds the scans the SBOM left in `cache_dir` and merges it all into
+    /// the cache repository; a failure is a warning.
+    pub async fn write(mut self, store: &BlobStore, cache_dir: &std::path::Path) {
+        for layer in &self.layers {
+            add_scan(&mut self.made, store, cache_dir, layer);
+        }
+        let writer = Writer {
+            opts: &self.opts,
+            store,
+            to: &self.to,
+            from: self.from.as_ref(),
+        };
+        report_write(&self.to, writer.write(&self.made).await);
+    }
+}
+
+/// The layer's scan and header index, as the SBOM left them, stored as blobs in `made`.
+fn add_scan(made: &mut CacheIndex, store: &BlobStore, cache_dir: &std::path::Path, l: &LayerInfo) {
+    let Some(scan) = crate::attest::sbom::layers::stored_scan(cache_dir, &l.diff_id) else {
+        return;
+    };
+    let Some(index) = overlay::load_index(cache_dir, &l.digest, &l.diff_id) else {
+        return;
+    };
+    let Ok(index) = serde_json::to_vec(&index) else {
+        return;
+    };
+    let put = |bytes: &[u8]| {
+        let digest = store.put_bytes(bytes).ok()?;
+        Some(BlobRef {
+            digest,
+            size: bytes.len() as u64,
+        })
+    };
+    if let (Some(scan), Some(index)) = (put(&scan), put(&index)) {
+        made.add_scan(&l.diff_id, &l.digest, scan, index);
+    }
+}
+
+fn report_write(to: &Reference, written: Result<bool, String>) {
+    match written {
+        Ok(true) => tracing::info!(cache = %to, "registry cache written"),
+        Ok(false) => tracing::debug!(cache = %to, "registry cache already up to date"),
+        Err(e) => tracing::warn!("registry cache {to}: cannot write it: {e}"),
     }
 }
 
@@ -309,35 +380,75 @@ impl Builder<'_> {
         }
     }
 
-    /// Merges the build's entries into the cache repository (`--cache-to`);
-    /// a failure is a warning.
-    pub(super) fn export_registry_cache(&mut self, image: &BuiltImage) {
-        let Some(cache) = self.registry_cache.as_mut() else {
+    /// Puts the scans and header indexes the cache holds for these
+    /// layers into the local cache, so neither the build nor the SBOM
+    /// reads the layers for them.
+    pub(super) fn registry_import_scans(&mut self, layers: &[LayerInfo]) {
+        let Some(cache) = self.registry_cache.as_ref().filter(|c| !c.broken) else {
             return;
         };
-        let Some((to, mode)) = cache.spec.to.clone() else {
+        let Some(from) = cache.spec.from.as_ref() else {
             return;
         };
+        let dir = &self.opts.cache_dir;
+        for layer in layers {
+            let Some(entry) = cache.held.scans.get(&layer.diff_id) else {
+                continue;
+            };
+            if entry.layer != layer.digest {
+                continue;
+            }
+            if overlay::load_index(dir, &layer.digest, &layer.diff_id).is_none() {
+                let got =
+                    self.bases
+                        .block_on(header_index(&cache.puller, from, &entry.header_index));
+                if let Ok(Ok(Some(index))) = got {
+                    overlay::save_index(dir, &layer.digest, &index);
+                }
+            }
+            let has_scan = crate::attest::sbom::layers::stored_scan(dir, &layer.diff_id).is_some();
+            if !has_scan {
+                let got = self
+                    .bases
+                    .block_on(small_blob(&cache.puller, from, &entry.scan));
+                if let Ok(Ok(Some(bytes))) = got {
+                    crate::attest::sbom::layers::import_scan(dir, &layer.diff_id, &bytes);
+                }
+            }
+        }
+    }
+
+    /// Merges the build's entries into the cache repository (`--cache-to`),
+    /// or hands them back for the pipeline to write after the SBOM; a
+    /// failure is a warning.
+    pub(super) fn export_registry_cache(&mut self, image: &BuiltImage) -> Option<CacheExport> {
+        let cache = self.registry_cache.as_mut()?;
+        let (to, mode) = cache.spec.to.clone()?;
         let mut made = std::mem::take(&mut cache.made);
         if mode == ExportMode::Min {
             let digests: BTreeSet<&str> = image.layers.iter().map(|l| l.digest.as_str()).collect();
             made = made.only_layers(&digests);
         }
         self.attach_header_indexes(&mut made);
-        let Some(cache) = self.registry_cache.as_ref() else {
-            return;
-        };
+        let cache = self.registry_cache.as_ref()?;
+        let from = cache.spec.from.clone().filter(|_| cache.served);
+        if self.opts.defer_registry_cache {
+            return Some(CacheExport {
+                made,
+                opts: cache.opts.clone(),
+                to,
+                from,
+                layers: image.layers.clone(),
+            });
+        }
         let writer = Writer {
             opts: &cache.opts,
             store: &self.store,
             to: &to,
-            from: cache.spec.from.as_ref().filter(|_| cache.served),
+            from: from.as_ref(),
         };
-        match flat(self.bases.block_on(writer.write(&made))) {
-            Ok(true) => tracing::info!(cache = %to, "registry cache written"),
-            Ok(false) => tracing::debug!(cache = %to, "registry cache already up to date"),
-            Err(e) => tracing::warn!("registry cache {to}: cannot write it: {e}"),
-        }
+        report_write(&to, flat(self.bases.block_on(writer.write(&made))));
+        None
     }
 
     /// Gives each RUN layer without one its header index, stored as a blob.

@@ -10,8 +10,10 @@
 //! merges its entries into what the tag holds and puts the manifest back;
 //! two writers at once: the last one wins, and the other's new entries
 //! are left out until its next build. Only keys (sha256 of what a step
-//! depends on, see `layers` and `build::run`) and layer descriptors are
-//! stored: never a command, an argument, an environment or a secret.
+//! depends on, see `layers` and `build::run`), layer descriptors and, with
+//! the SBOM on, each image layer's scan (package facts from its files) and
+//! header index are stored: never a command, an argument, an environment
+//! or a secret.
 
 use crate::layer::LayerInfo;
 use crate::name::Reference;
@@ -23,6 +25,9 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.dockless.cache.v1+json";
 /// A RUN layer's header index (see `rootfs::overlay`), so a hit applies
 /// the layer to the build's filesystem model without downloading it.
 pub const HEADER_INDEX_MEDIA_TYPE: &str = "application/vnd.dockless.cache.layer-index.v1+json";
+/// An image layer's stored SBOM scan (`sbom-layer/<hex>.json`: package
+/// facts read from the layer's files, nothing else).
+pub const SCAN_MEDIA_TYPE: &str = "application/vnd.dockless.cache.layer-scan.v1+json";
 /// The tag the cache lives under when the ref names none.
 pub const DEFAULT_TAG: &str = "dockless-cache";
 /// Entries of each kind kept in the index; the least recently written go first.
@@ -255,6 +260,17 @@ pub struct CachedStep {
     pub written: u64,
 }
 
+/// What the SBOM needs of an image layer (its scan and its header index),
+/// so a build on a fresh replica scans without reading the layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedScan {
+    /// The layer's blob digest, which its header index is kept under.
+    pub layer: String,
+    pub scan: BlobRef,
+    pub header_index: BlobRef,
+    pub written: u64,
+}
+
 /// The config blob of the cache artifact.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheIndex {
@@ -263,6 +279,9 @@ pub struct CacheIndex {
     pub layers: BTreeMap<String, CachedLayer>,
     #[serde(default)]
     pub steps: BTreeMap<String, CachedStep>,
+    /// Image layers' scans by diff_id (absent when the SBOM is off).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scans: BTreeMap<String, CachedScan>,
 }
 
 /// Why a cache artifact could not be read.
@@ -330,6 +349,16 @@ impl CacheIndex {
         self.steps.insert(key.to_string(), entry);
     }
 
+    pub fn add_scan(&mut self, diff_id: &str, layer: &str, scan: BlobRef, header_index: BlobRef) {
+        let entry = CachedScan {
+            layer: layer.to_string(),
+            scan,
+            header_index,
+            written: now_secs(),
+        };
+        self.scans.insert(diff_id.to_string(), entry);
+    }
+
     /// Whether `other` holds every entry of this one, with the same layers.
     pub fn is_within(&self, other: &CacheIndex) -> bool {
         let layers = self
@@ -340,7 +369,11 @@ impl CacheIndex {
             .steps
             .iter()
             .all(|(k, v)| other.steps.get(k).is_some_and(|o| o.layer == v.layer));
-        layers && steps
+        let scans = self.scans.iter().all(|(k, v)| {
+            let same = |o: &CachedScan| (&o.scan, &o.header_index) == (&v.scan, &v.header_index);
+            other.scans.get(k).is_some_and(same)
+        });
+        layers && steps && scans
     }
 
     /// This build's entries over what the cache held, bounded to [`MAX_ENTRIES`] of each kind.
@@ -349,8 +382,10 @@ impl CacheIndex {
         merged.version = 1;
         merged.layers.extend(self.layers.clone());
         merged.steps.extend(self.steps.clone());
+        merged.scans.extend(self.scans.clone());
         keep_newest(&mut merged.layers, |e| e.written);
         keep_newest(&mut merged.steps, |e| e.written);
+        keep_newest(&mut merged.scans, |e| e.written);
         merged
     }
 
@@ -371,6 +406,12 @@ impl CacheIndex {
                 .filter(|(_, e)| e.layer.as_ref().is_none_or(keep))
                 .map(|(k, e)| (k.clone(), e.clone()))
                 .collect(),
+            scans: self
+                .scans
+                .iter()
+                .filter(|(_, e)| digests.contains(e.layer.as_str()))
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
         }
     }
 
@@ -384,10 +425,12 @@ impl CacheIndex {
                 out.push((l.digest.clone(), l.size, l.media_type.clone()));
             }
         }
-        for h in self.steps.values().filter_map(|e| e.header_index.as_ref()) {
-            if seen.insert(h.digest.clone()) {
-                let media_type = HEADER_INDEX_MEDIA_TYPE.to_string();
-                out.push((h.digest.clone(), h.size, media_type));
+        let headers = self.steps.values().filter_map(|e| e.header_index.as_ref());
+        let headers = headers.chain(self.scans.values().map(|e| &e.header_index));
+        let scans = self.scans.values().map(|e| (&e.scan, SCAN_MEDIA_TYPE));
+        for (b, media_type) in headers.map(|h| (h, HEADER_INDEX_MEDIA_TYPE)).chain(scans) {
+            if seen.insert(b.digest.clone()) {
+                out.push((b.digest.clone(), b.size, media_type.to_string()));
             }
         }
         out
@@ -559,6 +602,30 @@ mod tests {
         let min = index.only_layers(&keep);
         assert_eq!(min.layers.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(min.steps.len(), 1);
+    }
+
+    #[test]
+    fn scans_are_merged_listed_and_kept_for_the_image_layers_only() {
+        let blob = |n: u8| BlobRef {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            size: n as u64,
+        };
+        let mut index = CacheIndex::new();
+        let (kept, dropped) = (layer(1), layer(2));
+        index.add_scan("sha256:d1", &kept.digest, blob(10), blob(11));
+        index.add_scan("sha256:d2", &dropped.digest, blob(12), blob(13));
+        let blobs = index.blobs();
+        let scan = blobs.iter().find(|b| b.0 == blob(10).digest).unwrap();
+        assert_eq!(scan.2, SCAN_MEDIA_TYPE);
+        let header = blobs.iter().find(|b| b.0 == blob(11).digest).unwrap();
+        assert_eq!(header.2, HEADER_INDEX_MEDIA_TYPE);
+        let min = index.only_layers(&BTreeSet::from([kept.digest.as_str()]));
+        assert_eq!(min.scans.keys().collect::<Vec<_>>(), ["sha256:d1"]);
+        let merged = min.merged_over(CacheIndex::new());
+        assert!(min.is_within(&merged) && !index.is_within(&merged));
+        // An index without scans is written as before.
+        let plain = serde_json::to_string(&CacheIndex::new()).unwrap();
+        assert!(!plain.contains("scans"), "{plain}");
     }
 
     #[test]

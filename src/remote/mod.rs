@@ -45,7 +45,7 @@ pub use credentials::{
 pub(crate) use error::error_chain;
 pub use error::RegistryError;
 pub use login::login;
-pub use options::{EventSink, Options, PushEvent, DEFAULT_CHUNK_SIZE};
+pub use options::{DownloadCount, EventSink, Options, PushEvent, DEFAULT_CHUNK_SIZE};
 pub use pull::{BaseBlob, Puller};
 pub use push::{file_digest, push, LocalBlob, PushImage, PushOutcome, Pusher, RemoteBlob};
 pub use stream::LayerStreamer;

@@ -114,6 +114,23 @@ pub struct Options {
     /// `max_retry_delay`, then jittered between half and all of it.
     pub retry_delay: Duration,
     pub max_retry_delay: Duration,
+    /// Layer blobs downloaded into a store; shared by every clone, so one
+    /// run's pulls, build, SBOM and push add up to one count.
+    pub layer_downloads: DownloadCount,
+}
+
+/// A count of layer blobs downloaded, shared by the clones of one [`Options`].
+#[derive(Debug, Clone, Default)]
+pub struct DownloadCount(Arc<std::sync::atomic::AtomicU64>);
+
+impl DownloadCount {
+    pub fn add_one(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Options {
@@ -145,6 +162,7 @@ impl Default for Options {
             max_attempts: 5,
             retry_delay: Duration::from_millis(500),
             max_retry_delay: Duration::from_secs(10),
+            layer_downloads: DownloadCount::default(),
         }
     }
 }

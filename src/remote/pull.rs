@@ -507,6 +507,7 @@ impl Puller {
             store,
         };
         tracing::info!(image = %image, digest = %blob.digest, size = blob.size, "downloading base layer");
+        self.opts.layer_downloads.add_one();
         reader.blob(&blob.digest, blob.size).await
     }
 

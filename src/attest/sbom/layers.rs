@@ -262,6 +262,26 @@ fn load_findings(cache_dir: &Path, diff_id: &str) -> Option<BTreeMap<String, Fin
     current.then_some(scan.findings)
 }
 
+/// The layer's stored scan as it is kept on disk, to share through the
+/// registry cache; None when there is no current one.
+pub fn stored_scan(cache_dir: &Path, diff_id: &str) -> Option<Vec<u8>> {
+    load_findings(cache_dir, diff_id)?;
+    std::fs::read(findings_path(cache_dir, diff_id)?).ok()
+}
+
+/// Keeps a shared scan of the layer `diff_id` as if it had been read here;
+/// false (and nothing kept) when it is of another version or layer.
+pub fn import_scan(cache_dir: &Path, diff_id: &str, bytes: &[u8]) -> bool {
+    let Ok(scan) = serde_json::from_slice::<CachedScan>(bytes) else {
+        return false;
+    };
+    if scan.version != SCAN_VERSION || scan.diff_id != diff_id {
+        return false;
+    }
+    save_findings(cache_dir, diff_id, &scan.findings);
+    true
+}
+
 /// A failure only costs reading the layer again next time.
 fn save_findings(cache_dir: &Path, diff_id: &str, findings: &BTreeMap<String, Finding>) {
     let Some(path) = findings_path(cache_dir, diff_id) else {
