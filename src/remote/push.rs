@@ -646,8 +646,10 @@ pub struct Pusher {
     /// `registry/repository` → the source repository and its client.
     sources: HashMap<String, Source>,
     concurrency: usize,
-    /// Blobs already committed to the target repository in this run.
-    committed: HashSet<String>,
+    /// Blobs already committed to the target repository in this run and
+    /// not yet reported: each is reported uploaded once, by the first image
+    /// that has it; the next ones HEAD it as any blob.
+    committed: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Pusher {
@@ -688,7 +690,7 @@ impl Pusher {
             target: target.clone(),
             sources,
             concurrency: opts.concurrency.max(1),
-            committed: HashSet::new(),
+            committed: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -696,7 +698,9 @@ impl Pusher {
     /// streamed upload got the registry's 201 for each): they are reported
     /// as uploaded, with no HEAD and nothing sent.
     pub fn assume_committed(&mut self, digests: &HashSet<String>) {
-        self.committed.extend(digests.iter().cloned());
+        if let Ok(mut committed) = self.committed.lock() {
+            committed.extend(digests.iter().cloned());
+        }
     }
 
     /// Pushes `image`'s blobs (HEAD, mount, upload; in parallel), then its
@@ -727,7 +731,7 @@ impl Pusher {
             .into_iter()
             .map(|b| {
                 let d = b.digest.clone();
-                let committed = self.committed.contains(&d);
+                let committed = self.committed.lock().is_ok_and(|mut c| c.remove(&d));
                 let fut = client.push_blob(repo, b, sources);
                 async move {
                     if committed {
