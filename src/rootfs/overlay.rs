@@ -139,6 +139,29 @@ pub fn save_index(cache_dir: &Path, digest: &str, index: &LayerIndex) {
     }
 }
 
+/// The index record of an opaque-directory or whiteout marker at `path`
+/// (an image path), or None when `path` is an ordinary entry.
+fn whiteout_marker(path: &str) -> Option<IndexEntry> {
+    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+    let (path, kind) = if base == OPAQUE {
+        (dir.to_string(), IndexKind::Opaque)
+    } else {
+        (
+            clean(dir, base.strip_prefix(WHITEOUT)?),
+            IndexKind::Whiteout,
+        )
+    };
+    Some(IndexEntry {
+        path,
+        kind,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        link: None,
+    })
+}
+
 /// The index of a layer just written from `entries`, as [`read_index`]
 /// would read it back from the blob, without reading the blob. None when
 /// an entry is still in a base layer's blob.
@@ -148,22 +171,8 @@ pub fn index_of_written(info: &LayerInfo, entries: &[LayerEntry]) -> Option<Laye
         let Some(path) = image_path(&e.path) else {
             continue;
         };
-        let (dir, base) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-        let marker = |path: String, kind| IndexEntry {
-            path,
-            kind,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link: None,
-        };
-        if base == OPAQUE {
-            records.push(marker(dir.to_string(), IndexKind::Opaque));
-            continue;
-        }
-        if let Some(hidden) = base.strip_prefix(WHITEOUT) {
-            records.push(marker(clean(dir, hidden), IndexKind::Whiteout));
+        if let Some(marker) = whiteout_marker(&path) {
+            records.push(marker);
             continue;
         }
         let (kind, size, link) = match &e.data {
@@ -224,22 +233,8 @@ pub fn read_index_with(
             let Some(path) = image_path(&name) else {
                 continue;
             };
-            let (dir, base) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            let marker = |path: String, kind| IndexEntry {
-                path,
-                kind,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                link: None,
-            };
-            if base == OPAQUE {
-                entries.push(marker(dir.to_string(), IndexKind::Opaque));
-                continue;
-            }
-            if let Some(hidden) = base.strip_prefix(WHITEOUT) {
-                entries.push(marker(clean(dir, hidden), IndexKind::Whiteout));
+            if let Some(marker) = whiteout_marker(&path) {
+                entries.push(marker);
                 continue;
             }
             let record = read_header(&entry, path).map_err(io_err)?;
