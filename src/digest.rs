@@ -1,6 +1,7 @@
 //! sha256 digests in the `sha256:<hex>` form used throughout OCI.
 
 use sha2::{Digest as _, Sha256};
+use sha2_resumable::digest::common::hazmat::{SerializableState, SerializedState};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -27,6 +28,35 @@ pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
 /// The digest and length of a file, streamed.
 pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     sha256_reader(std::fs::File::open(path)?)
+}
+
+/// A sha256 whose state can be saved after any prefix and resumed from
+/// there later: a layer whose first segments did not change resumes its
+/// diff_id after them instead of hashing them again.
+#[derive(Clone, Default)]
+pub struct ResumableSha256(sha2_resumable::Sha256);
+
+impl ResumableSha256 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2_resumable::Digest::update(&mut self.0, bytes);
+    }
+
+    /// The state so far, to [`ResumableSha256::resume`] from.
+    pub fn save(&self) -> Vec<u8> {
+        self.0.serialize().to_vec()
+    }
+
+    /// A hasher in a state [`ResumableSha256::save`] gave; None for bytes it did not.
+    pub fn resume(state: &[u8]) -> Option<Self> {
+        let state = SerializedState::<sha2_resumable::Sha256>::try_from(state).ok()?;
+        sha2_resumable::Sha256::deserialize(&state).ok().map(Self)
+    }
+
+    /// `sha256:<hex>` of everything hashed.
+    pub fn finish(self) -> String {
+        let out = sha2_resumable::Digest::finalize(self.0);
+        format!("sha256:{}", hex::encode(out))
+    }
 }
 
 /// The hex part of a `sha256:<hex>` digest, if it is well formed.
@@ -111,6 +141,21 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_state_resumes_to_the_same_digest() {
+        let mut h = ResumableSha256::default();
+        h.update(&[7u8; 1000]);
+        let state = h.save();
+        h.update(b"tail");
+        let mut resumed = ResumableSha256::resume(&state).unwrap();
+        resumed.update(b"tail");
+        let mut whole = vec![7u8; 1000];
+        whole.extend_from_slice(b"tail");
+        assert_eq!(resumed.finish(), sha256(&whole));
+        assert_eq!(h.finish(), sha256(&whole));
+        assert!(ResumableSha256::resume(b"not a state").is_none());
+    }
 
     #[test]
     fn empty_digest_is_the_well_known_one() {

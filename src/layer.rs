@@ -16,15 +16,13 @@
 //! blob) is copied instead of compressed again: a one-file change recompresses
 //! about one segment.
 
-use crate::digest::HashingWriter;
 use crate::store::{BlobStore, StoreError};
-use keys::{Keyer, SegmentKey};
+use pipeline::{Finished, LazyFile, Pipeline};
 use sha2::{Digest as _, Sha256};
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use tap::{LayerFeed, LayerTap};
 use tar::{EntryType, Header};
@@ -222,8 +220,8 @@ pub fn compressor_key(compression: LayerCompression, gzip_level: u32) -> String 
         key_prefix: String::new(),
         cache: None,
     };
-    let print = match compressor.run(&sample, None) {
-        Ok((bytes, _)) => hex::encode(&Sha256::digest(&bytes)[..6]),
+    let print = match compressor.compress(&sample) {
+        Ok(bytes) => hex::encode(&Sha256::digest(&bytes)[..6]),
         Err(_) => "unknown".into(),
     };
     let key = format!("{name}.{print}");
@@ -252,6 +250,10 @@ pub trait SegmentCache: Sync {
     fn lookup(&self, key: &str) -> Option<Vec<u8>>;
     /// Records where each segment of a committed blob lies: (key, offset, length).
     fn record(&self, blob_digest: &str, segments: &[(String, u64, u64)]);
+    /// The diff_id hasher's saved state after the stream prefix with this key.
+    fn prefix_state(&self, key: &str) -> Option<Vec<u8>>;
+    /// Records the diff_id hasher's states after prefixes of a committed blob: (key, state).
+    fn record_prefixes(&self, blob_digest: &str, states: &[(String, Vec<u8>)]);
 }
 
 /// Writes the entries (sorted here, by path) as one compressed tar blob in a single pass.
@@ -349,13 +351,14 @@ fn write_layer_inner(
             .ok()
             .and_then(|f| t.start(f))
     });
-    let (info, table) = stream_layer(entries, file, opts, segments, content, feed.as_deref())?;
+    let (info, records) = stream_layer(entries, file, opts, segments, content, feed.as_deref())?;
     store.commit(temp, &info.digest)?;
     if let Some(feed) = &feed {
         feed.finished(&info.digest, info.size);
     }
     if let Some(cache) = segments {
-        cache.record(&info.digest, &table);
+        cache.record(&info.digest, &records.written.segments);
+        cache.record_prefixes(&info.digest, &records.prefixes);
     }
     Ok(info)
 }
@@ -371,9 +374,6 @@ pub fn write_layer_to(
     stream_layer(entries, out, opts, None, Content::default(), None).map(|(info, _)| info)
 }
 
-/// The segment table of a streamed layer: (key, offset, length).
-type SegmentTable = Vec<(String, u64, u64)>;
-
 fn stream_layer(
     entries: &[LayerEntry],
     file: std::fs::File,
@@ -381,7 +381,7 @@ fn stream_layer(
     segments: Option<&dyn SegmentCache>,
     mut content: Content<'_>,
     feed: Option<&dyn LayerFeed>,
-) -> Result<(LayerInfo, SegmentTable), LayerError> {
+) -> Result<(LayerInfo, Finished), LayerError> {
     let sorted = in_tar_order(entries);
     let finish_err = |source| LayerError::Write {
         path: "<end of archive>".into(),
@@ -398,7 +398,7 @@ fn stream_layer(
         cache: segments,
     };
     let out = io::BufWriter::with_capacity(1 << 20, file);
-    let (diff_id, uncompressed_size, written) = std::thread::scope(|scope| {
+    let mut finished = std::thread::scope(|scope| {
         let pipeline = Pipeline::start(scope, &compressor, threads, (out, feed));
         let mut tar = tar::Builder::new(pipeline);
         let mut result = Ok(());
@@ -420,30 +420,22 @@ fn stream_layer(
             Err(e) => {
                 // Stop the pipeline's threads before reporting the entry's error.
                 if let Ok(pipeline) = tar.into_inner() {
-                    let _ = pipeline.abort();
+                    pipeline.abort();
                 }
                 return Err(e);
             }
         };
         finished?.finish().map_err(finish_err)
     })?;
-    let Written {
-        out,
-        digest,
-        size,
-        segments: table,
-    } = written;
-    let mut buffered = out;
-    buffered.flush().map_err(finish_err)?;
-    drop(buffered);
+    finished.written.out.flush().map_err(finish_err)?;
     let info = LayerInfo {
-        digest,
-        diff_id,
-        size,
-        uncompressed_size,
+        digest: finished.written.digest.clone(),
+        diff_id: std::mem::take(&mut finished.diff_id),
+        size: finished.written.size,
+        uncompressed_size: finished.uncompressed,
         media_type: opts.compression.media_type().into(),
     };
-    Ok((info, table))
+    Ok((info, finished))
 }
 
 /// How one segment becomes compressed bytes.
@@ -455,29 +447,26 @@ struct Compressor<'a> {
 }
 
 impl Compressor<'_> {
-    /// The compressed member and, with a cache, the segment's key.
-    fn run(&self, data: &[u8], key: Option<SegmentKey>) -> io::Result<(Vec<u8>, Option<String>)> {
-        let key = match (self.cache, key) {
-            (None, _) | (_, None) => None,
-            (Some(_), Some(SegmentKey::Parts(hex))) => {
-                Some(format!("{}.parts-{hex}", self.key_prefix))
-            }
-            (Some(_), Some(SegmentKey::Bytes)) => Some(format!(
-                "{}-{}",
-                self.key_prefix,
-                hex::encode(Sha256::digest(data))
-            )),
-        };
-        if let (Some(cache), Some(key)) = (self.cache, &key) {
-            if let Some(bytes) = cache.lookup(key) {
-                return Ok((bytes, Some(key.clone())));
-            }
+    fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        match self.compression {
+            LayerCompression::Gzip => gzip_member(data, self.gzip_level),
+            LayerCompression::Zstd => Ok(zstd::bulk::compress(data, ZSTD_LEVEL)?),
         }
-        let out = match self.compression {
-            LayerCompression::Gzip => gzip_member(data, self.gzip_level)?,
-            LayerCompression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL)?,
-        };
-        Ok((out, key))
+    }
+
+    /// The cache key of a segment keyed by its parts (see `keys`).
+    fn parts_key(&self, hex: &str) -> String {
+        format!("{}.parts-{hex}", self.key_prefix)
+    }
+
+    /// The cache key of a segment keyed by its bytes.
+    fn bytes_key(&self, data: &[u8]) -> String {
+        format!("{}-{}", self.key_prefix, hex::encode(Sha256::digest(data)))
+    }
+
+    /// The cache key of the diff_id state after the stream prefix `chain`.
+    fn prefix_key(&self, chain: &str) -> String {
+        format!("{}.prefix-{chain}", self.key_prefix)
     }
 }
 
@@ -510,221 +499,6 @@ fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     })
 }
 
-type Out = io::BufWriter<std::fs::File>;
-
-/// The compressed blob as the pipeline wrote it.
-struct Written {
-    out: Out,
-    digest: String,
-    size: u64,
-    /// (segment key, offset, length) of every segment, when a cache asked for keys.
-    segments: Vec<(String, u64, u64)>,
-}
-
-type Done = (u64, io::Result<(Vec<u8>, Option<String>)>);
-
-/// The tar stream's sink: hashes the uncompressed bytes, cuts segments and
-/// hands them to compression threads; a writer thread puts the compressed
-/// members in order into the blob file while hashing them.
-struct Pipeline<'scope> {
-    buf: Vec<u8>,
-    next: u64,
-    diff: Sha256,
-    uncompressed: u64,
-    /// Names segments for the cache (none without one).
-    keyer: Option<Keyer>,
-    jobs: Option<SyncSender<Job>>,
-    /// One token per segment in flight; the writer returns it, which bounds memory.
-    tokens: Receiver<()>,
-    writer: std::thread::ScopedJoinHandle<'scope, io::Result<Written>>,
-    workers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
-}
-
-/// A segment to compress: its index, bytes and cache key.
-type Job = (u64, Vec<u8>, Option<SegmentKey>);
-
-fn pipeline_stopped() -> io::Error {
-    io::Error::other("the layer's writer stopped")
-}
-
-impl<'scope> Pipeline<'scope> {
-    fn start<'env>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        compressor: &'scope Compressor<'env>,
-        threads: usize,
-        (out, feed): (Out, Option<&'scope dyn LayerFeed>),
-    ) -> Pipeline<'scope> {
-        let threads = threads.max(1);
-        let in_flight = 2 * threads + 2;
-        let (job_tx, job_rx) = sync_channel::<Job>(threads);
-        let (done_tx, done_rx) = channel::<Done>();
-        let (token_tx, token_rx) = sync_channel::<()>(in_flight);
-        for _ in 0..in_flight {
-            let _ = token_tx.send(());
-        }
-        let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
-        let workers = (0..threads)
-            .map(|_| {
-                let job_rx = job_rx.clone();
-                let done_tx = done_tx.clone();
-                scope.spawn(move || loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((index, data, key)) = job else { return };
-                    if done_tx.send((index, compressor.run(&data, key))).is_err() {
-                        return;
-                    }
-                })
-            })
-            .collect();
-        drop(done_tx);
-        let writer = scope.spawn(move || write_in_order((out, feed), done_rx, token_tx));
-        Pipeline {
-            buf: Vec::with_capacity(SEGMENT_MIN),
-            next: 0,
-            diff: Sha256::new(),
-            uncompressed: 0,
-            keyer: compressor.cache.map(|_| Keyer::new()),
-            jobs: Some(job_tx),
-            tokens: token_rx,
-            writer,
-            workers,
-        }
-    }
-
-    fn dispatch(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT_MIN));
-        let key = self.keyer.as_mut().map(Keyer::end_segment);
-        self.tokens.recv().map_err(|_| pipeline_stopped())?;
-        let jobs = self.jobs.as_ref().ok_or_else(pipeline_stopped)?;
-        jobs.send((self.next, data, key))
-            .map_err(|_| pipeline_stopped())?;
-        self.next += 1;
-        Ok(())
-    }
-
-    /// Called after each whole entry: ends the segment once it is big enough.
-    fn entry_boundary(&mut self, path: &str) -> io::Result<()> {
-        let len = self.buf.len();
-        if len >= SEGMENT_TARGET || (len >= SEGMENT_MIN && path_hash(path).is_multiple_of(4)) {
-            self.dispatch()?;
-        }
-        Ok(())
-    }
-
-    /// The counter a file's reader adds its reads to, when segments are keyed.
-    fn data_signal(&self) -> Option<Rc<Cell<u64>>> {
-        self.keyer.as_ref().map(Keyer::data_signal)
-    }
-
-    /// A file's data is all written: its content hash, if trusted.
-    fn file_done(&mut self, hash: Option<String>) {
-        if let Some(keyer) = &mut self.keyer {
-            keyer.file_done(hash);
-        }
-    }
-
-    fn stop(mut self) -> io::Result<Written> {
-        self.jobs = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-        match self.writer.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    fn abort(mut self) -> io::Result<Written> {
-        self.buf.clear();
-        self.stop()
-    }
-
-    /// Sends the last segment and waits for the blob: (diff_id, tar size, blob).
-    fn finish(mut self) -> io::Result<(String, u64, Written)> {
-        let dispatched = self.dispatch();
-        let diff = std::mem::take(&mut self.diff);
-        let uncompressed = self.uncompressed;
-        let written = self.stop();
-        let written = written?;
-        dispatched?;
-        let diff_id = format!("sha256:{}", hex::encode(diff.finalize()));
-        Ok((diff_id, uncompressed, written))
-    }
-}
-
-impl Write for Pipeline<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = SEGMENT_MAX - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        self.diff.update(&data[..n]);
-        if let Some(keyer) = &mut self.keyer {
-            keyer.wrote(&data[..n]);
-        }
-        self.uncompressed += n as u64;
-        if self.buf.len() >= SEGMENT_MAX {
-            self.dispatch()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// FNV-1a of a path: a fixed, platform-independent choice of boundaries.
-fn path_hash(path: &str) -> u64 {
-    path.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Writes members in segment order, hashing them; returns a token per member.
-/// A `feed` hears of each member once it is in the file.
-fn write_in_order(
-    (out, feed): (Out, Option<&dyn LayerFeed>),
-    done: Receiver<Done>,
-    tokens: SyncSender<()>,
-) -> io::Result<Written> {
-    let mut out = HashingWriter::new(out);
-    let mut pending = std::collections::BTreeMap::new();
-    let mut next = 0u64;
-    let mut table = Vec::new();
-    for (index, result) in done {
-        pending.insert(index, result?);
-        while let Some((bytes, key)) = pending.remove(&next) {
-            let offset = out.written();
-            out.write_all(&bytes)?;
-            if let Some(key) = key {
-                table.push((key, offset, bytes.len() as u64));
-            }
-            if let Some(feed) = feed {
-                out.flush()?;
-                feed.written(out.written());
-            }
-            next += 1;
-            let _ = tokens.send(());
-        }
-    }
-    if !pending.is_empty() {
-        return Err(io::Error::other("a layer segment was lost"));
-    }
-    let (out, digest, size) = out.finish();
-    Ok(Written {
-        out,
-        digest,
-        size,
-        segments: table,
-    })
-}
-
 fn base_header(entry: &LayerEntry, mtime: u64) -> Header {
     // GNU headers carry long names as extensions and leave uname/gname empty.
     let mut header = Header::new_gnu();
@@ -737,7 +511,7 @@ fn base_header(entry: &LayerEntry, mtime: u64) -> Header {
 }
 
 fn append_entry(
-    tar: &mut tar::Builder<Pipeline<'_>>,
+    tar: &mut tar::Builder<Pipeline<'_, '_>>,
     entry: &LayerEntry,
     mtime: u64,
     content: &mut Content<'_>,
@@ -780,12 +554,31 @@ fn append_entry(
                     })
                 }
             };
+            let known = content.known.and_then(|k| k.get(path));
+            if let Some((hash, stat)) = known {
+                let md = std::fs::metadata(path).map_err(|source| LayerError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                if crate::files::stat_key(&md) == *stat {
+                    // Unchanged since it was hashed: read only if a segment needs it.
+                    tar.append_data(&mut header, &entry.path, io::empty())
+                        .map_err(write_err)?;
+                    let lazy = LazyFile {
+                        path: path.clone(),
+                        stat: stat.clone(),
+                    };
+                    return tar
+                        .get_mut()
+                        .lazy_file(lazy, *size, hash)
+                        .map_err(write_err);
+                }
+            }
             let file = std::fs::File::open(path).map_err(|source| LayerError::Read {
                 path: path.clone(),
                 source,
             })?;
             let signal = tar.get_mut().data_signal();
-            let known = content.known.and_then(|k| k.get(path));
             // Segment keys need every file's content hash: known, or taken now.
             let hash = known.is_none() && (signal.is_some() || content.out.is_some());
             let mut reader = ExactReader::new(file, *size, hash, signal);
@@ -880,6 +673,7 @@ impl Read for ExactReader {
 }
 
 mod keys;
+mod pipeline;
 pub mod tap;
 #[cfg(test)]
 mod tests;

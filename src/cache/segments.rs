@@ -1,5 +1,6 @@
 //! Where compressed segments of stored blobs lie, so a changed layer
-//! recompresses only its changed segments.
+//! recompresses only its changed segments, and the diff_id hasher's state
+//! after each run of segments, so it hashes only from the first change on.
 
 use crate::files::write_atomic;
 use crate::layer::SegmentCache;
@@ -73,9 +74,31 @@ impl SegmentCache for SegmentIndex<'_> {
     }
 
     fn record(&self, blob_digest: &str, segments: &[(String, u64, u64)]) {
-        for (key, offset, len) in segments {
+        let lines = segments
+            .iter()
+            .map(|(key, offset, len)| (key, format!("{blob_digest} {offset} {len}\n")));
+        self.write_records(lines);
+    }
+
+    fn prefix_state(&self, key: &str) -> Option<Vec<u8>> {
+        // "<blob digest> <state hex>": the blob only ties the record's life to it (see prune).
+        let text = fs::read_to_string(self.path(key)?).ok()?;
+        hex::decode(text.split_whitespace().nth(1)?).ok()
+    }
+
+    fn record_prefixes(&self, blob_digest: &str, states: &[(String, Vec<u8>)]) {
+        let lines = states
+            .iter()
+            .map(|(key, state)| (key, format!("{blob_digest} {}\n", hex::encode(state))));
+        self.write_records(lines);
+    }
+}
+
+impl SegmentIndex<'_> {
+    /// Writes one record file per key, stopping at the first failure.
+    fn write_records<'k>(&self, records: impl Iterator<Item = (&'k String, String)>) {
+        for (key, line) in records {
             if let Some(path) = self.path(key) {
-                let line = format!("{blob_digest} {offset} {len}\n");
                 if let Err(e) = write_atomic(&path, line.as_bytes()) {
                     tracing::debug!("segment record {}: {e}", path.display());
                     return;

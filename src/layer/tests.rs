@@ -252,6 +252,8 @@ struct MemSegments {
     store: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
     blobs: std::sync::Mutex<Vec<(String, SegmentTable)>>,
     hits: std::sync::atomic::AtomicUsize,
+    prefixes: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    prefix_hits: std::sync::atomic::AtomicUsize,
 }
 
 impl SegmentCache for MemSegments {
@@ -267,6 +269,17 @@ impl SegmentCache for MemSegments {
             .lock()
             .unwrap()
             .push((blob.to_string(), segments.to_vec()));
+    }
+    fn prefix_state(&self, key: &str) -> Option<Vec<u8>> {
+        let found = self.prefixes.lock().unwrap().get(key).cloned();
+        if found.is_some() {
+            self.prefix_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+    fn record_prefixes(&self, _blob: &str, states: &[(String, Vec<u8>)]) {
+        self.prefixes.lock().unwrap().extend(states.iter().cloned());
     }
 }
 
@@ -429,4 +442,91 @@ fn a_layer_written_to_a_pipe_is_the_stored_layer() {
     let bytes = reader.join().unwrap();
     assert_eq!(piped, stored);
     assert_eq!(crate::digest::sha256(&bytes), stored.digest);
+}
+
+/// A tree with files bigger than a segment, so segments end inside files.
+fn tree_with_big_files(dir: &std::path::Path) -> Vec<LayerEntry> {
+    let mut entries = big_tree(dir);
+    for i in 0..2 {
+        let body: String = (0..500_000)
+            .map(|n| format!("{i}:{n}:{}\n", n * 31 % 977))
+            .collect();
+        assert!(body.len() > SEGMENT_MAX);
+        entries.push(file_entry(dir, &format!("big/lib{i}.a"), body.as_bytes()));
+    }
+    entries
+}
+
+#[test]
+fn segments_cut_inside_a_read_file_are_found_again_by_their_parts() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let entries = tree_with_big_files(src.path());
+    let cache = MemSegments::default();
+    let opts = LayerOptions::default();
+    // Cold: every file is read, segments inside the big files are keyed by their bytes.
+    let (cold, _) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &KnownFiles::new()).unwrap();
+    fill_from_recorded(&cache, &store);
+    cache.hits.store(0, std::sync::atomic::Ordering::Relaxed);
+    // Warm: every hash is known, so every segment is keyed by its parts.
+    let (warm, _) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &known_files(&entries)).unwrap();
+    assert_eq!(warm, cold);
+    let tables = cache.blobs.lock().unwrap();
+    let (cold_keys, warm_segments) = (tables[0].1.len(), tables[1].1.len());
+    // The cut segments were recorded under both keys.
+    assert!(cold_keys >= warm_segments + 2, "{cold_keys} keys, {warm_segments} segments");
+    let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hits, warm_segments);
+}
+
+#[test]
+fn an_unchanged_prefix_is_not_hashed_again_and_the_digests_hold() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let mut entries = tree_with_big_files(src.path());
+    let cache = MemSegments::default();
+    let opts = LayerOptions::default();
+    write_layer_hashed(&entries, &store, opts, Some(&cache), &KnownFiles::new()).unwrap();
+    fill_from_recorded(&cache, &store);
+    let recorded = cache.prefixes.lock().unwrap().len();
+    assert!(recorded > 3, "{recorded} prefix states recorded");
+    // Change the last file: everything before it is a known prefix.
+    let mut known = known_files(&entries);
+    let last = entries.len() - 1;
+    entries[last] = file_entry(src.path(), "big/lib1.a", b"changed\n");
+    if let EntryData::File {
+        source: FileSource::Path(p),
+        ..
+    } = &entries[last].data
+    {
+        known.remove(p);
+    }
+    let (warm, _) = write_layer_hashed(&entries, &store, opts, Some(&cache), &known).unwrap();
+    let skipped = cache.prefix_hits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(skipped >= 3, "{skipped} segments skipped");
+    let cold = write_layer(&entries, &store, opts).unwrap();
+    assert_eq!(warm, cold);
+    // The new layer's states are recorded too: an unchanged rewrite skips every segment.
+    let (again, _) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &known_files(&entries)).unwrap();
+    assert_eq!(again, cold);
+}
+
+#[test]
+fn a_prefix_state_that_does_not_parse_is_ignored() {
+    let src = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(src.path().join("store")).unwrap();
+    let entries = big_tree(src.path());
+    let cache = MemSegments::default();
+    let opts = LayerOptions::default();
+    let first = write_layer_cached(&entries, &store, opts, Some(&cache)).unwrap();
+    fill_from_recorded(&cache, &store);
+    for state in cache.prefixes.lock().unwrap().values_mut() {
+        state.truncate(3);
+    }
+    let (again, _) =
+        write_layer_hashed(&entries, &store, opts, Some(&cache), &known_files(&entries)).unwrap();
+    assert_eq!(again, first);
 }
