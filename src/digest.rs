@@ -119,6 +119,10 @@ impl<W: Write> HashingWriter<W> {
         self.written
     }
 
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, format(self.hasher), self.written)

@@ -191,6 +191,8 @@ pub(super) struct Written {
     pub size: u64,
     /// (key, offset, length) of every keyed segment.
     pub segments: Vec<(String, u64, u64)>,
+    /// (offset, length) of every member, by segment index.
+    members: Vec<(u64, u64)>,
 }
 
 /// What the pipeline made: the blob, the diff_id and tar size, and the
@@ -203,6 +205,10 @@ pub(super) struct Finished {
 }
 
 type Done = (u64, io::Result<Member>);
+
+/// The blob's bytes are handed to the disk in steps of this size while it is
+/// written, so the fsync that commits it waits for the last step only.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Segment bytes for the diff_id hasher, in order, and the state to start from.
 struct DiffMsg {
@@ -236,7 +242,7 @@ pub(super) struct Pipeline<'scope, 'env> {
     jobs: Option<SyncSender<Job>>,
     /// One token per segment in flight; the writer returns it, which bounds memory.
     tokens: Receiver<()>,
-    writer: ScopedJoinHandle<'scope, io::Result<(Written, Vec<(u64, u64)>)>>,
+    writer: ScopedJoinHandle<'scope, io::Result<Written>>,
     differ: ScopedJoinHandle<'scope, Hashed>,
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
 }
@@ -273,7 +279,10 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
                     };
                     let Ok(job) = job else { return };
                     let index = job.index;
-                    if done_tx.send((index, compress_job(compressor, job))).is_err() {
+                    if done_tx
+                        .send((index, compress_job(compressor, job)))
+                        .is_err()
+                    {
                         return;
                     }
                 })
@@ -393,7 +402,7 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
         self.write_all(&[0u8; 512][..pad as usize])
     }
 
-    fn stop(mut self) -> io::Result<(Written, Vec<(u64, u64)>, Hashed, Stopped)> {
+    fn stop(mut self) -> io::Result<(Written, Hashed, Stopped)> {
         self.jobs = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
@@ -412,8 +421,7 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
             keyer: self.keyer,
             uncompressed: self.uncompressed,
         };
-        let (written, members) = written?;
-        Ok((written, members, hashed, stopped))
+        Ok((written?, hashed, stopped))
     }
 
     pub(super) fn abort(mut self) {
@@ -425,14 +433,19 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
     pub(super) fn finish(mut self) -> io::Result<Finished> {
         let dispatched = self.dispatch();
         let compressor = self.compressor;
-        let (mut written, members, (hasher, states), mut stopped) = self.stop()?;
+        let (mut written, (hasher, states), mut stopped) = self.stop()?;
         dispatched?;
         // Segments keyed by their bytes when they ended inside a file are
         // recorded by their parts too, now that the file's hash is known.
-        for (index, hex) in stopped.keyer.as_mut().map(Keyer::take_late).unwrap_or_default() {
+        for (index, hex) in stopped
+            .keyer
+            .as_mut()
+            .map(Keyer::take_late)
+            .unwrap_or_default()
+        {
             if let (Some(slot), Some(&(offset, len))) = (
                 stopped.parts.get_mut(index as usize),
-                members.get(index as usize),
+                written.members.get(index as usize),
             ) {
                 *slot = Some(hex.clone());
                 if compressor.cache.is_some() {
@@ -521,19 +534,19 @@ fn path_hash(path: &str) -> u64 {
 
 /// Writes members in segment order, hashing them, and passes their
 /// segments' bytes on to the diff_id hasher; returns a token per member.
-/// A `feed` hears of each member once it is in the file. Also returns
-/// every member's (offset, length), by index.
+/// A `feed` hears of each member once it is in the file.
 fn write_in_order(
     (out, feed): (Out, Option<&dyn LayerFeed>),
     done: Receiver<Done>,
     tokens: SyncSender<()>,
     diff: SyncSender<DiffMsg>,
-) -> io::Result<(Written, Vec<(u64, u64)>)> {
+) -> io::Result<Written> {
     let mut out = HashingWriter::new(out);
     let mut pending = std::collections::BTreeMap::new();
     let mut next = 0u64;
     let mut table = Vec::new();
     let mut members = Vec::new();
+    let mut on_disk = 0u64;
     for (index, result) in done {
         pending.insert(index, result?);
         while let Some(member) = pending.remove(&next) {
@@ -547,6 +560,12 @@ fn write_in_order(
             if let Some(feed) = feed {
                 out.flush()?;
                 feed.written(out.written());
+            }
+            if out.written() - on_disk >= WRITEBACK_STEP {
+                out.flush()?;
+                let file = out.get_ref().get_ref();
+                crate::files::start_writeback(file, on_disk, out.written() - on_disk);
+                on_disk = out.written();
             }
             if let Some((resume, bytes)) = member.diff {
                 let msg = DiffMsg {
@@ -564,13 +583,13 @@ fn write_in_order(
         return Err(io::Error::other("a layer segment was lost"));
     }
     let (out, digest, size) = out.finish();
-    let written = Written {
+    Ok(Written {
         out,
         digest,
         size,
         segments: table,
-    };
-    Ok((written, members))
+        members,
+    })
 }
 
 /// Hashes segments' bytes in order; with `save`, notes the state after each.

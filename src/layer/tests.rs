@@ -476,7 +476,10 @@ fn segments_cut_inside_a_read_file_are_found_again_by_their_parts() {
     let tables = cache.blobs.lock().unwrap();
     let (cold_keys, warm_segments) = (tables[0].1.len(), tables[1].1.len());
     // The cut segments were recorded under both keys.
-    assert!(cold_keys >= warm_segments + 2, "{cold_keys} keys, {warm_segments} segments");
+    assert!(
+        cold_keys >= warm_segments + 2,
+        "{cold_keys} keys, {warm_segments} segments"
+    );
     let hits = cache.hits.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(hits, warm_segments);
 }
