@@ -24,6 +24,7 @@ use super::sbom::SbomFormat;
 use super::sign::{simple_signing_payload, Envelope, Signer256};
 use super::statement::PAYLOAD_TYPE;
 use crate::image::MEDIA_TYPE_INDEX;
+use futures_util::future::try_join_all;
 pub use layout::LayoutTarget;
 pub use registry::RegistryTarget;
 pub use shapes::{Blob, Layer, Manifest};
@@ -242,49 +243,89 @@ pub struct Attached {
 
 /// Writes `plan` to `target`: blobs, then each artifact by digest, then the
 /// referrers index and the cosign tags (a manifest only after its blobs,
-/// an index only after its manifests, as registries check).
+/// an index only after its manifests, as registries check). Requests that
+/// do not depend on each other go at once, each round trip being most of
+/// their cost, but never two uploads of one blob (the artifacts share their
+/// empty config, a cosign tag its SBOM or statement): a registry may fail a
+/// manifest that names a blob another upload is committing.
 pub async fn attach<T: Target>(target: &T, plan: &Plan) -> Result<Attached, AttachError> {
+    let stem = plan.subject.tag_stem();
+    let mut blobs: Vec<&Blob> = plan.referrers.iter().flat_map(|m| &m.blobs).collect();
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    blobs.dedup_by(|a, b| a.digest == b.digest);
+    try_join_all(blobs.into_iter().map(|blob| target.put_blob(blob))).await?;
+    try_join_all(
+        plan.referrers
+            .iter()
+            .map(|m| target.put_manifest(&m.digest, crate::image::MEDIA_TYPE_MANIFEST, &m.bytes)),
+    )
+    .await?;
+    let cosign = async {
+        let mut tags = Vec::new();
+        for (tag, layers) in &plan.cosign {
+            let name = format!("{stem}.{}", tag.suffix());
+            tags.push(cosign_tag(target, name, layers, *tag).await?);
+        }
+        Ok(tags)
+    };
+    let (index, cosign) =
+        futures_util::future::try_join(referrers_index(target, plan, &stem), cosign).await?;
     let mut done = Attached {
         subject: plan.subject.digest.clone(),
         ..Attached::default()
     };
     for m in &plan.referrers {
-        put_manifest(target, m, &m.digest).await?;
         let kind = m.artifact_type.clone().unwrap_or_default();
         done.referrers.insert(kind, m.digest.clone());
     }
-    let stem = plan.subject.tag_stem();
-    if !plan.referrers.is_empty() {
-        let existing = target.get_manifest(&stem).await?;
-        let index =
-            shapes::merge_referrers(existing.as_deref(), &plan.referrers).map_err(|message| {
-                AttachError::Existing {
-                    what: "referrers index",
-                    reference: stem.clone(),
-                    message,
-                }
-            })?;
-        target.put_manifest(&stem, MEDIA_TYPE_INDEX, &index).await?;
-        done.tags
-            .insert(stem.clone(), crate::digest::sha256(&index));
+    done.tags.extend(index.map(|digest| (stem.clone(), digest)));
+    done.tags.extend(cosign);
+    Ok(done)
+}
+
+/// The referrers index under the subject's tag stem, merged into what the
+/// tag holds; its digest, or None without referrers.
+async fn referrers_index<T: Target>(
+    target: &T,
+    plan: &Plan,
+    stem: &str,
+) -> Result<Option<String>, AttachError> {
+    if plan.referrers.is_empty() {
+        return Ok(None);
     }
-    for (tag, layers) in &plan.cosign {
-        let name = format!("{stem}.{}", tag.suffix());
-        let existing = match tag {
-            CosignTag::Sbom => None,
-            _ => target.get_manifest(&name).await?,
-        };
-        let m = shapes::merge_cosign(existing.as_deref(), layers, *tag).map_err(|message| {
+    let existing = target.get_manifest(stem).await?;
+    let index =
+        shapes::merge_referrers(existing.as_deref(), &plan.referrers).map_err(|message| {
             AttachError::Existing {
-                what: "cosign manifest",
-                reference: name.clone(),
+                what: "referrers index",
+                reference: stem.to_string(),
                 message,
             }
         })?;
-        put_manifest(target, &m, &name).await?;
-        done.tags.insert(name, m.digest.clone());
-    }
-    Ok(done)
+    target.put_manifest(stem, MEDIA_TYPE_INDEX, &index).await?;
+    Ok(Some(crate::digest::sha256(&index)))
+}
+
+/// One cosign tag, merged into what it holds: (tag, manifest digest).
+async fn cosign_tag<T: Target>(
+    target: &T,
+    name: String,
+    layers: &[Layer],
+    tag: CosignTag,
+) -> Result<(String, String), AttachError> {
+    let existing = match tag {
+        CosignTag::Sbom => None,
+        _ => target.get_manifest(&name).await?,
+    };
+    let m = shapes::merge_cosign(existing.as_deref(), layers, tag).map_err(|message| {
+        AttachError::Existing {
+            what: "cosign manifest",
+            reference: name.clone(),
+            message,
+        }
+    })?;
+    put_manifest(target, &m, &name).await?;
+    Ok((name, m.digest))
 }
 
 async fn put_manifest<T: Target>(
