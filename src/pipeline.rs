@@ -120,6 +120,9 @@ pub async fn run(
         }
         Destination::Output { .. } => None,
     };
+    if let Some(streamer) = &streamer {
+        streamer.warm_up();
+    }
     // Builds read and write files for a long time: off the async threads.
     let built = {
         let mut build = build.clone();

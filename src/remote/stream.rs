@@ -69,6 +69,16 @@ impl LayerStreamer {
         }
     }
 
+    /// Opens the client (trust roots, credentials, a ping) in the
+    /// background, so the first layer's upload starts as soon as it has
+    /// bytes instead of after that setup.
+    pub fn warm_up(&self) {
+        let shared = self.shared.clone();
+        self.shared
+            .runtime
+            .spawn(async move { shared.client().await });
+    }
+
     /// Waits for every stream to end; the digests of the blobs they
     /// committed to the target repository.
     pub async fn finish(&self) -> HashSet<String> {
