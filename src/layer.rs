@@ -60,6 +60,9 @@ pub enum LayerError {
     Write { path: String, source: io::Error },
     #[error("{path} from base layer {blob} was not extracted before writing the layer")]
     NotMaterialized { path: String, blob: PathBuf },
+    /// A compressing or writing thread failed (its error names the file when one is to blame).
+    #[error("writing the layer: {0}")]
+    Pipeline(io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -418,11 +421,10 @@ fn stream_layer(
         let finished = match result {
             Ok(()) => tar.into_inner().map_err(finish_err),
             Err(e) => {
-                // Stop the pipeline's threads before reporting the entry's error.
-                if let Ok(pipeline) = tar.into_inner() {
-                    pipeline.abort();
-                }
-                return Err(e);
+                // Stop the pipeline's threads; when one of them failed, that
+                // is what stopped the entry.
+                let cause = tar.into_inner().ok().and_then(Pipeline::abort);
+                return Err(cause.map_or(e, LayerError::Pipeline));
             }
         };
         finished?.finish().map_err(finish_err)

@@ -424,9 +424,11 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
         Ok((written?, hashed, stopped))
     }
 
-    pub(super) fn abort(mut self) {
+    /// Stops the threads, dropping the segment being cut; the error that
+    /// stopped one of them, if any.
+    pub(super) fn abort(mut self) -> Option<io::Error> {
         self.segment = Segment::default();
-        let _ = self.stop();
+        self.stop().err()
     }
 
     /// Sends the last segment and waits for the blob.
@@ -607,4 +609,35 @@ fn hash_in_order(segments: Receiver<DiffMsg>, save: bool) -> Hashed {
         }
     }
     (hasher, states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lazy_file_changed_since_it_was_hashed_fails_its_segment_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.py");
+        std::fs::write(&path, b"print(1)\n").unwrap();
+        let stat = crate::files::stat_key(&std::fs::metadata(&path).unwrap());
+        let lazy = |stat: &str| {
+            let mut segment = Segment::default();
+            segment.push_literal(b"header");
+            let file = LazyFile {
+                path: path.clone(),
+                stat: stat.to_string(),
+            };
+            segment.push_file(Arc::new(file), 0, 9);
+            segment.materialize()
+        };
+        assert_eq!(lazy(&stat).unwrap(), b"headerprint(1)\n");
+        let err = lazy("0:0:0.0:0.0:9").unwrap_err().to_string();
+        assert!(
+            err.contains("app.py changed while it was being added"),
+            "{err}"
+        );
+        std::fs::write(&path, b"x").unwrap();
+        assert!(lazy(&stat).is_err());
+    }
 }
