@@ -55,14 +55,16 @@ find_dockless
 BASELINE=${DOCKLESS_BASELINE:-}
 TOOLS="buildah dockless${BASELINE:+ baseline}"
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
-# Runs a command under /usr/bin/time; prints "seconds maxrss_kb".
+# Runs a command under /usr/bin/time; prints "seconds maxrss_kb". The clock
+# is bash's: a python3 started after the command to read it would count
+# its own start-up (0.1-0.3 s on a loaded machine) as the command's time,
+# which swamped a 0.05 s cached build.
 timed() {
   local log="$WORK/time.log" t0 t1
-  t0=$(now)
+  t0=$EPOCHREALTIME
   /usr/bin/time -v -o "$log" "$@" >"$WORK/cmd.out" 2>"$WORK/cmd.err" || {
     cat "$WORK/cmd.err" >&2; return 1; }
-  t1=$(now)
+  t1=$EPOCHREALTIME
   local rss
   rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
   python3 -c "print(f'{$t1 - $t0:.3f} $rss')"

@@ -11,7 +11,7 @@ use crate::platform::Platform;
 use crate::store::{BlobStore, StoreError};
 use flate2::read::MultiGzDecoder;
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,7 @@ pub fn write_oci_layout(
         layout.import(&digest, &store.existing(&digest)?)?;
     }
     layout.remove_empty_tmp();
-    write_file_atomic(&dir.join("oci-layout"), OCI_LAYOUT_FILE)?;
+    mark_layout(dir)?;
     let index_path = dir.join("index.json");
     let mut index = read_index(&index_path)?;
     let mut manifests: Vec<_> = index
@@ -165,6 +165,16 @@ pub fn write_oci_layout(
 
 const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// Writes the `oci-layout` file unless it is there already: it never
+/// changes, and replacing it costs a rename (on ext4, a flush as well).
+fn mark_layout(dir: &Path) -> Result<(), LayoutError> {
+    let path = dir.join("oci-layout");
+    if fs::read(&path).is_ok_and(|bytes| bytes == OCI_LAYOUT_FILE) {
+        return Ok(());
+    }
+    write_file_atomic(&path, OCI_LAYOUT_FILE)
+}
+
 /// Marks an index.json entry as an attachment (a signature, an SBOM, ...)
 /// of the image whose digest it holds, not an image of its own.
 pub const ANNOTATION_ATTACHMENT: &str = "dev.dockless.attachment-of";
@@ -177,22 +187,11 @@ fn is_attachment(d: &oci_spec::image::Descriptor) -> bool {
 
 /// The manifest named `name` in the layout at `dir`, if it has one.
 pub fn manifest_named(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, LayoutError> {
-    let index = read_index(&dir.join("index.json"))?;
-    let Some(d) = index
-        .manifests()
-        .iter()
-        .find(|d| ref_name(d).as_deref() == Some(name))
-    else {
-        return Ok(None);
-    };
-    let store = BlobStore::open(dir)?;
-    let path = store.existing(d.digest().as_ref())?;
-    fs::read(&path).map(Some).map_err(io_err(&path))
+    LayoutIndex::open(dir)?.manifest_named(name)
 }
 
 /// Puts an attachment manifest of `subject` in the layout at `dir` and lists
-/// it in index.json: under `name` (replacing what had that name), or
-/// unnamed, once, when `name` is None (a referrer).
+/// it in index.json (see [`LayoutIndex::add_attachment`]).
 pub fn add_attachment(
     dir: &Path,
     subject: &str,
@@ -200,31 +199,102 @@ pub fn add_attachment(
     bytes: &[u8],
     name: Option<&str>,
 ) -> Result<(), LayoutError> {
-    let digest = BlobStore::open(dir)?.put_bytes(bytes)?;
-    let index_path = dir.join("index.json");
-    let mut index = read_index(&index_path)?;
-    let listed = |d: &&oci_spec::image::Descriptor| match name {
-        Some(n) => ref_name(d).as_deref() == Some(n),
-        None => d.digest().to_string() == digest,
-    };
-    let mut manifests: Vec<_> = index
-        .manifests()
-        .iter()
-        .filter(|d| !listed(d))
-        .cloned()
-        .collect();
-    let mut d = descriptor(media_type, bytes.len() as u64, &digest)?;
-    let mut annotations = HashMap::from([(ANNOTATION_ATTACHMENT.to_string(), subject.to_string())]);
-    if let Some(n) = name {
-        annotations.insert(REF_NAME.to_string(), n.to_string());
+    let mut index = LayoutIndex::open(dir)?;
+    index.add_attachment(subject, media_type, bytes, name)?;
+    index.write()
+}
+
+/// A layout's index.json read once, edited, and written once with the
+/// blobs it gained: attaching an SBOM, a provenance and their tags
+/// rewrites it one time, not once per manifest, and commits their blobs
+/// together (see [`BlobStore::put_many`]).
+pub struct LayoutIndex {
+    dir: PathBuf,
+    index: ImageIndex,
+    /// Blobs to commit before index.json is written, by digest.
+    pending: BTreeMap<String, Vec<u8>>,
+}
+
+impl LayoutIndex {
+    pub fn open(dir: &Path) -> Result<LayoutIndex, LayoutError> {
+        Ok(LayoutIndex {
+            dir: dir.to_path_buf(),
+            index: read_index(&dir.join("index.json"))?,
+            pending: BTreeMap::new(),
+        })
     }
-    d.set_annotations(Some(annotations));
-    manifests.push(d);
-    index.set_manifests(manifests);
-    write_file_atomic(
-        &index_path,
-        &canonical_json(&index).map_err(ImageError::from)?,
-    )
+
+    /// Adds a blob, committed by [`LayoutIndex::write`]; returns its digest.
+    pub fn put_blob(&mut self, bytes: &[u8]) -> String {
+        let digest = crate::digest::sha256(bytes);
+        self.pending
+            .entry(digest.clone())
+            .or_insert_with(|| bytes.to_vec());
+        digest
+    }
+
+    /// The manifest listed as `name`, if there is one.
+    pub fn manifest_named(&self, name: &str) -> Result<Option<Vec<u8>>, LayoutError> {
+        let Some(d) = self
+            .index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d).as_deref() == Some(name))
+        else {
+            return Ok(None);
+        };
+        if let Some(bytes) = self.pending.get(d.digest().as_ref()) {
+            return Ok(Some(bytes.clone()));
+        }
+        let store = BlobStore::open(&self.dir)?;
+        let path = store.existing(d.digest().as_ref())?;
+        fs::read(&path).map(Some).map_err(io_err(&path))
+    }
+
+    /// Puts an attachment manifest of `subject` in the layout's blobs and
+    /// lists it: under `name` (replacing what had that name), or unnamed,
+    /// once, when `name` is None (a referrer).
+    pub fn add_attachment(
+        &mut self,
+        subject: &str,
+        media_type: &str,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(), LayoutError> {
+        let digest = self.put_blob(bytes);
+        let listed = |d: &&oci_spec::image::Descriptor| match name {
+            Some(n) => ref_name(d).as_deref() == Some(n),
+            None => d.digest().to_string() == digest,
+        };
+        let mut manifests: Vec<_> = self
+            .index
+            .manifests()
+            .iter()
+            .filter(|d| !listed(d))
+            .cloned()
+            .collect();
+        let mut d = descriptor(media_type, bytes.len() as u64, &digest)?;
+        let mut annotations =
+            HashMap::from([(ANNOTATION_ATTACHMENT.to_string(), subject.to_string())]);
+        if let Some(n) = name {
+            annotations.insert(REF_NAME.to_string(), n.to_string());
+        }
+        d.set_annotations(Some(annotations));
+        manifests.push(d);
+        self.index.set_manifests(manifests);
+        Ok(())
+    }
+
+    /// Commits the blobs added, then writes index.json, which names them.
+    pub fn write(&mut self) -> Result<(), LayoutError> {
+        let blobs: Vec<&[u8]> = self.pending.values().map(Vec::as_slice).collect();
+        BlobStore::open(&self.dir)?.put_many(&blobs)?;
+        self.pending.clear();
+        write_file_atomic(
+            &self.dir.join("index.json"),
+            &canonical_json(&self.index).map_err(ImageError::from)?,
+        )
+    }
 }
 
 fn ref_name(d: &oci_spec::image::Descriptor) -> Option<String> {

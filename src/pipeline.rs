@@ -275,10 +275,7 @@ async fn attach(
         } => {
             let mut done = Vec::new();
             for plan in plans {
-                let t = LayoutTarget {
-                    dir: dir.clone(),
-                    subject: plan.subject.digest.clone(),
-                };
+                let t = LayoutTarget::new(dir.clone(), plan.subject.digest.clone());
                 let shown = dir.display().to_string();
                 done.extend(supply::attach_all(&t, &shown, std::slice::from_ref(plan)).await?);
             }

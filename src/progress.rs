@@ -132,10 +132,13 @@ fn step_json(event: &StepEvent) -> Value {
     }
 }
 
-/// One JSON object per line, each with the time it happened.
+/// One JSON object per line, each with the time it happened, written
+/// whole: stderr is unbuffered, and `Value`'s Display writes piece by piece.
 fn emit_json(mut line: Value) {
     line["time"] = now().into();
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }
 
 /// A step as `buildx --progress=plain` writes it: `#N [i/total] TEXT`, then

@@ -1,8 +1,13 @@
 //! The one TLS client configuration (the OS trust store plus extra CA
 //! files), and TLS failures explained in words.
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::debug;
 
 use super::error::{error_chain, RegistryError, Result};
@@ -112,19 +117,26 @@ pub(crate) fn registry_config(
     client_config(&files)
 }
 
+/// The TLS configuration for `ca_certs` and the OS trust store. The CA
+/// files are read now, so a bad one is an error before any request; the
+/// OS store only at the first TLS handshake (see [`LazyRoots`]).
 pub(crate) fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = LazyRoots::new(ca_file_roots(ca_certs)?, provider.clone());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::TlsConfig(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(roots))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The certificates of the CA files, each file checked.
+fn ca_file_roots(ca_certs: &[PathBuf]) -> Result<RootCertStore> {
     use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    if !native.errors.is_empty() {
-        debug!(
-            errors = native.errors.len(),
-            "some OS certificates could not be loaded"
-        );
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    debug!(added, ignored, "OS trust store loaded");
+    let mut roots = RootCertStore::empty();
     for path in ca_certs {
         let shown = path.display();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
@@ -146,12 +158,125 @@ pub(crate) fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig
             })?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RegistryError::TlsConfig(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok(roots)
+}
+
+/// Verifies server certificates with webpki against the CA files and the
+/// OS trust store, the latter read at the first certificate to verify.
+/// Reading it (a bundle and a folder of a few hundred PEM files, each
+/// parsed) took most of a cached build's time against a plain-HTTP
+/// registry, which never needs it, yet every client carries a TLS
+/// configuration since a redirect may lead to https. Hand-written because
+/// rustls and rustls-platform-verifier both load the roots up front.
+#[derive(Debug)]
+struct LazyRoots {
+    extra: RootCertStore,
+    provider: Arc<CryptoProvider>,
+    verifier: OnceLock<std::result::Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+}
+
+impl LazyRoots {
+    fn new(extra: RootCertStore, provider: Arc<CryptoProvider>) -> LazyRoots {
+        LazyRoots {
+            extra,
+            provider,
+            verifier: OnceLock::new(),
+        }
+    }
+
+    fn verifier(&self) -> std::result::Result<&WebPkiServerVerifier, rustls::Error> {
+        let built = self.verifier.get_or_init(|| {
+            let mut roots = self.extra.clone();
+            let native = rustls_native_certs::load_native_certs();
+            if !native.errors.is_empty() {
+                debug!(
+                    errors = native.errors.len(),
+                    "some OS certificates could not be loaded"
+                );
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            debug!(added, ignored, "OS trust store loaded");
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| match e {
+                    // As a verifier with no roots answers every certificate.
+                    VerifierBuilderError::NoRootAnchors => {
+                        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+                    }
+                    other => rustls::Error::General(other.to_string()),
+                })
+        });
+        built.as_deref().map_err(Clone::clone)
+    }
+
+    #[cfg(test)]
+    fn is_loaded(&self) -> bool {
+        self.verifier.get().is_some()
+    }
+}
+
+impl ServerCertVerifier for LazyRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    // The signatures need the provider's algorithms, not the roots.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handshake with no certificate to verify (a plain-HTTP registry's
+    /// client never has one) does not read the OS trust store.
+    #[test]
+    fn the_os_trust_store_is_read_at_the_first_certificate() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = LazyRoots::new(RootCertStore::empty(), provider);
+        assert!(!roots.supported_verify_schemes().is_empty());
+        assert!(!roots.is_loaded());
+        let junk = CertificateDer::from(b"not a certificate".to_vec());
+        let name = ServerName::try_from("registry.example").unwrap();
+        let verified = roots.verify_server_cert(&junk, &[], &name, &[], UnixTime::now());
+        assert!(verified.is_err());
+        assert!(roots.is_loaded());
+    }
 }

@@ -5,30 +5,55 @@
 //! `skopeo copy oci:DIR:sha256-<hex>.sig ...` finds them.
 
 use super::{AttachError, Blob, Target};
-use crate::layout::{self, LayoutError};
-use crate::store::BlobStore;
+use crate::layout::{LayoutError, LayoutIndex};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 pub struct LayoutTarget {
-    pub dir: PathBuf,
+    dir: PathBuf,
     /// The image the attachments are about.
-    pub subject: String,
+    subject: String,
+    /// index.json as the attachments so far leave it, written by `finish`.
+    index: Mutex<Option<LayoutIndex>>,
 }
 
 fn failed(e: impl Into<LayoutError>) -> AttachError {
     AttachError::Target(e.into().to_string())
 }
 
+impl LayoutTarget {
+    pub fn new(dir: PathBuf, subject: String) -> LayoutTarget {
+        LayoutTarget {
+            dir,
+            subject,
+            index: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the layout's index.json, read at the first use.
+    fn with_index<T>(
+        &self,
+        f: impl FnOnce(&mut LayoutIndex) -> Result<T, LayoutError>,
+    ) -> Result<T, AttachError> {
+        let mut slot = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match slot.take() {
+            Some(index) => index,
+            None => LayoutIndex::open(&self.dir).map_err(failed)?,
+        };
+        f(slot.insert(index)).map_err(failed)
+    }
+}
+
 impl Target for LayoutTarget {
     async fn get_manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, AttachError> {
-        layout::manifest_named(&self.dir, reference).map_err(failed)
+        self.with_index(|index| index.manifest_named(reference))
     }
 
     async fn put_blob(&self, blob: &Blob) -> Result<(), AttachError> {
-        BlobStore::open(&self.dir)
-            .and_then(|s| s.put_bytes(&blob.bytes))
-            .map(drop)
-            .map_err(failed)
+        self.with_index(|index| {
+            index.put_blob(&blob.bytes);
+            Ok(())
+        })
     }
 
     async fn put_manifest(
@@ -38,6 +63,15 @@ impl Target for LayoutTarget {
         bytes: &[u8],
     ) -> Result<(), AttachError> {
         let name = (!reference.starts_with("sha256:")).then_some(reference);
-        layout::add_attachment(&self.dir, &self.subject, media_type, bytes, name).map_err(failed)
+        self.with_index(|index| index.add_attachment(&self.subject, media_type, bytes, name))
+    }
+
+    /// The attachments' blobs, committed together, then one write of index.json.
+    async fn finish(&self) -> Result<(), AttachError> {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        match index.as_mut() {
+            Some(index) => index.write().map_err(failed),
+            None => Ok(()),
+        }
     }
 }

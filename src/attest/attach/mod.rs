@@ -228,6 +228,11 @@ pub trait Target {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<(), AttachError>;
+    /// After the last manifest: makes what was put visible, where the
+    /// target holds it back (an OCI layout's index.json).
+    async fn finish(&self) -> Result<(), AttachError> {
+        Ok(())
+    }
 }
 
 /// What was written for one subject, digests by what they hold.
@@ -280,6 +285,7 @@ pub async fn attach<T: Target>(target: &T, plan: &Plan) -> Result<Attached, Atta
     }
     done.tags.extend(index.map(|digest| (stem.clone(), digest)));
     done.tags.extend(cosign);
+    target.finish().await?;
     Ok(done)
 }
 

@@ -59,10 +59,7 @@ fn signed_attachments_land_in_every_place_tools_look() {
     let d = tempfile::tempdir().unwrap();
     let layout = d.path().join("layout");
     let k = key(1, d.path());
-    let target = LayoutTarget {
-        dir: layout.clone(),
-        subject: subject().digest,
-    };
+    let target = LayoutTarget::new(layout.clone(), subject().digest);
     let plan = plan(&subject(), &docs(), Some(&k)).unwrap();
     let done = run(attach(&target, &plan)).unwrap();
     let stem = format!("sha256-{}", "a".repeat(64));
@@ -142,10 +139,7 @@ fn signed_attachments_land_in_every_place_tools_look() {
 fn attaching_again_merges_as_cosign_does() {
     let d = tempfile::tempdir().unwrap();
     let layout = d.path().join("layout");
-    let target = LayoutTarget {
-        dir: layout.clone(),
-        subject: subject().digest,
-    };
+    let target = LayoutTarget::new(layout.clone(), subject().digest);
     let (k1, k2) = (key(1, d.path()), key(2, d.path()));
     let first = run(attach(
         &target,
@@ -222,10 +216,7 @@ fn unsigned_documents_are_referrers_and_the_sbom_tag_only() {
         Some(&stem),
     )
     .unwrap();
-    let target = LayoutTarget {
-        dir: layout,
-        subject: subject().digest,
-    };
+    let target = LayoutTarget::new(layout, subject().digest);
     let err = run(attach(&target, &p)).unwrap_err().to_string();
     assert!(err.contains("other than an image index"), "{err}");
 }
