@@ -14,12 +14,20 @@
 //! one at a time, each once the previous build has started (idle workers:
 //! the wake-up path, e.g. PostgreSQL's NOTIFY to another replica).
 //! The server must list the repository (default acme/shop) in `[[repos]]`.
+//!
+//! The burst is sent from one thread (an async client): signed bodies are
+//! made before the clock starts, and a delivery's time runs from its
+//! connect to the last byte of its answer. With a thread per connection
+//! (as before), 50 client threads competed for the 2 cores with the server
+//! they measured, and a reply's time included waiting for its thread to
+//! be scheduled.
 
+use std::cell::{Cell, RefCell};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const FIXTURE: &str = include_str!("../testdata/webhooks/pull_request.closed.merged.json");
 
@@ -39,14 +47,39 @@ fn request(addr: &str, head: &str, body: &[u8]) -> std::io::Result<(u16, String)
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
+    Ok(status_and_body(&raw))
+}
+
+/// [`request`] on the async client: `raw` is the whole request, sent in
+/// one write.
+async fn request_async(addr: &str, raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(raw).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok(status_and_body(&answer))
+}
+
+/// The status code and body of a raw HTTP/1.1 answer.
+fn status_and_body(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw);
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_string()))
+    (status, body.to_string())
+}
+
+/// The build id in a 202's body.
+fn build_id(reply: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(reply)
+        .ok()
+        .and_then(|v| v["build_id"].as_i64())
 }
 
 /// Deliveries signed with one secret, for one repository.
@@ -58,8 +91,8 @@ struct Sender {
 }
 
 impl Sender {
-    /// Delivery `n` to `addr`: the status and the build id of a 202.
-    fn send(&self, addr: &str, n: usize) -> std::io::Result<(u16, Option<i64>)> {
+    /// Delivery `n` to `addr` as one signed HTTP request: head and body.
+    fn delivery(&self, addr: &str, n: usize) -> (String, Vec<u8>) {
         let mut payload = self.payload.clone();
         if self.distinct_commits {
             payload["pull_request"]["merge_commit_sha"] =
@@ -72,11 +105,14 @@ impl Sender {
             body.len(),
             self.run
         );
+        (head, body)
+    }
+
+    /// Delivery `n` to `addr`: the status and the build id of a 202.
+    fn send(&self, addr: &str, n: usize) -> std::io::Result<(u16, Option<i64>)> {
+        let (head, body) = self.delivery(addr, n);
         let (status, reply) = request(addr, &head, &body)?;
-        let id = serde_json::from_str::<serde_json::Value>(&reply)
-            .ok()
-            .and_then(|v| v["build_id"].as_i64());
-        Ok((status, id))
+        Ok((status, build_id(&reply)))
     }
 }
 
@@ -125,6 +161,70 @@ fn gap(ack: SystemTime, start: SystemTime) -> Duration {
     start.duration_since(ack).unwrap_or_default()
 }
 
+/// What a burst of deliveries got back.
+struct Burst {
+    wall: Duration,
+    latencies: Vec<Duration>,
+    codes: std::collections::BTreeMap<u16, usize>,
+    /// (address, build id, when its 202 arrived) of each accepted delivery.
+    acked: Vec<(String, i64, SystemTime)>,
+}
+
+/// Sends `requests` deliveries, `concurrency` at a time, from one thread.
+fn burst(addrs: &[String], sender: &Sender, requests: usize, concurrency: usize) -> Burst {
+    let raw: Rc<Vec<(String, Vec<u8>)>> = (0..requests)
+        .map(|n| {
+            let addr = addrs[n % addrs.len()].clone();
+            let (head, body) = sender.delivery(&addr, n);
+            let mut raw = head.into_bytes();
+            raw.extend_from_slice(&body);
+            (addr, raw)
+        })
+        .collect::<Vec<_>>()
+        .into();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let next = Rc::new(Cell::new(0));
+    let out = Rc::new(RefCell::new(Burst {
+        wall: Duration::ZERO,
+        latencies: Vec::with_capacity(requests),
+        codes: Default::default(),
+        acked: Vec::new(),
+    }));
+    let started = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..concurrency {
+        let (next, out, raw) = (next.clone(), out.clone(), raw.clone());
+        local.spawn_local(async move {
+            loop {
+                let n = next.get();
+                if n >= requests {
+                    break;
+                }
+                next.set(n + 1);
+                let (addr, request) = (&raw[n].0, &raw[n].1);
+                let t = Instant::now();
+                let (code, reply) = request_async(addr, request).await.unwrap_or_default();
+                let mut out = out.borrow_mut();
+                out.latencies.push(t.elapsed());
+                *out.codes.entry(code).or_default() += 1;
+                if let Some(id) = build_id(&reply).filter(|_| code == 202) {
+                    out.acked.push((addr.clone(), id, SystemTime::now()));
+                }
+            }
+        });
+    }
+    rt.block_on(local);
+    let mut out = Rc::try_unwrap(out)
+        .ok()
+        .expect("the tasks are done")
+        .into_inner();
+    out.wall = started.elapsed();
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(addrs) = args.first().filter(|a| !a.starts_with("--")).cloned() else {
@@ -133,7 +233,7 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let addrs: Arc<Vec<String>> = Arc::new(addrs.split(',').map(str::to_string).collect());
+    let addrs: Vec<String> = addrs.split(',').map(str::to_string).collect();
     let requests: usize = arg(&args, "--requests", "500").parse().expect("--requests");
     let concurrency: usize = arg(&args, "--concurrency", "50")
         .parse()
@@ -144,64 +244,28 @@ fn main() {
 
     let mut payload: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
     payload["repository"]["full_name"] = repo.into();
-    let sender = Arc::new(Sender {
+    let sender = Sender {
         secret: secret.into_bytes(),
         payload,
         distinct_commits: args.iter().any(|a| a == "--distinct-commits"),
         run: std::process::id(),
-    });
+    };
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let codes = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (next, latencies, codes, acked) = (
-                next.clone(),
-                latencies.clone(),
-                codes.clone(),
-                acked.clone(),
-            );
-            let (addrs, sender) = (addrs.clone(), sender.clone());
-            std::thread::spawn(move || loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= requests {
-                    break;
-                }
-                let addr = &addrs[n % addrs.len()];
-                let t = Instant::now();
-                let (code, id) = sender.send(addr, n).unwrap_or((0, None));
-                latencies.lock().unwrap().push(t.elapsed());
-                *codes.lock().unwrap().entry(code).or_default() += 1;
-                if let Some(id) = id {
-                    acked
-                        .lock()
-                        .unwrap()
-                        .push((addr.clone(), id, SystemTime::now()));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let wall = started.elapsed();
+    let sent = burst(&addrs, &sender, requests, concurrency);
+    let wall = sent.wall;
     println!(
         "{requests} deliveries to {} replica(s), concurrency {concurrency}, {:.2}s ({:.0} req/s)",
         addrs.len(),
         wall.as_secs_f64(),
         requests as f64 / wall.as_secs_f64()
     );
-    println!("status codes: {:?}", codes.lock().unwrap());
-    report("ack latency", latencies.lock().unwrap().clone());
+    println!("status codes: {:?}", sent.codes);
+    report("ack latency", sent.latencies);
 
     if sender.distinct_commits {
         // How long the burst's builds queued: ack → start, as the workers drain it.
-        let waits = acked
-            .lock()
-            .unwrap()
+        let waits = sent
+            .acked
             .iter()
             .filter_map(|(addr, id, ack)| {
                 started_at(addr, *id, Duration::from_secs(600)).map(|s| gap(*ack, s))

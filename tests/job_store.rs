@@ -127,6 +127,36 @@ async fn one_build_per_live_commit(store: &dyn JobStore) {
     assert_eq!(store.recent(10).await.unwrap().len(), 3);
 }
 
+/// Deliveries enqueued at once (committed together, in batches): each
+/// commit gets one build, whichever of its deliveries came first, and a
+/// redelivery in the same burst gets its delivery's build.
+async fn a_burst_of_deliveries_agrees_on_builds(store: &dyn JobStore) {
+    let enqueues = (0..60).map(|n| {
+        let commit = format!("{:040x}", n % 20);
+        // Deliveries 0-39 are new; 40-59 are redeliveries of 20-39.
+        let delivery = format!("burst-{}", if n < 40 { n } else { n - 20 });
+        async move {
+            let job = NewJob {
+                commit: &commit,
+                ..new_job(&delivery)
+            };
+            (commit.clone(), store.enqueue(&job).await.unwrap())
+        }
+    });
+    let answers = futures_util::future::join_all(enqueues).await;
+    let mut build_of = std::collections::BTreeMap::new();
+    for (commit, (id, _)) in &answers {
+        assert_eq!(
+            *build_of.entry(commit.clone()).or_insert(*id),
+            *id,
+            "{commit}"
+        );
+    }
+    let created = answers.iter().filter(|(_, (_, new))| *new).count();
+    assert_eq!((created, build_of.len()), (20, 20));
+    assert_eq!(store.recent(100).await.unwrap().len(), 20);
+}
+
 async fn failed_commit_builds_again_and_requeue_keeps_attempts(store: &dyn JobStore) {
     let (a, _) = store.enqueue(&new_job("d-1")).await.unwrap();
     let job = claim_run(store).await;
@@ -273,6 +303,7 @@ macro_rules! store_suite {
 store_suite!(
     lifecycle,
     one_build_per_live_commit,
+    a_burst_of_deliveries_agrees_on_builds,
     failed_commit_builds_again_and_requeue_keeps_attempts,
     requeues_do_not_count_toward_giving_up,
     set_image_changes_one_entry,
@@ -360,6 +391,37 @@ async fn postgres_replicas_agree_on_builds_and_claims() {
     expected.sort();
     assert_eq!(all, expected, "each build claimed once");
     assert_eq!(stores[0].stats().await.unwrap().succeeded, 10);
+}
+
+/// A delivery PostgreSQL refuses (text with a NUL byte) fails the batch
+/// it was committed in; the others in it are queued all the same, and only
+/// it gets the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_bad_delivery_fails_alone() {
+    let pg = shared_postgres();
+    let store = PgStore::connect(&pg.database("bad_in_batch"), None)
+        .await
+        .unwrap();
+    let enqueues = (0..30).map(|n| {
+        let (store, commit) = (&store, format!("{n:040x}"));
+        let delivery = if n == 15 {
+            "bad\0delivery".to_string()
+        } else {
+            format!("ok-{n}")
+        };
+        async move {
+            let job = NewJob {
+                commit: &commit,
+                ..new_job(&delivery)
+            };
+            store.enqueue(&job).await
+        }
+    });
+    let answers = futures_util::future::join_all(enqueues).await;
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.is_err(), n == 15, "{n}: {answer:?}");
+    }
+    assert_eq!(store.recent(100).await.unwrap().len(), 29);
 }
 
 /// NOTIFY: a build queued through one store wakes a worker of another.

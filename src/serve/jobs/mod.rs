@@ -47,6 +47,8 @@ pub enum JobError {
     Schema(String),
     #[error("job store: corrupt row: {0}")]
     Corrupt(String),
+    #[error("job store: closed")]
+    Closed,
 }
 
 impl JobError {
@@ -182,6 +184,70 @@ pub struct NewJob<'a> {
     pub pr_number: u64,
     pub commit: &'a str,
     pub head_sha: &'a str,
+}
+
+/// A [`NewJob`] that owns its fields: what a delivery hands to a store's
+/// committer, which outlives the request.
+#[derive(Debug, Clone)]
+struct OwnedJob {
+    delivery: String,
+    repository: String,
+    clone_url: String,
+    pr_number: u64,
+    commit: String,
+    head_sha: String,
+}
+
+impl OwnedJob {
+    fn as_new(&self) -> NewJob<'_> {
+        NewJob {
+            delivery: &self.delivery,
+            repository: &self.repository,
+            clone_url: &self.clone_url,
+            pr_number: self.pr_number,
+            commit: &self.commit,
+            head_sha: &self.head_sha,
+        }
+    }
+}
+
+impl From<&NewJob<'_>> for OwnedJob {
+    fn from(job: &NewJob<'_>) -> OwnedJob {
+        OwnedJob {
+            delivery: job.delivery.to_string(),
+            repository: job.repository.to_string(),
+            clone_url: job.clone_url.to_string(),
+            pr_number: job.pr_number,
+            commit: job.commit.to_string(),
+            head_sha: job.head_sha.to_string(),
+        }
+    }
+}
+
+/// A delivery waiting for a store's committer, and where its answer goes.
+struct Pending {
+    job: OwnedJob,
+    reply: tokio::sync::oneshot::Sender<Result<(i64, bool)>>,
+}
+
+impl Pending {
+    /// Hands `job` to a committer through `send` (false: the committer is
+    /// gone) and waits for its answer.
+    async fn submit(job: &NewJob<'_>, send: impl FnOnce(Pending) -> bool) -> Result<(i64, bool)> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = job.into();
+        if !send(Pending { job, reply }) {
+            return Err(JobError::Closed);
+        }
+        answer.await.map_err(|_| JobError::Closed)?
+    }
+
+    /// Gives each of `batch` its answer, in order.
+    fn answer_all(batch: Vec<Pending>, answers: Vec<Result<(i64, bool)>>) {
+        for (p, a) in batch.into_iter().zip(answers) {
+            let _ = p.reply.send(a);
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {

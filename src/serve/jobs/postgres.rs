@@ -6,12 +6,12 @@
 //! look-up runs again and finds the winner. Workers claim with
 //! `FOR UPDATE SKIP LOCKED` and are woken by `NOTIFY` (see `watch_queue`),
 //! sent after the enqueue's commit, off the acknowledgement path (see
-//! `wake_replicas`).
+//! `wake_replicas`). Enqueues are group-committed (see `commit_enqueues`).
 //! Lease times are the database's clock, so replicas' clocks need not agree.
 
 use super::{
     duration_ms, gave_up_error, images_json, parse_images, pg_schema, Claim, ImageResult, Job,
-    JobError, JobStore, Lease, NewJob, Result, Stats, Status, MAX_UNFINISHED,
+    JobError, JobStore, Lease, NewJob, Pending, Result, Stats, Status, MAX_UNFINISHED,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::path::PathBuf;
@@ -29,8 +29,16 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// delivery gets 503: well inside GitHub's 10 s.
 const CONNECT_WAIT: Duration = Duration::from_secs(4);
 const POOL_SIZE: usize = 16;
+/// Enqueue transactions in flight at once, and the most deliveries one takes.
+const COMMITTERS: usize = 4;
+const MAX_BATCH: usize = 64;
 
-const ENQUEUE: &str = "SELECT build_id, created FROM dockless_enqueue($1, $2, $3, $4, $5, $6)";
+/// `dockless_enqueue()` for each delivery of a batch, given as arrays.
+const ENQUEUE: &str = "SELECT d.n, e.build_id, e.created
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+        WITH ORDINALITY AS d(delivery, repository, clone_url, pr_number, commit_sha, head_sha, n)
+    CROSS JOIN LATERAL dockless_enqueue(d.delivery, d.repository, d.clone_url, d.pr_number,
+        d.commit_sha, d.head_sha) AS e";
 
 const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images::text, lease_token, lease_owner";
 
@@ -38,14 +46,15 @@ pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
-    /// Rung by each enqueue that queued a build; see `wake_replicas`.
-    queued: Arc<tokio::sync::Notify>,
-    waker: tokio::task::JoinHandle<()>,
+    /// To the tasks that group-commit enqueues (see `commit_enqueues`).
+    enqueues: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// `wake_replicas` and the committers.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.waker.abort();
+        self.tasks.iter().for_each(|t| t.abort());
     }
 }
 
@@ -88,13 +97,19 @@ impl PgStore {
         }
         warm_up(&pool).await;
         let queued = Arc::new(tokio::sync::Notify::new());
-        let waker = tokio::spawn(wake_replicas(pool.clone(), queued.clone()));
+        let mut tasks = vec![tokio::spawn(wake_replicas(pool.clone(), queued.clone()))];
+        let (enqueues, waiting) = tokio::sync::mpsc::unbounded_channel();
+        let waiting = Arc::new(tokio::sync::Mutex::new(waiting));
+        for _ in 0..COMMITTERS {
+            let committer = commit_enqueues(pool.clone(), waiting.clone(), queued.clone());
+            tasks.push(tokio::spawn(committer));
+        }
         Ok(PgStore {
             pool,
             config,
             tls,
-            queued,
-            waker,
+            enqueues,
+            tasks,
         })
     }
 
@@ -124,28 +139,7 @@ impl PgStore {
 #[async_trait::async_trait]
 impl JobStore for PgStore {
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
-        // One round trip: the look-ups, the insert or alias and the commit
-        // are one call of a function the migrations made.
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(ENQUEUE).await?;
-        let row = client
-            .query_one(
-                &stmt,
-                &[
-                    &job.delivery,
-                    &job.repository,
-                    &job.clone_url,
-                    &(job.pr_number as i64),
-                    &job.commit,
-                    &job.head_sha,
-                ],
-            )
-            .await?;
-        let (id, created) = (row.try_get(0)?, row.try_get(1)?);
-        if created {
-            self.queued.notify_one();
-        }
-        Ok((id, created))
+        Pending::submit(job, |p| self.enqueues.send(p).is_ok()).await
     }
 
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
@@ -295,6 +289,76 @@ impl JobStore for PgStore {
             queued,
         ));
     }
+}
+
+/// One committer: takes the deliveries waiting (up to [`MAX_BATCH`]) and
+/// enqueues them with one statement ([`ENQUEUE`]): one round trip, one
+/// transaction, one WAL flush for the batch. While [`COMMITTERS`] batches
+/// are in flight, new deliveries gather for the next. A batch that failed
+/// was rolled back whole; its deliveries are then tried one by one, so each
+/// error is its own (two replicas' batches that deadlock on one commit's
+/// deliveries end that way too).
+async fn commit_enqueues(
+    pool: Pool,
+    waiting: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>,
+    queued: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let jobs: Vec<NewJob<'_>> = batch.iter().map(|p| p.job.as_new()).collect();
+        let answers: Vec<Result<(i64, bool)>> = match enqueue_all(&pool, &jobs).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(_) if jobs.len() > 1 => {
+                let alone = jobs
+                    .iter()
+                    .map(|j| enqueue_all(&pool, std::slice::from_ref(j)));
+                let alone = futures_util::future::join_all(alone).await;
+                alone.into_iter().map(|r| r.map(|q| q[0])).collect()
+            }
+            Err(e) => vec![Err(e)],
+        };
+        if answers.iter().any(|a| matches!(a, Ok((_, true)))) {
+            queued.notify_one();
+        }
+        Pending::answer_all(batch, answers);
+    }
+}
+
+/// `jobs` enqueued by one statement, in order (a later one sees an earlier
+/// one's build): (build id, created now) of each.
+async fn enqueue_all<'a>(pool: &Pool, jobs: &[NewJob<'a>]) -> Result<Vec<(i64, bool)>> {
+    let column = |f: fn(&NewJob<'a>) -> &'a str| jobs.iter().map(f).collect::<Vec<_>>();
+    let pr_numbers: Vec<i64> = jobs.iter().map(|j| j.pr_number as i64).collect();
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(ENQUEUE).await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &column(|j| j.delivery),
+                &column(|j| j.repository),
+                &column(|j| j.clone_url),
+                &pr_numbers,
+                &column(|j| j.commit),
+                &column(|j| j.head_sha),
+            ],
+        )
+        .await?;
+    let mut queued = vec![None; jobs.len()];
+    for row in rows {
+        let n: i64 = row.try_get(0)?;
+        let slot = usize::try_from(n - 1).ok().and_then(|i| queued.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some((row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    queued
+        .into_iter()
+        .map(|q| q.ok_or_else(|| JobError::Corrupt("dockless_enqueue returned no row".into())))
+        .collect()
 }
 
 /// Opens the pool's connections now, each with the enqueue prepared, so

@@ -1,19 +1,40 @@
 //! The job store in one SQLite file under `state_dir`: one process owns
 //! it (the `state_dir` lock), so a build found `running` at startup (the
 //! process died under it) goes back to `queued` at once.
+//!
+//! Enqueues are group-committed: a thread of their own takes every
+//! delivery waiting to be queued and writes them in one transaction, so a
+//! burst of deliveries waits for one disk sync per batch rather than one
+//! each, and in the order they came (each is still on disk before its 202).
 
 use super::{
     duration_ms, gave_up_error, images_json, now_ms, parse_images, Claim, ImageResult, Job,
-    JobStore, Lease, NewJob, Result, Stats, Status, MAX_UNFINISHED,
+    JobError, JobStore, Lease, NewJob, Pending, Result, Stats, Status, MAX_UNFINISHED,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
+
+/// The most deliveries one enqueue transaction takes.
+const MAX_BATCH: usize = 64;
 
 /// The store; one connection shared behind a mutex (every statement is short).
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// To the thread that group-commits enqueues (see `commit_enqueues`);
+    /// `None` once the store is dropped, which ends the thread.
+    enqueues: Option<mpsc::Sender<Pending>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.enqueues.take();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 const COLUMNS: &str = "id, delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms, started_ms, finished_ms, attempts, error, images, lease_token, lease_owner";
@@ -72,14 +93,24 @@ impl SqliteStore {
         ] {
             add_column(&conn, name, ddl)?;
         }
+        let conn = Arc::new(Mutex::new(conn));
+        let (enqueues, waiting) = mpsc::channel();
+        let committer = {
+            let conn = conn.clone();
+            std::thread::Builder::new()
+                .name("dockless-enqueue".into())
+                .spawn(move || commit_enqueues(&conn, waiting))
+                .map_err(|e| JobError::Config(format!("cannot start a thread: {e}")))?
+        };
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn,
+            enqueues: Some(enqueues),
+            committer: Some(committer),
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.conn)
     }
 
     /// Builds interrupted by a crash go back to the queue; returns how many.
@@ -91,56 +122,9 @@ impl SqliteStore {
         )?)
     }
 
-    /// See [`JobStore::enqueue`].
+    /// See [`JobStore::enqueue`]: one delivery in a transaction of its own.
     pub fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
-        let mut conn = self.conn();
-        // IMMEDIATE: the look-up and the insert are one write transaction, so
-        // two deliveries of one commit cannot both miss each other.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // Cached statements: parsed once, not on every delivery while the
-        // store's lock is held.
-        let known: Option<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE delivery = ?1
-                 UNION ALL SELECT job_id FROM aliases WHERE delivery = ?1
-                 LIMIT 1",
-            )?
-            .query_row([job.delivery], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = known {
-            return Ok((id, false));
-        }
-        let live: Option<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE repository = ?1 AND commit_sha = ?2
-                 AND status IN ('queued', 'running', 'succeeded')
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![job.repository, job.commit], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = live {
-            tx.prepare_cached("INSERT INTO aliases (delivery, job_id) VALUES (?1, ?2)")?
-                .execute(params![job.delivery, id])?;
-            tx.commit()?;
-            return Ok((id, false));
-        }
-        tx.prepare_cached(
-            "INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
-        )?
-        .execute(params![
-                job.delivery,
-                job.repository,
-                job.clone_url,
-                job.pr_number as i64,
-                job.commit,
-                job.head_sha,
-                now_ms()
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok((id, true))
+        enqueue_all(&mut self.conn(), std::slice::from_ref(job)).map(|q| q[0])
     }
 
     /// See [`JobStore::claim`].
@@ -303,6 +287,91 @@ impl SqliteStore {
     }
 }
 
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite half-written.
+    conn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Enqueues `jobs` in one write transaction (IMMEDIATE: each look-up and
+/// its insert are one write, so two deliveries of one commit cannot both
+/// miss each other); in order, so a later one sees an earlier one's build.
+fn enqueue_all(conn: &mut Connection, jobs: &[NewJob<'_>]) -> Result<Vec<(i64, bool)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let queued = jobs
+        .iter()
+        .map(|job| enqueue_in(&tx, job))
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(queued)
+}
+
+/// One delivery's look-ups and insert, inside `tx`. Cached statements:
+/// parsed once, not on every delivery while the store's lock is held.
+fn enqueue_in(tx: &rusqlite::Transaction<'_>, job: &NewJob<'_>) -> Result<(i64, bool)> {
+    let known: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE delivery = ?1
+             UNION ALL SELECT job_id FROM aliases WHERE delivery = ?1
+             LIMIT 1",
+        )?
+        .query_row([job.delivery], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok((id, false));
+    }
+    let live: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE repository = ?1 AND commit_sha = ?2
+             AND status IN ('queued', 'running', 'succeeded')
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![job.repository, job.commit], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = live {
+        tx.prepare_cached("INSERT INTO aliases (delivery, job_id) VALUES (?1, ?2)")?
+            .execute(params![job.delivery, id])?;
+        return Ok((id, false));
+    }
+    tx.prepare_cached(
+        "INSERT INTO jobs (delivery, repository, clone_url, pr_number, commit_sha, head_sha, status, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
+    )?
+    .execute(params![
+        job.delivery,
+        job.repository,
+        job.clone_url,
+        job.pr_number as i64,
+        job.commit,
+        job.head_sha,
+        now_ms()
+    ])?;
+    Ok((tx.last_insert_rowid(), true))
+}
+
+/// The committer thread: takes the deliveries waiting (up to
+/// [`MAX_BATCH`]) and commits them together; one sync of the disk for the
+/// batch. When the batch fails, each is tried alone, so one delivery's
+/// error is its own. Ends when the store is dropped.
+fn commit_enqueues(conn: &Mutex<Connection>, waiting: mpsc::Receiver<Pending>) {
+    while let Ok(first) = waiting.recv() {
+        let batch: Vec<Pending> = std::iter::once(first)
+            .chain(waiting.try_iter().take(MAX_BATCH - 1))
+            .collect();
+        let jobs: Vec<NewJob<'_>> = batch.iter().map(|p| p.job.as_new()).collect();
+        let mut conn = lock(conn);
+        let answers = match enqueue_all(&mut conn, &jobs) {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(_) if jobs.len() > 1 => jobs
+                .iter()
+                .map(|j| enqueue_all(&mut conn, std::slice::from_ref(j)).map(|q| q[0]))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        drop(conn);
+        Pending::answer_all(batch, answers);
+    }
+}
+
 /// Runs a statement that waits for the disk off the async threads when
 /// the runtime has others to run them (a current-thread runtime has not).
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -314,8 +383,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 #[async_trait::async_trait]
 impl JobStore for SqliteStore {
+    /// Handed to the committer thread: no async thread waits for the disk.
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<(i64, bool)> {
-        blocking(|| SqliteStore::enqueue(self, job))
+        let send = |p| self.enqueues.as_ref().is_some_and(|q| q.send(p).is_ok());
+        Pending::submit(job, send).await
     }
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claim>> {
         blocking(|| SqliteStore::claim(self, owner, lease))
