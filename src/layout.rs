@@ -288,7 +288,10 @@ impl LayoutIndex {
     /// Commits the blobs added, then writes index.json, which names them.
     pub fn write(&mut self) -> Result<(), LayoutError> {
         let blobs: Vec<&[u8]> = self.pending.values().map(Vec::as_slice).collect();
-        BlobStore::open(&self.dir)?.put_many(&blobs)?;
+        let store = BlobStore::open(&self.dir)?;
+        store.put_many(&blobs)?;
+        // The blobs went through the store's tmp/, which the spec does not name.
+        store.remove_empty_tmp();
         self.pending.clear();
         write_file_atomic(
             &self.dir.join("index.json"),

@@ -47,6 +47,13 @@ fn default_build_writes_oci_layout_in_cwd_and_prints_one_reference_line() {
     assert!(layout.join("oci-layout").is_file());
     let digest = skopeo_digest(&format!("oci:{}:hello:v1", layout.display()));
     assert_eq!(digest, digest_of(line));
+    // Only what the image-layout spec names, the SBOM and provenance included.
+    let mut names: Vec<String> = fs::read_dir(&layout)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blobs", "index.json", "oci-layout"]);
 }
 
 #[test]
