@@ -7,7 +7,12 @@ use std::path::Path;
 
 /// Formats a finished hasher as `sha256:<hex>`.
 fn format(hasher: Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    prefixed(&hasher.finalize())
+}
+
+/// A sha256 output as `sha256:<hex>`.
+fn prefixed(out: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(out))
 }
 
 /// The digest of a byte slice.
@@ -54,8 +59,7 @@ impl ResumableSha256 {
 
     /// `sha256:<hex>` of everything hashed.
     pub fn finish(self) -> String {
-        let out = sha2_resumable::Digest::finalize(self.0);
-        format!("sha256:{}", hex::encode(out))
+        prefixed(&sha2_resumable::Digest::finalize(self.0))
     }
 }
 

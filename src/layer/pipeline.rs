@@ -449,12 +449,11 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
                 stopped.parts.get_mut(index as usize),
                 written.members.get(index as usize),
             ) {
-                *slot = Some(hex.clone());
-                if compressor.cache.is_some() {
-                    written
-                        .segments
-                        .push((compressor.parts_key(&hex), offset, len));
-                }
+                // Late keys come from the keyer, which only a cache has.
+                written
+                    .segments
+                    .push((compressor.parts_key(&hex), offset, len));
+                *slot = Some(hex);
             }
         }
         let diff_id = match (hasher, stopped.prefix.and_then(|p| p.state)) {
