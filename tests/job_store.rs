@@ -274,6 +274,16 @@ async fn expired_leases_count_as_unfinished(store: &dyn JobStore) {
     assert!(store.claim("replica-a", short).await.unwrap().is_none());
 }
 
+/// A store fresh from its start (PostgreSQL's warms up its connections
+/// with enqueue calls) has taken no build id, and a delivery without an id
+/// is refused, not queued.
+async fn a_fresh_store_has_taken_no_build_id(store: &dyn JobStore) {
+    assert!(store.enqueue(&new_job("")).await.is_err());
+    assert_eq!(store.enqueue(&new_job("d-1")).await.unwrap(), (1, true));
+    let jobs = store.recent(10).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [1]);
+}
+
 macro_rules! store_suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -302,6 +312,7 @@ macro_rules! store_suite {
 
 store_suite!(
     lifecycle,
+    a_fresh_store_has_taken_no_build_id,
     one_build_per_live_commit,
     a_burst_of_deliveries_agrees_on_builds,
     failed_commit_builds_again_and_requeue_keeps_attempts,

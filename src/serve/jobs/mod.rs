@@ -49,6 +49,8 @@ pub enum JobError {
     Corrupt(String),
     #[error("job store: closed")]
     Closed,
+    #[error("job store: a delivery needs its id (X-GitHub-Delivery)")]
+    NoDeliveryId,
 }
 
 impl JobError {
@@ -234,6 +236,10 @@ impl Pending {
     /// Hands `job` to a committer through `send` (false: the committer is
     /// gone) and waits for its answer.
     async fn submit(job: &NewJob<'_>, send: impl FnOnce(Pending) -> bool) -> Result<(i64, bool)> {
+        // An empty id is PostgreSQL's warm-up call (see pg_schema).
+        if job.delivery.is_empty() {
+            return Err(JobError::NoDeliveryId);
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = job.into();
         if !send(Pending { job, reply }) {
