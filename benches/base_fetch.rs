@@ -11,7 +11,7 @@
 //! before/after of the whole command.
 
 use dockless::image::{Image, ImageConfig};
-use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::layer::{write_layer, LayerEntry, LayerOptions};
 use dockless::name::Reference;
 use dockless::platform::Platform;
 use dockless::remote::publish::push_image;
@@ -39,17 +39,7 @@ fn push_base(work: &Path, base: &Reference, opts: &Options, runtime: &tokio::run
     for i in 0..LAYERS {
         let payload = work.join(format!("payload-{i}.bin"));
         noise_file(&payload, LAYER_MB << 20, 0x9e37_79b9_7f4a_7c15 + i as u64);
-        let entry = LayerEntry {
-            path: format!("data/{i}.bin"),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: None,
-            data: EntryData::File {
-                source: FileSource::Path(payload),
-                size: (LAYER_MB << 20) as u64,
-            },
-        };
+        let entry = LayerEntry::file(format!("data/{i}.bin"), payload, (LAYER_MB << 20) as u64);
         let options = LayerOptions {
             gzip_level: 1,
             ..LayerOptions::default()

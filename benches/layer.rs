@@ -35,17 +35,7 @@ fn source_tree(dir: &std::path::Path, files: usize, size: usize) -> Vec<LayerEnt
         .map(|i| {
             let path = dir.join(format!("f{i}"));
             std::fs::write(&path, sample_bytes(size, i as u64)).unwrap();
-            LayerEntry {
-                path: format!("app/pkg{}/f{i}.py", i % 16),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                mtime: None,
-                data: EntryData::File {
-                    source: FileSource::Path(path),
-                    size: size as u64,
-                },
-            }
+            LayerEntry::file(format!("app/pkg{}/f{i}.py", i % 16), path, size as u64)
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench push_throughput` (needs docker-registry and skopeo).
 
 use dockless::image::{Image, ImageConfig};
-use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::layer::{write_layer, LayerEntry, LayerOptions};
 use dockless::name::Reference;
 use dockless::platform::Platform;
 use dockless::remote::publish::push_image;
@@ -26,17 +26,7 @@ fn main() {
     let payload = work.path().join("payload.bin");
     noise_file(&payload, LAYER_MB << 20, 0x9e3779b97f4a7c15);
     let store = BlobStore::open(work.path().join("store")).unwrap();
-    let entry = LayerEntry {
-        path: "data/payload.bin".into(),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: None,
-        data: EntryData::File {
-            source: FileSource::Path(payload.clone()),
-            size: (LAYER_MB << 20) as u64,
-        },
-    };
+    let entry = LayerEntry::file("data/payload.bin", payload.clone(), (LAYER_MB << 20) as u64);
     let layer = write_layer(
         &[entry],
         &store,

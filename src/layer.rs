@@ -104,6 +104,24 @@ pub struct LayerEntry {
     pub mtime: Option<u64>,
 }
 
+impl LayerEntry {
+    /// A root-owned 0644 regular file at `path`, its bytes read from
+    /// `source`, stamped with the layer's mtime.
+    pub fn file(path: impl Into<String>, source: impl Into<PathBuf>, size: u64) -> LayerEntry {
+        LayerEntry {
+            path: path.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            data: EntryData::File {
+                source: FileSource::Path(source.into()),
+                size,
+            },
+            mtime: None,
+        }
+    }
+}
+
 /// The name of an opaque whiteout: the folder's lower content is hidden.
 pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 

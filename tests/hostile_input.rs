@@ -2,7 +2,7 @@
 //! round-trips what it accepts, layers are deterministic whatever the entry
 //! order, and the parsers never panic.
 use dockless::dockerfile::{self, Dockerfile};
-use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::layer::{write_layer, EntryData, LayerEntry, LayerOptions};
 use dockless::store::BlobStore;
 use proptest::prelude::*;
 
@@ -199,14 +199,7 @@ proptest! {
             }
             let src = tmp.path().join(format!("src{i}"));
             std::fs::write(&src, bytes).unwrap();
-            entries.push(LayerEntry {
-                path: path.clone(),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                mtime: None,
-                data: EntryData::File { source: FileSource::Path(src), size: bytes.len() as u64 },
-            });
+            entries.push(LayerEntry::file(path.clone(), src, bytes.len() as u64));
         }
         for d in dirs {
             entries.push(LayerEntry { path: d, mode: 0o755, uid: 0, gid: 0, mtime: None, data: EntryData::Dir });

@@ -16,7 +16,7 @@ use dockless::build::BuildOptions;
 use dockless::name::Reference;
 use dockless::pipeline::{self, Destination, PipelineOptions};
 use dockless::remote::{EventSink, Options, PushEvent};
-use faults_support::{Action, FaultProxy, Rule, Seen, TlsFiles};
+use faults_support::{Action, FaultProxy, Rule, Seen};
 use regsupport::*;
 
 /// A TLS registry behind a TLS fault proxy, with the environment held.
@@ -36,12 +36,7 @@ async fn setup() -> Setup {
         certs: Some(&certs),
         ..Default::default()
     });
-    let files = TlsFiles {
-        cert: &certs.cert(),
-        key: &certs.key(),
-        ca: &certs.ca(),
-    };
-    let proxy = FaultProxy::start_tls(&reg.addr(), &files).await;
+    let proxy = FaultProxy::start_tls(&reg.addr(), &certs).await;
     Setup {
         reg,
         proxy,

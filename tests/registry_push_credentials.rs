@@ -12,7 +12,7 @@ use dockless::name::Reference;
 use dockless::remote::pull::PullError;
 use dockless::remote::{push, BaseBlob, LocalBlob, Options, Puller, PushOutcome, RegistryError};
 use dockless::store::BlobStore;
-use faults_support::{rewrite_location, Action, FaultProxy, Req, Rule, Seen, TlsFiles};
+use faults_support::{rewrite_location, Action, FaultProxy, Req, Rule, Seen};
 use regsupport::*;
 
 const USER: &str = "tester";
@@ -42,12 +42,7 @@ impl Secured {
             htpasswd: Some((USER, PASS)),
             ..Default::default()
         });
-        let files = TlsFiles {
-            cert: &certs.cert(),
-            key: &certs.key(),
-            ca: &certs.ca(),
-        };
-        let proxy = FaultProxy::start_tls(&reg.addr(), &files).await;
+        let proxy = FaultProxy::start_tls(&reg.addr(), &certs).await;
         let cfg = docker_config(serde_json::json!({
             "auths": {
                 proxy.addr.clone(): { "auth": basic_b64(USER, PASS) },

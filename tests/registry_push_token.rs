@@ -4,24 +4,16 @@ mod regsupport;
 mod tokensupport;
 
 use dockless::name::Reference;
-use dockless::remote::{push, Options, RegistryError};
+use dockless::remote::{push, RegistryError};
 use regsupport::*;
 use tokensupport::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_auth_push_skip_mount() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let (ts, certs, reg) = token_registry(tokdir.path()).await;
-    let _cfg = docker_config(serde_json::json!({
-        "auths": { reg.addr(): { "auth": basic_b64(USER, PASS) } }
-    }));
-    let opts = Options {
-        ca_certs: vec![certs.ca()],
-        ..Options::default()
-    };
-    push_scenario(&reg, &opts, Some(&creds()), "tok").await;
+    let t = TokenRegistry::start().await;
+    let _cfg = t.log_in();
+    let TokenRegistry { ts, reg, opts, .. } = &t;
+    push_scenario(reg, opts, Some(&creds()), "tok").await;
 
     // The mount push must have asked for pull on the source repository.
     let seen: Vec<Vec<String>> = ts
@@ -42,14 +34,8 @@ async fn bearer_token_auth_push_skip_mount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let (_ts, certs, reg) = token_registry(tokdir.path()).await;
-    let opts = Options {
-        ca_certs: vec![certs.ca()],
-        ..Options::default()
-    };
+    let t = TokenRegistry::start().await;
+    let TokenRegistry { reg, opts, .. } = &t;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "tokbad", 0);
     let target = Reference::parse_tag(&format!("{}/tb/app:1", reg.addr())).unwrap();
@@ -57,7 +43,7 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
     let _cfg = docker_config(serde_json::json!({
         "auths": { reg.addr(): { "auth": basic_b64(USER, "WRONGpw") } }
     }));
-    let err = push(&img, &target, &opts).await.unwrap_err();
+    let err = push(&img, &target, opts).await.unwrap_err();
     let msg = format!("{err} {err:?}");
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
     assert!(msg.contains("rejected the credentials"), "{msg}");
@@ -65,7 +51,7 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
 
     // Anonymous: the token has no access, the registry says 401 twice.
     let _cfg = docker_config(serde_json::json!({}));
-    let err = push(&img, &target, &opts).await.unwrap_err();
+    let err = push(&img, &target, opts).await.unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 
     assert!(reg.tag_absent("tb/app:1", Some(&creds())));
@@ -76,14 +62,8 @@ async fn bearer_wrong_password_and_anonymous_fail_cleanly() {
 /// token with an OAuth2 refresh-token POST; a wrong one fails clearly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_token_is_exchanged_with_a_refresh_grant() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let (ts, certs, reg) = token_registry(tokdir.path()).await;
-    let opts = Options {
-        ca_certs: vec![certs.ca()],
-        ..Options::default()
-    };
+    let t = TokenRegistry::start().await;
+    let TokenRegistry { ts, reg, opts, .. } = &t;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "refresh", 0);
 
@@ -91,7 +71,7 @@ async fn identity_token_is_exchanged_with_a_refresh_grant() {
         "auths": { reg.addr(): { "identitytoken": REFRESH } }
     }));
     let target = Reference::parse_tag(&format!("{}/rt/app:1", reg.addr())).unwrap();
-    let out = push(&img, &target, &opts)
+    let out = push(&img, &target, opts)
         .await
         .expect("push with an identity token");
     reg.verify("rt/app:1", &out.manifest_digest, Some(&creds()));
@@ -108,7 +88,7 @@ async fn identity_token_is_exchanged_with_a_refresh_grant() {
         "auths": { reg.addr(): { "identitytoken": "refresh-stale" } }
     }));
     let target = Reference::parse_tag(&format!("{}/rt/app:2", reg.addr())).unwrap();
-    let err = push(&img, &target, &opts).await.unwrap_err();
+    let err = push(&img, &target, opts).await.unwrap_err();
     let msg = format!("{err} {err:?}");
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
     assert!(msg.contains("rejected the credentials"), "{msg}");

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use dockless::build::{build, BuildOptions};
 use dockless::image::{BuiltImage, Image, ImageConfig};
-use dockless::layer::{write_layer, EntryData, FileSource, LayerEntry, LayerOptions};
+use dockless::layer::{write_layer, LayerEntry, LayerOptions};
 use dockless::name::Reference;
 use dockless::platform::Platform;
 use dockless::remote::publish::push_image;
@@ -29,17 +29,7 @@ fn layered_image(store: &BlobStore, dir: &Path, count: usize, size: usize) -> Bu
         let path = dir.join(format!("payload-{i}.bin"));
         let bytes: Vec<u8> = (0..size).map(|n| (n * 31 + i * 7) as u8).collect();
         std::fs::write(&path, bytes).unwrap();
-        let entry = LayerEntry {
-            path: format!("data/{i}.bin"),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: None,
-            data: EntryData::File {
-                source: FileSource::Path(path),
-                size: size as u64,
-            },
-        };
+        let entry = LayerEntry::file(format!("data/{i}.bin"), path, size as u64);
         let layer = write_layer(&[entry], store, LayerOptions::default()).unwrap();
         image.add_layer(layer, Default::default());
     }
@@ -64,24 +54,16 @@ fn asked_since(ts: &TokenServer, since: usize) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_image_is_read_with_one_token() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let (ts, certs, reg) = token_registry(tokdir.path()).await;
-    let _cfg = docker_config(serde_json::json!({
-        "auths": { reg.addr(): { "auth": basic_b64(USER, PASS) } }
-    }));
-    let opts = Options {
-        ca_certs: vec![certs.ca()],
-        ..Options::default()
-    };
+    let t = TokenRegistry::start().await;
+    let _cfg = t.log_in();
+    let TokenRegistry { ts, reg, opts, .. } = &t;
     let work = tempfile::tempdir().unwrap();
     let base = Reference::parse_tag(&format!("{}/base/layers:1", reg.addr())).unwrap();
-    push_layered(work.path(), &base, 6, &opts).await;
+    push_layered(work.path(), &base, 6, opts).await;
 
     let before = ts.seen.lock().unwrap().len();
     let store = BlobStore::open(work.path().join("pull-store")).unwrap();
-    let puller = Puller::for_images(&opts, [&base]);
+    let puller = Puller::for_images(opts, [&base]);
     let pulled = puller.pull(&base, &Platform::host(), &store).await.unwrap();
     let blobs: Vec<BaseBlob> = pulled
         .layers
@@ -96,7 +78,7 @@ async fn a_base_image_is_read_with_one_token() {
     puller.fetch_blobs(&blobs, &store).await.unwrap();
     assert!(blobs.iter().all(|b| store.contains(&b.digest)));
     assert_eq!(
-        asked_since(&ts, before),
+        asked_since(ts, before),
         [["repository:base/layers:pull"]],
         "one token for the manifest, the config and six layers"
     );
@@ -104,30 +86,22 @@ async fn a_base_image_is_read_with_one_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_asks_for_one_token_for_its_target_and_mount_sources() {
-    init_tracing();
-    let _g = env_lock().await;
-    let tokdir = tempfile::tempdir().unwrap();
-    let (ts, certs, reg) = token_registry(tokdir.path()).await;
-    let _cfg = docker_config(serde_json::json!({
-        "auths": { reg.addr(): { "auth": basic_b64(USER, PASS) } }
-    }));
-    let opts = Options {
-        ca_certs: vec![certs.ca()],
-        ..Options::default()
-    };
+    let t = TokenRegistry::start().await;
+    let _cfg = t.log_in();
+    let TokenRegistry { ts, reg, opts, .. } = &t;
     let work = tempfile::tempdir().unwrap();
     let img = build_image(work.path(), "once", 0);
     let first = Reference::parse_tag(&format!("{}/team/once:1", reg.addr())).unwrap();
-    push(&img, &first, &opts).await.unwrap();
+    push(&img, &first, opts).await.unwrap();
 
     let before = ts.seen.lock().unwrap().len();
     let other = Reference::parse_tag(&format!("{}/other/once:1", reg.addr())).unwrap();
-    let out = push(&with_mount_from(&img, "team/once"), &other, &opts)
+    let out = push(&with_mount_from(&img, "team/once"), &other, opts)
         .await
         .unwrap();
     assert_eq!(sorted(out.mounted), all_digests(&img));
     assert_eq!(
-        asked_since(&ts, before),
+        asked_since(ts, before),
         [[
             "repository:other/once:pull,push",
             "repository:team/once:pull"

@@ -10,7 +10,7 @@ mod sandbox_support;
 
 use common::*;
 use run_support::*;
-use sandbox_support::TestUser;
+use sandbox_support::{without_user_namespaces, TestUser};
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -124,21 +124,6 @@ fn a_user_without_a_range_builds_the_image_root_builds_and_is_told_what_breaks()
     let (digest, stderr) = as_user(&f, &user, COMMON_STEPS);
     assert_eq!(digest, root, "{stderr}");
     assert!(stderr.contains("usermod --add-subuids"), "{stderr}");
-}
-
-/// dockless in a user namespace whose `max_user_namespaces` is 0.
-fn without_user_namespaces() -> Command {
-    let mut unshare = Command::new("unshare");
-    unshare.args([
-        "--user",
-        "--map-root-user",
-        "--",
-        "sh",
-        "-c",
-        "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
-        "sh",
-    ]);
-    unshare
 }
 
 #[test]

@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 mod sandbox_support;
-use sandbox_support::{busybox_rootfs, inner_env, run_inner, sleepers, TestUser};
+use sandbox_support::{
+    busybox_rootfs, inner_env, run_inner, sleepers, without_user_namespaces, TestUser,
+};
 
 fn sandbox(isolation: Isolation) -> Sandbox {
     Sandbox::new(env!("CARGO_BIN_EXE_dockless"), isolation)
@@ -448,17 +450,11 @@ fn inner_plain_chroot() {
 #[test]
 fn no_user_namespaces_fails_before_running_anything_with_the_fix() {
     let dir = scratch();
-    let mut unshare = Command::new("unshare");
-    unshare.args([
-        "--user",
-        "--map-root-user",
-        "--",
-        "sh",
-        "-c",
-        "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
-        "sh",
-    ]);
-    let out = run_inner(&mut unshare, "inner_no_userns", dir.path());
+    let out = run_inner(
+        &mut without_user_namespaces(),
+        "inner_no_userns",
+        dir.path(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -274,21 +274,6 @@ fn setup() -> (Registry, tempfile::TempDir, GitRepo, Server) {
     (reg, dir, repo, srv)
 }
 
-/// Delivers a merged PR of `sha` and waits for its build to end.
-fn build_commit(srv: &Server, sha: &str) -> serde_json::Value {
-    let r = deliver(
-        &srv.addr,
-        "pull_request",
-        &format!("delivery-{sha}"),
-        &merged_pr(sha, sha),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    srv.wait_finished(
-        r.json()["build_id"].as_i64().unwrap(),
-        Duration::from_secs(180),
-    )
-}
-
 /// The error of the image named `name`.
 fn image_error(build: &serde_json::Value, name: &str) -> String {
     let images = build["images"].as_array().unwrap();
@@ -347,7 +332,7 @@ fn files_symlinked_out_of_the_checkout_are_refused_and_never_shown() {
             image_json(&["api", "leak", "environ", "ignore"]),
         );
     });
-    let b = build_commit(&srv, &sha);
+    let (_, b) = srv.build_merged(&sha);
     assert_eq!(b["status"], "failed", "{b}");
     assert_eq!(b["error"], "3 of 4 images failed", "{b}");
     assert_eq!(b["images"][0]["status"], "succeeded", "{b}");
@@ -369,7 +354,7 @@ fn files_symlinked_out_of_the_checkout_are_refused_and_never_shown() {
     let sha = repo.commit("image.json links out", |tree| {
         symlink(&secret_json, &tree.join("image.json"));
     });
-    let b = build_commit(&srv, &sha);
+    let (_, b) = srv.build_merged(&sha);
     assert_eq!(b["status"], "failed", "{b}");
     let e = b["error"].as_str().unwrap();
     assert!(
@@ -394,7 +379,7 @@ fn endless_or_huge_files_and_too_many_images_fail_cleanly() {
         write(&tree.join("big/.dockerignore"), vec![b'#'; (1 << 20) + 1]);
         write(&tree.join("image.json"), image_json(&["zero", "big"]));
     });
-    let b = build_commit(&srv, &sha);
+    let (_, b) = srv.build_merged(&sha);
     assert_eq!(b["error"], "2 of 2 images failed", "{b}");
     let e = image_error(&b, "zero");
     assert!(
@@ -425,7 +410,7 @@ fn endless_or_huge_files_and_too_many_images_fail_cleanly() {
         ),
     ] {
         let sha = repo.commit(what, edit);
-        let b = build_commit(&srv, &sha);
+        let (_, b) = srv.build_merged(&sha);
         assert_eq!(b["status"], "failed", "{what}: {b}");
         let e = b["error"].as_str().unwrap();
         assert!(e.starts_with(expected), "{what}: {e}");
@@ -444,7 +429,7 @@ fn four_thousand_images_fail_at_once_with_the_cap() {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         write(&tree.join("image.json"), image_json(&names));
     });
-    let b = build_commit(&srv, &sha);
+    let (_, b) = srv.build_merged(&sha);
     assert_eq!(b["status"], "failed", "{b}");
     assert_eq!(
         b["error"],
@@ -456,25 +441,8 @@ fn four_thousand_images_fail_at_once_with_the_cap() {
 #[test]
 fn run_steps_run_in_the_service_and_their_output_stays_in_the_build_log() {
     let (reg, _dir, repo, srv) = setup();
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-    let sha = repo.commit("a RUN step", |dir| {
-        std::fs::write(dir.join("api/busybox"), &busybox).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.join("api/busybox"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        std::fs::write(
-            dir.join("api/Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\n\
-             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo said-by-the-step; /bin/busybox mkdir -p /srv; echo made > /srv/made\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("image.json"),
-            r#"{"service_name": "api", "version": "3.0.0", "type": "Docker"}"#,
-        )
-        .unwrap();
-    });
-    let b = build_commit(&srv, &sha);
+    let sha = repo.commit_run_step();
+    let (_, b) = srv.build_merged(&sha);
     assert_eq!(b["status"], "succeeded", "{b}");
     let id = b["build_id"].as_i64().unwrap();
     let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();

@@ -8,7 +8,6 @@ mod serve_support;
 use regsupport::{Registry, RegistryCfg};
 use serve_support::*;
 use std::path::Path;
-use std::time::Duration;
 
 fn replica(dir: &Path, name: &str, reg: &Registry, repo: &GitRepo, cache: &str) -> Server {
     let home = dir.join(name);
@@ -23,17 +22,9 @@ fn replica(dir: &Path, name: &str, reg: &Registry, repo: &GitRepo, cache: &str) 
     )
 }
 
-/// Delivers a merged PR of `sha` and waits for its build to end.
+/// Builds a merged PR of `sha`, which must succeed: its state and build log.
 fn build(srv: &Server, sha: &str) -> (serde_json::Value, String) {
-    let r = deliver(
-        &srv.addr,
-        "pull_request",
-        &format!("delivery-{sha}"),
-        &merged_pr(sha, sha),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.json()["build_id"].as_i64().unwrap();
-    let b = srv.wait_finished(id, Duration::from_secs(180));
+    let (id, b) = srv.build_merged(sha);
     assert_eq!(b["status"], "succeeded", "{b}\n{}", srv.log_text());
     let log = std::fs::read_to_string(srv.state.join(format!("logs/{id}.log"))).unwrap();
     (b, log)
@@ -44,24 +35,7 @@ fn a_second_replica_rebuilds_from_the_cache_repo_without_running_anything() {
     let reg = Registry::start(RegistryCfg::default());
     let dir = tempfile::tempdir().unwrap();
     let repo = GitRepo::create(dir.path());
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-    let sha = repo.commit("a RUN step", |dir| {
-        use std::os::unix::fs::PermissionsExt as _;
-        let bin = dir.join("api/busybox");
-        std::fs::write(&bin, &busybox).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.join("api/Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\n\
-             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo said-by-the-step; /bin/busybox mkdir -p /srv; echo made > /srv/made\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("image.json"),
-            r#"{"service_name": "api", "version": "3.0.0", "type": "Docker"}"#,
-        )
-        .unwrap();
-    });
+    let sha = repo.commit_run_step();
     let cache = format!("{}/build-cache", reg.addr());
     let a = replica(dir.path(), "a", &reg, &repo, &cache);
     let (built_a, log_a) = build(&a, &sha);

@@ -6,17 +6,7 @@ use flate2::read::MultiGzDecoder as GzDecoder;
 fn file_entry(dir: &std::path::Path, name: &str, body: &[u8]) -> LayerEntry {
     let path = dir.join(name.replace('/', "_"));
     std::fs::write(&path, body).unwrap();
-    LayerEntry {
-        path: name.into(),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: None,
-        data: EntryData::File {
-            source: FileSource::Path(path),
-            size: body.len() as u64,
-        },
-    }
+    LayerEntry::file(name, path, body.len() as u64)
 }
 
 fn read_back(store: &BlobStore, info: &LayerInfo) -> Vec<(String, EntryType, u64, u64)> {

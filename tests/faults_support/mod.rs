@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::regsupport::Certs;
+
 /// One side of a proxied request, in the clear or over TLS.
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {
     /// The socket under it (to reset it).
@@ -43,32 +45,24 @@ impl Conn for tokio_rustls::client::TlsStream<TcpStream> {
 
 type Stream = Box<dyn Conn>;
 
-/// PEM files for a proxy that speaks TLS.
-pub struct TlsFiles<'a> {
-    /// Certificate and key the proxy serves (valid for 127.0.0.1).
-    pub cert: &'a Path,
-    pub key: &'a Path,
-    /// The CA that signed the registry's certificate.
-    pub ca: &'a Path,
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn acceptor(files: &TlsFiles) -> TlsAcceptor {
+/// Serves the certificate (valid for 127.0.0.1) and key of `certs`.
+fn acceptor(certs: &Certs) -> TlsAcceptor {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(files.cert)
+    let chain = CertificateDer::pem_file_iter(certs.cert())
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(files.key).unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.key()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(certs, key)
+        .with_single_cert(chain, key)
         .unwrap();
     TlsAcceptor::from(Arc::new(config))
 }
@@ -301,9 +295,15 @@ impl FaultProxy {
         Self::start_with(upstream, None, None).await
     }
 
-    /// HTTPS on both sides: in front of a TLS registry, serving `files.cert`.
-    pub async fn start_tls(upstream: &str, files: &TlsFiles<'_>) -> FaultProxy {
-        Self::start_with(upstream, Some(acceptor(files)), Some(connector(files.ca))).await
+    /// HTTPS on both sides: in front of a TLS registry whose certificate
+    /// `certs` made, serving that certificate too.
+    pub async fn start_tls(upstream: &str, certs: &Certs) -> FaultProxy {
+        Self::start_with(
+            upstream,
+            Some(acceptor(certs)),
+            Some(connector(&certs.ca())),
+        )
+        .await
     }
 
     /// Plain HTTP to clients, HTTPS to a TLS registry signed by `ca`.

@@ -181,3 +181,19 @@ impl Drop for TestUser {
         let _ = Command::new("rm").arg("-rf").arg(&self.home).output();
     }
 }
+
+/// A command that runs its arguments in a user namespace whose
+/// `max_user_namespaces` is 0, where no further namespace can be made.
+pub fn without_user_namespaces() -> Command {
+    let mut unshare = Command::new("unshare");
+    unshare.args([
+        "--user",
+        "--map-root-user",
+        "--",
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+        "sh",
+    ]);
+    unshare
+}

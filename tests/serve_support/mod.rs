@@ -386,6 +386,20 @@ impl Server {
             matches!(v["status"].as_str(), Some("succeeded") | Some("failed"))
         })
     }
+
+    /// Delivers a merged PR of `sha` (delivery `delivery-<sha>`), which
+    /// must be accepted, and waits for its build to end: its id and state.
+    pub fn build_merged(&self, sha: &str) -> (i64, Value) {
+        let r = deliver(
+            &self.addr,
+            "pull_request",
+            &format!("delivery-{sha}"),
+            &merged_pr(sha, sha),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        let id = r.json()["build_id"].as_i64().unwrap();
+        (id, self.wait_finished(id, Duration::from_secs(180)))
+    }
 }
 
 impl Drop for Server {
@@ -499,6 +513,29 @@ impl GitRepo {
         git(&self.dir, &["add", "-A"]);
         git(&self.dir, &["commit", "-qm", message]);
         git(&self.dir, &["rev-parse", "HEAD"])
+    }
+
+    /// Commits api 3.0.0 with busybox (from busybox-static) and a RUN step
+    /// that prints `said-by-the-step` and writes /srv/made; returns its id.
+    pub fn commit_run_step(&self) -> String {
+        let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+        self.commit("a RUN step", |dir| {
+            use std::os::unix::fs::PermissionsExt as _;
+            let bin = dir.join("api/busybox");
+            std::fs::write(&bin, &busybox).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(
+                dir.join("api/Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo said-by-the-step; /bin/busybox mkdir -p /srv; echo made > /srv/made\"]\n",
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join("image.json"),
+                r#"{"service_name": "api", "version": "3.0.0", "type": "Docker"}"#,
+            )
+            .unwrap();
+        })
     }
 
     /// Adds `n` commits on `develop`, each building two images whose

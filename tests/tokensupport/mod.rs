@@ -13,7 +13,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::regsupport::{Certs, Registry, RegistryCfg, TokenAuthCfg};
+use crate::regsupport::{
+    basic_b64, docker_config, env_lock, init_tracing, Certs, Registry, RegistryCfg, TokenAuthCfg,
+};
+use dockless::remote::Options;
 
 pub const USER: &str = "tokuser";
 pub const PASS: &str = "tok-Pa55word";
@@ -277,16 +280,51 @@ pub fn token_auth(ts: &TokenServer, realm: &str) -> TokenAuthCfg {
     }
 }
 
-/// A TLS registry with `auth: token`, trusting the test's token server.
-pub async fn token_registry(dir: &Path) -> (TokenServer, Certs, Registry) {
-    let ts = start_token_server(dir).await;
-    let certs = Certs::generate();
-    let reg = Registry::start(RegistryCfg {
-        certs: Some(&certs),
-        token: Some(token_auth(&ts, &ts.realm)),
-        ..Default::default()
-    });
-    (ts, certs, reg)
+/// A TLS registry with `auth: token`, trusting the test's token server,
+/// and push options that trust the registry's CA. Holds the environment
+/// lock, since tests point `DOCKER_CONFIG` at config files of their own.
+pub struct TokenRegistry {
+    pub ts: TokenServer,
+    pub reg: Registry,
+    pub opts: Options,
+    /// The CA `opts` names.
+    _certs: Certs,
+    _dir: tempfile::TempDir,
+    _env: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl TokenRegistry {
+    pub async fn start() -> TokenRegistry {
+        init_tracing();
+        let env = env_lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let ts = start_token_server(dir.path()).await;
+        let certs = Certs::generate();
+        let reg = Registry::start(RegistryCfg {
+            certs: Some(&certs),
+            token: Some(token_auth(&ts, &ts.realm)),
+            ..Default::default()
+        });
+        let opts = Options {
+            ca_certs: vec![certs.ca()],
+            ..Options::default()
+        };
+        TokenRegistry {
+            ts,
+            reg,
+            opts,
+            _certs: certs,
+            _dir: dir,
+            _env: env,
+        }
+    }
+
+    /// config.json with the test user's password for the registry.
+    pub fn log_in(&self) -> tempfile::TempDir {
+        docker_config(serde_json::json!({
+            "auths": { self.reg.addr(): { "auth": basic_b64(USER, PASS) } }
+        }))
+    }
 }
 
 pub fn creds() -> String {
