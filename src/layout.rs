@@ -185,25 +185,6 @@ fn is_attachment(d: &oci_spec::image::Descriptor) -> bool {
         .is_some_and(|a| a.contains_key(ANNOTATION_ATTACHMENT))
 }
 
-/// The manifest named `name` in the layout at `dir`, if it has one.
-pub fn manifest_named(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, LayoutError> {
-    LayoutIndex::open(dir)?.manifest_named(name)
-}
-
-/// Puts an attachment manifest of `subject` in the layout at `dir` and lists
-/// it in index.json (see [`LayoutIndex::add_attachment`]).
-pub fn add_attachment(
-    dir: &Path,
-    subject: &str,
-    media_type: &str,
-    bytes: &[u8],
-    name: Option<&str>,
-) -> Result<(), LayoutError> {
-    let mut index = LayoutIndex::open(dir)?;
-    index.add_attachment(subject, media_type, bytes, name)?;
-    index.write()
-}
-
 /// A layout's index.json read once, edited, and written once with the
 /// blobs it gained: attaching an SBOM, a provenance and their tags
 /// rewrites it one time, not once per manifest, and commits their blobs

@@ -45,7 +45,8 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 fn read(dir: &std::path::Path, tag: &str) -> Value {
-    let bytes = crate::layout::manifest_named(dir, tag).unwrap().unwrap();
+    let index = crate::layout::LayoutIndex::open(dir).unwrap();
+    let bytes = index.manifest_named(tag).unwrap().unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -208,14 +209,16 @@ fn unsigned_documents_are_referrers_and_the_sbom_tag_only() {
     // A tag holding something other than an index is not overwritten.
     let layout = d.path().join("layout");
     let stem = format!("sha256-{}", "a".repeat(64));
-    crate::layout::add_attachment(
-        &layout,
-        "x",
-        crate::image::MEDIA_TYPE_MANIFEST,
-        b"{\"layers\":[]}",
-        Some(&stem),
-    )
-    .unwrap();
+    let mut index = crate::layout::LayoutIndex::open(&layout).unwrap();
+    index
+        .add_attachment(
+            "x",
+            crate::image::MEDIA_TYPE_MANIFEST,
+            b"{\"layers\":[]}",
+            Some(&stem),
+        )
+        .unwrap();
+    index.write().unwrap();
     let target = LayoutTarget::new(layout, subject().digest);
     let err = run(attach(&target, &p)).unwrap_err().to_string();
     assert!(err.contains("other than an image index"), "{err}");
